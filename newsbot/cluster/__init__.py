@@ -1,0 +1,1 @@
+"""Running as several replicas: the poller's lease, the update stream, the rate limit."""

@@ -1,0 +1,129 @@
+"""The poller: the one replica holding the lease pulls updates from Telegram.
+
+Telegram answers a second concurrent ``getUpdates`` with 409 Conflict, so one replica at
+a time polls. It appends each update to the stream *before* the offset moves past it,
+in one atomic script that also skips updates already appended: a poller that dies at
+any point, or a deposed leader that polls once more, loses nothing and adds no
+duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import redis.asyncio as aioredis
+from telegram import Bot, Update
+from telegram.error import Conflict, InvalidToken, TelegramError
+
+from newsbot import keys
+from newsbot.cluster.lease import Lease
+from newsbot.metrics import LEADER
+
+logger = logging.getLogger(__name__)
+
+# Long-poll this long. Shorter than the lease, which is renewed before every poll, so a
+# leader never polls on a lease that ran out.
+POLL_TIMEOUT = 2
+ERROR_BACKOFF = 1.0
+
+# KEYS: stream, offset. ARGV: maxlen, then (update_id, chat_id, json) triples.
+_APPEND = """
+local offset = tonumber(redis.call('GET', KEYS[2]) or '0')
+local next_offset = offset
+for i = 2, #ARGV, 3 do
+    local update_id = tonumber(ARGV[i])
+    if update_id >= offset then
+        redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+                   'update_id', ARGV[i], 'chat_id', ARGV[i + 1], 'update', ARGV[i + 2])
+    end
+    if update_id + 1 > next_offset then next_offset = update_id + 1 end
+end
+redis.call('SET', KEYS[2], next_offset)
+return next_offset
+"""
+
+
+class Poller:
+    """Polls Telegram while this replica holds the lease."""
+
+    def __init__(self, bot: Bot, redis: aioredis.Redis, owner: str) -> None:
+        self.bot = bot
+        self.redis = redis
+        self.lease = Lease(redis, keys.LEADER, owner, keys.LEADER_TTL_MS)
+        self._append = redis.register_script(_APPEND)
+        self.is_leader = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until ``stop`` is set, then give the lease up."""
+        try:
+            while not stop.is_set():
+                try:
+                    await self.run_once()
+                except (InvalidToken, asyncio.CancelledError):
+                    raise
+                except Exception:
+                    # Redis or Telegram trouble: say so, wait, try again. The lease
+                    # expires if this goes on, and another replica takes over.
+                    logger.exception("polling failed")
+                    self._set_leader(False)
+                    await _sleep_or_stop(stop, ERROR_BACKOFF)
+        finally:
+            await self.step_down()
+
+    async def run_once(self) -> int:
+        """Take or renew the lease and, as leader, poll once; return updates appended."""
+        if not await self.lease.hold():
+            self._set_leader(False)
+            await asyncio.sleep(self.lease.ttl_ms / 3000)
+            return 0
+        self._set_leader(True)
+        offset = await self.redis.get(keys.OFFSET)
+        try:
+            updates = await self.bot.get_updates(
+                offset=int(offset) if offset else None, timeout=POLL_TIMEOUT,
+                read_timeout=POLL_TIMEOUT + 3, allowed_updates=Update.ALL_TYPES)
+        except Conflict:
+            # Another getUpdates is live: the old leader's last poll, or another bot
+            # instance outside this cluster. Back off and let the lease decide.
+            logger.warning("Telegram reports a concurrent getUpdates (409); backing off")
+            await asyncio.sleep(ERROR_BACKOFF)
+            return 0
+        except TelegramError as error:  # 429s were already waited out by the limiter
+            logger.warning("getUpdates failed: %s", error)
+            await asyncio.sleep(ERROR_BACKOFF)
+            return 0
+        if updates:
+            await self.append(updates)
+        return len(updates)
+
+    async def append(self, updates: list[Update]) -> None:
+        """Append updates to the stream and move the offset past them, atomically."""
+        args: list[str | int] = [keys.UPDATES_MAXLEN]
+        for update in updates:
+            chat = update.effective_chat
+            args += [update.update_id, chat.id if chat else 0, json.dumps(update.to_dict())]
+        await self._append(keys=[keys.UPDATES, keys.OFFSET], args=args)
+
+    async def step_down(self) -> None:
+        """Release the lease so another replica can poll at once."""
+        self._set_leader(False)
+        try:
+            await self.lease.release()
+        except Exception:
+            # Redis is gone: the lease runs out by itself within its TTL.
+            logger.warning("could not release the poller lease; it will expire")
+
+    def _set_leader(self, leader: bool) -> None:
+        if leader != self.is_leader:
+            logger.info("this replica %s polling Telegram", "is now" if leader else "stopped")
+        self.is_leader = leader
+        LEADER.set(1 if leader else 0)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass  # the usual case: slept the whole time

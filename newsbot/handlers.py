@@ -1,0 +1,300 @@
+"""The chat commands: parse the arguments, call the store or the news, reply.
+
+Each handler is named after its command. Replies are Telegram HTML built by ``render``;
+sending goes through ``sender`` (blocked chats, migrated groups) and, below it, the
+shared rate limiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from redis.exceptions import RedisError
+from telegram import Update
+from telegram.error import BadRequest, NetworkError
+from telegram.ext import (Application, ApplicationHandlerStop, CommandHandler, ContextTypes,
+                          MessageHandler, TypeHandler, filters)
+
+from newsbot import render, schedule
+from newsbot.config import Settings
+from newsbot.errors import InvalidSource
+from newsbot.models import Source
+from newsbot.news import News
+from newsbot.sender import send_messages
+from newsbot.sources.base import parse_sources
+from newsbot.sources.guard import Guard
+from newsbot.store import Store
+
+logger = logging.getLogger(__name__)
+
+# A command longer than this is refused before it is parsed.
+MAX_ARGUMENT_LENGTH = 4000
+
+HELP = """<b>Newsbot</b> brings you the news you choose: subreddits and RSS/Atom feeds.
+
+/source <i>python, golang, https://example.org/feed.xml</i> – set your sources
+/source – list your sources
+/add <i>r/rust</i> – add sources
+/remove <i>golang</i> – remove sources
+/fetch – the latest news from your sources
+/subscribe <i>6h</i> – a digest of what is new, every 30m, 6h, 1d… (default 1d)
+/unsubscribe – stop the digest
+/stop – no digests, and silence here until /start
+/help – this message
+
+Subreddits by name (<code>python</code> or <code>r/python</code>), feeds by their \
+http(s) URL; separate them with commas or spaces."""
+
+
+class Handlers:
+    """Every chat command, wired to the store and the news."""
+
+    def __init__(self, settings: Settings, store: Store, news: News,
+                 guard: Guard | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.news = news
+        self.guard = guard or Guard(settings.allow_private_urls)
+        # Updates whose handling met an outage; the consumer leaves them pending.
+        self.deferred: set[int] = set()
+
+    def register(self, application: Application) -> None:  # type: ignore[type-arg]
+        """Add the handlers to a python-telegram-bot application."""
+        application.add_handler(TypeHandler(Update, self.gate), group=-1)
+        commands = {
+            "start": self.start, "help": self.help, "source": self.source,
+            "sources": self.source, "add": self.add, "remove": self.remove,
+            "fetch": self.fetch, "subscribe": self.subscribe,
+            "unsubscribe": self.unsubscribe, "stop": self.stop,
+        }
+        for name, callback in commands.items():
+            application.add_handler(CommandHandler(name, callback))
+        application.add_handler(MessageHandler(
+            filters.ChatType.PRIVATE & filters.COMMAND, self.unknown))
+        application.add_handler(MessageHandler(
+            filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND, self.unknown))
+        application.add_error_handler(self.error)
+
+    async def reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE,
+                    messages: str | Sequence[str]) -> None:
+        """Send HTML messages to the chat the update came from."""
+        if isinstance(messages, str):
+            messages = render.split_message(messages.split("\n"))
+        chat = update.effective_chat
+        if chat is not None and messages:
+            await send_messages(context.bot, self.store, chat.id, messages)
+
+    # --- before every command ------------------------------------------------------
+
+    async def gate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Let through only allowed chats, and nothing but /start in a stopped chat."""
+        chat, message = update.effective_chat, update.effective_message
+        if chat is None or message is None:
+            raise ApplicationHandlerStop
+        allowed = self.settings.allowed_chats
+        if allowed is not None and chat.id not in allowed:
+            logger.info("ignoring chat %s: not in NEWSBOT_ALLOWED_CHATS", chat.id)
+            raise ApplicationHandlerStop
+        if _command(message.text) != "start" and await self.store.is_stopped(chat.id):
+            raise ApplicationHandlerStop
+        if message.text and len(message.text) > MAX_ARGUMENT_LENGTH:
+            await self.reply(update, context, "That message is too long for me to read. "
+                             "Send fewer sources at a time.")
+            raise ApplicationHandlerStop
+
+    # --- commands --------------------------------------------------------------------
+
+    async def start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/start: wake the chat up (after /stop) and say what the bot does."""
+        assert update.effective_chat is not None
+        await self.store.set_stopped(update.effective_chat.id, False)
+        await self.reply(update, context, HELP)
+
+    async def help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/help: every command with an example."""
+        await self.reply(update, context, HELP)
+
+    async def source(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/source a, b, c: set the chat's sources; without arguments, list them."""
+        chat_id = _chat_id(update)
+        text = _argument(update)
+        if not text:
+            await self.reply(update, context, _list_reply(await self.store.get_sources(chat_id)))
+            return
+        sources, refused = await self.check_sources(text)
+        if sources and len(sources) > self.settings.max_sources:
+            refused.append(("", f"at most {self.settings.max_sources} sources, "
+                                f"you gave {len(sources)}"))
+            sources = []
+        if sources:
+            await self.store.set_sources(chat_id, sources)
+            head = "Your sources are now:\n" + render.bullet_list(s.label for s in sources)
+        else:
+            head = "Your sources are unchanged."
+        await self.reply(update, context, _with_refusals(head, refused))
+
+    async def add(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/add a b: add sources to the chat's list."""
+        chat_id = _chat_id(update)
+        text = _argument(update)
+        if not text:
+            await self.reply(update, context, "Add what? For example: /add r/rust")
+            return
+        current = await self.store.get_sources(chat_id)
+        new, refused = await self.check_sources(text)
+        known = {source.key for source in current}
+        new = [source for source in new if source.key not in known]
+        if len(current) + len(new) > self.settings.max_sources:
+            refused.append(("", f"at most {self.settings.max_sources} sources; "
+                                f"you have {len(current)}"))
+            new = []
+        if new:
+            await self.store.set_sources(chat_id, current + new)
+        await self.reply(update, context, _with_refusals(_list_reply(current + new), refused))
+
+    async def remove(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/remove a b: remove sources from the chat's list."""
+        chat_id = _chat_id(update)
+        text = _argument(update)
+        if not text:
+            await self.reply(update, context, "Remove what? For example: /remove golang")
+            return
+        current = await self.store.get_sources(chat_id)
+        gone, refused = parse_sources(text)
+        gone_keys = {source.key for source in gone}
+        kept = [source for source in current if source.key not in gone_keys]
+        missing = gone_keys - {source.key for source in current}
+        refused += [(s.label, "not in your list") for s in gone if s.key in missing]
+        if len(kept) != len(current):
+            await self.store.set_sources(chat_id, kept)
+        await self.reply(update, context, _with_refusals(_list_reply(kept), refused))
+
+    async def fetch(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/fetch: the latest items of every source."""
+        chat_id = _chat_id(update)
+        sources = await self.store.get_sources(chat_id)
+        if not sources:
+            await self.reply(update, context, "You have no sources yet. "
+                             "Try: /source python, golang")
+            return
+        news = await self.news.get(sources)
+        if await self.reply_news(update, context, render.render_news(news)):
+            await self.store.mark_seen(chat_id, [i.id for n in news for i in n.items])
+
+    async def reply_news(self, update: Update, context: ContextTypes.DEFAULT_TYPE,
+                         messages: list[str]) -> bool:
+        chat = update.effective_chat
+        assert chat is not None
+        return await send_messages(context.bot, self.store, chat.id, messages)
+
+    async def subscribe(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/subscribe [interval]: a digest of new items every interval."""
+        chat_id = _chat_id(update)
+        try:
+            interval = schedule.parse_interval(_argument(update), self.settings.min_interval)
+        except schedule.IntervalError as error:
+            await self.reply(update, context, render.escape(str(error).capitalize() + "."))
+            return
+        first = schedule.next_due(time.time(), interval)
+        await self.store.subscribe(chat_id, interval, first)
+        text = (f"Subscribed: a digest of what is new every "
+                f"{schedule.describe_interval(interval)}. The first comes at "
+                f"{schedule.describe_time(first)}.")
+        if not await self.store.get_sources(chat_id):
+            text += "\nYou have no sources yet: add some with /source python, golang"
+        await self.reply(update, context, text)
+
+    async def unsubscribe(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/unsubscribe: stop the digest."""
+        had = await self.store.unsubscribe(_chat_id(update))
+        await self.reply(update, context, "Digest stopped." if had else "You had no digest.")
+
+    async def stop(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/stop: no digests, and silence in this chat until /start."""
+        await self.reply(update, context, "Stopped. No more digests, and I stay silent "
+                         "here until you send /start.")
+        await self.store.set_stopped(_chat_id(update), True)
+
+    async def unknown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Anything else in a private chat: point to /help."""
+        await self.reply(update, context, "I did not understand that. Send /help to see "
+                         "what I can do.")
+
+    async def error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Log an error; tell the user it was ours, or retry the update after an outage."""
+        if is_outage(context.error):
+            # Redis or Telegram is unreachable: the update is handled again later, so
+            # the user gets the real answer rather than an apology.
+            logger.warning("update deferred: %s", context.error)
+            if isinstance(update, Update):
+                self.deferred.add(update.update_id)
+            return
+        logger.error("handling an update failed", exc_info=context.error)
+        if isinstance(update, Update) and update.effective_chat is not None:
+            await self.reply(update, context, "Sorry, something went wrong on my side. "
+                             "Please try again in a minute.")
+
+    # --- helpers for the commands ----------------------------------------------------
+
+    async def check_sources(self, text: str) -> tuple[list[Source], list[tuple[str, str]]]:
+        """Parse sources and run the SSRF guard on the feeds, all in parallel."""
+        sources, refused = parse_sources(text)
+        checks = await asyncio.gather(*(self._check(source) for source in sources))
+        accepted = [source for source, reason in zip(sources, checks) if reason is None]
+        refused += [(source.label, reason) for source, reason in zip(sources, checks)
+                    if reason is not None]
+        return accepted, refused
+
+    async def _check(self, source: Source) -> str | None:
+        if source.kind != "feed":
+            return None
+        try:
+            await asyncio.to_thread(self.guard.check_url, source.key)
+        except InvalidSource as error:
+            return str(error)
+        return None
+
+
+def _command(text: str | None) -> str | None:
+    """The command of a message text, without slash and @botname: '/Fetch@bot x' -> 'fetch'."""
+    if not text or not text.startswith("/"):
+        return None
+    return text[1:].split(maxsplit=1)[0].split("@", 1)[0].lower() if len(text) > 1 else ""
+
+
+def _argument(update: Update) -> str:
+    """Everything after the command, as typed."""
+    text = update.effective_message.text if update.effective_message else None
+    parts = (text or "").split(maxsplit=1)
+    return parts[1].strip() if len(parts) == 2 else ""
+
+
+def _chat_id(update: Update) -> int:
+    assert update.effective_chat is not None
+    return update.effective_chat.id
+
+
+def _list_reply(sources: Sequence[Source]) -> str:
+    if not sources:
+        return "You have no sources. Set some with /source python, golang"
+    return "Your sources:\n" + render.bullet_list(source.label for source in sources)
+
+
+def _with_refusals(head: str, refused: list[tuple[str, str]]) -> str:
+    named = [(word, reason) for word, reason in refused if word]
+    general = [reason for word, reason in refused if not word]
+    parts = [head]
+    if named:
+        parts.append("Not added:\n" + render.refusals(named))
+    parts += ["⚠️ " + render.escape(reason[0].upper() + reason[1:]) for reason in general]
+    return "\n\n".join(parts)
+
+
+def is_outage(error: object) -> bool:
+    """Tell whether an error means "try again later" rather than "this is a bug"."""
+    if isinstance(error, BadRequest):
+        return False
+    return isinstance(error, RedisError | OSError | NetworkError)

@@ -1,0 +1,23 @@
+"""Prometheus metrics, served at /metrics by the health server."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+UPDATES = Counter("newsbot_updates_total", "Telegram updates handled, by outcome",
+                  ["outcome"])
+HANDLER_SECONDS = Histogram("newsbot_handler_seconds", "Time to handle one update",
+                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+MESSAGES_SENT = Counter("newsbot_messages_sent_total", "Messages sent to Telegram")
+TOO_MANY_REQUESTS = Counter("newsbot_telegram_429_total",
+                            "Telegram answers 429 Too Many Requests")
+SEND_RETRIES = Counter("newsbot_send_retries_total",
+                       "Telegram calls retried after a 5xx or a network error")
+UPSTREAM_FETCHES = Counter("newsbot_upstream_fetches_total",
+                           "Requests to news servers (cache misses)", ["kind"])
+CACHE_HITS = Counter("newsbot_cache_hits_total", "Sources served from the shared cache")
+DIGESTS = Counter("newsbot_digests_total", "Digests handled, by outcome", ["outcome"])
+LEADER = Gauge("newsbot_leader", "1 while this replica polls Telegram")
+STREAM_LAG = Gauge("newsbot_stream_lag", "Updates in the stream not yet read by the group")
+STREAM_PENDING = Gauge("newsbot_stream_pending",
+                       "Updates read by a replica and not yet acknowledged")

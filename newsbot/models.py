@@ -1,0 +1,54 @@
+"""Plain data the parts of Newsbot pass to each other."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+SourceKind = Literal["reddit", "feed"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A news source as the user named it.
+
+    ``key`` is the canonical form (``r/python``, or the URL) used for caching and
+    comparison; ``label`` is what the user wrote, used in replies.
+    """
+
+    kind: SourceKind
+    key: str
+    label: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"kind": self.kind, "key": self.key, "label": self.label}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Source:
+        return cls(kind=data["kind"], key=data["key"], label=data["label"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One news item: a Reddit post or a feed entry."""
+
+    id: str
+    title: str
+    link: str
+    published: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Item:
+        return cls(**data)
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceNews:
+    """What one source gave: its items, or the reason it gave none."""
+
+    source: Source
+    items: tuple[Item, ...] = ()
+    error: str | None = None

@@ -1,0 +1,94 @@
+"""Replies as Telegram HTML: pure functions from news and texts to message strings.
+
+Every outside string (titles, links, what the user typed) goes through ``escape``;
+the only markup in a reply is the markup written here. Every line is self-contained
+(no tag spans two lines), so a reply can be split on any line boundary.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable, Sequence
+
+from newsbot.models import SourceNews
+
+# Telegram refuses messages over 4096 characters; stay below with room to spare.
+MESSAGE_LIMIT = 4000
+MAX_TITLE = 250
+MAX_LINK = 2000
+_TAG = re.compile(r"<[^>]+>")
+_LINK = re.compile(r'<a href="([^"]*)">(.*?)</a>')
+
+
+def escape(text: str) -> str:
+    """Escape a string for Telegram's HTML parse mode."""
+    return html.escape(text, quote=True)
+
+
+def shorten(text: str, limit: int) -> str:
+    """Cut text to at most ``limit`` characters, marking the cut with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def source_lines(news: SourceNews) -> list[str]:
+    """The lines of one source's block: its name, then its items or why there are none."""
+    label = escape(shorten(news.source.label, MAX_TITLE))
+    if news.error is not None:
+        return [f"⚠️ <b>{label}</b>: {escape(news.error)}"]
+    lines = [f"<b>{label}</b>"]
+    if not news.items:
+        lines.append("<i>no items</i>")
+    for item in news.items:
+        title = escape(shorten(item.title, MAX_TITLE))
+        if item.link.startswith(("http://", "https://")) and len(item.link) <= MAX_LINK:
+            lines.append(f'• <a href="{escape(item.link)}">{title}</a>')
+        else:
+            lines.append(f"• {title}")
+    return lines
+
+
+def render_news(news: Sequence[SourceNews], heading: str | None = None) -> list[str]:
+    """Render news from several sources as messages below Telegram's size limit."""
+    lines = [f"<b>{escape(heading)}</b>", ""] if heading else []
+    for index, block in enumerate(news):
+        if index:
+            lines.append("")
+        lines.extend(source_lines(block))
+    return split_message(lines)
+
+
+def split_message(lines: Iterable[str], limit: int = MESSAGE_LIMIT) -> list[str]:
+    """Join lines into messages of at most ``limit`` characters, cutting between lines."""
+    messages: list[str] = []
+    current: list[str] = []
+    size = 0
+    for line in lines:
+        if len(line) > limit:
+            line = shorten(to_plain(line), limit)
+            line = escape(line)[:limit]
+        if current and size + 1 + len(line) > limit:
+            messages.append("\n".join(current).strip("\n"))
+            current, size = [], 0
+        current.append(line)
+        size += len(line) + 1
+    if current and "\n".join(current).strip():
+        messages.append("\n".join(current).strip("\n"))
+    return messages
+
+
+def to_plain(text: str) -> str:
+    """Turn a reply's HTML into plain text for a terminal: links as 'title <url>'."""
+    text = _LINK.sub(lambda m: f"{m.group(2)} <{m.group(1)}>", text)
+    return html.unescape(_TAG.sub("", text))
+
+
+def bullet_list(words: Iterable[str]) -> str:
+    """Escaped words as a bulleted list, one a line."""
+    return "\n".join(f"• {escape(word)}" for word in words)
+
+
+def refusals(refused: Iterable[tuple[str, str]]) -> str:
+    """One short line for each source that was refused, naming it as the user wrote it."""
+    return "\n".join(f"⚠️ <b>{escape(shorten(word, MAX_TITLE))}</b>: {escape(reason)}"
+                     for word, reason in refused)

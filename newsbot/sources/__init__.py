@@ -1,0 +1,1 @@
+"""News sources: parsing what the user typed, the SSRF guard, Reddit and RSS/Atom."""

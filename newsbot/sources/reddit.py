@@ -1,0 +1,155 @@
+"""Subreddits, from Reddit's JSON listings (``/r/{name}/hot.json``).
+
+Anonymous by default. With ``REDDIT_CLIENT_ID``/``REDDIT_CLIENT_SECRET`` set, Newsbot
+uses app-only OAuth, which Reddit treats far more kindly than anonymous traffic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from newsbot.config import DEFAULT_REDDIT_URL, Settings
+from newsbot.errors import FetchError
+from newsbot.models import Item
+from newsbot.sources.download import Downloader, HTTPStatusError, Validators
+from newsbot.sources.base import SUBREDDIT_NAME
+
+OAUTH_API_URL = "https://oauth.reddit.com"
+# Reddit asks for a unique, descriptive User-Agent naming the app and a contact.
+USER_AGENT = "python:newsbot:0.1.0 (self-hosted Telegram news bot)"
+# Stickied posts sit on top of "hot" forever; ask for a few more so N real ones remain.
+STICKY_MARGIN = 3
+
+
+class RedditRateLimited(FetchError):
+    """Reddit asked us to wait ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"Reddit asks us to slow down; try again in {int(retry_after)} s")
+        self.retry_after = retry_after
+
+
+def parse_listing(body: bytes, limit: int) -> list[Item]:
+    """Parse a Reddit listing into at most ``limit`` items in hot order, stickies left out."""
+    try:
+        listing = json.loads(body)
+        children = listing["data"]["children"]
+    except (ValueError, KeyError, TypeError):
+        raise FetchError("Reddit sent something that is not a listing") from None
+    items = []
+    for child in children:
+        post = child.get("data", {}) if isinstance(child, dict) else {}
+        if not post.get("title") or post.get("stickied"):
+            continue
+        items.append(_item(post))
+        if len(items) == limit:
+            break
+    return items
+
+
+def _item(post: Mapping[str, Any]) -> Item:
+    permalink = "https://www.reddit.com" + str(post.get("permalink", ""))
+    identity = str(post.get("name") or post.get("id") or permalink)
+    created = post.get("created_utc")
+    return Item(id=hashlib.sha256(identity.encode()).hexdigest()[:16],
+                title=" ".join(str(post["title"]).split()),
+                link=permalink if post.get("permalink") else str(post.get("url", "")),
+                published=float(created) if isinstance(created, int | float) else None)
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds Reddit wants us to wait, from Retry-After or the X-Ratelimit headers."""
+    for name in ("Retry-After", "X-Ratelimit-Reset"):
+        value = headers.get(name)
+        if name == "X-Ratelimit-Reset" and _remaining(headers) > 0:
+            continue
+        try:
+            return max(1.0, float(value)) if value is not None else None
+        except ValueError:
+            continue
+    return None
+
+
+def _remaining(headers: Mapping[str, str]) -> float:
+    try:
+        return float(headers.get("X-Ratelimit-Remaining", "1"))
+    except ValueError:
+        return 1.0
+
+
+class Reddit:
+    """Fetches subreddit listings, anonymously or with app-only OAuth."""
+
+    def __init__(self, settings: Settings, downloader: Downloader) -> None:
+        self.base_url = settings.reddit_url
+        self.credentials = None
+        if settings.reddit_client_id and settings.reddit_client_secret:
+            self.credentials = (settings.reddit_client_id, settings.reddit_client_secret)
+        self.downloader = downloader
+        self._token: tuple[str, float] | None = None
+        self._token_lock = threading.Lock()
+        self._blocked_until = 0.0
+
+    def fetch(self, name: str, limit: int,
+              validators: Validators | None = None) -> tuple[list[Item] | None, Validators]:
+        """Return the hot items of a subreddit (None if unchanged) and new validators."""
+        if not SUBREDDIT_NAME.fullmatch(name):
+            raise FetchError("not a subreddit name")
+        wait = self._blocked_until - time.monotonic()
+        if wait > 0:
+            raise RedditRateLimited(wait)
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        base = self.base_url
+        if self.credentials is not None:
+            headers["Authorization"] = "bearer " + self._access_token()
+            base = OAUTH_API_URL if base == DEFAULT_REDDIT_URL else base
+        url = f"{base}/r/{name}/hot.json?limit={limit + STICKY_MARGIN}&raw_json=1"
+        try:
+            # Reddit redirects unknown subreddits to a search page: that means "not found".
+            download = self.downloader.get(url, headers=headers, validators=validators,
+                                           follow_redirects=False)
+        except HTTPStatusError as error:
+            raise self._explain(error) from None
+        if download.status in (301, 302, 303, 307, 308):
+            raise FetchError("no such subreddit")
+        if _remaining(download.headers) <= 0:
+            # This answer is good, but Reddit would refuse the next one: wait first.
+            self._block(retry_after(download.headers) or 60.0)
+        items = None if download.status == 304 else parse_listing(download.body, limit)
+        return items, download.validators
+
+    def _block(self, seconds: float) -> None:
+        self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
+
+    def _explain(self, error: HTTPStatusError) -> FetchError:
+        if error.status == 404:
+            return FetchError("no such subreddit (404)")
+        if error.status == 403:
+            return FetchError("private, quarantined or banned subreddit (403)")
+        if error.status == 429:
+            seconds = retry_after(error.headers) or 60.0
+            self._block(seconds)
+            return RedditRateLimited(seconds)
+        return error
+
+    def _access_token(self) -> str:
+        with self._token_lock:
+            if self._token is not None and self._token[1] > time.monotonic():
+                return self._token[0]
+            assert self.credentials is not None
+            download = self.downloader.post(
+                f"{self.base_url}/api/v1/access_token",
+                data={"grant_type": "client_credentials"}, auth=self.credentials)
+            try:
+                answer = json.loads(download.body)
+                token, lifetime = str(answer["access_token"]), float(answer["expires_in"])
+            except (ValueError, KeyError, TypeError):
+                raise FetchError("Reddit refused the app credentials") from None
+            # Renew a minute early so a request never goes out with an expired token.
+            self._token = (token, time.monotonic() + lifetime - 60)
+            return token

@@ -1,0 +1,239 @@
+"""Newsbot's state in Redis: chats, sources, subscriptions, seen items and the fetch cache.
+
+Every Redis command about chats and news lives here (the cluster modules keep their own
+keys). Each chat is one hash, so a chat's settings move or vanish together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Iterable, Sequence
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from newsbot import keys
+from newsbot.config import Settings
+from newsbot.models import Item, Source
+
+logger = logging.getLogger(__name__)
+
+# Claim the digests that are due: move each from "due now" to "being sent" in one step,
+# so two replicas never take the same one. ARGV: now, claim seconds, max count.
+_CLAIM_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local hold_until = tonumber(ARGV[1]) + tonumber(ARGV[2])
+for _, chat in ipairs(due) do
+    redis.call('ZADD', KEYS[1], hold_until, chat)
+end
+return due
+"""
+
+# Release a lock only if we still hold it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class CachedNews:
+    """A source's last fetch: items or an error, when, and validators for the next GET."""
+
+    fetched_at: float
+    items: tuple[Item, ...] = ()
+    error: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+
+    def to_mapping(self) -> dict[str, str]:
+        return {
+            "fetched_at": repr(self.fetched_at),
+            "items": json.dumps([item.to_json() for item in self.items]),
+            "error": self.error or "",
+            "etag": self.etag or "",
+            "last_modified": self.last_modified or "",
+        }
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, str]) -> CachedNews:
+        return cls(
+            fetched_at=float(data["fetched_at"]),
+            items=tuple(Item.from_json(item) for item in json.loads(data["items"])),
+            error=data.get("error") or None,
+            etag=data.get("etag") or None,
+            last_modified=data.get("last_modified") or None,
+        )
+
+
+def connect(settings: Settings) -> aioredis.Redis:
+    """A Redis client for REDIS_URL, or the embedded in-process store without one."""
+    if settings.redis_url:
+        return aioredis.Redis.from_url(settings.redis_url, decode_responses=True,
+                                       health_check_interval=15, socket_timeout=10,
+                                       socket_connect_timeout=5)
+    import fakeredis  # only needed for the embedded default
+
+    logger.info("REDIS_URL is not set: using an embedded in-process store; "
+                "state is lost when the bot stops and replicas cannot share it")
+    return fakeredis.FakeAsyncRedis(decode_responses=True)
+
+
+class Store:
+    """Chats, subscriptions, seen items and the fetch cache."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self._claim_due = redis.register_script(_CLAIM_DUE)
+        self._release = redis.register_script(_RELEASE)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def ping(self) -> bool:
+        """Tell whether Redis answers."""
+        try:
+            return bool(await self.redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    # --- chats -------------------------------------------------------------------------
+
+    async def get_sources(self, chat_id: int) -> list[Source]:
+        """The chat's sources, in the order the user gave them."""
+        raw = await self.redis.hget(_chat(chat_id), "sources")
+        return [Source.from_json(data) for data in json.loads(raw)] if raw else []
+
+    async def set_sources(self, chat_id: int, sources: Sequence[Source]) -> None:
+        """Replace the chat's sources."""
+        value = json.dumps([source.to_json() for source in sources])
+        await self.redis.hset(_chat(chat_id), "sources", value)
+
+    async def is_stopped(self, chat_id: int) -> bool:
+        """Tell whether the chat said /stop (and not /start since)."""
+        return await self.redis.hget(_chat(chat_id), "stopped") == "1"
+
+    async def set_stopped(self, chat_id: int, stopped: bool) -> None:
+        """Silence the chat (and stop its digest), or wake it up."""
+        if stopped:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(_chat(chat_id), "stopped", "1")
+                pipe.hdel(_chat(chat_id), "interval")
+                pipe.zrem(keys.DUE, chat_id)
+                await pipe.execute()
+        else:
+            await self.redis.hdel(_chat(chat_id), "stopped")
+
+    # --- subscriptions -----------------------------------------------------------------
+
+    async def subscribe(self, chat_id: int, interval: int, first_due: float) -> None:
+        """Send the chat a digest every ``interval`` seconds, the first at ``first_due``."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(_chat(chat_id), "interval", interval)
+            pipe.zadd(keys.DUE, {str(chat_id): first_due})
+            await pipe.execute()
+
+    async def unsubscribe(self, chat_id: int) -> bool:
+        """Stop the chat's digest; tell whether it had one."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(_chat(chat_id), "interval")
+            pipe.zrem(keys.DUE, chat_id)
+            removed, _ = await pipe.execute()
+        return bool(removed)
+
+    async def get_interval(self, chat_id: int) -> int | None:
+        """The chat's digest interval in seconds, or None without a subscription."""
+        value = await self.redis.hget(_chat(chat_id), "interval")
+        return int(value) if value else None
+
+    async def claim_due(self, now: float, limit: int) -> list[int]:
+        """Take up to ``limit`` chats whose digest is due; no other replica gets them."""
+        chats = await self._claim_due(keys=[keys.DUE],
+                                      args=[now, keys.DIGEST_CLAIM_SECONDS, limit])
+        return [int(chat) for chat in chats]
+
+    async def reschedule(self, chat_id: int, due: float) -> None:
+        """Set when the chat's next digest is due, if it is still subscribed."""
+        # XX: never re-add a chat that unsubscribed while its digest was being sent.
+        await self.redis.zadd(keys.DUE, {str(chat_id): due}, xx=True)
+
+    async def next_due(self, chat_id: int) -> float | None:
+        """When the chat's next digest is due."""
+        return await self.redis.zscore(keys.DUE, chat_id)
+
+    async def forget_chat(self, chat_id: int) -> None:
+        """Drop a chat that blocked the bot or left: its digest stops."""
+        await self.unsubscribe(chat_id)
+
+    async def migrate_chat(self, old_id: int, new_id: int) -> None:
+        """Move a group's settings to its new supergroup id."""
+        old, new = _chat(old_id), _chat(new_id)
+        if await self.redis.exists(old):
+            await self.redis.rename(old, new)
+        due = await self.redis.zscore(keys.DUE, old_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if due is not None:
+                pipe.zadd(keys.DUE, {str(new_id): due})
+                pipe.zrem(keys.DUE, old_id)
+            await pipe.execute()
+        seen_old = keys.SEEN.format(chat_id=old_id)
+        if await self.redis.exists(seen_old):
+            await self.redis.rename(seen_old, keys.SEEN.format(chat_id=new_id))
+
+    # --- seen items --------------------------------------------------------------------
+
+    async def unseen(self, chat_id: int, item_ids: Sequence[str]) -> set[str]:
+        """The ids among ``item_ids`` this chat has not been sent yet."""
+        if not item_ids:
+            return set()
+        scores = await self.redis.zmscore(keys.SEEN.format(chat_id=chat_id), list(item_ids))
+        return {item_id for item_id, score in zip(item_ids, scores) if score is None}
+
+    async def mark_seen(self, chat_id: int, item_ids: Iterable[str]) -> None:
+        """Remember items as sent to this chat, keeping only the newest SEEN_MAX."""
+        now = time.time()
+        mapping = {item_id: now for item_id in item_ids}
+        if not mapping:
+            return
+        key = keys.SEEN.format(chat_id=chat_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, mapping)
+            pipe.zremrangebyrank(key, 0, -keys.SEEN_MAX - 1)
+            await pipe.execute()
+
+    # --- fetch cache -------------------------------------------------------------------
+
+    async def get_cached(self, digest: str) -> CachedNews | None:
+        """A source's last fetch, however old."""
+        data = await self.redis.hgetall(keys.FEED.format(digest=digest))
+        try:
+            return CachedNews.from_mapping(data) if data else None
+        except (KeyError, ValueError, TypeError):
+            return None  # written by another version; refetching is the cure
+
+    async def put_cached(self, digest: str, news: CachedNews) -> None:
+        """Store a source's fetch for every chat and replica."""
+        key = keys.FEED.format(digest=digest)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.hset(key, mapping=news.to_mapping())
+            pipe.expire(key, keys.FEED_TTL_SECONDS)
+            await pipe.execute()
+
+    async def lock_fetch(self, digest: str, owner: str) -> bool:
+        """Take the right to fetch a source; False if another fetch is under way."""
+        key = keys.FETCH_LOCK.format(digest=digest)
+        return bool(await self.redis.set(key, owner, nx=True, ex=keys.FETCH_LOCK_SECONDS))
+
+    async def unlock_fetch(self, digest: str, owner: str) -> None:
+        """Give up the right to fetch a source, if we still hold it."""
+        await self._release(keys=[keys.FETCH_LOCK.format(digest=digest)], args=[owner])
+
+
+def _chat(chat_id: int) -> str:
+    return keys.CHAT.format(chat_id=chat_id)
