@@ -37,6 +37,7 @@ class Settings:
     max_sources: int = 20
     cache_ttl: int = 300
     min_interval: int = 900
+    fetch_timeout: float = 10.0
     allow_private_urls: bool = False
     allowed_chats: frozenset[int] | None = None
     http_port: int = DEFAULT_HTTP_PORT
@@ -70,6 +71,7 @@ class Settings:
             max_sources=env.integer("NEWSBOT_MAX_SOURCES", 20, 1, 200),
             cache_ttl=env.integer("NEWSBOT_CACHE_TTL", 300, 0, 86_400),
             min_interval=env.integer("NEWSBOT_MIN_INTERVAL", 900, 1, 7 * 86_400),
+            fetch_timeout=env.number("NEWSBOT_FETCH_TIMEOUT", 10.0),
             allow_private_urls=env.boolean("NEWSBOT_ALLOW_PRIVATE_URLS", False),
             allowed_chats=env.chat_ids("NEWSBOT_ALLOWED_CHATS"),
             http_port=env.integer("NEWSBOT_HTTP_PORT", DEFAULT_HTTP_PORT, 0, 65_535),

@@ -41,8 +41,9 @@ class News:
     def __init__(self, settings: Settings, store: Store, guard: Guard | None = None) -> None:
         self.settings = settings
         self.store = store
-        self.feeds = Downloader(guard or Guard(settings.allow_private_urls))
-        self.reddit = Reddit(settings, Downloader())
+        self.feeds = Downloader(guard or Guard(settings.allow_private_urls),
+                                timeout=settings.fetch_timeout)
+        self.reddit = Reddit(settings, Downloader(timeout=settings.fetch_timeout))
         self.owner = uuid.uuid4().hex
         self._inflight: dict[str, asyncio.Task[CachedNews]] = {}
 

@@ -19,9 +19,6 @@ from newsbot.sources.guard import Guard, guarded_adapter
 
 USER_AGENT = f"newsbot/{__version__} (+https://github.com/newsbot/newsbot)"
 CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 10.0
-# The whole download, however slowly a server drips bytes, ends after this long.
-TOTAL_TIMEOUT = 20.0
 MAX_BYTES = 5 * 1024 * 1024
 MAX_REDIRECTS = 5
 CHUNK = 64 * 1024
@@ -83,12 +80,13 @@ class Downloader:
     """Fetches URLs politely and safely."""
 
     def __init__(self, guard: Guard | None = None, max_bytes: int = MAX_BYTES,
-                 timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT),
-                 total_timeout: float = TOTAL_TIMEOUT) -> None:
+                 timeout: float = 10.0) -> None:
         self.guard = guard
         self.max_bytes = max_bytes
-        self.timeout = timeout
-        self.total_timeout = total_timeout
+        # requests' read timeout is per read; a server dripping a byte at a time would
+        # never trip it, so the whole download also ends after twice the timeout.
+        self.timeout = (min(CONNECT_TIMEOUT, timeout), timeout)
+        self.total_timeout = 2 * timeout
         self.session = requests.Session()
         # Proxies from the environment would hide the real peer from the guard.
         self.session.trust_env = False
