@@ -1,0 +1,109 @@
+"""Running the real bot in tests: in-process (a task in the test's loop) or as a process.
+
+Both talk to the fake Telegram and news servers over HTTP and to a real redis-server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from newsbot.config import Settings
+from newsbot.service import serve
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bot_env(telegram: Any, redis_url: str | None, news: Any = None,
+            **overrides: str) -> dict[str, str]:
+    """Environment variables for a bot that talks to the fakes."""
+    env = {
+        "TELEGRAM_TOKEN": telegram.token,
+        "TELEGRAM_API_URL": telegram.url,
+        "NEWSBOT_HTTP_PORT": "0",
+        "NEWSBOT_ALLOW_PRIVATE_URLS": "true",
+        "NEWSBOT_LOG_LEVEL": "INFO",
+        "NEWSBOT_FETCH_TIMEOUT": "2",
+        # Functional tests need not wait out Telegram's pacing; rate-limit tests set
+        # the real figures back.
+        "NEWSBOT_SEND_PER_SECOND": "1000",
+        "NEWSBOT_SEND_PER_CHAT_SECOND": "1000",
+        "NEWSBOT_SEND_PER_GROUP_MINUTE": "60000",
+    }
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    if news is not None:
+        env["REDDIT_URL"] = news.url
+    env.update(overrides)
+    return env
+
+
+@contextlib.asynccontextmanager
+async def running_bot(env: Mapping[str, str]) -> AsyncIterator[asyncio.Event]:
+    """Run one replica in this event loop; stop it cleanly on exit."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(Settings.from_env(env), stop))
+    try:
+        yield stop
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+async def wait_sent(telegram: Any, count: int, chat_id: int | None = None,
+                    timeout: float = 15) -> list[Any]:
+    """Wait, without blocking the loop, until the fake has seen ``count`` messages."""
+    return await asyncio.to_thread(telegram.wait_for_sent, count, chat_id, timeout)
+
+
+class BotProcess:
+    """`python -m newsbot run` as a child process, with its output in a file."""
+
+    def __init__(self, env: Mapping[str, str], command: str = "run") -> None:
+        self.log = tempfile.NamedTemporaryFile(prefix="newsbot-", suffix=".log", delete=False)
+        full_env = {key: value for key, value in os.environ.items()
+                    if not key.startswith(("NEWSBOT_", "TELEGRAM_", "REDIS_", "REDDIT_"))}
+        full_env.update(env)
+        full_env["PYTHONPATH"] = str(ROOT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "newsbot", command], env=full_env,
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    @property
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def terminate(self, timeout: float = 15) -> int:
+        """SIGTERM, then wait; return the exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.kill()
+        self.log.close()
+        os.unlink(self.log.name)
+
+    def wait_for_output(self, text: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"bot never printed {text!r}; output:\n{self.output}")
+            time.sleep(0.05)
+
+
+def read_log(log: IO[bytes]) -> str:
+    return Path(log.name).read_text(errors="replace")
