@@ -29,14 +29,15 @@ def parse_source(word: str) -> Source:
     if _SCHEME.match(word):
         return _parse_url(word)
     name = word
+    prefixed = False
     for prefix in ("/r/", "r/"):
         if name.lower().startswith(prefix):
-            name = name[len(prefix):]
+            name, prefixed = name[len(prefix):], True
             break
     name = name.rstrip("/")
     if SUBREDDIT_NAME.fullmatch(name):
         return Source(kind="reddit", key="r/" + name.lower(), label=word)
-    if "." in word or "/" in word:
+    if not prefixed and ("." in word or "/" in word):
         raise InvalidSource("not a feed URL: it needs http:// or https:// in front")
     raise InvalidSource("not a subreddit name: 3 to 21 letters, digits or _")
 
@@ -49,6 +50,8 @@ def _parse_url(word: str) -> Source:
         port = parts.port  # raises ValueError on a port out of range
     except ValueError:
         raise InvalidSource("not a valid URL") from None
+    if port == 0:  # urlsplit accepts it, but nothing can be reached on port 0
+        raise InvalidSource("not a valid URL")
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise InvalidSource("only http:// and https:// feeds can be followed")
