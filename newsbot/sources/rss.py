@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import calendar
 import hashlib
+import html
 import re
 from typing import Any
 
@@ -23,6 +24,8 @@ ACCEPT = ("application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9,
 # ("billion laughs", external entities). No real feed needs one.
 _ENTITY_DECLARATION = re.compile(rb"<!DOCTYPE[^>\[]*\[[^\]]*<!ENTITY", re.IGNORECASE)
 _PROLOGUE_BYTES = 64 * 1024
+_TAG = re.compile(r"<[^>]*>")
+_HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
 def parse_feed(body: bytes, limit: int) -> list[Item]:
@@ -39,7 +42,11 @@ def parse_feed(body: bytes, limit: int) -> list[Item]:
 
 
 def _item(entry: Any) -> Item:
-    title = " ".join(str(entry.get("title") or "").split()) or "(untitled)"
+    title = str(entry.get("title") or "")
+    if (entry.get("title_detail") or {}).get("type") in _HTML_TYPES:
+        # Atom's type="html" titles arrive as markup; a title is shown as plain text.
+        title = html.unescape(_TAG.sub("", title))
+    title = " ".join(title.split()) or "(untitled)"
     link = str(entry.get("link") or "")
     stamp = entry.get("published_parsed") or entry.get("updated_parsed")
     published = float(calendar.timegm(stamp)) if stamp else None
