@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from newsbot import __version__
 from newsbot.config import DEFAULT_REDDIT_URL, Settings
 from newsbot.errors import FetchError
 from newsbot.models import Item
@@ -21,7 +22,7 @@ from newsbot.sources.base import SUBREDDIT_NAME
 
 OAUTH_API_URL = "https://oauth.reddit.com"
 # Reddit asks for a unique, descriptive User-Agent naming the app and a contact.
-USER_AGENT = "python:newsbot:0.1.0 (self-hosted Telegram news bot)"
+USER_AGENT = f"python:newsbot:{__version__} (self-hosted Telegram news bot)"
 # Stickied posts sit on top of "hot" forever; ask for a few more so N real ones remain.
 STICKY_MARGIN = 3
 
