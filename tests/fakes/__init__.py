@@ -1,0 +1,1 @@
+"""Fake upstream services (Telegram Bot API, Reddit and feeds) served over loopback HTTP."""

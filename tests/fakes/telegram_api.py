@@ -1,0 +1,1092 @@
+"""A fake Telegram Bot API server, served over loopback HTTP in a background thread.
+
+It answers ``{url}/bot{token}/{method}`` the way api.telegram.org does, so the bot under
+test talks to it through nothing but ``TELEGRAM_API_URL``:
+
+- ``getUpdates`` keeps a queue of updates confirmed by ``offset``, long-polls, and answers
+  the older of two concurrent polls with ``409 Conflict`` as Telegram does;
+- ``sendMessage`` validates HTML like Telegram (stricter about a bare ``&``, so escaping
+  bugs show up), enforces the 4096-character limit and, on request, the flood limits
+  (30 messages/s overall, 1/s per chat, 20/min per group) with ``429`` + ``retry_after``;
+- failures can be injected (``fail_next``, ``drop_next``, ``block_chat``,
+  ``migrate_chat``), and everything is recorded for assertions (``calls``, ``sent``).
+
+The same state can be driven over HTTP under ``/_fake/...`` (see ``FakeTelegramClient``),
+for a fake that runs in another process or container::
+
+    python tests/fakes/telegram_api.py --host 0.0.0.0 --port 8081 --token 123:abc
+
+Standard library only: this file must run in a bare ``python:3`` image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import email.parser
+import email.policy
+import json
+import math
+import re
+import select
+import signal
+import socket
+import socketserver
+import threading
+import time
+import urllib.parse
+import urllib.request
+import zlib
+from collections import deque
+from dataclasses import asdict, dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+DEFAULT_TOKEN = "123456:TEST-secret-token"
+BOT_USERNAME = "newsbot_test_bot"
+MAX_MESSAGE_LENGTH = 4096
+CONFLICT = (
+    "Conflict: terminated by other getUpdates request; "
+    "make sure that only one bot instance is running"
+)
+# Telegram's flood limits; TOLERANCE absorbs scheduling jitter of a bot that paces
+# itself exactly at the limit, so only real excess is punished.
+LIMIT_PER_SECOND = 30
+LIMIT_PER_GROUP_MINUTE = 20
+TOLERANCE = 0.05
+
+# Values of these parameters are free text: never JSON-decode them ("123" stays "123").
+_TEXT_PARAMS = frozenset({
+    "text", "caption", "parse_mode", "callback_query_id", "inline_message_id", "query",
+    "description", "short_description", "name", "title", "url", "emoji", "language_code",
+})
+_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+_COMMAND = re.compile(r"/[A-Za-z0-9_]{1,64}(?:@[A-Za-z0-9_]{1,64})?")
+
+
+class ApiError(Exception):
+    """An error answer of the Bot API: HTTP status = error_code, plus a description."""
+
+    def __init__(self, status: int, description: str,
+                 parameters: dict[str, Any] | None = None) -> None:
+        super().__init__(description)
+        self.status = status
+        self.description = description
+        self.parameters = parameters
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """One message the bot sent successfully, as the fake recorded it."""
+
+    chat_id: int | str
+    message_id: int
+    text: str                 # what the bot sent, markup included
+    displayed: str            # what the user sees: tags removed, entities decoded
+    parse_mode: str | None
+    previews_disabled: bool
+    sent_at: float            # the fake's clock (time.monotonic) when it accepted it
+    reply_to: int | None = None
+
+
+# --- HTML parse mode -------------------------------------------------------------------
+
+_ALLOWED_TAGS = frozenset({
+    "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre",
+    "span", "tg-spoiler", "blockquote", "tg-emoji",
+})
+_NAMED_ENTITIES = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
+_ENTITY = re.compile(r"&(?:#(\d{1,7})|#[xX]([0-9a-fA-F]{1,6})|([A-Za-z][A-Za-z0-9]*));")
+_ATTRIBUTE = re.compile(
+    r"""\s*([A-Za-z_][A-Za-z0-9_-]*)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s>"']+))?""")
+_END_TAG = re.compile(r"</([^\s>]*)\s*>")
+
+
+def _byte_offset(text: str, index: int) -> int:
+    """Return the UTF-8 byte offset Telegram reports for a character index."""
+    return len(text[:index].encode("utf-8"))
+
+
+def _decode_entities(text: str, start: int, end: int, source: str) -> str:
+    """Decode the character entities in text[start:end]; reject anything Telegram would not."""
+    out: list[str] = []
+    i = start
+    while i < end:
+        amp = text.find("&", i, end)
+        if amp < 0:
+            out.append(text[i:end])
+            break
+        out.append(text[i:amp])
+        match = _ENTITY.match(text, amp, end)
+        char = _entity_char(match) if match else None
+        if char is None:
+            # Real Telegram keeps an unknown "&" as text; the fake refuses it so that a
+            # missing html.escape() in the bot fails a test instead of slipping through.
+            shown = text[amp:amp + 10].split(" ")[0]
+            raise ApiError(400, "Bad Request: can't parse entities: unsupported entity "
+                                f'"{shown}" at byte offset {_byte_offset(source, amp)}')
+        out.append(char)
+        i = match.end() if match else end
+    return "".join(out)
+
+
+def _entity_char(match: re.Match[str]) -> str | None:
+    """Return the character an entity stands for, or None when Telegram does not know it."""
+    decimal, hexadecimal, name = match.groups()
+    if name is not None:
+        return _NAMED_ENTITIES.get(name)
+    code = int(decimal) if decimal is not None else int(hexadecimal, 16)
+    if code == 0 or code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+        return None
+    return chr(code)
+
+
+def parse_html(text: str) -> str:
+    """Return the text Telegram would display for an HTML message, or raise ApiError(400)."""
+    def error(reason: str) -> ApiError:
+        return ApiError(400, f"Bad Request: can't parse entities: {reason}")
+
+    out: list[str] = []
+    stack: list[tuple[str, int]] = []
+    i, n = 0, len(text)
+    while i < n:
+        lt = text.find("<", i)
+        if lt < 0:
+            out.append(_decode_entities(text, i, n, text))
+            break
+        out.append(_decode_entities(text, i, lt, text))
+        offset = _byte_offset(text, lt)
+        if text.startswith("</", lt):
+            match = _END_TAG.match(text, lt)
+            if not match:
+                raise error(f"Unclosed end tag at byte offset {offset}")
+            name = match.group(1).lower()
+            if not stack:
+                raise error(f"Unexpected end tag at byte offset {offset}")
+            if stack[-1][0] != name:
+                raise error(f'Unmatched end tag at byte offset {offset}, expected '
+                            f'"</{stack[-1][0]}>", found "</{name}>"')
+            stack.pop()
+            i = match.end()
+            continue
+        # A start tag: like tdlib, the name runs to the first space or ">".
+        j = lt + 1
+        while j < n and text[j] not in " \t\r\n>":
+            j += 1
+        if j >= n:
+            raise error(f"Unclosed start tag at byte offset {offset}")
+        name = text[lt + 1:j].lower()
+        if name not in _ALLOWED_TAGS:
+            raise error(f'Unsupported start tag "{name}" at byte offset {offset}')
+        attributes: dict[str, str] = {}
+        while True:
+            while j < n and text[j] in " \t\r\n":
+                j += 1
+            if j >= n:
+                raise error(f"Unclosed start tag at byte offset {offset}")
+            if text[j] == ">":
+                j += 1
+                break
+            match = _ATTRIBUTE.match(text, j)
+            if not match:
+                raise error(f'Expected equal sign in declaration of an attribute of the tag '
+                            f'"{name}" at byte offset {offset}')
+            value = match.group(2) or ""
+            if value[:1] in ("'", '"'):
+                value = value[1:-1]
+            attributes[match.group(1).lower()] = _decode_entities(value, 0, len(value), value)
+            j = match.end()
+        if name == "span" and attributes.get("class") != "tg-spoiler":
+            raise error(f'Tag "span" must have class "tg-spoiler" at byte offset {offset}')
+        if name == "tg-emoji" and "emoji-id" not in attributes:
+            raise error(f'Tag "tg-emoji" must have attribute "emoji-id" at byte offset {offset}')
+        stack.append((name, offset))
+        i = j
+    if stack:
+        raise error(f'Can\'t find end tag corresponding to start tag "{stack[-1][0]}"')
+    return "".join(out)
+
+
+# --- request parameters ----------------------------------------------------------------
+
+def _normalize(name: str, value: Any) -> Any:
+    """Turn a form value into what the Bot API means by it.
+
+    python-telegram-bot sends every parameter as a form field whose value is JSON for
+    objects, lists, numbers and booleans, and the bare string for strings.
+    """
+    if not isinstance(value, str) or name in _TEXT_PARAMS:
+        return value
+    if value[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    if value in ("true", "false"):
+        return value == "true"
+    if _NUMBER.fullmatch(value):
+        return float(value) if "." in value else int(value)
+    return value
+
+
+def _parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
+    """Parse multipart/form-data with the email package (the cgi module is deprecated)."""
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1")
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    params: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str):
+            continue
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        if part.get_filename():
+            params[name] = data  # an uploaded file: keep the bytes
+        else:
+            params[name] = data.decode(part.get_content_charset() or "utf-8")
+    return params
+
+
+def _chat_id(params: dict[str, Any]) -> int | str:
+    """Return the chat_id parameter (an int, or an "@channel" string)."""
+    value = params.get("chat_id")
+    if value is None or value == "":
+        raise ApiError(400, "Bad Request: chat_id is empty")
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ApiError(400, "Bad Request: chat not found")
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value):
+        return int(value)
+    return value
+
+
+def _int(value: Any, default: int) -> int:
+    """Read an integer parameter that may arrive as int, float or string."""
+    if value is None or value == "":
+        return default
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        raise ApiError(400, f"Bad Request: invalid integer value {value!r}") from None
+
+
+# --- flood limits ----------------------------------------------------------------------
+
+class _FloodLimits:
+    """Telegram's sending limits, kept as timestamps of accepted messages."""
+
+    def __init__(self) -> None:
+        self.overall: deque[float] = deque()
+        self.last_per_chat: dict[int | str, float] = {}
+        self.per_group: dict[int | str, deque[float]] = {}
+
+    def retry_after(self, chat_id: int | str, now: float) -> int | None:
+        """Return seconds to wait if a message to chat_id now would exceed a limit."""
+        waits: list[float] = []
+        last = self.last_per_chat.get(chat_id)
+        if last is not None and now - last < 1.0 - TOLERANCE:
+            waits.append(1.0 - (now - last))
+        window = 1.0 - TOLERANCE
+        recent = [t for t in self.overall if t > now - window]
+        if len(recent) >= LIMIT_PER_SECOND:
+            waits.append(recent[-LIMIT_PER_SECOND] + window - now)
+        if isinstance(chat_id, int) and chat_id < 0:
+            window = 60.0 - TOLERANCE
+            group = [t for t in self.per_group.get(chat_id, ()) if t > now - window]
+            if len(group) >= LIMIT_PER_GROUP_MINUTE:
+                waits.append(group[-LIMIT_PER_GROUP_MINUTE] + window - now)
+        if not waits:
+            return None
+        return max(1, math.ceil(max(waits)))
+
+    def record(self, chat_id: int | str, now: float) -> None:
+        """Remember an accepted message, forgetting what no limit looks at any more."""
+        self.overall.append(now)
+        while self.overall and self.overall[0] < now - 1.0:
+            self.overall.popleft()
+        self.last_per_chat[chat_id] = now
+        if isinstance(chat_id, int) and chat_id < 0:
+            group = self.per_group.setdefault(chat_id, deque())
+            group.append(now)
+            while group and group[0] < now - 60.0:
+                group.popleft()
+
+
+# --- the fake ---------------------------------------------------------------------------
+
+_DROP = object()  # a handler result meaning: close the connection, answer nothing
+Answer = tuple[int, Any]
+
+
+class _ClientGone(Exception):
+    """The client of a long poll closed its connection; there is nobody to answer."""
+
+
+class FakeTelegram:
+    """A Telegram Bot API double on loopback HTTP; thread-safe, start()/stop() or `with`."""
+
+    def __init__(self, token: str = DEFAULT_TOKEN, host: str = "127.0.0.1", port: int = 0,
+                 enforce_limits: bool = False, first_update_id: int = 1,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.token = token
+        self.host = host
+        self.port = port
+        self.enforce_limits = enforce_limits
+        # Flood limits and SentMessage.sent_at read this clock; a test can pass a fake one.
+        self.clock = clock
+        bot_id = token.split(":", 1)[0]
+        self.bot_user: dict[str, Any] = {
+            "id": int(bot_id) if bot_id.isdigit() else 123456,
+            "is_bot": True,
+            "first_name": "Newsbot",
+            "username": BOT_USERNAME,
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+        }
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.conflicts = 0
+        self.too_many = 0
+        self.confirmed_offset = 0
+        self._cond = threading.Condition()
+        self._call_counts: dict[str, int] = {}
+        self._updates: list[tuple[int, dict[str, Any]]] = []
+        self._next_update_id = first_update_id
+        self._allowed_updates: set[str] | None = None
+        self._poll_seq = 0
+        self._poller: int | None = None
+        self._terminated: set[int] = set()
+        self._sent: list[SentMessage] = []
+        self._message_ids: dict[int | str, int] = {}
+        self._chats: dict[int | str, dict[str, Any]] = {}
+        self._failures: dict[str, deque[ApiError]] = {}
+        self._drops: dict[str, int] = {}
+        self._blocked: set[int | str] = set()
+        self._migrated: dict[int | str, int] = {}
+        self._limits = _FloodLimits()
+        self._commands: list[Any] = []
+        self._stopping = False
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "getMe": lambda p: self.bot_user,
+            "getUpdates": self._get_updates,
+            "sendMessage": self._send_message,
+            "editMessageText": self._edit_message_text,
+            "answerCallbackQuery": lambda p: True,
+            "deleteMessage": lambda p: True,
+            "sendChatAction": lambda p: True,
+            "deleteWebhook": self._delete_webhook,
+            "setWebhook": lambda p: True,
+            "getWebhookInfo": self._webhook_info,
+            "setMyCommands": self._set_commands,
+            "getMyCommands": lambda p: list(self._commands),
+            "deleteMyCommands": self._delete_commands,
+            "setMyDescription": lambda p: True,
+            "setMyShortDescription": lambda p: True,
+            "setMyName": lambda p: True,
+            "setChatMenuButton": lambda p: True,
+            "getChat": lambda p: self._chat(_chat_id(p)),
+            "logOut": lambda p: True,
+            "close": lambda p: True,
+        }
+        # Telegram matches method names case-insensitively; keep the canonical spelling.
+        self._methods = {name.lower(): (name, handler) for name, handler in handlers.items()}
+
+    # lifecycle
+
+    @property
+    def url(self) -> str:
+        """Base URL to hand the bot as TELEGRAM_API_URL."""
+        if self._server is None:
+            raise RuntimeError("FakeTelegram is not started")
+        return f"http://{self.host}:{self._server.server_address[1]}"
+
+    def start(self) -> FakeTelegram:
+        """Bind and serve in a daemon thread."""
+        self._stopping = False
+        self._server = _Server((self.host, self.port), _Handler, self._answer)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05},
+                                        name="fake-telegram", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Answer pending long polls, stop serving and close every connection."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.close_all()
+            if self._thread is not None:
+                self._thread.join(5)
+            self._server = None
+            self._thread = None
+
+    def __enter__(self) -> FakeTelegram:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # updates
+
+    def push_update(self, update: dict[str, Any]) -> int:
+        """Queue a raw update (update_id assigned when missing); return its update_id."""
+        with self._cond:
+            update_id = int(update.get("update_id", self._next_update_id))
+            update = {"update_id": update_id, **update}
+            self._next_update_id = max(self._next_update_id, update_id + 1)
+            bisect.insort(self._updates, (update_id, update), key=lambda entry: entry[0])
+            self._cond.notify_all()
+            return update_id
+
+    def push_message(self, chat_id: int, text: str, chat_type: str | None = None,
+                     user_id: int | None = None, username: str = "alice") -> int:
+        """Queue a text message from a user, as Telegram would deliver it; return update_id."""
+        if chat_type is None:
+            if chat_id > 0:
+                chat_type = "private"
+            elif str(chat_id).startswith("-100") and len(str(chat_id)) >= 14:
+                chat_type = "supergroup"
+            else:
+                chat_type = "group"
+        if user_id is None:
+            user_id = chat_id if chat_type == "private" else (
+                zlib.crc32(username.encode()) % 900_000_000 + 100_000_000)
+        user = {"id": user_id, "is_bot": False, "first_name": username.capitalize(),
+                "username": username, "language_code": "en"}
+        chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
+        if chat_type == "private":
+            chat.update(first_name=user["first_name"], username=username)
+        else:
+            chat["title"] = f"Test {chat_type} {chat_id}"
+        with self._cond:
+            self._chats[chat_id] = chat
+            message: dict[str, Any] = {
+                "message_id": self._next_message_id(chat_id),
+                "date": int(time.time()),
+                "chat": chat,
+                "text": text,
+            }
+        if chat_type == "channel":
+            message["sender_chat"] = chat
+        else:
+            message["from"] = user
+        command = _COMMAND.match(text)
+        if command:
+            # PTB's CommandHandler only fires on a bot_command entity at offset 0;
+            # lengths are in UTF-16 code units, as everywhere in the Bot API.
+            length = len(command.group().encode("utf-16-le")) // 2
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": length}]
+        kind = "channel_post" if chat_type == "channel" else "message"
+        return self.push_update({kind: message})
+
+    @property
+    def pending_updates(self) -> int:
+        """Number of updates not yet confirmed by an offset."""
+        with self._cond:
+            return len(self._updates)
+
+    # failure injection
+
+    def fail_next(self, method: str, status: int = 500, description: str | None = None,
+                  retry_after: int | None = None, migrate_to_chat_id: int | None = None,
+                  times: int = 1) -> None:
+        """Make the next `times` calls of method fail with this error."""
+        parameters: dict[str, Any] = {}
+        if retry_after is not None:
+            parameters["retry_after"] = retry_after
+        if migrate_to_chat_id is not None:
+            parameters["migrate_to_chat_id"] = migrate_to_chat_id
+        if description is None:
+            description = _default_description(status, retry_after)
+        with self._cond:
+            queue = self._failures.setdefault(method.lower(), deque())
+            queue.extend(ApiError(status, description, parameters or None) for _ in range(times))
+
+    def drop_next(self, method: str, times: int = 1) -> None:
+        """Make the next `times` calls of method lose their connection without an answer."""
+        with self._cond:
+            self._drops[method.lower()] = self._drops.get(method.lower(), 0) + times
+
+    def block_chat(self, chat_id: int | str) -> None:
+        """Act as if the user blocked the bot: sendMessage to chat_id answers 403."""
+        with self._cond:
+            self._blocked.add(chat_id)
+
+    def unblock_chat(self, chat_id: int | str) -> None:
+        """Undo block_chat."""
+        with self._cond:
+            self._blocked.discard(chat_id)
+
+    def migrate_chat(self, old_id: int, new_id: int) -> None:
+        """Act as if group old_id became supergroup new_id: sends to old_id answer 400."""
+        with self._cond:
+            self._migrated[old_id] = new_id
+
+    # introspection
+
+    def count(self, method: str) -> int:
+        """Return how many times method was called (any outcome)."""
+        with self._cond:
+            return self._call_counts.get(self._canonical(method), 0)
+
+    def sent(self, chat_id: int | str | None = None) -> list[SentMessage]:
+        """Return the messages sent successfully, optionally only those to chat_id."""
+        with self._cond:
+            return [m for m in self._sent if chat_id is None or m.chat_id == chat_id]
+
+    def wait_for_sent(self, count: int, chat_id: int | str | None = None,
+                      timeout: float = 10) -> list[SentMessage]:
+        """Wait until at least count messages were sent (to chat_id); return them all."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(messages := self.sent(chat_id)) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    shown = "\n".join(f"  {m.chat_id}: {m.displayed!r}" for m in messages)
+                    raise AssertionError(
+                        f"expected {count} sent message(s)"
+                        f"{'' if chat_id is None else f' to chat {chat_id}'} within "
+                        f"{timeout}s, got {len(messages)}:\n{shown or '  (nothing)'}")
+                self._cond.wait(remaining)
+            return messages
+
+    def wait_for_calls(self, method: str, count: int,
+                       timeout: float = 10) -> list[dict[str, Any]]:
+        """Wait until method was called count times; return the parameters of every call."""
+        name = self._canonical(method)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._call_counts.get(name, 0) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"expected {count} call(s) of {name} within {timeout}s, "
+                        f"got {self._call_counts.get(name, 0)}")
+                self._cond.wait(remaining)
+            return [params for called, params in self.calls if called == name]
+
+    def stats(self) -> dict[str, Any]:
+        """Return counters, as GET /_fake/stats does."""
+        with self._cond:
+            return {
+                "calls": dict(self._call_counts),
+                "sent": len(self._sent),
+                "conflicts": self.conflicts,
+                "too_many": self.too_many,
+                "pending_updates": len(self._updates),
+                "confirmed_offset": self.confirmed_offset,
+                "next_update_id": self._next_update_id,
+            }
+
+    # request handling (runs on the server's threads)
+
+    def _canonical(self, method: str) -> str:
+        entry = self._methods.get(method.lower())
+        return entry[0] if entry else method
+
+    def _answer(self, http_method: str, path: str, query: str, params: dict[str, Any] | None,
+                gone: Callable[[], bool] = lambda: False) -> Any:
+        """Answer one HTTP request: (status, JSON-able body) or _DROP.
+
+        gone() tells whether the client closed the connection: a long poll whose client
+        went away (a cancelled task) ends quietly instead of counting as a conflict later.
+        """
+        if path.startswith("/_fake/"):
+            if params is None:
+                return 400, {"ok": False, "error": "the control API takes a JSON object"}
+            return self._control(http_method, path, query, params)
+        match = re.fullmatch(r"/bot([^/]*)/([^/]*)", path)
+        if not match:
+            return _error(ApiError(404, "Not Found"))
+        if match.group(1) != self.token:
+            return _error(ApiError(401, "Unauthorized"))
+        if params is None:
+            return _error(ApiError(400, "Bad Request: can't parse request body"))
+        name = self._canonical(match.group(2))
+        with self._cond:
+            self.calls.append((name, params))
+            self._call_counts[name] = self._call_counts.get(name, 0) + 1
+            self._cond.notify_all()
+            key = name.lower()
+            if self._drops.get(key):
+                self._drops[key] -= 1
+                return _DROP
+            failures = self._failures.get(key)
+            failure = failures.popleft() if failures else None
+        try:
+            if failure is not None:
+                raise failure
+            entry = self._methods.get(name.lower())
+            if entry is None:
+                raise ApiError(404, "Not Found")
+            if name == "getUpdates":
+                return 200, {"ok": True, "result": self._get_updates(params, gone)}
+            return 200, {"ok": True, "result": entry[1](params)}
+        except _ClientGone:
+            return _DROP
+        except ApiError as exc:
+            with self._cond:
+                if exc.status == 409:
+                    self.conflicts += 1
+                elif exc.status == 429:
+                    self.too_many += 1
+            return _error(exc)
+
+    def _get_updates(self, params: dict[str, Any],
+                     gone: Callable[[], bool] = lambda: False) -> list[dict[str, Any]]:
+        offset = _int(params.get("offset"), 0)
+        limit = min(max(_int(params.get("limit"), 100), 1), 100)
+        try:
+            timeout = max(0.0, float(params.get("timeout") or 0))
+        except (TypeError, ValueError):
+            raise ApiError(400, "Bad Request: invalid timeout") from None
+        allowed = params.get("allowed_updates")
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            if self._poller is not None:
+                # Telegram keeps the newest poll and terminates the one already waiting.
+                self._terminated.add(self._poller)
+                self._cond.notify_all()
+            self._poll_seq += 1
+            me = self._poll_seq
+            self._poller = me
+            try:
+                self._confirm(offset)
+                if isinstance(allowed, list):
+                    self._allowed_updates = set(allowed) or None  # [] means all types
+                while True:
+                    if me in self._terminated:
+                        self._terminated.discard(me)
+                        if gone():
+                            raise _ClientGone
+                        raise ApiError(409, CONFLICT)
+                    batch = self._select(offset, limit)
+                    remaining = deadline - time.monotonic()
+                    if batch or self._stopping or remaining <= 0:
+                        return batch
+                    # Wake up now and then to notice a client that hung up.
+                    self._cond.wait(min(remaining, 0.25))
+                    if gone():
+                        raise _ClientGone
+            finally:
+                if self._poller == me:
+                    self._poller = None
+
+    def _confirm(self, offset: int) -> None:
+        """Forget updates an offset confirms, as Telegram does."""
+        if offset > 0:
+            self._updates = self._updates[bisect.bisect_left(
+                self._updates, offset, key=lambda entry: entry[0]):]
+            self.confirmed_offset = max(self.confirmed_offset, offset)
+        elif offset < 0:
+            # A negative offset keeps only the last -offset updates.
+            self._updates = self._updates[offset:]
+
+    def _select(self, offset: int, limit: int) -> list[dict[str, Any]]:
+        start = bisect.bisect_left(self._updates, offset, key=lambda entry: entry[0])
+        batch = []
+        for _, update in self._updates[start:]:
+            if self._allowed_updates is None or any(k in self._allowed_updates for k in update):
+                batch.append(update)
+                if len(batch) >= limit:
+                    break
+        return batch
+
+    def _delete_webhook(self, params: dict[str, Any]) -> bool:
+        if params.get("drop_pending_updates") is True:
+            with self._cond:
+                self._updates.clear()
+        return True
+
+    def _webhook_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        with self._cond:
+            pending = len(self._updates)
+        return {"url": "", "has_custom_certificate": False, "pending_update_count": pending}
+
+    def _set_commands(self, params: dict[str, Any]) -> bool:
+        commands = params.get("commands")
+        if not isinstance(commands, list):
+            raise ApiError(400, "Bad Request: can't parse commands JSON object")
+        self._commands = commands
+        return True
+
+    def _delete_commands(self, params: dict[str, Any]) -> bool:
+        self._commands = []
+        return True
+
+    def _next_message_id(self, chat_id: int | str) -> int:
+        """Allocate a message id; like Telegram, ids count up per chat."""
+        self._message_ids[chat_id] = self._message_ids.get(chat_id, 0) + 1
+        return self._message_ids[chat_id]
+
+    def _chat(self, chat_id: int | str) -> dict[str, Any]:
+        with self._cond:
+            known = self._chats.get(chat_id)
+        if known is not None:
+            return known
+        if isinstance(chat_id, str):
+            return {"id": -1001000000000, "type": "channel", "title": chat_id,
+                    "username": chat_id.lstrip("@")}
+        if chat_id > 0:
+            return {"id": chat_id, "type": "private", "first_name": "User"}
+        kind = "supergroup" if str(chat_id).startswith("-100") else "group"
+        return {"id": chat_id, "type": kind, "title": f"Test {kind} {chat_id}"}
+
+    def _displayed(self, params: dict[str, Any]) -> tuple[str, str, str | None]:
+        """Validate text and parse_mode; return (raw text, displayed text, parse mode)."""
+        text = params.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise ApiError(400, "Bad Request: message text is empty")
+        parse_mode = params.get("parse_mode") or None
+        if parse_mode is None or parse_mode.lower() in ("markdown", "markdownv2"):
+            displayed = text  # Markdown is not validated; the bot uses HTML
+        elif parse_mode.lower() == "html":
+            displayed = parse_html(text)
+        else:
+            raise ApiError(400, f"Bad Request: unsupported parse_mode {parse_mode!r}")
+        displayed = displayed.strip()  # Telegram trims the message text
+        if not displayed:
+            raise ApiError(400, "Bad Request: message text is empty")
+        if len(displayed) > MAX_MESSAGE_LENGTH:
+            raise ApiError(400, "Bad Request: message is too long")
+        return text, displayed, parse_mode
+
+    def _send_message(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = _chat_id(params)
+        with self._cond:
+            if chat_id in self._blocked:
+                raise ApiError(403, "Forbidden: bot was blocked by the user")
+            if chat_id in self._migrated:
+                raise ApiError(400, "Bad Request: group chat was upgraded to a supergroup chat",
+                               {"migrate_to_chat_id": self._migrated[chat_id]})
+        text, displayed, parse_mode = self._displayed(params)
+        preview = params.get("link_preview_options")
+        previews_disabled = (
+            (isinstance(preview, dict) and preview.get("is_disabled") is True)
+            or params.get("disable_web_page_preview") is True)
+        reply_to = params.get("reply_to_message_id")
+        reply = params.get("reply_parameters")
+        if isinstance(reply, dict):
+            reply_to = reply.get("message_id")
+        chat = self._chat(chat_id)
+        with self._cond:
+            now = self.clock()
+            if self.enforce_limits:
+                retry_after = self._limits.retry_after(chat_id, now)
+                if retry_after is not None:
+                    raise ApiError(429, f"Too Many Requests: retry after {retry_after}",
+                                   {"retry_after": retry_after})
+            self._limits.record(chat_id, now)
+            message_id = self._next_message_id(chat_id)
+            self._sent.append(SentMessage(
+                chat_id=chat_id, message_id=message_id, text=text, displayed=displayed,
+                parse_mode=parse_mode, previews_disabled=previews_disabled, sent_at=now,
+                reply_to=reply_to if isinstance(reply_to, int) else None))
+            self._cond.notify_all()
+        return {"message_id": message_id, "from": self.bot_user, "chat": chat,
+                "date": int(time.time()), "text": displayed}
+
+    def _edit_message_text(self, params: dict[str, Any]) -> dict[str, Any] | bool:
+        _, displayed, _ = self._displayed(params)
+        if "inline_message_id" in params:
+            return True
+        chat_id = _chat_id(params)
+        return {"message_id": _int(params.get("message_id"), 0), "from": self.bot_user,
+                "chat": self._chat(chat_id), "date": int(time.time()),
+                "edit_date": int(time.time()), "text": displayed}
+
+    def _control(self, http_method: str, path: str, query: str,
+                 body: dict[str, Any]) -> Answer:
+        """Serve the /_fake/ control API used when the fake runs in another process."""
+        args = dict(urllib.parse.parse_qsl(query))
+        route = (http_method, path.rstrip("/"))
+        try:
+            if route == ("POST", "/_fake/messages"):
+                update_id = self.push_message(
+                    int(body["chat_id"]), str(body["text"]), chat_type=body.get("chat_type"),
+                    user_id=body.get("user_id"), username=body.get("username", "alice"))
+                return 200, {"update_id": update_id}
+            if route == ("POST", "/_fake/updates"):
+                return 200, {"update_id": self.push_update(body)}
+            if route == ("GET", "/_fake/sent"):
+                chat = args.get("chat_id")
+                chat_id: int | str | None = (
+                    int(chat) if chat and re.fullmatch(r"-?\d+", chat) else chat)
+                return 200, [asdict(m) for m in self.sent(chat_id)]
+            if route == ("GET", "/_fake/stats"):
+                return 200, self.stats()
+            if route == ("POST", "/_fake/fail"):
+                self.fail_next(str(body["method"]), int(body.get("status", 500)),
+                               body.get("description"), body.get("retry_after"),
+                               body.get("migrate_to_chat_id"), int(body.get("times", 1)))
+                return 200, {"ok": True}
+            if route == ("POST", "/_fake/drop"):
+                self.drop_next(str(body["method"]), int(body.get("times", 1)))
+                return 200, {"ok": True}
+            if route == ("POST", "/_fake/block"):
+                self.block_chat(int(body["chat_id"]))
+                return 200, {"ok": True}
+            if route == ("POST", "/_fake/limits"):
+                self.enforce_limits = bool(body.get("enforce", True))
+                return 200, {"ok": True, "enforce": self.enforce_limits}
+        except (KeyError, TypeError, ValueError) as exc:
+            return 400, {"ok": False, "error": f"bad control request: {exc!r}"}
+        return 404, {"ok": False, "error": f"no control route {http_method} {path}"}
+
+
+def _default_description(status: int, retry_after: int | None) -> str:
+    """Return the description Telegram gives for a bare status code."""
+    if status == 429:
+        return f"Too Many Requests: retry after {retry_after or 1}"
+    if status == 409:
+        return CONFLICT
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _error(exc: ApiError) -> Answer:
+    body: dict[str, Any] = {"ok": False, "error_code": exc.status,
+                            "description": exc.description}
+    if exc.parameters:
+        body["parameters"] = exc.parameters
+    return exc.status, body
+
+
+# --- HTTP plumbing ----------------------------------------------------------------------
+
+class _Server(ThreadingHTTPServer):
+    """A threaded HTTP server that can close its idle keep-alive connections on stop."""
+
+    daemon_threads = True
+    block_on_close = False      # stop() closes connections itself instead of joining
+    request_queue_size = 128    # benchmarks open many connections at once
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 answer: Callable[..., Any]) -> None:
+        self.answer = answer
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn): slow and pointless.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+    def close_all(self) -> None:
+        """Close the listening socket and shut every open connection down."""
+        self.server_close()
+        with self.connections_lock:
+            for connection in self.connections:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # the peer closed it already; its handler thread will clean up
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Parse a request into parameters, pass it to the fake, write the JSON answer."""
+
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # one write per answer, no 40 ms delayed-ACK stalls
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.connections_lock:
+            self.server.connections.discard(self.connection)
+        super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep quiet: per-request logging would swamp benchmarks."""
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def _client_gone(self) -> bool:
+        """Return True when the client closed the connection (EOF waiting to be read)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def _body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # skip trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _params(self, query: str, body: bytes) -> dict[str, Any] | None:
+        """Merge query-string and body parameters; None when the body cannot be parsed."""
+        raw: dict[str, Any] = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+        content_type = self.headers.get_content_type()
+        try:
+            if not body:
+                pass
+            elif content_type == "application/json":
+                parsed = json.loads(body)
+                if not isinstance(parsed, dict):
+                    return None
+                raw.update(parsed)
+            elif content_type == "multipart/form-data":
+                raw.update(_parse_multipart(self.headers["Content-Type"], body))
+            else:
+                raw.update(urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return {name: _normalize(name, value) for name, value in raw.items()}
+
+    def _serve(self) -> None:
+        path, _, query = self.path.partition("?")
+        body = self._body()
+        if path.startswith("/_fake/"):
+            # The control API speaks JSON whatever Content-Type a client (curl -d) claims.
+            try:
+                params = json.loads(body) if body else {}
+            except ValueError:
+                params = None
+            if not isinstance(params, dict):
+                params = None
+        else:
+            params = self._params(query, body)
+        answer = self.server.answer(self.command, path, query, params, self._client_gone)
+        if answer is _DROP:
+            self.close_connection = True
+            return
+        status, payload = answer
+        data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Unknown"
+        head = (f"HTTP/1.1 {status} {phrase}\r\n"
+                f"Server: fake-telegram\r\n"
+                f"Content-Type: application/json\r\n"
+                f"Content-Length: {len(data)}\r\n")
+        if self.close_connection:
+            head += "Connection: close\r\n"
+        try:
+            self.wfile.write(head.encode("latin-1") + b"\r\n" + data)
+        except OSError:
+            self.close_connection = True  # the client went away; nothing left to tell it
+
+
+# --- a client for the control API ------------------------------------------------------
+
+class FakeTelegramClient:
+    """Drive a FakeTelegram running in another process through its /_fake/ API."""
+
+    def __init__(self, url: str, timeout: float = 10) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+        data = None if payload is None else json.dumps(payload).encode("utf-8")
+        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            return json.loads(response.read())
+
+    def push_message(self, chat_id: int, text: str, chat_type: str | None = None,
+                     user_id: int | None = None, username: str = "alice") -> int:
+        """Queue a user's text message; return its update_id."""
+        payload: dict[str, Any] = {"chat_id": chat_id, "text": text, "username": username}
+        if chat_type is not None:
+            payload["chat_type"] = chat_type
+        if user_id is not None:
+            payload["user_id"] = user_id
+        return int(self._call("POST", "/_fake/messages", payload)["update_id"])
+
+    def push_update(self, update: dict[str, Any]) -> int:
+        """Queue a raw update; return its update_id."""
+        return int(self._call("POST", "/_fake/updates", update)["update_id"])
+
+    def sent(self, chat_id: int | str | None = None) -> list[SentMessage]:
+        """Return the messages the bot sent (to chat_id)."""
+        query = "" if chat_id is None else "?" + urllib.parse.urlencode({"chat_id": chat_id})
+        return [SentMessage(**item) for item in self._call("GET", f"/_fake/sent{query}")]
+
+    def wait_for_sent(self, count: int, chat_id: int | str | None = None,
+                      timeout: float = 10) -> list[SentMessage]:
+        """Poll until at least count messages were sent (to chat_id); return them all."""
+        deadline = time.monotonic() + timeout
+        while len(messages := self.sent(chat_id)) < count:
+            if time.monotonic() > deadline:
+                shown = "\n".join(f"  {m.chat_id}: {m.displayed!r}" for m in messages)
+                raise AssertionError(f"expected {count} sent message(s) within {timeout}s, "
+                                     f"got {len(messages)}:\n{shown or '  (nothing)'}")
+            time.sleep(0.05)
+        return messages
+
+    def stats(self) -> dict[str, Any]:
+        """Return the fake's counters."""
+        result: dict[str, Any] = self._call("GET", "/_fake/stats")
+        return result
+
+    def fail_next(self, method: str, status: int = 500, description: str | None = None,
+                  retry_after: int | None = None, migrate_to_chat_id: int | None = None,
+                  times: int = 1) -> None:
+        """Make the next `times` calls of method fail."""
+        self._call("POST", "/_fake/fail", {
+            "method": method, "status": status, "description": description,
+            "retry_after": retry_after, "migrate_to_chat_id": migrate_to_chat_id,
+            "times": times})
+
+    def drop_next(self, method: str, times: int = 1) -> None:
+        """Make the next `times` calls of method lose their connection."""
+        self._call("POST", "/_fake/drop", {"method": method, "times": times})
+
+    def block_chat(self, chat_id: int) -> None:
+        """Make sendMessage to chat_id answer 403 from now on."""
+        self._call("POST", "/_fake/block", {"chat_id": chat_id})
+
+    def set_limits(self, enforce: bool) -> None:
+        """Switch flood-limit enforcement on or off."""
+        self._call("POST", "/_fake/limits", {"enforce": enforce})
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the fake until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--token", default=DEFAULT_TOKEN)
+    parser.add_argument("--enforce-limits", action="store_true")
+    parser.add_argument("--first-update-id", type=int, default=1)
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    fake = FakeTelegram(args.token, args.host, args.port, args.enforce_limits,
+                        args.first_update_id)
+    with fake:
+        print(f"fake Telegram Bot API listening on {fake.url}", flush=True)
+        stop.wait()
+
+
+if __name__ == "__main__":
+    main()
