@@ -63,23 +63,58 @@ def split_message(lines: Iterable[str], limit: int = MESSAGE_LIMIT) -> list[str]
     messages: list[str] = []
     current: list[str] = []
     size = 0
+
+    def flush() -> None:
+        text = "\n".join(current).strip("\n")
+        if text.strip():  # Telegram refuses an empty message
+            messages.append(text)
+
     for line in lines:
         if len(line) > limit:
-            line = shorten(to_plain(line), limit)
-            line = escape(line)[:limit]
-        if current and size + 1 + len(line) > limit:
-            messages.append("\n".join(current).strip("\n"))
+            line = _shorten_markup(line, limit)
+        # size counts each line with its newline: joined, current + [line] is this long.
+        if current and size + len(line) > limit:
+            flush()
             current, size = [], 0
         current.append(line)
         size += len(line) + 1
-    if current and "\n".join(current).strip():
-        messages.append("\n".join(current).strip("\n"))
+    flush()
     return messages
+
+
+def _shorten_markup(line: str, limit: int) -> str:
+    """An overlong line as escaped plain text of at most ``limit`` characters.
+
+    Escaping lengthens text, so the cut is made on the escaped form, never inside an
+    entity such as ``&amp;`` (Telegram refuses a message with a broken one).
+    """
+    pieces: list[str] = []
+    size = 0
+    for char in to_plain(line):
+        piece = escape(char)
+        if size + len(piece) > limit - 1:
+            pieces.append("…")
+            break
+        pieces.append(piece)
+        size += len(piece)
+    return "".join(pieces)
 
 
 def to_plain(text: str) -> str:
     """Turn a reply's HTML into plain text for a terminal: links as 'title <url>'."""
-    text = _LINK.sub(lambda m: f"{m.group(2)} <{m.group(1)}>", text)
+    parts: list[str] = []
+    end = 0
+    # Tags are stripped before a link's URL is added in angle brackets, which would
+    # otherwise look like a tag and be stripped with them.
+    for link in _LINK.finditer(text):
+        parts.append(_strip_tags(text[end:link.start()]))
+        parts.append(f"{_strip_tags(link.group(2))} <{html.unescape(link.group(1))}>")
+        end = link.end()
+    parts.append(_strip_tags(text[end:]))
+    return "".join(parts)
+
+
+def _strip_tags(text: str) -> str:
     return html.unescape(_TAG.sub("", text))
 
 
