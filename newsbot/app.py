@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from telegram import LinkPreviewOptions, Update
@@ -15,6 +16,10 @@ from newsbot.errors import Deferred
 from newsbot.handlers import Handlers
 from newsbot.news import News
 from newsbot.store import Store
+
+# Opt in to python-telegram-bot's timedelta durations (RetryAfter.retry_after and
+# friends), the default from v23; without it every 429 also raises a deprecation warning.
+os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 App = Application  # type: ignore[type-arg]
 
