@@ -1,0 +1,303 @@
+"""Tests of newsbot.store against a real redis-server (and once against the embedded store)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator
+
+import fakeredis
+import pytest
+import redis.asyncio as aioredis
+
+from newsbot import keys
+from newsbot.config import Settings
+from newsbot.models import Item, Source
+from newsbot.store import CachedNews, Store, connect
+
+T = 1_800_000_000.0  # a fixed "now" for the digest schedule
+PYTHON = Source("reddit", "r/python", "python")
+GOLANG = Source("reddit", "r/golang", "r/golang")
+FEED = Source("feed", "https://example.org/feed.xml", "https://Example.org/feed.xml")
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[Store]:
+    """A store on an empty real Redis database."""
+    opened = Store(aioredis.Redis.from_url(redis_url, decode_responses=True))
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def other_store(redis_url: str) -> AsyncIterator[Store]:
+    """A second store on the same database, as another replica would have."""
+    opened = Store(aioredis.Redis.from_url(redis_url, decode_responses=True))
+    yield opened
+    await opened.close()
+
+
+# --- chats -----------------------------------------------------------------------------
+
+
+async def test_sources_round_trip_in_order(store: Store) -> None:
+    assert await store.get_sources(1) == []
+    await store.set_sources(1, [FEED, PYTHON, GOLANG])
+    await store.set_sources(2, [GOLANG])
+    assert await store.get_sources(1) == [FEED, PYTHON, GOLANG]
+    assert await store.get_sources(2) == [GOLANG]
+    await store.set_sources(1, [PYTHON])
+    assert await store.get_sources(1) == [PYTHON]
+    await store.set_sources(1, [])
+    assert await store.get_sources(1) == []
+
+
+async def test_sources_are_shared_by_replicas(store: Store, other_store: Store) -> None:
+    await store.set_sources(-1001, [PYTHON, FEED])
+    assert await other_store.get_sources(-1001) == [PYTHON, FEED]
+
+
+async def test_stop_silences_the_chat_and_removes_its_subscription(store: Store) -> None:
+    await store.set_sources(1, [PYTHON])
+    await store.subscribe(1, 3600, T + 3600)
+    assert not await store.is_stopped(1)
+
+    await store.set_stopped(1, True)
+    assert await store.is_stopped(1)
+    assert await store.get_interval(1) is None
+    assert await store.next_due(1) is None
+    assert await store.claim_due(T + 10 * 86_400, 100) == []
+
+    await store.set_stopped(1, False)  # /start again
+    assert not await store.is_stopped(1)
+    assert await store.get_interval(1) is None  # the digest does not come back by itself
+    assert await store.get_sources(1) == [PYTHON]
+
+
+# --- subscriptions ---------------------------------------------------------------------
+
+
+async def test_subscribe_and_claim_when_due(store: Store) -> None:
+    await store.subscribe(1, 3600, T + 3600)
+    assert await store.get_interval(1) == 3600
+    assert await store.next_due(1) == T + 3600
+    assert await store.claim_due(T + 3599, 10) == []
+    assert await store.claim_due(T + 3600, 10) == [1]
+    assert await store.claim_due(T + 3601, 10) == []  # held by the claim
+
+
+async def test_a_claimed_chat_comes_back_if_not_rescheduled(store: Store) -> None:
+    await store.subscribe(7, 900, T)
+    assert await store.claim_due(T, 10) == [7]
+    assert await store.claim_due(T + keys.DIGEST_CLAIM_SECONDS - 1, 10) == []
+    assert await store.claim_due(T + keys.DIGEST_CLAIM_SECONDS, 10) == [7]
+
+
+async def test_a_rescheduled_chat_waits_for_its_next_interval(store: Store) -> None:
+    await store.subscribe(7, 900, T)
+    assert await store.claim_due(T, 10) == [7]
+    await store.reschedule(7, T + 900)
+    assert await store.next_due(7) == T + 900
+    assert await store.claim_due(T + keys.DIGEST_CLAIM_SECONDS, 10) == []
+    assert await store.claim_due(T + 900, 10) == [7]
+
+
+async def test_claim_due_honours_the_limit_and_due_order(store: Store) -> None:
+    for chat in range(1, 6):
+        await store.subscribe(chat, 900, T - chat)
+    assert await store.claim_due(T, 2) == [5, 4]
+    assert sorted(await store.claim_due(T, 10)) == [1, 2, 3]
+
+
+async def test_two_replicas_never_claim_the_same_chat(store: Store, other_store: Store) -> None:
+    chats = list(range(1, 201))
+    for chat in chats:
+        await store.subscribe(chat, 900, T - chat)
+
+    async def drain(replica: Store) -> list[int]:
+        claimed: list[int] = []
+        while batch := await replica.claim_due(T, 7):
+            claimed += batch
+            await asyncio.sleep(0)
+        return claimed
+
+    first, second = await asyncio.gather(drain(store), drain(other_store))
+    assert not set(first) & set(second)
+    assert sorted(first + second) == chats
+    assert first and second  # both really took part
+
+
+async def test_reschedule_does_not_resurrect_an_unsubscribed_chat(store: Store) -> None:
+    await store.subscribe(3, 900, T)
+    assert await store.claim_due(T, 10) == [3]
+    assert await store.unsubscribe(3) is True  # while its digest is being sent
+    await store.reschedule(3, T + 900)
+    assert await store.next_due(3) is None
+    assert await store.get_interval(3) is None
+    assert await store.claim_due(T + 86_400, 10) == []
+
+
+async def test_unsubscribe_tells_whether_there_was_a_digest(store: Store) -> None:
+    assert await store.unsubscribe(4) is False
+    await store.subscribe(4, 900, T)
+    assert await store.unsubscribe(4) is True
+    assert await store.unsubscribe(4) is False
+
+
+async def test_forget_chat_stops_its_digest(store: Store) -> None:
+    await store.subscribe(5, 900, T)
+    await store.forget_chat(5)
+    assert await store.claim_due(T + 86_400, 10) == []
+
+
+# --- seen items ------------------------------------------------------------------------
+
+
+async def test_unseen_and_mark_seen(store: Store) -> None:
+    assert await store.unseen(1, []) == set()
+    assert await store.unseen(1, ["a", "b", "c"]) == {"a", "b", "c"}
+    await store.mark_seen(1, ["a", "c"])
+    await store.mark_seen(1, [])
+    assert await store.unseen(1, ["a", "b", "c"]) == {"b"}
+    assert await store.unseen(2, ["a"]) == {"a"}  # per chat
+
+
+async def test_seen_items_are_bounded_keeping_the_newest(store: Store) -> None:
+    old = [f"old{n:05d}" for n in range(keys.SEEN_MAX)]
+    await store.mark_seen(1, old)
+    assert await store.unseen(1, old) == set()
+    await store.mark_seen(1, [old[0]])  # sent again: now among the newest
+    new = [f"new{n}" for n in range(10)]
+    await store.mark_seen(1, new)
+    assert await store.unseen(1, new + [old[0]]) == set()
+    forgotten = await store.unseen(1, old)
+    assert len(forgotten) == len(new) and old[0] not in forgotten
+    assert await store.redis.zcard(keys.SEEN.format(chat_id=1)) == keys.SEEN_MAX
+
+
+# --- migration -------------------------------------------------------------------------
+
+
+async def test_migrate_chat_moves_sources_subscription_and_seen_items(store: Store) -> None:
+    old, new = -4001, -1004001
+    await store.set_sources(old, [PYTHON, FEED])
+    await store.subscribe(old, 3600, T + 3600)
+    await store.mark_seen(old, ["x", "y"])
+
+    await store.migrate_chat(old, new)
+
+    assert await store.get_sources(new) == [PYTHON, FEED]
+    assert await store.get_interval(new) == 3600
+    assert await store.next_due(new) == T + 3600
+    assert await store.unseen(new, ["x", "y", "z"]) == {"z"}
+    assert await store.get_sources(old) == []
+    assert await store.get_interval(old) is None
+    assert await store.next_due(old) is None
+    assert await store.unseen(old, ["x"]) == {"x"}
+    assert await store.claim_due(T + 3600, 10) == [new]
+
+
+async def test_migrating_an_unknown_chat_is_harmless(store: Store) -> None:
+    await store.migrate_chat(-1, -1001)
+    assert await store.get_sources(-1001) == []
+    assert await store.next_due(-1001) is None
+
+
+# --- fetch cache -----------------------------------------------------------------------
+
+
+async def test_cache_round_trip(store: Store) -> None:
+    news = CachedNews(fetched_at=T, items=(
+        Item("1", 'A "title" & <more>', "https://example.org/1", T - 60),
+        Item("2", "Undated", "https://example.org/2")),
+        etag='"abc"', last_modified="Tue, 26 Nov 2024 09:30:00 GMT")
+    assert await store.get_cached("d1") is None
+    await store.put_cached("d1", news)
+    assert await store.get_cached("d1") == news
+    failed = CachedNews(fetched_at=T + 1, error="not found (404)")
+    await store.put_cached("d1", failed)
+    assert await store.get_cached("d1") == failed
+    ttl = await store.redis.ttl(keys.FEED.format(digest="d1"))
+    assert 0 < ttl <= keys.FEED_TTL_SECONDS
+
+
+async def test_an_unreadable_cache_entry_counts_as_missing(store: Store) -> None:
+    await store.redis.hset(keys.FEED.format(digest="d2"), mapping={"items": "not json"})
+    assert await store.get_cached("d2") is None
+
+
+async def test_fetch_lock_has_one_holder(store: Store, other_store: Store) -> None:
+    assert await store.lock_fetch("d3", "replica-a")
+    assert not await other_store.lock_fetch("d3", "replica-b")
+    await other_store.unlock_fetch("d3", "replica-b")  # not its lock: no effect
+    assert not await other_store.lock_fetch("d3", "replica-b")
+    await store.unlock_fetch("d3", "replica-a")
+    assert await other_store.lock_fetch("d3", "replica-b")
+    ttl = await store.redis.ttl(keys.FETCH_LOCK.format(digest="d3"))
+    assert 0 < ttl <= keys.FETCH_LOCK_SECONDS
+
+
+# --- keys, connections -----------------------------------------------------------------
+
+
+async def test_every_key_lives_under_the_prefix(store: Store) -> None:
+    await store.set_sources(1, [PYTHON])
+    await store.set_stopped(2, True)
+    await store.subscribe(3, 900, T)
+    await store.claim_due(T, 10)
+    await store.reschedule(3, T + 900)
+    await store.mark_seen(3, ["a"])
+    await store.subscribe(4, 900, T)
+    await store.mark_seen(4, ["b"])
+    await store.migrate_chat(4, -1004)
+    await store.put_cached("d", CachedNews(fetched_at=T))
+    await store.lock_fetch("d", "me")
+    written = [key async for key in store.redis.scan_iter()]
+    assert len(written) >= 6
+    assert all(key.startswith("newsbot:") for key in written), written
+
+
+async def test_ping(store: Store) -> None:
+    assert await store.ping() is True
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    down = Store(aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0", decode_responses=True,
+                                         socket_connect_timeout=1))
+    try:
+        assert await down.ping() is False
+    finally:
+        await down.close()
+
+
+async def test_connect_uses_redis_url(redis_url: str, store: Store) -> None:
+    client = connect(Settings(redis_url=redis_url))
+    assert not isinstance(client, fakeredis.FakeAsyncRedis)
+    connected = Store(client)
+    try:
+        await store.set_sources(9, [GOLANG])
+        assert await connected.get_sources(9) == [GOLANG]
+    finally:
+        await connected.close()
+
+
+async def test_embedded_store_works_without_redis_url(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="newsbot.store"):
+        client = connect(Settings())
+    assert "embedded" in caplog.text
+    embedded = Store(client)
+    try:
+        assert await embedded.ping()
+        await embedded.set_sources(1, [PYTHON, FEED])
+        assert await embedded.get_sources(1) == [PYTHON, FEED]
+        await embedded.subscribe(1, 900, T)
+        assert await embedded.claim_due(T, 10) == [1]
+        assert await embedded.claim_due(T, 10) == []
+        await embedded.mark_seen(1, ["a"])
+        assert await embedded.unseen(1, ["a", "b"]) == {"b"}
+        assert await embedded.lock_fetch("d", "me")
+        await embedded.unlock_fetch("d", "me")
+        assert await embedded.lock_fetch("d", "you")
+    finally:
+        await embedded.close()
