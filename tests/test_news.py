@@ -1,0 +1,185 @@
+"""Tests of newsbot.news: one upstream fetch per source and cache window, for everyone.
+
+A real Redis holds the shared cache; FakeNews counts what reaches the "upstream" servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from fakes.news import FakeNews
+from newsbot import keys
+from newsbot.config import Settings
+from newsbot.models import Source
+from newsbot.news import News, source_digest
+from newsbot.sources.rss import parse_feed
+from newsbot.store import Store
+
+DATA = Path(__file__).resolve().parent / "data"
+RSS20 = (DATA / "rss20.xml").read_bytes()
+PYTHON = Source("reddit", "r/python", "python")
+
+MakeNews = Callable[..., News]
+
+
+def feed(news: FakeNews, path: str) -> Source:
+    url = news.url + path
+    return Source("feed", url, url)
+
+
+@pytest.fixture
+async def stores(redis_url: str) -> AsyncIterator[list[Store]]:
+    """Two stores on one real Redis, as two replicas have."""
+    opened = [Store(aioredis.Redis.from_url(redis_url, decode_responses=True))
+              for _ in range(2)]
+    yield opened
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+def make_news(news: FakeNews, stores: list[Store]) -> Iterator[MakeNews]:
+    """Build News objects (replica 0 or 1) reading Reddit and feeds from the fake."""
+    built: list[News] = []
+
+    def make(replica: int = 0, **overrides: Any) -> News:
+        settings = dataclasses.replace(
+            Settings(reddit_url=news.url, allow_private_urls=True), **overrides)
+        built.append(News(settings, stores[replica]))
+        return built[-1]
+
+    yield make
+    for made in built:
+        made.close()
+
+
+async def test_concurrent_requests_for_one_source_fetch_it_once(
+        news: FakeNews, make_news: MakeNews) -> None:
+    news.set_route("/busy.xml", body=RSS20, delay=0.3)
+    fetcher = make_news()
+    source = feed(news, "/busy.xml")
+    results = await asyncio.gather(*(fetcher.get_one(source) for _ in range(20)))
+    assert news.count("/busy.xml") == 1
+    expected = tuple(parse_feed(RSS20, 5))
+    assert all(result.error is None and result.items == expected for result in results)
+
+
+async def test_concurrent_requests_for_a_subreddit_fetch_it_once(
+        news: FakeNews, make_news: MakeNews) -> None:
+    fetcher = make_news()
+    results = await asyncio.gather(*(fetcher.get_one(PYTHON) for _ in range(20)))
+    assert news.count("/r/python/") == 1
+    assert len({result.items for result in results}) == 1
+    assert len(results[0].items) == 5
+
+
+async def test_two_replicas_asking_at_once_fetch_once(
+        news: FakeNews, make_news: MakeNews) -> None:
+    news.set_route("/busy.xml", body=RSS20, delay=0.3)
+    source = feed(news, "/busy.xml")
+    first, second = make_news(0), make_news(1)
+    results = await asyncio.gather(*(replica.get_one(source)
+                                     for _ in range(5) for replica in (first, second)))
+    assert news.count("/busy.xml") == 1
+    assert all(result.items == results[0].items for result in results)
+    assert len(results[0].items) == 5
+
+
+async def test_the_cache_is_used_for_its_ttl_then_revalidated(
+        news: FakeNews, make_news: MakeNews) -> None:
+    fetcher = make_news(cache_ttl=1)
+    source = feed(news, "/feeds/rss20.xml")
+    fresh = await fetcher.get_one(source)
+    assert fresh.error is None and len(fresh.items) == 5
+    assert (await fetcher.get_one(source)).items == fresh.items
+    assert news.count("/feeds/rss20.xml") == 1
+
+    await asyncio.sleep(1.1)
+    again = await fetcher.get_one(source)
+    assert news.count("/feeds/rss20.xml") == 2
+    _, _, headers = news.requests[-1]
+    assert headers.get("if-none-match")  # a conditional GET, which the fake answers 304
+    assert again.error is None and again.items == fresh.items
+
+    await fetcher.get_one(source)  # the 304 started a new cache window
+    assert news.count("/feeds/rss20.xml") == 2
+
+
+async def test_the_cache_is_shared_by_replicas(news: FakeNews, make_news: MakeNews) -> None:
+    source = feed(news, "/feeds/atom.xml")
+    first = await make_news(0).get_one(source)
+    second = await make_news(1).get_one(source)
+    assert news.count("/feeds/atom.xml") == 1
+    assert second.items == first.items
+
+
+async def age(store: Store, source: Source, seconds: float) -> None:
+    """Make the cached fetch of a source look ``seconds`` older."""
+    cached = await store.get_cached(source_digest(source))
+    assert cached is not None
+    await store.put_cached(source_digest(source),
+                           dataclasses.replace(cached, fetched_at=cached.fetched_at - seconds))
+
+
+async def test_a_failing_source_is_remembered_briefly(
+        news: FakeNews, make_news: MakeNews, stores: list[Store]) -> None:
+    fetcher = make_news()
+    broken = feed(news, "/status/503")
+    assert (await fetcher.get_one(broken)).error == "the server failed (503)"
+    assert (await fetcher.get_one(broken)).error == "the server failed (503)"
+    assert news.count("/status/503") == 1
+
+    await age(stores[0], broken, keys.ERROR_TTL_SECONDS + 1)
+    await fetcher.get_one(broken)
+    assert news.count("/status/503") == 2
+
+    # Good news of the same age is still fresh: only errors expire this soon.
+    working = feed(news, "/feeds/rss10.xml")
+    await fetcher.get_one(working)
+    await age(stores[0], working, keys.ERROR_TTL_SECONDS + 1)
+    await fetcher.get_one(working)
+    assert news.count("/feeds/rss10.xml") == 1
+
+
+async def test_the_other_sources_arrive_when_some_fail(
+        news: FakeNews, make_news: MakeNews) -> None:
+    news.slow_seconds = 3.0
+    sources = [
+        feed(news, "/feeds/rss20.xml"),
+        feed(news, "/status/404"),
+        PYTHON,
+        Source("reddit", "r/privatesub", "privatesub"),
+        feed(news, "/slow"),
+        Source("reddit", "r/nosuchsub", "r/NoSuchSub"),
+        feed(news, "/html"),
+        feed(news, "/feeds/atom.xml"),
+    ]
+    results = await make_news(fetch_timeout=0.5).get(sources)
+    assert [result.source for result in results] == sources
+    assert [result.error for result in results] == [
+        None, "not found (404)", None, "private, quarantined or banned subreddit (403)",
+        "timed out", "no such subreddit (404)", "not a feed (no RSS or Atom found)", None]
+    assert all(results[index].items for index in (0, 2, 7))
+
+
+async def test_items_per_source_is_honoured(news: FakeNews, make_news: MakeNews) -> None:
+    results = await make_news(items_per_source=3).get(
+        [feed(news, "/feeds/rss20.xml"), PYTHON])
+    assert [item.title for item in results[0].items] == \
+        [item.title for item in parse_feed(RSS20, 3)]
+    assert len(results[1].items) == 3
+    assert "Sunday Daily Thread" not in results[1].items[0].title  # stickied: left out
+
+
+async def test_private_feed_urls_are_refused_unless_allowed(
+        news: FakeNews, make_news: MakeNews) -> None:
+    result = await make_news(allow_private_urls=False).get_one(feed(news, "/feeds/rss20.xml"))
+    assert result.error is not None and "private or local" in result.error
+    assert news.requests == []
