@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+from telegram import Update
 from telegram.request import BaseRequest, RequestData
 
 from newsbot import render
@@ -99,17 +100,12 @@ async def chat(settings: Settings, lines: TextIO = sys.stdin, out: TextIO = sys.
                 break
             if line.strip():
                 update_id += 1
-                await application.process_update(
-                    _de_json(application, message_update(update_id, line.strip())))
+                update = Update.de_json(message_update(update_id, line.strip()),
+                                        application.bot)
+                await application.process_update(update)
     finally:
         stop.set()
         await digests
         await application.shutdown()
         news.close()
         await store.close()
-
-
-def _de_json(application: Any, data: dict[str, Any]) -> Any:
-    from telegram import Update
-
-    return Update.de_json(data, application.bot)

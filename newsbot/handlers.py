@@ -79,13 +79,14 @@ class Handlers:
         application.add_error_handler(self.error)
 
     async def reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE,
-                    messages: str | Sequence[str]) -> None:
-        """Send HTML messages to the chat the update came from."""
+                    messages: str | Sequence[str]) -> bool:
+        """Send HTML to the chat the update came from; False if it cannot be reached."""
         if isinstance(messages, str):
             messages = render.split_message(messages.split("\n"))
         chat = update.effective_chat
-        if chat is not None and messages:
-            await send_messages(context.bot, self.store, chat.id, messages)
+        if chat is None or not messages:
+            return False
+        return await send_messages(context.bot, self.store, chat.id, messages)
 
     # --- before every command ------------------------------------------------------
 
@@ -181,14 +182,9 @@ class Handlers:
                              "Try: /source python, golang")
             return
         news = await self.news.get(sources)
-        if await self.reply_news(update, context, render.render_news(news)):
+        if await self.reply(update, context, render.render_news(news)):
+            # What /fetch showed is not news for the next digest.
             await self.store.mark_seen(chat_id, [i.id for n in news for i in n.items])
-
-    async def reply_news(self, update: Update, context: ContextTypes.DEFAULT_TYPE,
-                         messages: list[str]) -> bool:
-        chat = update.effective_chat
-        assert chat is not None
-        return await send_messages(context.bot, self.store, chat.id, messages)
 
     async def subscribe(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/subscribe [interval]: a digest of new items every interval."""
