@@ -17,7 +17,7 @@ from newsbot import __version__
 from newsbot.config import DEFAULT_REDDIT_URL, Settings
 from newsbot.errors import FetchError
 from newsbot.models import Item
-from newsbot.sources.download import Downloader, HTTPStatusError, Validators
+from newsbot.sources.download import Download, Downloader, HTTPStatusError, Validators
 from newsbot.sources.base import SUBREDDIT_NAME
 
 OAUTH_API_URL = "https://oauth.reddit.com"
@@ -104,16 +104,12 @@ class Reddit:
         wait = self._blocked_until - time.monotonic()
         if wait > 0:
             raise RedditRateLimited(wait)
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         base = self.base_url
         if self.credentials is not None:
-            headers["Authorization"] = "bearer " + self._access_token()
             base = OAUTH_API_URL if base == DEFAULT_REDDIT_URL else base
         url = f"{base}/r/{name}/hot.json?limit={limit + STICKY_MARGIN}&raw_json=1"
         try:
-            # Reddit redirects unknown subreddits to a search page: that means "not found".
-            download = self.downloader.get(url, headers=headers, validators=validators,
-                                           follow_redirects=False)
+            download = self._get_listing(url, validators)
         except HTTPStatusError as error:
             raise self._explain(error) from None
         if download.status in (301, 302, 303, 307, 308):
@@ -123,6 +119,28 @@ class Reddit:
             self._block(retry_after(download.headers) or 60.0)
         items = None if download.status == 304 else parse_listing(download.body, limit)
         return items, download.validators
+
+    def _get_listing(self, url: str, validators: Validators | None) -> Download:
+        """GET a listing; with OAuth, renew a token Reddit no longer accepts, once."""
+        for attempt in range(2):
+            headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+            token = self._access_token() if self.credentials is not None else None
+            if token is not None:
+                headers["Authorization"] = "bearer " + token
+            try:
+                # Reddit redirects unknown subreddits to a search page: "not found".
+                return self.downloader.get(url, headers=headers, validators=validators,
+                                           follow_redirects=False)
+            except HTTPStatusError as error:
+                if error.status != 401 or token is None or attempt:
+                    raise
+                # Revoked or expired early: without this, every fetch would fail
+                # until the token's announced lifetime (a day) had passed. Another
+                # thread may have renewed it already; then that new token is kept.
+                with self._token_lock:
+                    if self._token is not None and self._token[0] == token:
+                        self._token = None
+        raise AssertionError("unreachable")
 
     def _block(self, seconds: float) -> None:
         self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
