@@ -649,6 +649,22 @@ def test_reddit_oauth_uses_one_token_for_many_fetches(news: FakeNews) -> None:
     assert all(headers["authorization"].startswith("bearer fake-") for headers in listings)
 
 
+def test_reddit_oauth_renews_a_revoked_token(news: FakeNews) -> None:
+    news.oauth_client = ("id", "secret")
+    settings = Settings(reddit_url=news.url, reddit_client_id="id",
+                        reddit_client_secret="secret")
+    fetcher = Downloader(timeout=5.0)
+    try:
+        reddit = Reddit(settings, fetcher)
+        assert reddit.fetch("python", 3)[0]
+        news.revoke_tokens()
+        assert reddit.fetch("python", 3)[0]
+        assert reddit.fetch("golang", 3)[0]
+    finally:
+        fetcher.close()
+    assert news.count("/api/v1/access_token") == 2
+
+
 def test_reddit_oauth_with_wrong_credentials_fails_without_leaking(news: FakeNews) -> None:
     news.oauth_client = ("id", "secret")
     settings = Settings(reddit_url=news.url, reddit_client_id="id",
