@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import uuid
+from typing import Any
 
 from redis.exceptions import RedisError
 from telegram.error import InvalidToken, NetworkError
@@ -103,10 +104,12 @@ async def _start(application: App, consumer: Consumer, stop: asyncio.Event) -> b
 
 async def _run_until_stopped(stop: asyncio.Event, poller: Poller, consumer: Consumer,
                              digests: Digests) -> None:
-    polling = asyncio.create_task(poller.run(stop), name="poller")
-    working = [asyncio.create_task(consumer.run(stop), name="consumer"),
-               asyncio.create_task(digests.run(stop), name="digests")]
-    stopping = asyncio.create_task(stop.wait())
+    polling: asyncio.Task[Any] = asyncio.create_task(poller.run(stop), name="poller")
+    working: list[asyncio.Task[Any]] = [
+        asyncio.create_task(consumer.run(stop), name="consumer"),
+        asyncio.create_task(digests.run(stop), name="digests"),
+    ]
+    stopping: asyncio.Task[Any] = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([polling, stopping, *working],
                                  return_when=asyncio.FIRST_COMPLETED)
     stop.set()
@@ -120,5 +123,6 @@ async def _run_until_stopped(stop: asyncio.Event, poller: Poller, consumer: Cons
         task.cancel()
     await asyncio.gather(*working, return_exceptions=True)
     for task in done:
-        if task is not stopping and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+        error = None if task is stopping else task.exception()
+        if error is not None:
+            raise error

@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -210,7 +211,8 @@ class Store:
 
     async def get_cached(self, digest: str) -> CachedNews | None:
         """A source's last fetch, however old."""
-        data = await self.redis.hgetall(keys.FEED.format(digest=digest))
+        data: dict[str, str] = await self.redis.hgetall(  # type: ignore[assignment]
+            keys.FEED.format(digest=digest))
         try:
             return CachedNews.from_mapping(data) if data else None
         except (KeyError, ValueError, TypeError):
@@ -221,7 +223,7 @@ class Store:
         key = keys.FEED.format(digest=digest)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(key)
-            pipe.hset(key, mapping=news.to_mapping())
+            pipe.hset(key, mapping=dict[Any, Any](news.to_mapping()))
             pipe.expire(key, keys.FEED_TTL_SECONDS)
             await pipe.execute()
 

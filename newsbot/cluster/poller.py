@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 from telegram import Bot, Update
@@ -98,7 +99,7 @@ class Poller:
             await self.append(updates)
         return len(updates)
 
-    async def append(self, updates: list[Update]) -> None:
+    async def append(self, updates: Sequence[Update]) -> None:
         """Append updates to the stream and move the offset past them, atomically."""
         args: list[str | int] = [keys.UPDATES_MAXLEN]
         for update in updates:

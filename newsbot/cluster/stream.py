@@ -10,7 +10,9 @@ update was appended twice. So, per update id:
 
 A replica that dies leaves its entries pending; after ``CLAIM_IDLE_MS`` another replica
 claims them (XAUTOCLAIM). A live replica keeps its slow entries from being claimed by
-touching them (XCLAIM to itself) while it works.
+touching them (XCLAIM to itself) while it works, and renews its locks with each touch;
+a dead one's locks run out before its entries can be claimed, so the claimer is not
+turned away.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ BATCH = 32
 BLOCK_MS = 1000
 CLAIM_EVERY_SECONDS = 2.0
 TOUCH_EVERY_SECONDS = keys.CLAIM_IDLE_MS / 3000
+# An update's lock lives twice the touch period, renewed at every touch: it outlives a
+# late touch, yet a dead holder's lock is gone before its entry idles long enough to be
+# claimed (CLAIM_IDLE_MS).
+LOCK_MS = keys.CLAIM_IDLE_MS * 2 // 3
 ERROR_BACKOFF = 1.0
 
 # 'done' if the update was handled, 'mine' if we hold its lock now, 'busy' if another does.
@@ -46,6 +52,14 @@ local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[1] then return 'busy' end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 'mine'
+"""
+
+# Extend the locks among KEYS that ARGV[1] still holds to ARGV[2] ms.
+_RENEW = """
+for _, key in ipairs(KEYS) do
+    if redis.call('GET', key) == ARGV[1] then redis.call('PEXPIRE', key, ARGV[2]) end
+end
+return 0
 """
 
 Entry = tuple[str, dict[str, str]]
@@ -59,6 +73,7 @@ class Consumer:
         self.name = name
         self.handle = handle
         self._begin = redis.register_script(_BEGIN)
+        self._renew = redis.register_script(_RENEW)
         self._last_claim = 0.0
         self.running = False
         self.heartbeat = time.monotonic()
@@ -98,8 +113,9 @@ class Consumer:
             entries = await self._claim_stale()
             await self._update_gauges()
         if not entries:
-            reply = await self.redis.xreadgroup(keys.GROUP, self.name, {keys.UPDATES: ">"},
-                                                count=BATCH, block=block_ms)
+            reply: list[tuple[str, list[Entry]]]
+            reply = await self.redis.xreadgroup(  # type: ignore[assignment]
+                keys.GROUP, self.name, {keys.UPDATES: ">"}, count=BATCH, block=block_ms)
             entries = [entry for _, stream_entries in reply for entry in stream_entries]
         if entries:
             await self._handle_batch(entries)
@@ -111,7 +127,7 @@ class Consumer:
         by_chat: dict[str, list[Entry]] = defaultdict(list)
         for entry in entries:
             by_chat[entry[1].get("chat_id", "0")].append(entry)
-        toucher = asyncio.create_task(self._touch([entry_id for entry_id, _ in entries]))
+        toucher = asyncio.create_task(self._touch(entries))
         try:
             await asyncio.gather(*(self._handle_chat(chat) for chat in by_chat.values()))
         finally:
@@ -126,7 +142,7 @@ class Consumer:
         done_key = keys.UPDATE_DONE.format(update_id=update_id)
         lock_key = keys.UPDATE_LOCK.format(update_id=update_id)
         state = await self._begin(keys=[done_key, lock_key],
-                                  args=[self.name, keys.UPDATE_LOCK_SECONDS * 1000])
+                                  args=[self.name, LOCK_MS])
         if state == "busy":
             return  # a duplicate being handled elsewhere; claimed again later, then 'done'
         if state == "mine":
@@ -162,12 +178,16 @@ class Consumer:
             logger.info("claimed %d updates left by a stopped replica", len(entries))
         return entries
 
-    async def _touch(self, entry_ids: list[str]) -> None:
-        """Reset our entries' idle time while we work, so nobody claims them from us."""
+    async def _touch(self, entries: list[Entry]) -> None:
+        """Reset our entries' idle time and renew our locks while we work."""
+        entry_ids = [entry_id for entry_id, _ in entries]
+        locks = [keys.UPDATE_LOCK.format(update_id=fields.get("update_id", ""))
+                 for _, fields in entries]
         while True:
             await asyncio.sleep(TOUCH_EVERY_SECONDS)
             await self.redis.xclaim(keys.UPDATES, keys.GROUP, self.name, min_idle_time=0,
-                                    message_ids=entry_ids, justid=True)
+                                    message_ids=list[Any](entry_ids), justid=True)
+            await self._renew(keys=locks, args=[self.name, LOCK_MS])
 
     async def _update_gauges(self) -> None:
         for group in await self.redis.xinfo_groups(keys.UPDATES):
