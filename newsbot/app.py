@@ -21,7 +21,7 @@ from newsbot.store import Store
 # friends), the default from v23; without it every 429 also raises a deprecation warning.
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
-App = Application  # type: ignore[type-arg]
+App = Application
 
 
 def build_application(settings: Settings, store: Store, news: News, token: str,

@@ -54,7 +54,10 @@ class Settings:
         for secret in ("telegram_token", "reddit_client_secret"):
             if fields[secret]:
                 fields[secret] = "***"
-        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
+        text = "Settings(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -85,7 +88,9 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must be removed from every log line."""
-        return tuple(s for s in (self.telegram_token, self.reddit_client_secret) if s)
+        redis_password = urlsplit(self.redis_url).password if self.redis_url else None
+        candidates = (self.telegram_token, self.reddit_client_secret, redis_password)
+        return tuple(secret for secret in candidates if secret)
 
 
 class _Env:
@@ -120,7 +125,9 @@ class _Env:
     def redis_url(self) -> str | None:
         value = self.text("REDIS_URL")
         if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-            raise ConfigError.invalid("REDIS_URL", value, "a redis://, rediss:// or unix:// URL")
+            password = urlsplit(value).password
+            shown = value.replace(password, "***") if password else value
+            raise ConfigError.invalid("REDIS_URL", shown, "a redis://, rediss:// or unix:// URL")
         return value
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:

@@ -61,7 +61,7 @@ class Handlers:
         # Updates whose handling met an outage; the consumer leaves them pending.
         self.deferred: set[int] = set()
 
-    def register(self, application: Application) -> None:  # type: ignore[type-arg]
+    def register(self, application: Application) -> None:
         """Add the handlers to a python-telegram-bot application."""
         application.add_handler(TypeHandler(Update, self.gate), group=-1)
         commands = {

@@ -29,8 +29,13 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 def is_public(address: IPAddress) -> bool:
     """Tell whether an address is on the public internet."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        # v6 forms that carry a v4 address are judged by that address.
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address.teredo is not None:
+            embedded = address.teredo[1]
+        if embedded is not None:
+            address = embedded
     return not (
         address.is_private
         or address.is_loopback
