@@ -166,6 +166,15 @@ def test_repr_never_shows_the_token_or_the_reddit_secret(
     assert set(settings.secrets) == {TOKEN, SECRET}
 
 
+def test_a_redis_password_is_a_secret_too() -> None:
+    settings = Settings.from_env({"REDIS_URL": "redis://:hunter2@redis:6379/0"})
+    assert "hunter2" not in repr(settings) and "redis://:***@redis:6379/0" in repr(settings)
+    assert settings.secrets == ("hunter2",)
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env({"REDIS_URL": "http://:hunter2@redis:6379/0"})
+    assert "REDIS_URL" in str(error.value) and "hunter2" not in str(error.value)
+
+
 def test_repr_of_settings_without_secrets_is_plain() -> None:
     assert "***" not in repr(Settings())
     assert Settings().secrets == ()

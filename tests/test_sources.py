@@ -179,6 +179,9 @@ def test_parse_sources_never_raises_and_keeps_keys_canonical(text: str) -> None:
     ("::ffff:10.0.0.1", False),
     ("::ffff:169.254.169.254", False),
     ("64:ff9b::7f00:1", False),
+    ("2002:7f00:1::", False),  # 6to4 wrapping 127.0.0.1
+    ("2002:a00:1::", False),  # 6to4 wrapping 10.0.0.1
+    ("2002:808:808::", True),  # 6to4 wrapping 8.8.8.8
     ("8.8.8.8", True),
     ("1.1.1.1", True),
     ("::ffff:8.8.8.8", True),
