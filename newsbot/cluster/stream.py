@@ -30,7 +30,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from newsbot import keys
 from newsbot.errors import Deferred
-from newsbot.metrics import STREAM_LAG, STREAM_PENDING, UPDATES
+from newsbot.metrics import HANDLER_SECONDS, STREAM_LAG, STREAM_PENDING, UPDATES
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,8 @@ class Consumer:
             return  # a duplicate being handled elsewhere; claimed again later, then 'done'
         if state == "mine":
             try:
-                await self.handle(json.loads(fields["update"]))
+                with HANDLER_SECONDS.time():
+                    await self.handle(json.loads(fields["update"]))
                 UPDATES.labels(outcome="handled").inc()
             except Deferred:
                 # Redis or Telegram was away: not done; the entry stays pending and is
