@@ -31,8 +31,9 @@ from typing import Any, NoReturn
 import pytest
 
 from newsbot import keys
-from tests.container_images import BaseImages, ImageError, base_images, docker_build_env
-from tests.fakes.telegram_api import FakeTelegramClient
+
+from container_images import BaseImages, ImageError, base_images, docker_build_env
+from fakes.telegram_api import FakeTelegramClient
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIRE_DOCKER = os.environ.get("NEWSBOT_REQUIRE_DOCKER") == "1"
