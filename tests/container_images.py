@@ -213,9 +213,18 @@ def _ensure_base(seconds: dict[str, float]) -> str:
 
 def _make_rootfs_tarball(tarball: Path) -> None:
     """Debootstrap a minimal bookworm and pack it, leaving out apt's downloads."""
-    with tempfile.TemporaryDirectory(dir=CACHE_DIR, prefix="rootfs-") as work:
+    for stale in CACHE_DIR.glob("debootstrap-*/"):
+        # Left by a run that was killed (we hold the lock: nobody else works there).
+        _unmount_below(stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    with tempfile.TemporaryDirectory(dir=CACHE_DIR, prefix="debootstrap-") as work:
         root = Path(work) / "root"
-        run(_debootstrap_args(str(root)), timeout=900)
+        try:
+            run(_debootstrap_args(str(root)), timeout=900)
+        finally:
+            # A debootstrap that failed or timed out may leave the host's /proc and /sys
+            # mounted inside; deleting the directory must not walk into them.
+            _unmount_below(root)
         # Downloaded .debs and package lists are dead weight in a base image: the
         # official slim images ship without them as well.
         for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
@@ -226,6 +235,17 @@ def _make_rootfs_tarball(tarball: Path) -> None:
         run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(partial),
              "."], timeout=300)
         partial.rename(tarball)  # only a complete tarball ever carries the final name
+
+
+def _unmount_below(root: Path) -> None:
+    """Unmount everything mounted at or below root, deepest first."""
+    prefix = str(root.resolve())
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1] for line in mounts]
+    for point in sorted((p for p in points if p == prefix or p.startswith(prefix + "/")),
+                        key=len, reverse=True):
+        subprocess.run(["umount", "--lazy", point], capture_output=True, check=False,
+                       timeout=60)
 
 
 def _python_context() -> dict[str, str]:
