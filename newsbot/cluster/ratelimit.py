@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -68,13 +69,19 @@ return 0
 def buckets(chat_id: int, settings: Settings) -> list[tuple[str, int]]:
     """The buckets (key, interval in ms) a message to this chat must pass."""
     chosen = [
-        (keys.RATE_GLOBAL, round(1000 / settings.send_per_second)),
-        (keys.RATE_CHAT.format(chat_id=chat_id), round(1000 / settings.send_per_chat_second)),
+        (keys.RATE_GLOBAL, _interval_ms(1000, settings.send_per_second)),
+        (keys.RATE_CHAT.format(chat_id=chat_id),
+         _interval_ms(1000, settings.send_per_chat_second)),
     ]
     if chat_id < 0:  # groups, supergroups and channels
         chosen.append((keys.RATE_GROUP.format(chat_id=chat_id),
-                       round(60_000 / settings.send_per_group_minute)))
+                       _interval_ms(60_000, settings.send_per_group_minute)))
     return chosen
+
+
+def _interval_ms(window_ms: int, allowed: float) -> int:
+    # Rounded up: 30 a second is one every 34 ms, not 33 (which would be 30.3 a second).
+    return math.ceil(window_ms / allowed)
 
 
 class RedisRateLimiter(BaseRateLimiter[None]):
