@@ -102,6 +102,9 @@ stop() {
     local pid
     pid="$(cat "$PIDFILE")"
     if kill -0 "$pid" 2>/dev/null; then
+        # Every code change leaves the previous build's untagged stage images behind
+        # (the classic builder's cache); a week-old one caches nothing useful any more.
+        docker image prune --force --filter until=168h >/dev/null 2>&1 || true
         log "stopping dockerd (PID $pid)"
         kill -TERM "$pid"
         # dockerd stops its containers first (10 s each at most), then containerd.
