@@ -237,6 +237,8 @@ class Pusher:
         self.commands = commands
         self.interval = 1 / per_second
         self.pushed = 0
+        # marker -> time.monotonic() when it was pushed, to measure reply latency
+        self.pushed_at: dict[str, float] = {}
         self._thread = threading.Thread(target=self._run, name="pusher", daemon=True)
 
     def __enter__(self) -> Pusher:
@@ -257,10 +259,11 @@ class Pusher:
 
     def _run(self) -> None:
         started = time.monotonic()
-        for i, (chat_id, text, _) in enumerate(self.commands):
+        for i, (chat_id, text, marker) in enumerate(self.commands):
             delay = started + i * self.interval - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+            self.pushed_at[marker] = time.monotonic()
             self.telegram.push_message(chat_id, text)
             self.pushed = i + 1
 
