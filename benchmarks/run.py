@@ -1,0 +1,349 @@
+"""Newsbot's benchmarks: each figure is a ratio measured side by side in one run.
+
+    python benchmarks/run.py [throughput|scaling|fanout|latency|memory|all]
+
+Needs `pip install -e '.[test]'` and redis-server on PATH. Everything runs on loopback:
+a redis-server of its own on a free port, the fake Telegram of the test suite in this
+process, and the bots as subprocesses (`python -m newsbot run`, and for the baseline
+benchmarks/echo_bot.py). Each benchmark stops itself within two minutes and ends with
+a markdown table of what it measured.
+
+(a) throughput  updates/s through one replica ÷ a bare python-telegram-bot echo bot
+(b) scaling     updates/s of 3 replicas ÷ 1 replica when each reply takes 50 ms of I/O
+(c) fanout      digests to 2,000 chats at Telegram's limits: msg/s ÷ 30, and the 429s
+(d) latency     p50/p99 command-to-reply at 100 updates/s, 1 and 3 replicas
+(e) memory      resident memory per replica, idle and after a mixed load
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
+
+import telegram  # noqa: E402
+
+from cluster_support import (REAL_LIMITS, MARKER, Pusher, RedisProcess,  # noqa: E402
+                             Replica, close_all, marked_commands, start_replicas)
+from fakes.news import FakeNews  # noqa: E402
+from fakes.telegram_api import FakeTelegram  # noqa: E402
+
+# Telegram's pacing is switched off where a benchmark is not about it: otherwise every
+# figure would read "30 messages a second".
+UNPACED = {"NEWSBOT_SEND_PER_SECOND": "100000", "NEWSBOT_SEND_PER_CHAT_SECOND": "100000",
+           "NEWSBOT_SEND_PER_GROUP_MINUTE": "600000"}
+CHATS = 100
+
+
+@dataclass
+class Row:
+    """One line of the result table."""
+
+    name: str
+    measured: str
+    reference: str
+    value: float
+    target: str
+    met: bool
+
+
+# --- pieces shared by the benchmarks ------------------------------------------------------
+
+
+class SlowTelegram(FakeTelegram):
+    """The fake Bot API, answering sendMessage only after ``delay`` seconds of 'network'."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    def _send_message(self, params: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(self.delay)  # each request has its own server thread
+        return super()._send_message(params)
+
+
+class EchoBot:
+    """benchmarks/echo_bot.py as a subprocess."""
+
+    def __init__(self, fake: FakeTelegram) -> None:
+        env = {**os.environ, "TELEGRAM_TOKEN": fake.token, "TELEGRAM_API_URL": fake.url}
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "benchmarks" / "echo_bot.py")], env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def close(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[RedisProcess]:
+    with tempfile.TemporaryDirectory(prefix="newsbot-bench-") as directory:
+        with RedisProcess(Path(directory), appendonly=False) as server:
+            yield server
+
+
+@contextlib.contextmanager
+def replicas(fake: FakeTelegram, redis_url: str, count: int, news: Any = None,
+             **env: str) -> Iterator[list[Replica]]:
+    """Replicas that run until the block ends, then get SIGTERM."""
+    started = start_replicas(fake, redis_url, count, news, **env)
+    try:
+        yield started
+    finally:
+        for replica in started:
+            if replica.process.poll() is None:
+                replica.terminate()
+        close_all(started)
+
+
+def warm_up(fake: FakeTelegram, count: int = 20) -> None:
+    """Send a few messages through whatever bot polls now and wait for the replies."""
+    before = len(fake.sent())
+    for i in range(count):
+        fake.push_message(1 + i % CHATS, f"warm up {i}")
+    fake.wait_for_sent(before + count, timeout=60)
+
+
+def burst_rate(fake: FakeTelegram, count: int, text: Callable[[int], str]) -> float:
+    """Push ``count`` messages at once from CHATS chats; replies per second until the last."""
+    before = len(fake.sent())
+    started = time.monotonic()
+    for i in range(count):
+        fake.push_message(1 + i % CHATS, text(i))
+    sent = fake.wait_for_sent(before + count, timeout=110)
+    return count / (sent[before + count - 1].sent_at - started)
+
+
+def rss_kib(pid: int) -> tuple[int, int]:
+    """Resident set size now and at its peak, in KiB (Linux /proc)."""
+    fields = dict(line.split(":", 1) for line in
+                  Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+# --- (a) throughput against a bare echo bot -------------------------------------------------
+
+
+def throughput(count: int = 2000, rounds: int = 3) -> list[Row]:
+    """Updates/s through one replica ÷ a python-telegram-bot echo bot, A/B/A/B/A/B.
+
+    The best round of each counts, as timeit does: on a shared machine the slow rounds
+    measure the neighbours.
+    """
+    rates: dict[str, list[float]] = {"newsbot": [], "echo": []}
+    with redis_server() as server, FakeTelegram() as fake:
+        for _ in range(rounds):
+            with replicas(fake, server.url, 1, **UNPACED):
+                warm_up(fake)
+                rates["newsbot"].append(burst_rate(fake, count, lambda i: f"hello {i}"))
+            echo = EchoBot(fake)
+            try:
+                warm_up(fake)
+                rates["echo"].append(burst_rate(fake, count, lambda i: f"hello {i}"))
+            finally:
+                echo.close()
+    newsbot, echo_rate = max(rates["newsbot"]), max(rates["echo"])
+    print(f"throughput: newsbot {fmt(rates['newsbot'])} updates/s, "
+          f"echo bot {fmt(rates['echo'])} updates/s ({count} updates per round)")
+    ratio = newsbot / echo_rate
+    return [Row("(a) throughput, 1 replica ÷ PTB echo bot", f"{newsbot:.0f} updates/s",
+                f"{echo_rate:.0f} updates/s", ratio, ">= 0.8", ratio >= 0.8)]
+
+
+# --- (b) scaling out when replies are slow --------------------------------------------------
+
+
+def scaling(count: int = 1500, delay: float = 0.05, rounds: int = 2) -> list[Row]:
+    """Updates/s of 3 replicas ÷ 1 replica when every sendMessage takes ``delay`` s."""
+    rates: dict[int, list[float]] = {1: [], 3: []}
+    with redis_server() as server, SlowTelegram(delay) as fake:
+        for _ in range(rounds):
+            for size in (1, 3):
+                with replicas(fake, server.url, size, **UNPACED):
+                    warm_up(fake, 60)
+                    rates[size].append(burst_rate(fake, count, lambda i: f"hello {i}"))
+    one, three = max(rates[1]), max(rates[3])
+    print(f"scaling: 1 replica {fmt(rates[1])}, 3 replicas {fmt(rates[3])} updates/s "
+          f"({count} updates from {CHATS} chats, {delay * 1000:.0f} ms per reply)")
+    ratio = three / one
+    return [Row(f"(b) scaling, 3 ÷ 1 replica, {delay * 1000:.0f} ms I/O per update",
+                f"{three:.0f} updates/s", f"{one:.0f} updates/s", ratio, ">= 2.5",
+                ratio >= 2.5)]
+
+
+# --- (c) digest fan-out at Telegram's limits ------------------------------------------------
+
+
+async def subscribe(redis_url: str, chats: Sequence[int], due: float) -> None:
+    """Give every chat r/python and a daily digest first due at ``due``."""
+    import redis.asyncio as aioredis
+
+    from newsbot.sources.base import parse_source
+    from newsbot.store import Store
+
+    store = Store(aioredis.Redis.from_url(redis_url, decode_responses=True))
+    try:
+        sources = [parse_source("python")]
+        for chat_id in chats:
+            await store.set_sources(chat_id, sources)
+            await store.subscribe(chat_id, 86_400, due)
+    finally:
+        await store.close()
+
+
+def fanout(count: int = 2000, size: int = 3) -> list[Row]:
+    """Digests due at once for ``count`` chats, sent by ``size`` replicas at 30 msg/s."""
+    with redis_server() as server, FakeTelegram() as fake, FakeNews() as news:
+        fake.enforce_limits = True
+        with replicas(fake, server.url, size, news, **REAL_LIMITS):
+            lead = 2.0
+            due_at = time.monotonic() + lead
+            asyncio.run(subscribe(server.url, range(10_000, 10_000 + count), time.time() + lead))
+            sent = fake.wait_for_sent(count, timeout=110)
+            time.sleep(1)  # anything sent twice would show now
+            total, too_many = len(fake.sent()), fake.too_many
+    span = sent[count - 1].sent_at - sent[0].sent_at
+    rate = (count - 1) / span
+    from_due = count / (sent[count - 1].sent_at - due_at)
+    print(f"fanout: {count} digests by {size} replicas in {span:.1f} s: {rate:.2f} msg/s "
+          f"between first and last, {from_due:.2f} msg/s from the due time; "
+          f"{total} messages in all, {too_many} × 429")
+    ratio = rate / 30
+    return [Row(f"(c) digest fan-out to {count} chats, {size} replicas, ÷ 30 msg/s",
+                f"{rate:.2f} msg/s, {too_many} × 429, {total - count} extra", "30 msg/s",
+                ratio, ">= 0.95, 0 × 429", ratio >= 0.95 and too_many == 0
+                and total == count)]
+
+
+# --- (d) latency at a steady 100 updates/s --------------------------------------------------
+
+
+def latency(rate: float = 100, seconds: float = 10, sizes: Sequence[int] = (1, 3)) -> list[Row]:
+    """Command-to-reply latency percentiles at a steady rate of updates."""
+    rows = []
+    with redis_server() as server, FakeTelegram() as fake:
+        start = 0
+        for size in sizes:
+            with replicas(fake, server.url, size, **UNPACED):
+                warm_up(fake, 100)
+                commands = marked_commands(int(rate * seconds), CHATS, start=start)
+                start += len(commands)
+                with Pusher(fake, commands, rate) as pusher:
+                    pass
+                wanted = {marker for *_, marker in commands}
+                deadline = time.monotonic() + 60
+                answered: dict[str, float] = {}
+                while len(answered) < len(wanted) and time.monotonic() < deadline:
+                    for message in fake.sent():
+                        for marker in wanted.intersection(MARKER.findall(message.displayed)):
+                            answered.setdefault(marker, message.sent_at)
+                    time.sleep(0.2)
+            waits = [(answered[marker] - pushed) * 1000
+                     for marker, pushed in pusher.pushed_at.items() if marker in answered]
+            p50, p99 = percentile(waits, 0.50), percentile(waits, 0.99)
+            print(f"latency, {size} replica(s), {rate:.0f} updates/s for {seconds:.0f} s: "
+                  f"p50 {p50:.1f} ms, p90 {percentile(waits, 0.9):.1f} ms, p99 {p99:.1f} ms, "
+                  f"max {max(waits):.1f} ms, {len(commands) - len(waits)} unanswered")
+            rows.append(Row(f"(d) latency at {rate:.0f} updates/s, {size} replica(s)",
+                            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms", "-", p99,
+                            "p99 <= 50 ms", p99 <= 50 and len(waits) == len(commands)))
+    return rows
+
+
+# --- (e) memory -----------------------------------------------------------------------------
+
+
+def memory(size: int = 3, updates: int = 1000, digests: int = 300) -> list[Row]:
+    """Resident memory of each replica, idle and after commands, fetches and digests."""
+    with redis_server() as server, FakeTelegram() as fake, FakeNews() as news:
+        with replicas(fake, server.url, size, news, **UNPACED) as running:
+            warm_up(fake)
+            idle = [rss_kib(replica.pid) for replica in running]
+            texts = ["/source python, golang, news", "/fetch", "/help", "/add r/emptysub",
+                     "/fetch", "/subscribe 1d"]
+            commands = [(1 + i % CHATS, texts[(i // CHATS) % len(texts)], "")
+                        for i in range(updates)]
+            before = len(fake.sent())
+            with Pusher(fake, commands, 200):
+                pass
+            fake.wait_for_sent(before + updates, timeout=90)
+            asyncio.run(subscribe(server.url, range(20_000, 20_000 + digests), time.time()))
+            fake.wait_for_sent(before + updates + digests, timeout=90)
+            loaded = [rss_kib(replica.pid) for replica in running]
+    idle_mib = max(now for now, _ in idle) / 1024
+    peak_mib = max(peak for _, peak in loaded) / 1024
+    print(f"memory: idle RSS {', '.join(f'{now / 1024:.1f}' for now, _ in idle)} MiB; after "
+          f"{updates} updates and {digests} digests: RSS "
+          f"{', '.join(f'{now / 1024:.1f}' for now, _ in loaded)} MiB, peak "
+          f"{', '.join(f'{peak / 1024:.1f}' for _, peak in loaded)} MiB")
+    peak_mb = peak_mib * 1.048576
+    return [Row(f"(e) resident memory per replica ({size} replicas)",
+                f"peak {peak_mib:.1f} MiB = {peak_mb:.1f} MB", f"idle {idle_mib:.1f} MiB",
+                peak_mb, "<= 80 MB", peak_mb <= 80)]
+
+
+# --- the table --------------------------------------------------------------------------------
+
+
+BENCHMARKS: dict[str, Callable[[], list[Row]]] = {
+    "throughput": throughput, "scaling": scaling, "fanout": fanout, "latency": latency,
+    "memory": memory,
+}
+
+
+def fmt(values: Sequence[float]) -> str:
+    return "/".join(f"{value:.0f}" for value in values)
+
+
+def table(rows: Sequence[Row]) -> str:
+    lines = ["| benchmark | Newsbot | reference | ratio or value | target | met |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row.name} | {row.measured} | {row.reference} | {row.value:.2f} | "
+                     f"{row.target} | {'yes' if row.met else 'no'} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", nargs="?", default="all", choices=[*BENCHMARKS, "all"])
+    args = parser.parse_args(argv)
+    names = list(BENCHMARKS) if args.name == "all" else [args.name]
+    print(f"python {platform.python_version()}, python-telegram-bot {telegram.__version__}, "
+          f"{os.cpu_count()} CPUs, {platform.platform()}")
+    rows: list[Row] = []
+    for name in names:
+        started = time.monotonic()
+        rows += BENCHMARKS[name]()
+        print(f"{name} took {time.monotonic() - started:.0f} s", flush=True)
+    print()
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
