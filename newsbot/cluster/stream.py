@@ -44,6 +44,8 @@ TOUCH_EVERY_SECONDS = keys.CLAIM_IDLE_MS / 3000
 # claimed (CLAIM_IDLE_MS).
 LOCK_MS = keys.CLAIM_IDLE_MS * 2 // 3
 ERROR_BACKOFF = 1.0
+# How long a replica keeps trying to record a handled update while Redis is away.
+FINISH_RETRY_SECONDS = 30.0
 
 # 'done' if the update was handled, 'mine' if we hold its lock now, 'busy' if another does.
 _BEGIN = """
@@ -164,11 +166,27 @@ class Consumer:
                 logger.exception("update %s could not be handled", update_id)
         else:
             UPDATES.labels(outcome="duplicate").inc()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(done_key, "1", ex=keys.UPDATE_DONE_SECONDS)
-            pipe.delete(lock_key)
-            pipe.xack(keys.UPDATES, keys.GROUP, entry_id)
-            await pipe.execute()
+        await self._finish(entry_id, done_key, lock_key)
+
+    async def _finish(self, entry_id: str, done_key: str, lock_key: str) -> None:
+        """Mark an update done and acknowledge it, waiting out a short Redis outage.
+
+        The update's effects have happened: giving up here would leave the entry
+        pending and have it handled, and answered, a second time.
+        """
+        deadline = time.monotonic() + FINISH_RETRY_SECONDS
+        while True:
+            try:
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.set(done_key, "1", ex=keys.UPDATE_DONE_SECONDS)
+                    pipe.delete(lock_key)
+                    pipe.xack(keys.UPDATES, keys.GROUP, entry_id)
+                    await pipe.execute()
+                return
+            except RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(ERROR_BACKOFF / 2)
 
     async def _claim_stale(self) -> list[Entry]:
         _, claimed, *_ = await self.redis.xautoclaim(
@@ -186,9 +204,12 @@ class Consumer:
                  for _, fields in entries]
         while True:
             await asyncio.sleep(TOUCH_EVERY_SECONDS)
-            await self.redis.xclaim(keys.UPDATES, keys.GROUP, self.name, min_idle_time=0,
-                                    message_ids=list[Any](entry_ids), justid=True)
-            await self._renew(keys=locks, args=[self.name, LOCK_MS])
+            try:
+                await self.redis.xclaim(keys.UPDATES, keys.GROUP, self.name, min_idle_time=0,
+                                        message_ids=list[Any](entry_ids), justid=True)
+                await self._renew(keys=locks, args=[self.name, LOCK_MS])
+            except RedisError:
+                pass  # Redis is away; the work in hand notices and waits or backs off
 
     async def _update_gauges(self) -> None:
         for group in await self.redis.xinfo_groups(keys.UPDATES):
