@@ -59,13 +59,14 @@ class News:
     async def get_one(self, source: Source) -> SourceNews:
         """News for one source, cached or freshly fetched."""
         digest = source_digest(source)
+        asked = time.time()
         cached = await self.store.get_cached(digest)
-        if cached is not None and self._fresh(cached, time.time()):
+        if cached is not None and self._fresh(cached, asked):
             CACHE_HITS.inc()
             return _news(source, cached, self.settings.items_per_source)
         task = self._inflight.get(digest)
         if task is None:
-            task = asyncio.create_task(self._refresh(source, digest, cached))
+            task = asyncio.create_task(self._refresh(source, digest, cached, asked))
             self._inflight[digest] = task
             task.add_done_callback(lambda _: self._inflight.pop(digest, None))
         return _news(source, await asyncio.shield(task), self.settings.items_per_source)
@@ -76,13 +77,20 @@ class News:
             ttl = min(ttl, keys.ERROR_TTL_SECONDS)
         return now < cached.fetched_at + ttl
 
-    async def _refresh(self, source: Source, digest: str, cached: CachedNews | None) -> CachedNews:
-        started = time.time()
+    async def _refresh(self, source: Source, digest: str, cached: CachedNews | None,
+                       asked: float) -> CachedNews:
+        """Fetch a source once for everyone who asked at ``asked`` or later."""
         deadline = time.monotonic() + keys.FETCH_LOCK_SECONDS
         while time.monotonic() < deadline:
             if await self.store.lock_fetch(digest, self.owner):
                 try:
-                    fresh = await asyncio.to_thread(self._download, source, cached)
+                    # Another replica may have stored a fetch between our look at the
+                    # cache and taking the lock: that one is news enough.
+                    latest = await self.store.get_cached(digest)
+                    if latest is not None and self._answers(latest, asked):
+                        CACHE_HITS.inc()
+                        return latest
+                    fresh = await asyncio.to_thread(self._download, source, latest or cached)
                     await self.store.put_cached(digest, fresh)
                     return fresh
                 finally:
@@ -90,10 +98,14 @@ class News:
             # Another replica is fetching this source: wait for what it stores.
             await asyncio.sleep(WAIT_POLL_SECONDS)
             latest = await self.store.get_cached(digest)
-            if latest is not None and latest.fetched_at >= started:
+            if latest is not None and self._answers(latest, asked):
                 CACHE_HITS.inc()
                 return latest
         return CachedNews(fetched_at=time.time(), error="timed out")
+
+    def _answers(self, cached: CachedNews, asked: float) -> bool:
+        """Tell whether a cache entry answers a request made at ``asked``."""
+        return cached.fetched_at >= asked or self._fresh(cached, time.time())
 
     def _download(self, source: Source, cached: CachedNews | None) -> CachedNews:
         """Fetch a source upstream (blocking), reusing the cache's items on a 304."""
