@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -183,3 +184,14 @@ async def test_private_feed_urls_are_refused_unless_allowed(
     result = await make_news(allow_private_urls=False).get_one(feed(news, "/feeds/rss20.xml"))
     assert result.error is not None and "private or local" in result.error
     assert news.requests == []
+
+
+async def test_a_replica_that_looked_before_another_stored_uses_that_fetch(
+        make_news: MakeNews, news: FakeNews) -> None:
+    # Replica 1 found the cache empty; before it takes the fetch lock, replica 0 fetches
+    # and stores. Replica 1 must use that fetch, not make a second one, even with no TTL.
+    first, second = make_news(0, cache_ttl=0), make_news(1, cache_ttl=0)
+    asked = time.time()
+    await first.get_one(PYTHON)
+    fetched = await second._refresh(PYTHON, source_digest(PYTHON), None, asked)
+    assert fetched.items and news.count("/r/python") == 1
