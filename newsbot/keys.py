@@ -47,9 +47,14 @@ OFFSET = PREFIX + "offset"
 # One day is far longer than any redelivery can take.
 UPDATE_DONE = PREFIX + "update:{update_id}"
 UPDATE_DONE_SECONDS = 24 * 3600
-# Per update id while a replica works on it, so a duplicate entry is not run twice at once.
+# Per update id while a replica works on it, so a duplicate entry is not run twice at
+# once. Its time-to-live is set and renewed by cluster.stream (LOCK_MS).
 UPDATE_LOCK = PREFIX + "update-lock:{update_id}"
-UPDATE_LOCK_SECONDS = 60
+# Per chat: the id of its last update appended to the stream. Each entry carries its
+# chat's previous update id, so replicas handle a chat's updates in order. Shorter-lived
+# than UPDATE_DONE, so the update it names is always still known when it is read.
+CHAT_LAST = PREFIX + "chat-last:"
+CHAT_LAST_SECONDS = 3600
 # An entry pending this long with a consumer is taken over by another; the owner of a
 # live entry touches it more often than that (see cluster.stream).
 CLAIM_IDLE_MS = 10_000

@@ -244,3 +244,25 @@ def test_digests_due_at_once_go_out_once_each_within_telegrams_limits(telegram, 
     assert news.count("/r/python") == 1  # one upstream fetch for every chat and replica
     assert all(client.zscore("newsbot:due", chat_id) > time.time() + 86_000
                for chat_id in chats)
+
+
+def test_each_chats_updates_are_handled_in_order_across_replicas(
+        telegram, launch, redis_url, client):
+    # "/source x" then, at once, "/sources": whichever replicas take the two updates,
+    # the listing must show x. Without per-chat order across replicas, some listings
+    # would show the chat's previous sources.
+    replicas = launch(redis_url, 3, health=True)
+    rounds, chats = 4, range(9001, 9041)
+    for round_ in range(rounds):
+        for chat in chats:
+            telegram.push_message(chat, f"/source r{chat}_{round_}")
+            telegram.push_message(chat, "/sources")
+    telegram.wait_for_sent(2 * rounds * len(chats), timeout=ANSWER_TIMEOUT)
+    assert stream_settled(client)
+    for chat in chats:
+        replies = [message.displayed for message in telegram.sent(chat)]
+        assert replies == [text for round_ in range(rounds) for text in (
+            f"Your sources are now:\n• r{chat}_{round_}", f"Your sources:\n• r{chat}_{round_}")]
+    handled = [metric(replica.get("/metrics")[1], "newsbot_updates_total",
+                      'outcome="handled"') or 0 for replica in replicas]
+    assert sum(1 for count in handled if count) >= 2  # the replicas really shared the work

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 from telegram import Bot, Update
-from telegram.error import Conflict, InvalidToken, TelegramError
+from telegram.error import Conflict, InvalidToken, RetryAfter, TelegramError
 
 from newsbot import keys
 from newsbot.cluster.lease import Lease
+from newsbot.cluster.ratelimit import retry_after_seconds
 from newsbot.metrics import LEADER
 
 logger = logging.getLogger(__name__)
@@ -29,15 +30,24 @@ logger = logging.getLogger(__name__)
 POLL_TIMEOUT = 2
 ERROR_BACKOFF = 1.0
 
-# KEYS: stream, offset. ARGV: maxlen, then (update_id, chat_id, json) triples.
+# KEYS: stream, offset. ARGV: maxlen, the chat-last key prefix and its TTL, then
+# (update_id, chat_id, json) triples. Each entry also names its chat's previous update
+# ("after"), so that replicas can keep a chat's updates in order. (The per-chat keys
+# are built here rather than passed in KEYS: Newsbot does not run on Redis Cluster.)
 _APPEND = """
 local offset = tonumber(redis.call('GET', KEYS[2]) or '0')
 local next_offset = offset
-for i = 2, #ARGV, 3 do
+for i = 4, #ARGV, 3 do
     local update_id = tonumber(ARGV[i])
     if update_id >= offset then
-        redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-                   'update_id', ARGV[i], 'chat_id', ARGV[i + 1], 'update', ARGV[i + 2])
+        local after = ''
+        if ARGV[i + 1] ~= '0' then
+            local last = ARGV[2] .. ARGV[i + 1]
+            after = redis.call('GET', last) or ''
+            redis.call('SET', last, ARGV[i], 'EX', ARGV[3])
+        end
+        redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'update_id', ARGV[i],
+                   'chat_id', ARGV[i + 1], 'after', after, 'update', ARGV[i + 2])
     end
     if update_id + 1 > next_offset then next_offset = update_id + 1 end
 end
@@ -91,7 +101,13 @@ class Poller:
             logger.warning("Telegram reports a concurrent getUpdates (409); backing off")
             await asyncio.sleep(ERROR_BACKOFF)
             return 0
-        except TelegramError as error:  # 429s were already waited out by the limiter
+        except RetryAfter as error:
+            # python-telegram-bot sends getUpdates past the rate limiter: wait here.
+            seconds = retry_after_seconds(error.retry_after)
+            logger.warning("Telegram asked to wait %.0f s before polling again", seconds)
+            await asyncio.sleep(seconds)
+            return 0
+        except TelegramError as error:
             logger.warning("getUpdates failed: %s", error)
             await asyncio.sleep(ERROR_BACKOFF)
             return 0
@@ -101,7 +117,7 @@ class Poller:
 
     async def append(self, updates: Sequence[Update]) -> None:
         """Append updates to the stream and move the offset past them, atomically."""
-        args: list[str | int] = [keys.UPDATES_MAXLEN]
+        args: list[str | int] = [keys.UPDATES_MAXLEN, keys.CHAT_LAST, keys.CHAT_LAST_SECONDS]
         for update in updates:
             chat = update.effective_chat
             args += [update.update_id, chat.id if chat else 0, json.dumps(update.to_dict())]

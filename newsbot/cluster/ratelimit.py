@@ -116,7 +116,7 @@ class RedisRateLimiter(BaseRateLimiter[None]):
                 return await callback(*args, **kwargs)
             except RetryAfter as error:
                 TOO_MANY_REQUESTS.inc()
-                seconds = _seconds(error.retry_after)
+                seconds = retry_after_seconds(error.retry_after)
                 logger.warning("Telegram asked to wait %.1f s (%s)", seconds, endpoint)
                 if chat_id is not None:
                     await self._penalise(keys=[keys.RATE_CHAT.format(chat_id=chat_id)],
@@ -128,7 +128,7 @@ class RedisRateLimiter(BaseRateLimiter[None]):
                 raise  # the request itself is wrong; sending it again cannot help
             except NetworkError as error:
                 # 5xx answers and dropped connections: Telegram did not take the message.
-                if attempt == MAX_ATTEMPTS or endpoint == "getUpdates":
+                if attempt == MAX_ATTEMPTS:
                     raise
                 SEND_RETRIES.inc()
                 delay = min(BACKOFF_MAX_SECONDS, BACKOFF_SECONDS * 2 ** (attempt - 1))
@@ -152,6 +152,7 @@ def _chat_id(data: dict[str, Any]) -> int | None:
         return None  # a channel @username: only the global bucket applies
 
 
-def _seconds(retry_after: Any) -> float:
+def retry_after_seconds(retry_after: Any) -> float:
+    """A RetryAfter's wait in seconds, whether PTB gave an int or a timedelta."""
     total_seconds = getattr(retry_after, "total_seconds", None)
     return float(total_seconds() if total_seconds else retry_after)

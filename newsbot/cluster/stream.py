@@ -8,6 +8,10 @@ update was appended twice. So, per update id:
 * a "done" mark, written with the XACK in one transaction: a redelivered entry is
   acknowledged without being handled again.
 
+Order: a replica handles one chat's updates one after another; across replicas, each
+entry names its chat's previous update (see cluster.poller) and waits until that one
+is done, so "/source x" followed at once by "/fetch" fetches x wherever each lands.
+
 A replica that dies leaves its entries pending; after ``CLAIM_IDLE_MS`` another replica
 claims them (XAUTOCLAIM). A live replica keeps its slow entries from being claimed by
 touching them (XCLAIM to itself) while it works, and renews its locks with each touch;
@@ -21,7 +25,6 @@ import asyncio
 import json
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,7 +38,9 @@ from newsbot.metrics import HANDLER_SECONDS, STREAM_LAG, STREAM_PENDING, UPDATES
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
-BATCH = 32
+# Updates a replica handles at once. Reading goes on while they run, so one slow
+# /fetch does not hold up the updates behind it (except its own chat's).
+MAX_IN_FLIGHT = 32
 BLOCK_MS = 1000
 CLAIM_EVERY_SECONDS = 2.0
 TOUCH_EVERY_SECONDS = keys.CLAIM_IDLE_MS / 3000
@@ -46,10 +51,17 @@ LOCK_MS = keys.CLAIM_IDLE_MS * 2 // 3
 ERROR_BACKOFF = 1.0
 # How long a replica keeps trying to record a handled update while Redis is away.
 FINISH_RETRY_SECONDS = 30.0
+# How long an update waits for the chat's previous update, handled by another replica.
+# Past that (the other replica died, or Redis failed it) it goes ahead: better a reply
+# out of order than none.
+ORDER_WAIT_SECONDS = 15.0
 
-# 'done' if the update was handled, 'mine' if we hold its lock now, 'busy' if another does.
+# KEYS: done mark, lock, done mark of the chat's previous update (or "" if none).
+# 'done' if the update was handled, 'wait' while the chat's previous update is not,
+# 'busy' if another replica holds its lock, 'mine' if we hold it now.
 _BEGIN = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'done' end
+if KEYS[3] ~= '' and redis.call('EXISTS', KEYS[3]) == 0 then return 'wait' end
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[1] then return 'busy' end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
@@ -68,7 +80,11 @@ Entry = tuple[str, dict[str, str]]
 
 
 class Consumer:
-    """Reads the update stream as one consumer of the group and handles each update."""
+    """Reads the update stream as one consumer of the group and handles each update.
+
+    Each chat's updates are handled one after another, in order; different chats side
+    by side, up to MAX_IN_FLIGHT at a time.
+    """
 
     def __init__(self, redis: aioredis.Redis, name: str, handle: Handler) -> None:
         self.redis = redis
@@ -77,6 +93,9 @@ class Consumer:
         self._begin = redis.register_script(_BEGIN)
         self._renew = redis.register_script(_RENEW)
         self._last_claim = 0.0
+        self._in_flight: dict[str, Entry] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._chat_tails: dict[str, asyncio.Task[None]] = {}
         self.running = False
         self.heartbeat = time.monotonic()
 
@@ -88,13 +107,14 @@ class Consumer:
             if "BUSYGROUP" not in str(error):
                 raise
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set; the batch in hand is finished first."""
+    async def run(self, stop: asyncio.Event, once: bool = False) -> None:
+        """Consume until ``stop`` is set (or one read, with ``once``), then drain."""
         self.running = True
+        toucher = asyncio.create_task(self._touch())
         try:
             while not stop.is_set():
                 try:
-                    await self.run_once()
+                    await self.read_once()
                 except RedisError:
                     # Redis restarting or unreachable: readiness says so; keep trying.
                     self.running = False
@@ -103,48 +123,85 @@ class Consumer:
                     await self._recreate_group()
                 else:
                     self.running = True
+                if once:
+                    break
+            # Stopping: no more reads; finish and acknowledge what is in hand.
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         finally:
+            toucher.cancel()
             self.running = False
 
-    async def run_once(self, block_ms: int = BLOCK_MS) -> int:
-        """Read and handle one batch (claimed stale entries first); return its size."""
+    async def read_once(self, block_ms: int = BLOCK_MS) -> int:
+        """Read entries (claimed stale ones first) and start handling them; return how many."""
         self.heartbeat = time.monotonic()
+        while len(self._in_flight) >= MAX_IN_FLIGHT:
+            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+        room = MAX_IN_FLIGHT - len(self._in_flight)
         entries: list[Entry] = []
         if time.monotonic() - self._last_claim > CLAIM_EVERY_SECONDS:
             self._last_claim = time.monotonic()
-            entries = await self._claim_stale()
+            entries = await self._claim_stale(room)
             await self._update_gauges()
         if not entries:
             reply: list[tuple[str, list[Entry]]]
             reply = await self.redis.xreadgroup(  # type: ignore[assignment]
-                keys.GROUP, self.name, {keys.UPDATES: ">"}, count=BATCH, block=block_ms)
+                keys.GROUP, self.name, {keys.UPDATES: ">"}, count=room, block=block_ms)
             entries = [entry for _, stream_entries in reply for entry in stream_entries]
-        if entries:
-            await self._handle_batch(entries)
+        for entry in entries:
+            self._start(entry)
         self.heartbeat = time.monotonic()
         return len(entries)
 
-    async def _handle_batch(self, entries: list[Entry]) -> None:
-        # One chat's updates in order; different chats side by side.
-        by_chat: dict[str, list[Entry]] = defaultdict(list)
-        for entry in entries:
-            by_chat[entry[1].get("chat_id", "0")].append(entry)
-        toucher = asyncio.create_task(self._touch(entries))
-        try:
-            await asyncio.gather(*(self._handle_chat(chat) for chat in by_chat.values()))
-        finally:
-            toucher.cancel()
+    def _start(self, entry: Entry) -> None:
+        """Handle an entry after the chat's entries already in hand."""
+        entry_id, fields = entry
+        if entry_id in self._in_flight:
+            return  # claimed back while still in hand
+        chat = fields.get("chat_id", "0")
+        task = asyncio.create_task(self._handle_after(self._chat_tails.get(chat), entry))
+        self._in_flight[entry_id] = entry
+        self._tasks.add(task)
+        self._chat_tails[chat] = task
 
-    async def _handle_chat(self, entries: list[Entry]) -> None:
-        for entry_id, fields in entries:
-            await self._handle_entry(entry_id, fields)
+        def forget(done: asyncio.Task[None]) -> None:
+            self._tasks.discard(done)
+            self._in_flight.pop(entry_id, None)
+            if self._chat_tails.get(chat) is done:
+                del self._chat_tails[chat]
+
+        task.add_done_callback(forget)
+
+    async def _handle_after(self, previous: asyncio.Task[None] | None, entry: Entry) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        try:
+            await self._handle_entry(*entry)
+        except RedisError:
+            # Left pending: claimed and handled again once Redis answers.
+            logger.warning("update %s left pending: Redis failed", entry[1].get("update_id"),
+                           exc_info=True)
 
     async def _handle_entry(self, entry_id: str, fields: dict[str, str]) -> None:
         update_id = fields.get("update_id", "")
         done_key = keys.UPDATE_DONE.format(update_id=update_id)
         lock_key = keys.UPDATE_LOCK.format(update_id=update_id)
-        state = await self._begin(keys=[done_key, lock_key],
-                                  args=[self.name, LOCK_MS])
+        previous = fields.get("after", "")
+        previous_done = keys.UPDATE_DONE.format(update_id=previous) if previous else ""
+        waited, pause = 0.0, 0.005
+        while True:
+            state = await self._begin(keys=[done_key, lock_key, previous_done],
+                                      args=[self.name, LOCK_MS])
+            if state != "wait":
+                break
+            if waited > ORDER_WAIT_SECONDS:
+                logger.warning("update %s goes ahead of update %s of the same chat",
+                               update_id, previous)
+                previous_done = ""
+                continue
+            # Another replica handles the chat's previous update: let it finish first.
+            await asyncio.sleep(pause)
+            waited += pause
+            pause = min(pause * 2, 0.2)
         if state == "busy":
             return  # a duplicate being handled elsewhere; claimed again later, then 'done'
         if state == "mine":
@@ -188,22 +245,24 @@ class Consumer:
                     raise
                 await asyncio.sleep(ERROR_BACKOFF / 2)
 
-    async def _claim_stale(self) -> list[Entry]:
+    async def _claim_stale(self, count: int) -> list[Entry]:
         _, claimed, *_ = await self.redis.xautoclaim(
             keys.UPDATES, keys.GROUP, self.name, min_idle_time=keys.CLAIM_IDLE_MS,
-            start_id="0-0", count=BATCH)
+            start_id="0-0", count=count)
         entries = [(entry_id, fields) for entry_id, fields in claimed if fields]
         if entries:
             logger.info("claimed %d updates left by a stopped replica", len(entries))
         return entries
 
-    async def _touch(self, entries: list[Entry]) -> None:
-        """Reset our entries' idle time and renew our locks while we work."""
-        entry_ids = [entry_id for entry_id, _ in entries]
-        locks = [keys.UPDATE_LOCK.format(update_id=fields.get("update_id", ""))
-                 for _, fields in entries]
+    async def _touch(self) -> None:
+        """Reset the idle time of the entries in hand and renew their locks, forever."""
         while True:
             await asyncio.sleep(TOUCH_EVERY_SECONDS)
+            if not self._in_flight:
+                continue
+            entry_ids = list(self._in_flight)
+            locks = [keys.UPDATE_LOCK.format(update_id=fields.get("update_id", ""))
+                     for _, fields in self._in_flight.values()]
             try:
                 await self.redis.xclaim(keys.UPDATES, keys.GROUP, self.name, min_idle_time=0,
                                         message_ids=list[Any](entry_ids), justid=True)
