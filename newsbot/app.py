@@ -44,7 +44,10 @@ def build_application(settings: Settings, store: Store, news: News, token: str,
     if request is not None:
         builder = builder.request(request).get_updates_request(request)
     else:
-        builder = builder.connection_pool_size(64).pool_timeout(10)
+        # Telegram takes at most ~30 messages a second from a bot, so 16 connections
+        # cover even slow round trips; httpcore's pool costs CPU per request for every
+        # connection it keeps, so more would only slow each send down.
+        builder = builder.connection_pool_size(16).pool_timeout(10)
     if rate_limited:
         builder = builder.rate_limiter(RedisRateLimiter(store.redis, settings))
     application = builder.build()
