@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from cluster_support import (REAL_LIMITS, MARKER, Pusher, RedisProcess,  # noqa:
                              Replica, close_all, marked_commands, start_replicas)
 from fakes.news import FakeNews  # noqa: E402
 from fakes.telegram_api import FakeTelegram  # noqa: E402
+from harness import stop_process  # noqa: E402
 
 # Telegram's pacing is switched off where a benchmark is not about it: otherwise every
 # figure would read "30 messages a second".
@@ -86,12 +86,7 @@ class EchoBot:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def close(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, 15)
 
 
 @contextlib.contextmanager

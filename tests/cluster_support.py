@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -28,7 +27,7 @@ from typing import Any
 
 import redis
 
-from harness import BotProcess, bot_env
+from harness import BotProcess, bot_env, stop_process
 
 READY_LINE = "newsbot is running"
 # Telegram's real limits, for the tests about them (tests/harness.py relaxes them).
@@ -99,12 +98,7 @@ class RedisProcess:
     def stop(self) -> None:
         """Shut down cleanly (SIGTERM: the append-only file is flushed first)."""
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process, 10)
         self.process = None
 
     def __enter__(self) -> RedisProcess:

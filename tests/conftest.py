@@ -21,6 +21,7 @@ import pytest
 
 from fakes.news import FakeNews
 from fakes.telegram_api import FakeTelegram
+from harness import stop_process
 
 # --- network guard ---------------------------------------------------------------------
 
@@ -160,12 +161,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     try:
         yield RedisServer(port)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 10)
 
 
 @pytest.fixture

@@ -65,6 +65,16 @@ async def wait_sent(telegram: Any, count: int, chat_id: int | None = None,
     return await asyncio.to_thread(telegram.wait_for_sent, count, chat_id, timeout)
 
 
+def stop_process(process: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """SIGTERM a child and wait for it; SIGKILL it if it does not end in ``timeout``."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class BotProcess:
     """`python -m newsbot run` as a child process, with its output in a file."""
 
