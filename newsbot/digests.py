@@ -102,9 +102,12 @@ class Digests:
             if self._in_hand:
                 await asyncio.wait(self._in_hand)
         finally:
-            stopping.cancel()
-            prefetching.cancel()
-            await asyncio.gather(prefetching, stopping, return_exceptions=True)
+            # Cut off (or failed): the digests in hand stop too. Not rescheduled, each
+            # comes back when its claim runs out and is sent then, by whoever claims it.
+            for task in (*self._in_hand, stopping, prefetching):
+                task.cancel()
+            await asyncio.gather(*self._in_hand, prefetching, stopping,
+                                 return_exceptions=True)
 
     async def _fill(self) -> None:
         """Claim as many due digests as there are free slots, and start them."""
