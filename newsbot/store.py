@@ -193,7 +193,8 @@ class Store:
         try:
             await self.redis.set(keys.READY_PROBE, "1", px=keys.READY_PROBE_MS)
         except OutOfMemoryError as error:
-            return f"Redis is out of memory ({error})"
+            # redis-py drops the "OOM" of Redis' answer; said again, it is recognisable.
+            return f"Redis is out of memory: OOM {str(error).rstrip('.')}"
         except (RedisError, OSError):
             return "Redis does not answer"
         return None
