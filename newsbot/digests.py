@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 
+from redis.exceptions import OutOfMemoryError
 from telegram import Bot
 
 from newsbot import keys, render, schedule
@@ -116,6 +117,8 @@ class Digests:
             return
         try:
             chats = await self.store.claim_due(time.time(), free, self.claim_seconds)
+        except OutOfMemoryError:
+            return  # Redis is full: said once by the readiness watch (service.Readiness)
         except Exception:
             # Redis away for a moment: claimed digests come back after their claim.
             logger.exception("claiming due digests failed")
@@ -141,6 +144,8 @@ class Digests:
         while not stop.is_set() and self.prefetch_seconds > 0:
             try:
                 await self.prefetch_once()
+            except OutOfMemoryError:
+                pass  # Redis is full (said once by the readiness watch); a head start lost
             except Exception:
                 # Only a head start is lost: each digest fetches what it needs itself.
                 logger.exception("fetching the sources of due digests ahead failed")
