@@ -84,6 +84,7 @@ class Digests:
         self.prefetch_every = prefetch_every
         self.prefetch_slots = prefetch_slots
         self._in_hand: set[asyncio.Task[None]] = set()
+        self._prefetched: dict[int, float] = {}  # chat id -> when fetched ahead
 
     async def run(self, stop: asyncio.Event) -> None:
         """Send due digests until ``stop`` is set; the digests in hand are finished."""
@@ -156,11 +157,18 @@ class Digests:
 
     async def prefetch_once(self, now: float | None = None) -> int:
         """Fetch the sources of digests due within ``prefetch_seconds``; return how many."""
-        until = (now or time.time()) + self.prefetch_seconds
-        chats = await self.store.due_before(until, PREFETCH_CHATS)
+        now = now or time.time()
+        # A chat prefetched less than a window ago is still fresh in the cache: skip it,
+        # so a big fan-out does not read the same chats' sources every round.
+        self._prefetched = {chat: at for chat, at in self._prefetched.items()
+                            if at > now - self.prefetch_seconds}
+        due = await self.store.due_before(now + self.prefetch_seconds,
+                                          PREFETCH_CHATS + len(self._prefetched))
+        chats = [chat for chat in due if chat not in self._prefetched][:PREFETCH_CHATS]
         if not chats:
             return 0
         sources = distinct_sources(await self.store.sources_of(chats))
+        self._prefetched.update((chat, now) for chat in chats)
         queue: asyncio.Queue[Source] = asyncio.Queue()
         for source in sources:
             queue.put_nowait(source)

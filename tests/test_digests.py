@@ -123,6 +123,7 @@ async def test_sources_of_digests_due_soon_are_fetched_once_ahead(telegram, news
     assert await digests.prefetch_once() == 2  # shared once, own once; not the far one
     assert news.count("/shared.xml") == news.count("/own.xml") == 1
     assert news.count("/far.xml") == 0
+    assert await digests.prefetch_once() == 0  # fetched ahead already: not read again
     # When they are due, the digests are built from what was fetched ahead.
     assert await digests.run_once(now=later) == 2
     await wait_sent(telegram, 2)
