@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import OutOfMemoryError, RedisError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from newsbot import keys
 from newsbot.config import Settings
@@ -195,6 +195,8 @@ class Store:
         except OutOfMemoryError as error:
             # redis-py drops the "OOM" of Redis' answer; said again, it is recognisable.
             return f"Redis is out of memory: OOM {str(error).rstrip('.')}"
+        except ResponseError as error:
+            return f"Redis refuses writes: {error}"  # e.g. READONLY: a replica, not the master
         except (RedisError, OSError):
             return "Redis does not answer"
         return None
