@@ -21,6 +21,9 @@ SEEN_ROUNDS = 3
 SEEN_MIN = 32
 # Redis' default zset-max-listpack-entries: one entry more and the set takes ~4× the memory.
 SEEN_COMPACT = 128
+# The most entries a history merged from two chats keeps (a group's migration); the next
+# mark_seen brings it to the chat's own bound.
+SEEN_MAX = SEEN_COMPACT
 # Refreshed on every read and write. Longer than the longest digest interval (30 days),
 # so a subscribed chat never loses its history between two digests; a chat that stopped
 # using the bot loses it after this long.
