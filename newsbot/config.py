@@ -294,9 +294,9 @@ def _redis_problem(value: str) -> str | None:
     databases: list[str] = []
     if parts.scheme != "unix" and parts.path not in ("", "/"):
         databases.append(parts.path[1:])
-    for name, value in _query(parts):
+    for name, given in _query(parts):
         if name == "db":
-            databases.append(value)
+            databases.append(given)
         elif name not in _REDIS_QUERY and not (parts.scheme == "rediss"
                                                and name.startswith("ssl_")):
             return f"unknown query parameter {name!r}"

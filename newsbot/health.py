@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -70,8 +71,9 @@ class HealthServer:
             self._server = await asyncio.start_server(self._serve, self.host, self.port,
                                                       limit=MAX_LINE)
         except OSError as error:
+            reason = os.strerror(error.errno) if error.errno else str(error)
             raise ConfigError("NEWSBOT_HTTP_PORT", f"NEWSBOT_HTTP_PORT={self.port} cannot "
-                              f"be used: {error.strerror or error}") from None
+                              f"be used: {reason}") from None
         self.port = self._server.sockets[0].getsockname()[1]
         logger.info("health and metrics on port %s", self.port)
 
