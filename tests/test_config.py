@@ -268,8 +268,8 @@ def test_out_of_range_and_malformed_values_are_refused(variable: str, value: str
      "https://user:pw@bot-api.example"),
     ({"TELEGRAM_TOKEN": "1234567890:" + "A" * 35}, "telegram_token", "1234567890:" + "A" * 35),
 ])
-def test_values_at_the_edges_of_their_ranges_are_read(environ: dict[str, str], field: str,
-                                                       value: Any) -> None:
+def test_values_at_the_edges_of_their_ranges_are_read(
+        environ: dict[str, str], field: str, value: Any) -> None:
     assert getattr(Settings.from_env(environ), field) == value
 
 
