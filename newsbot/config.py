@@ -29,6 +29,8 @@ _HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?
                         r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?")
 _UNSAFE = re.compile(r"[\x00-\x20\x7f]")  # white space and control characters
 MAX_URL_LENGTH = 2000
+# Reddit's app ids and secrets are a few dozen characters.
+MAX_CREDENTIAL = 200
 # Redis' default `databases 16`; a bot that shares a server takes one of those.
 REDIS_DATABASES = 16
 # Bot API chat ids have at most 52 significant bits.
@@ -90,8 +92,8 @@ class Settings:
             telegram_api_url=env.url("TELEGRAM_API_URL", DEFAULT_TELEGRAM_API_URL),
             redis_url=env.redis_url(),
             reddit_url=env.url("REDDIT_URL", DEFAULT_REDDIT_URL),
-            reddit_client_id=env.text("REDDIT_CLIENT_ID"),
-            reddit_client_secret=env.text("REDDIT_CLIENT_SECRET"),
+            reddit_client_id=env.credential("REDDIT_CLIENT_ID"),
+            reddit_client_secret=env.credential("REDDIT_CLIENT_SECRET"),
             items_per_source=env.integer("NEWSBOT_ITEMS_PER_SOURCE", 5, 1, 50),
             max_sources=env.integer("NEWSBOT_MAX_SOURCES", 20, 1, 200),
             cache_ttl=env.integer("NEWSBOT_CACHE_TTL", 300, 0, 86_400),
@@ -168,6 +170,14 @@ class _Env:
     def text(self, name: str) -> str | None:
         value = self.environ.get(name, "").strip()
         return value or None
+
+    def credential(self, name: str) -> str | None:
+        """An app id or secret: one word of printable characters, never shown back."""
+        value = self.text(name)
+        if value is not None and (len(value) > MAX_CREDENTIAL or _UNSAFE.search(value)):
+            raise ConfigError(name, f"{name} is not valid: expected at most "
+                              f"{MAX_CREDENTIAL} characters without spaces")
+        return value
 
     def token(self) -> str | None:
         for name in ("TELEGRAM_TOKEN", "NBT_ACCESS_TOKEN"):

@@ -258,6 +258,10 @@ class Handlers:
         if old_id and new_id and old_id != new_id:
             logger.info("group %s became supergroup %s; moving its settings", old_id, new_id)
             await self.store.migrate_chat(old_id, new_id, self.settings.max_sources)
+            allowed = self.settings.allowed_chats
+            if allowed is not None and new_id not in allowed:
+                logger.warning("supergroup %s (formerly %s) is not in NEWSBOT_ALLOWED_CHATS: "
+                               "add it, or the bot ignores it", new_id, old_id)
 
     async def unknown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Anything else in a private chat: point to /help."""

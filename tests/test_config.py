@@ -321,3 +321,12 @@ def test_a_refused_api_url_is_shown_without_its_userinfo() -> None:
     with pytest.raises(ConfigError) as error:
         Settings.from_env({"TELEGRAM_API_URL": "https://user:apipw@bot-api.example:0"})
     assert "apipw" not in str(error.value)
+
+
+@pytest.mark.parametrize("variable", ["REDDIT_CLIENT_ID", "REDDIT_CLIENT_SECRET"])
+@pytest.mark.parametrize("value", ["ZZsecret" * 30, "ZZsecret with spaces", "ZZsecret\x00"])
+def test_a_malformed_reddit_credential_is_refused_without_repeating_it(variable: str,
+                                                                       value: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env({variable: value})
+    assert error.value.variable == variable and "ZZsecret" not in str(error.value)
