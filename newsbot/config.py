@@ -10,7 +10,7 @@ import dataclasses
 import ipaddress
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from newsbot.errors import ConfigError
@@ -20,6 +20,8 @@ DEFAULT_REDDIT_URL = "https://www.reddit.com"
 DEFAULT_HTTP_PORT = 8080
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
 # A bot id, a colon and the secret (35 characters today); the bounds only keep out values
 # that cannot be a token, such as a whole file pasted into the variable.
 _TOKEN = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{1,100}")
@@ -35,16 +37,30 @@ MAX_CREDENTIAL = 200
 REDIS_DATABASES = 16
 # Bot API chat ids have at most 52 significant bits.
 MAX_CHAT_ID = 2**52
-# The query parameters redis-py understands in a URL; any other one would be passed to
-# the connection as an unknown keyword and fail only when the bot first connects.
-_REDIS_QUERY = frozenset({
-    "db", "password", "username", "client_name", "socket_timeout", "socket_connect_timeout",
-    "socket_read_size", "socket_keepalive", "retry_on_timeout", "max_connections",
-    "health_check_interval", "timeout", "protocol",
-})
+# The query parameters a REDIS_URL may carry, each with the test of its value: redis-py
+# passes any other one to the connection as a keyword, and checks some values only when
+# it first connects, which would fail (or be retried) long after the start.
+_SECONDS = re.compile(r"([0-9]{1,4}(\.[0-9]*)?|\.[0-9]+)")
+_WORD = re.compile(r"[\x21-\x7e]{1,200}")
+_REDIS_QUERY: dict[str, Callable[[str], bool]] = {
+    "db": lambda value: value.isascii() and value.isdigit(),  # range checked apart
+    "password": lambda value: True,
+    "username": lambda value: True,
+    "client_name": lambda value: bool(_WORD.fullmatch(value)),
+    "socket_timeout": lambda value: bool(_SECONDS.fullmatch(value)) and float(value) > 0,
+    "socket_connect_timeout": lambda value: bool(_SECONDS.fullmatch(value))
+    and float(value) > 0,
+    "health_check_interval": lambda value: bool(_SECONDS.fullmatch(value)),
+    "max_connections": lambda value: value.isascii() and value.isdigit()
+    and 1 <= int(value) <= 100_000,
+    "retry_on_timeout": lambda value: value.lower() in _TRUE | _FALSE - {""},
+    "protocol": lambda value: value in ("2", "3"),
+}
+_REDISS_QUERY: dict[str, Callable[[str], bool]] = {
+    "ssl_cert_reqs": lambda value: value.lower() in ("none", "optional", "required"),
+    "ssl_check_hostname": lambda value: value.lower() in _TRUE | _FALSE - {""},
+}
 _REDIS_PASSWORDS = ("password", "sentinel_password")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,12 +320,14 @@ def _redis_problem(value: str) -> str | None:
     databases: list[str] = []
     if parts.scheme != "unix" and parts.path not in ("", "/"):
         databases.append(parts.path[1:])
+    known = {**_REDIS_QUERY, **(_REDISS_QUERY if parts.scheme == "rediss" else {})}
     for name, given in _query(parts):
+        if name not in known:
+            return f"unknown query parameter {name!r}"
+        if not known[name](given):
+            return f"{name}={given!r} is not a valid value"
         if name == "db":
             databases.append(given)
-        elif name not in _REDIS_QUERY and not (parts.scheme == "rediss"
-                                               and name.startswith("ssl_")):
-            return f"unknown query parameter {name!r}"
     for database in databases:
         if not (database.isascii() and database.isdigit()
                 and int(database) < REDIS_DATABASES):

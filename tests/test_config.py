@@ -233,6 +233,10 @@ def test_repr_of_settings_without_secrets_is_plain() -> None:
     ("REDIS_URL", "redis://127.0.0.1/0?foo=bar"),
     ("REDIS_URL", "redis://127.0.0.1/0?socket_timeout=soon"),
     ("REDIS_URL", "redis:///0"),
+    ("REDIS_URL", "redis://127.0.0.1/0?max_connections=-1"),  # a traceback once connecting
+    ("REDIS_URL", "redis://127.0.0.1/0?protocol=7"),
+    ("REDIS_URL", "redis://127.0.0.1/0?ssl_cert_reqs=none"),  # only for rediss://
+    ("REDIS_URL", "rediss://127.0.0.1/0?ssl_cert_reqs=bogus"),
     ("REDIS_URL", "unix://"),
     ("REDIS_URL", "unix:///run/redis.sock?db=x"),
 ])
@@ -263,6 +267,8 @@ def test_out_of_range_and_malformed_values_are_refused(variable: str, value: str
      "unix:///run/redis.sock?db=2&password=pw"),
     ({"REDIS_URL": "rediss://redis/0?ssl_cert_reqs=none"}, "redis_url",
      "rediss://redis/0?ssl_cert_reqs=none"),
+    ({"REDIS_URL": "redis://r/0?socket_timeout=2.5&retry_on_timeout=true&protocol=3"},
+     "redis_url", "redis://r/0?socket_timeout=2.5&retry_on_timeout=true&protocol=3"),
     ({"TELEGRAM_API_URL": "http://[::1]:8081"}, "telegram_api_url", "http://[::1]:8081"),
     ({"TELEGRAM_API_URL": "https://user:pw@bot-api.example/"}, "telegram_api_url",
      "https://user:pw@bot-api.example"),
