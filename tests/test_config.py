@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from newsbot.config import Settings
 from newsbot.errors import ConfigError
@@ -336,3 +340,34 @@ def test_a_malformed_reddit_credential_is_refused_without_repeating_it(variable:
     with pytest.raises(ConfigError) as error:
         Settings.from_env({variable: value})
     assert error.value.variable == variable and "ZZsecret" not in str(error.value)
+
+
+VARIABLES = ["TELEGRAM_TOKEN", "NBT_ACCESS_TOKEN", "TELEGRAM_API_URL", "REDIS_URL", "REDDIT_URL",
+             "REDDIT_CLIENT_ID", "REDDIT_CLIENT_SECRET", "NEWSBOT_ITEMS_PER_SOURCE",
+             "NEWSBOT_MAX_SOURCES", "NEWSBOT_CACHE_TTL", "NEWSBOT_MIN_INTERVAL",
+             "NEWSBOT_FETCH_TIMEOUT", "NEWSBOT_ALLOW_PRIVATE_URLS", "NEWSBOT_ALLOWED_CHATS",
+             "NEWSBOT_HTTP_PORT", "NEWSBOT_LOG_LEVEL", "NEWSBOT_LOG_FORMAT",
+             "NEWSBOT_SEND_PER_SECOND", "NEWSBOT_SEND_PER_CHAT_SECOND",
+             "NEWSBOT_SEND_PER_GROUP_MINUTE"]
+_URLISH = st.from_regex(r"(redis|rediss|unix|http|https)://[a-z0-9:@%./?=&\[\]_-]{0,40}",
+                        fullmatch=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(variable=st.sampled_from(VARIABLES), value=st.one_of(st.text(max_size=60), _URLISH))
+def test_any_value_is_read_into_range_or_refused_with_a_config_error(variable: str,
+                                                                     value: str) -> None:
+    try:
+        read = Settings.from_env({variable: value})
+    except ConfigError as error:
+        assert error.variable == variable and "\n" not in str(error)
+        return
+    for number in (read.fetch_timeout, read.send_per_second, read.send_per_chat_second,
+                   read.send_per_group_minute):
+        assert math.isfinite(number) and number > 0
+    assert 0 <= read.http_port <= 65535
+    assert all(0 < abs(chat) < 2**52 for chat in read.allowed_chats or ())
+    for url in (read.telegram_api_url, read.reddit_url, read.redis_url or "redis://r"):
+        parts = urlsplit(url)
+        assert parts.port is None or 1 <= parts.port <= 65535
+        assert parts.hostname or parts.scheme == "unix"

@@ -6,11 +6,16 @@ test's own so that a test can stop Redis under it.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from newsbot import health
 
 from cluster_support import (REAL_LIMITS, UPDATES_KEY, RedisProcess, Replica, delivery_report,
                              marked_commands, metric, replies_per_marker, start_replicas,
@@ -184,3 +189,33 @@ def test_half_open_connections_are_closed_and_do_not_hold_the_probes(bot):
             connection.close()
     assert bot.get("/healthz") == (200, "ok\n")
     assert "Traceback" not in bot.output
+
+
+_REQUESTISH = st.builds(
+    lambda method, path, version, headers: (f"{method} {path} {version}\r\n".encode()
+                                            + headers + b"\r\n"),
+    st.sampled_from(["GET", "HEAD", "POST", "get", "BREW", "", "G ET"]),
+    st.text(max_size=30), st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/2", ""]),
+    st.binary(max_size=200))
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.one_of(st.binary(max_size=20_000), _REQUESTISH))
+def test_any_bytes_read_as_a_request_or_refused(data: bytes) -> None:
+    async def read() -> tuple[str, str] | int | None:
+        reader = asyncio.StreamReader(limit=health.MAX_LINE)
+        reader.feed_data(data)
+        reader.feed_eof()
+        try:
+            return await health._read_request(reader)
+        except health._Refused as refused:
+            return refused.status
+        except asyncio.IncompleteReadError:
+            return None  # the client hung up before the end: the connection is closed
+
+    outcome = asyncio.run(read())
+    if isinstance(outcome, tuple):
+        method, path = outcome
+        assert method in ("GET", "HEAD") and path.startswith("/") and "?" not in path
+    else:
+        assert outcome in (400, 405, 414, 431, None)
