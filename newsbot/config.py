@@ -2,6 +2,11 @@
 
 ``Settings.from_env`` is the only place that reads configuration; every other module
 gets what it needs passed down. A bad value raises ``ConfigError`` naming the variable.
+
+Reading is strict, because a value accepted here and refused later is retried forever
+(or silences the bot): numbers are plain decimals within a documented range, URLs have
+a scheme, a well-formed host and a port in range, and credentials in URLs are secrets
+that error messages and logs mask.
 """
 
 from __future__ import annotations
