@@ -243,3 +243,24 @@ async def test_migration_keeps_the_supergroups_own_digest_settings(
     assert await store.next_due(new) == due
     assert await store.is_stopped(new) == (new_state == "stopped")
     assert await store.claim_due(T + 7200, 10) == ([new] if due else [])
+
+
+def test_the_fake_announces_an_upgrade_as_telegram_does(telegram):
+    import requests
+    from telegram import Update
+    from telegram.ext import filters
+
+    telegram.migrate_chat(-7, -1000000000007)
+    answer = requests.get(f"{telegram.url}/bot{telegram.token}/getUpdates", timeout=5).json()
+    first, second = (update["message"] for update in answer["result"])
+    assert (first["chat"]["id"], first["chat"]["type"]) == (-7, "group")
+    assert first["migrate_to_chat_id"] == -1000000000007 and "text" not in first
+    assert (second["chat"]["id"], second["chat"]["type"]) == (-1000000000007, "supergroup")
+    assert second["migrate_from_chat_id"] == -7
+    assert first["from"] == second["from"] and not first["from"]["is_bot"]
+    for update in answer["result"]:
+        assert filters.StatusUpdate.MIGRATE.check_update(Update.de_json(update, None))
+    # And the old id is gone for sending, as after a real upgrade.
+    sent = requests.post(f"{telegram.url}/bot{telegram.token}/sendMessage",
+                         json={"chat_id": -7, "text": "hi"}, timeout=5).json()
+    assert sent["parameters"] == {"migrate_to_chat_id": -1000000000007}
