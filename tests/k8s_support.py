@@ -347,14 +347,15 @@ def report(result: subprocess.CompletedProcess[str]) -> str:
             f"--- stdout\n{result.stdout}--- stderr\n{result.stderr}")
 
 
-def wait_for(what: str, probe: Callable[[], T | None], seconds: float = 60) -> T:
+def wait_for(what: str, probe: Callable[[], T | None], seconds: float = 60,
+             detail: Callable[[], str] = lambda: "") -> T:
     """Poll until probe() returns something other than None (the controllers work
-    asynchronously); fail naming what did not happen."""
+    asynchronously); fail naming what did not happen, with detail() on what there is."""
     deadline = time.monotonic() + seconds
     while True:
         value = probe()
         if value is not None:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}\n{detail()}")
         time.sleep(0.2)

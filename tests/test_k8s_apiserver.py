@@ -291,7 +291,13 @@ def settled_replica_set(applied: Applied, deployment: dict[str, Any]) -> dict[st
             return sets[0]
         return None
 
-    return wait_for(f"{key(deployment)} to make a ReplicaSet of {replicas} pods", probe)
+    def detail() -> str:
+        # The ReplicaSet's ReplicaFailure condition says why a pod was refused (admission).
+        return json.dumps({rs["metadata"]["name"]: rs.get("status")
+                           for rs in owned_replica_sets(applied, deployment)}, indent=1)
+
+    return wait_for(f"{key(deployment)} to make a ReplicaSet of {replicas} pods", probe,
+                    detail=detail)
 
 
 @pytest.mark.timeout(300)
@@ -467,7 +473,8 @@ def test_image_bump_rolls_a_new_replica_set_and_undo_returns(applied: Applied) -
         # maxUnavailable 0: a new pod is started (maxSurge), no old one is stopped, since
         # no new pod becomes available (no kubelet).
         by_hash = {template_hash(rs): rs for rs in owned_replica_sets(applied, deployment)}
-        assert by_hash[template_hash(old)]["spec"]["replicas"] == replicas
+        assert by_hash[template_hash(old)]["spec"]["replicas"] == replicas, \
+            "an old pod was stopped before a new one was available"
         assert new["spec"]["replicas"] == surge
         assert current["status"]["replicas"] == replicas + surge, current["status"]
         assert current["status"]["updatedReplicas"] == surge, current["status"]
