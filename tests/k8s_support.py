@@ -80,12 +80,18 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
+def _key(pki: Path, name: str) -> None:
+    """An ECDSA P-256 key: what gen-pki.sh does with RSA 2048, in a twentieth of the time."""
+    _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-out", f"{name}.key", cwd=pki)
+
+
 def _sign(pki: Path, name: str, subject: str, usage: str, san: str = "") -> None:
     """A key and a certificate for it signed by the test CA, like gen-pki.sh's sign()."""
-    _openssl("genrsa", "-out", f"{name}.key", "2048", cwd=pki)
+    _key(pki, name)
     _openssl("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr",
              cwd=pki)
-    lines = ["basicConstraints=CA:FALSE", "keyUsage=critical,digitalSignature,keyEncipherment",
+    lines = ["basicConstraints=CA:FALSE", "keyUsage=critical,digitalSignature",
              f"extendedKeyUsage={usage}"]
     if san:
         lines.append(f"subjectAltName={san}")
@@ -100,7 +106,7 @@ def make_pki(pki: Path) -> None:
     if shutil.which("openssl") is None:
         missing("openssl is not installed: apt-get install openssl")
     pki.mkdir(parents=True)
-    _openssl("genrsa", "-out", "ca.key", "2048", cwd=pki)
+    _key(pki, "ca")
     _openssl("req", "-x509", "-new", "-nodes", "-key", "ca.key", "-sha256", "-days", "2",
              "-subj", "/CN=newsbot-test-ca", "-out", "ca.crt", cwd=pki)
     _sign(pki, "apiserver", "/CN=kube-apiserver", "serverAuth",
@@ -109,8 +115,8 @@ def make_pki(pki: Path) -> None:
     _sign(pki, "admin", "/O=system:masters/CN=kubernetes-admin", "clientAuth")
     _sign(pki, "kube-controller-manager", "/CN=system:kube-controller-manager", "clientAuth")
     _sign(pki, "kube-scheduler", "/CN=system:kube-scheduler", "clientAuth")
-    _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
-    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
+    _key(pki, "sa")  # service account tokens are signed ES256
+    _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
 
 
 def write_kubeconfig(path: Path, server: str, pki: Path, user: str, cert: str) -> None:
@@ -276,7 +282,9 @@ class ControlPlane:
                         f"--service-account-private-key-file={p / 'sa.key'}",
                         f"--root-ca-file={p / 'ca.crt'}",
                         "--use-service-account-credentials=true",
-                        f"--service-cluster-ip-range={SERVICE_RANGE}")
+                        f"--service-cluster-ip-range={SERVICE_RANGE}",
+                        # The autoscaler's first look at its target after 1 s, not 15 s.
+                        "--horizontal-pod-autoscaler-sync-period=1s")
             kubeconfig = p / "scheduler.kubeconfig"
             self._start("kube-scheduler", str(self.assets.scheduler), *common,
                         f"--secure-port={scheduler}", f"--kubeconfig={kubeconfig}",
