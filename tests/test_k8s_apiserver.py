@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import lzma
+import math
 import os
 import subprocess
 from collections.abc import Iterator
@@ -51,7 +52,7 @@ def setups() -> list[Path]:
 
 def manifests(setup: Path) -> list[dict[str, Any]]:
     """The objects `kubectl apply -f DIR` applies, in its (file-name) order."""
-    found = []
+    found: list[dict[str, Any]] = []
     for path in sorted(p for p in setup.iterdir() if p.suffix in {".yaml", ".yml", ".json"}):
         with path.open(encoding="utf-8") as stream:
             found.extend(doc for doc in yaml.safe_load_all(stream) if doc is not None)
@@ -73,13 +74,14 @@ def key(obj: dict[str, Any]) -> str:
 
 # -- what the server holds -----------------------------------------------------
 
-def live(plane: ControlPlane, setup: Path) -> dict[str, dict[str, Any]]:
-    """Every object of a setup as the server holds it, by kind and name."""
+def fetch(plane: ControlPlane, setup: Path) -> tuple[dict[str, dict[str, Any]], str]:
+    """Every object of a setup as the server holds it, by kind and name; or what failed."""
     result = plane.kubectl("get", "-f", str(setup), "-o", "json")
-    assert result.returncode == 0, report(result)
+    if result.returncode != 0:
+        return {}, report(result)
     found = json.loads(result.stdout)
     items = found["items"] if found.get("kind") == "List" else [found]
-    return {key(item): item for item in items}
+    return {key(item): item for item in items}, ""
 
 
 def state(obj: dict[str, Any]) -> dict[str, Any]:
@@ -93,10 +95,11 @@ def state(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def snapshot(plane: ControlPlane, setup: Path) -> dict[str, Any]:
-    result = plane.kubectl("get", "-f", str(setup), "-o", "json")
-    if result.returncode != 0:
-        return {"kubectl get failed": report(result)}
-    return {name: state(obj) for name, obj in live(plane, setup).items()}
+    """The state of every object, taken between two steps (which may fail: the tests say)."""
+    objects, failure = fetch(plane, setup)
+    if failure:
+        return {"kubectl get failed": failure}
+    return {name: state(obj) for name, obj in objects.items()}
 
 
 def changes(before: dict[str, Any], after: dict[str, Any],
@@ -107,6 +110,9 @@ def changes(before: dict[str, Any], after: dict[str, Any],
                    if after.get(name, {}).get(part) != was[part]}
             for name, was in before.items()
             if any(after.get(name, {}).get(part) != was[part] for part in parts)}
+
+
+_ABSENT = "<absent>"
 
 
 def differences(written: Any, stored: Any, path: str = "") -> list[str]:
@@ -124,9 +130,6 @@ def differences(written: Any, stored: Any, path: str = "") -> list[str]:
     return [] if written == stored else [f"{path}: written {written!r}, stored {stored!r}"]
 
 
-_ABSENT = "<absent>"
-
-
 def lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
@@ -142,6 +145,7 @@ class Applied:
     objects: list[dict[str, Any]]
     dry_run_fresh: subprocess.CompletedProcess[str]
     first: subprocess.CompletedProcess[str]
+    held: dict[str, dict[str, Any]]
     after_first: dict[str, Any]
     second: subprocess.CompletedProcess[str]
     after_second: dict[str, Any]
@@ -172,6 +176,7 @@ def applied(request: pytest.FixtureRequest) -> Iterator[Applied]:
         d = str(setup)
         dry_run_fresh = plane.kubectl("apply", "--dry-run=server", "-f", d)
         first = plane.kubectl("apply", "-f", d)
+        held, _ = fetch(plane, setup)
         after_first = snapshot(plane, setup)
         second = plane.kubectl("apply", "-f", d)
         after_second = snapshot(plane, setup)
@@ -181,7 +186,7 @@ def applied(request: pytest.FixtureRequest) -> Iterator[Applied]:
         server_side_again = plane.kubectl("apply", "--server-side", "-f", d)
         after_server_side_again = snapshot(plane, setup)
         dry_run_applied = plane.kubectl("apply", "--dry-run=server", "-f", d)
-        yield Applied(plane, setup, manifests(setup), dry_run_fresh, first, after_first,
+        yield Applied(plane, setup, manifests(setup), dry_run_fresh, first, held, after_first,
                       second, after_second, diff, server_side, after_server_side,
                       server_side_again, after_server_side_again, dry_run_applied)
     finally:
@@ -235,10 +240,13 @@ def test_server_side_apply_takes_over_without_a_conflict(applied: Applied) -> No
 
 @pytest.mark.timeout(300)
 def test_server_holds_every_field_as_written(applied: Applied) -> None:
-    stored = live(applied.plane, applied.setup)
+    # As the first `kubectl apply` left them. A field stored otherwise than written (an
+    # empty list dropped, a default filled into an atomic list) is one every later apply
+    # sends again.
     for obj in applied.objects:
         written = {k: v for k, v in obj.items() if k not in {"apiVersion", "kind"}}
-        assert differences(written, stored[key(obj)]) == [], key(obj)
+        assert key(obj) in applied.held, f"{key(obj)} is not on the server"
+        assert differences(written, applied.held[key(obj)]) == [], key(obj)
 
 
 @pytest.mark.timeout(300)
@@ -325,8 +333,6 @@ def test_stateful_sets_make_their_pod_and_claims(applied: Applied) -> None:
         parallel = spec.get("podManagementPolicy") == "Parallel"
         ordinals = range(spec.get("replicas", 1) if parallel else 1)
         pods = [f"{meta['name']}-{i}" for i in ordinals]
-        claims = sorted(f"{t['metadata']['name']}-{pod}"
-                        for t in spec.get("volumeClaimTemplates", []) for pod in pods)
 
         def probe() -> list[str] | None:
             names = sorted(p["metadata"]["name"] for p in pods_of(
@@ -334,12 +340,15 @@ def test_stateful_sets_make_their_pod_and_claims(applied: Applied) -> None:
             return names if names == pods else None
 
         wait_for(f"{key(sts)} to make {pods}", probe)
-        found = applied.get("persistentvolumeclaims", "-n", meta["namespace"])["items"]
-        assert sorted(c["metadata"]["name"] for c in found) == claims, key(sts)
-        for claim in found:
-            template = next(t for t in spec["volumeClaimTemplates"]
-                            if claim["metadata"]["name"].startswith(t["metadata"]["name"]))
-            assert claim["spec"]["resources"] == template["spec"]["resources"]
+        found = {c["metadata"]["name"]: c for c in applied.get(
+            "persistentvolumeclaims", "-n", meta["namespace"])["items"]}
+        for template in spec.get("volumeClaimTemplates", []):
+            for pod in pods:
+                name = f"{template['metadata']['name']}-{pod}"
+                assert name in found, f"{key(sts)} made no claim {name}: {sorted(found)}"
+                claim = found[name]
+                assert claim["spec"]["resources"] == template["spec"]["resources"], name
+                assert claim["spec"]["accessModes"] == template["spec"]["accessModes"], name
 
 
 @pytest.mark.timeout(300)
@@ -362,11 +371,11 @@ def test_autoscalers_find_their_target(applied: Applied) -> None:
 @pytest.mark.timeout(300)
 def test_disruption_budgets_count_the_pods_they_guard(applied: Applied) -> None:
     applied.plane.require_controllers()
-    deployments = applied.of_kind("Deployment")
+    workloads = [*applied.of_kind("Deployment"), *applied.of_kind("StatefulSet")]
     for pdb in applied.of_kind("PodDisruptionBudget"):
         meta = pdb["metadata"]
         labels = pdb["spec"]["selector"]["matchLabels"]
-        guarded = [d for d in deployments
+        guarded = [d for d in workloads
                    if all(d["spec"]["template"]["metadata"]["labels"].get(k) == v
                           for k, v in labels.items())]
         expected = sum(d["spec"].get("replicas", 1) for d in guarded)
@@ -435,6 +444,14 @@ def bumped(image: str) -> str:
     return f"{image}-next"
 
 
+def surge_of(spec: dict[str, Any]) -> int:
+    """maxSurge as a pod count: a number, or a percentage of the replicas rounded up."""
+    value = spec["strategy"].get("rollingUpdate", {}).get("maxSurge", "25%")
+    if isinstance(value, int):
+        return value
+    return math.ceil(int(value.rstrip("%")) * spec.get("replicas", 1) / 100)
+
+
 def template_hash(rs: dict[str, Any]) -> str:
     return str(rs["metadata"]["labels"]["pod-template-hash"])
 
@@ -446,7 +463,7 @@ def test_image_bump_rolls_a_new_replica_set_and_undo_returns(applied: Applied) -
         meta, spec = deployment["metadata"], deployment["spec"]
         namespace, name = meta["namespace"], meta["name"]
         replicas = spec.get("replicas", 1)
-        surge = spec["strategy"]["rollingUpdate"]["maxSurge"]
+        surge = surge_of(spec)
         assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
         container = spec["template"]["spec"]["containers"][0]
         old = settled_replica_set(applied, deployment)
