@@ -21,6 +21,7 @@ import json
 import lzma
 import math
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from checktools import import_yaml
+from checktools import import_yaml, missing
 from k8s_support import ControlPlane, remove, report, start_control_plane, wait_for
 
 yaml: Any = import_yaml()
@@ -543,8 +544,8 @@ def run_k8s_script(shared: Path, cache: Path) -> subprocess.CompletedProcess[str
 
 
 def test_k8s_script_unpacks_verified_binaries_into_the_cache(tmp_path: Path) -> None:
-    if subprocess.run(["bash", "-c", "command -v etcd"], capture_output=True).returncode:
-        pytest.skip("etcd is not installed (apt-get install etcd-server)")
+    if shutil.which("etcd") is None:
+        missing("etcd is not installed: apt-get install etcd-server")
     cache = tmp_path / "cache"
     result = run_k8s_script(fake_shared(tmp_path), cache)
     assert (result.returncode, result.stdout) == (0, f"{cache}\n"), report(result)
