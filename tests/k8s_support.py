@@ -33,7 +33,9 @@ from checktools import missing
 from harness import stop_process
 
 VERSION = "1.36.2"
-DEFAULT_CACHE = Path.home() / ".cache" / "newsbot" / f"k8s-{VERSION}"
+# Where .ci/k8s.sh puts the binaries, by the same rule.
+DEFAULT_CACHE = Path(os.environ.get("NEWSBOT_K8S_CACHE") or Path(
+    os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "newsbot" / f"k8s-{VERSION}")
 INSTALL = "bash .ci/k8s.sh (it prints the directory for KUBEBUILDER_ASSETS)"
 SERVICE_RANGE = "10.96.0.0/16"
 T = TypeVar("T")
