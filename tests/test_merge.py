@@ -1,0 +1,114 @@
+"""Tests of newsbot.merge: each article once, in the first source's block."""
+
+from __future__ import annotations
+
+from newsbot.merge import Entry, MergedNews, item_key, merge_news
+from newsbot.models import Item, Source, SourceNews
+
+FEED = Source("feed", "https://example.org/feed.xml", "example.org")
+MIRROR = Source("feed", "https://mirror.example/rss", "mirror.example")
+PYTHON = Source("reddit", "r/python", "r/python")
+
+
+def block(source: Source, *items: Item, error: str | None = None) -> SourceNews:
+    return SourceNews(source, items, error)
+
+
+def post(id: str, title: str, linked: str) -> Item:
+    """A Reddit link post, as the listing gives it: a permalink and the URL it links to."""
+    return Item(id, title, f"https://www.reddit.com/r/python/comments/{id}/x/",
+                linked_url=linked)
+
+
+def shown(merged: list[MergedNews]) -> list[list[tuple[str, tuple[str, ...]]]]:
+    """What a reader sees of each block: the titles, each with its also: labels."""
+    return [[(entry.item.title, entry.also) for entry in news.entries] for news in merged]
+
+
+def test_one_article_from_three_sources_is_shown_once_in_the_first_block() -> None:
+    merged = merge_news([
+        block(FEED, Item("f1", "Python 3.15 released", "https://example.org/news/315"),
+              Item("f2", "Other news", "https://example.org/news/other")),
+        block(MIRROR, Item("m1", "Python 3.15 is out", "https://www.example.org/news/315/")),
+        block(PYTHON, post("p1", "3.15!", "https://example.org/news/315?fbclid=IwAR0x"),
+              post("p2", "Unrelated", "https://elsewhere.example/x")),
+    ])
+    assert shown(merged) == [
+        [("Python 3.15 released", ("mirror.example", "r/python")), ("Other news", ())],
+        [],
+        [("Unrelated", ())],
+    ]
+    assert merged[0].entries[0].key == "https://example.org/news/315"
+    assert [news.source for news in merged] == [FEED, MIRROR, PYTHON]
+
+
+def test_the_first_source_keeps_the_article_whichever_kind_it_is() -> None:
+    merged = merge_news([
+        block(PYTHON, post("p1", "Link post", "https://example.org/a")),
+        block(FEED, Item("f1", "Feed item", "https://example.org/a/")),
+    ])
+    assert shown(merged) == [[("Link post", ("example.org",))], []]
+
+
+def test_different_articles_with_the_same_title_stay_apart() -> None:
+    merged = merge_news([
+        block(FEED, Item("f1", "Weekly roundup", "https://example.org/roundup/1")),
+        block(MIRROR, Item("m1", "Weekly roundup", "https://mirror.example/roundup/1")),
+        block(PYTHON, post("p1", "Weekly roundup", "https://example.org/roundup/2")),
+    ])
+    assert shown(merged) == [[("Weekly roundup", ())]] * 3
+
+
+def test_an_article_twice_in_one_source_is_shown_once_without_naming_itself() -> None:
+    merged = merge_news([
+        block(FEED, Item("f1", "Story", "https://example.org/a"),
+              Item("f2", "Story (updated)", "https://example.org/a?utm_source=rss")),
+        block(MIRROR, Item("m1", "Story", "https://example.org/a"),
+              Item("m2", "Story", "https://example.org/a#more")),
+    ])
+    assert shown(merged) == [[("Story", ("mirror.example",))], []]
+
+
+def test_items_without_a_web_address_never_merge() -> None:
+    merged = merge_news([
+        block(FEED, Item("f1", "No link", ""), Item("f2", "Odd link", "tag:example.org,1")),
+        block(MIRROR, Item("m1", "No link", ""), Item("m2", "Odd link", "tag:example.org,1")),
+    ])
+    assert shown(merged) == [[("No link", ()), ("Odd link", ())]] * 2
+    keys = [entry.key for news in merged for entry in news.entries]
+    assert len(set(keys)) == 4
+
+
+def test_blocks_with_errors_or_no_items_pass_through() -> None:
+    merged = merge_news([
+        block(FEED, error="the feed answered 404"),
+        block(MIRROR),
+        block(PYTHON, post("p1", "Story", "https://example.org/a")),
+    ])
+    assert merged == [MergedNews(FEED, (), "the feed answered 404"), MergedNews(MIRROR),
+                      MergedNews(PYTHON, (Entry(merged[2].entries[0].item,
+                                                "https://example.org/a"),))]
+    assert merged[0].news == block(FEED, error="the feed answered 404")
+
+
+def test_merged_news_turns_back_into_plain_news() -> None:
+    item = Item("f1", "Story", "https://example.org/a")
+    merged = merge_news([block(FEED, item), block(MIRROR, Item("m1", "S", "https://example.org/a"))])
+    assert [news.news for news in merged] == [block(FEED, item), block(MIRROR)]
+
+
+def test_item_key() -> None:
+    assert item_key(PYTHON, post("p1", "t", "https://www.example.org/a/?ref=x")) == (
+        "https://example.org/a")
+    assert item_key(FEED, Item("f1", "t", "")) == "https://example.org/feed.xml f1"
+
+
+def test_linked_url_round_trips_through_json_and_old_items_still_load() -> None:
+    linked = post("p1", "Story", "https://example.org/a")
+    assert Item.from_json(linked.to_json()) == linked
+    plain = Item("1", "Story", "https://example.org/a", 1.5)
+    assert plain.to_json() == {"id": "1", "title": "Story", "link": "https://example.org/a",
+                               "published": 1.5}
+    assert Item.from_json({"id": "1", "title": "Story", "link": "https://example.org/a",
+                           "published": 1.5}) == plain
+    assert Item.from_json({**plain.to_json(), "from_a_newer_version": 1}) == plain
