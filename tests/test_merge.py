@@ -93,7 +93,8 @@ def test_blocks_with_errors_or_no_items_pass_through() -> None:
 
 def test_merged_news_turns_back_into_plain_news() -> None:
     item = Item("f1", "Story", "https://example.org/a")
-    merged = merge_news([block(FEED, item), block(MIRROR, Item("m1", "S", "https://example.org/a"))])
+    copy = Item("m1", "S", "https://example.org/a")
+    merged = merge_news([block(FEED, item), block(MIRROR, copy)])
     assert [news.news for news in merged] == [block(FEED, item), block(MIRROR)]
 
 
