@@ -253,7 +253,8 @@ def test_daily_runs_fall_on_consecutive_local_days_at_the_time(
         if clock.time() != wanted:  # only where the time did not exist that day:
             before = datetime.datetime.fromtimestamp(moment - 60, zone)
             assert before.utcoffset() != clock.utcoffset()
-            assert before.time() < wanted < clock.time()
+            scheduled = datetime.datetime.combine(clock.date(), wanted)
+            assert before.replace(tzinfo=None) < scheduled < clock.replace(tzinfo=None)
 
 
 @pytest.mark.parametrize("text, schedule", [
