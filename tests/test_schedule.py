@@ -110,6 +110,7 @@ BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
 KATHMANDU = ZoneInfo("Asia/Kathmandu")
 LORD_HOWE = ZoneInfo("Australia/Lord_Howe")
+SANTIAGO = ZoneInfo("America/Santiago")
 UTC = ZoneInfo("UTC")
 
 
@@ -186,6 +187,15 @@ def local_dates(instants: list[float], zone: ZoneInfo) -> list[datetime.date]:
      daily(utc(2026, 3, 30, 14, 45), 6) + daily(utc(2026, 4, 5, 15, 15), 4)),
     (LORD_HOWE, datetime.date(2026, 3, 31), "08:00",
      daily(utc(2026, 3, 30, 21, 0), 5) + daily(utc(2026, 4, 4, 21, 30), 5)),
+    # Santiago springs forward at midnight (2026-09-06 00:00 -04 to 01:00 -03): the day's
+    # 00:30 is at 01:00, and the digest still belongs to the 6th.
+    (SANTIAGO, datetime.date(2026, 9, 1), "00:30",
+     daily(utc(2026, 9, 1, 4, 30), 5) + [utc(2026, 9, 6, 4, 0)]
+     + daily(utc(2026, 9, 7, 3, 30), 4)),
+    # ... and falls back at midnight (2026-04-05 00:00 -03 to 04-04 23:00 -04): 23:30 on
+    # the 4th happens twice, and runs once, first.
+    (SANTIAGO, datetime.date(2026, 3, 31), "23:30",
+     daily(utc(2026, 4, 1, 2, 30), 5) + daily(utc(2026, 4, 6, 3, 30), 5)),
 ])
 def test_one_daily_run_per_local_day_across_dst(zone: ZoneInfo, first_day: datetime.date,
                                                 clock: str, expected: list[float]) -> None:
@@ -233,7 +243,7 @@ def test_next_local_due_is_strictly_after(after: float, expected: float) -> None
     assert next_local_due(after, LocalSchedule(2, 30), BERLIN) == expected
 
 
-ZONES = [BERLIN, NEW_YORK, KATHMANDU, LORD_HOWE, UTC, ZoneInfo("America/Santiago"),
+ZONES = [BERLIN, NEW_YORK, KATHMANDU, LORD_HOWE, UTC, SANTIAGO,
          ZoneInfo("Pacific/Chatham"), ZoneInfo("America/St_Johns"), ZoneInfo("Asia/Tehran")]
 
 
