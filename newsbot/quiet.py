@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 import zoneinfo
 
 from newsbot.schedule import ScheduleError, parse_clock, wall_instants
@@ -56,9 +57,11 @@ def is_quiet(moment: float, quiet: QuietHours | None, zone: zoneinfo.ZoneInfo) -
     """Whether the chat's clock at ``moment`` reads a time inside its quiet hours."""
     if quiet is None:
         return False
-    clock = datetime.datetime.fromtimestamp(moment, zone)
-    # Seconds, so that 06:59:59 is still quiet in a window that ends at 07:00.
-    now = (clock.hour * 60 + clock.minute) * 60 + clock.second + clock.microsecond / 1e6
+    # The whole second is converted and the fraction added, since fromtimestamp rounds to
+    # microseconds: 06:59:59.9999999 must not read 07:00, which is no longer quiet.
+    whole = math.floor(moment)
+    clock = datetime.datetime.fromtimestamp(whole, zone)
+    now = (clock.hour * 60 + clock.minute) * 60 + clock.second + (moment - whole)
     start, end = quiet.start * 60, quiet.end * 60
     return start <= now < end if start < end else now >= start or now < end
 
@@ -69,7 +72,7 @@ def quiet_ends(moment: float, quiet: QuietHours, zone: zoneinfo.ZoneInfo) -> flo
     hour, minute = divmod(quiet.end, 60)
     candidates = sorted(
         instant
-        for offset in range(-1, 4)
+        for offset in range(3)
         for instant in wall_instants(today + datetime.timedelta(days=offset), hour, minute, zone))
     for instant in candidates:
         # An end is where quiet stops. A fall-back night reads the end time twice, and may

@@ -165,8 +165,10 @@ def local_run(day: datetime.date, schedule: LocalSchedule, zone: zoneinfo.ZoneIn
 def next_local_due(after: float, schedule: LocalSchedule, zone: zoneinfo.ZoneInfo) -> float:
     """The first run of a local schedule strictly after ``after``: one per local day or week."""
     today = datetime.datetime.fromtimestamp(after, zone).date()
-    # Yesterday too: a run pushed past midnight by a gap belongs to the day before.
-    for offset in range(-1, 9):
+    # Today's run may have passed, and a weekly one may be today's a week on: 8 days.
+    # (A run pushed past midnight by a gap lands at the first instant of the next day,
+    # so no instant of that day comes before it: yesterday's run never needs looking at.)
+    for offset in range(8):
         day = today + datetime.timedelta(days=offset)
         if schedule.weekday is not None and day.weekday() != schedule.weekday:
             continue

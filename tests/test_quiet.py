@@ -120,6 +120,7 @@ def test_is_quiet(text: str | None, zone: ZoneInfo, moment: float, quiet: bool) 
     ("23:00-02:30", BERLIN, utc(2026, 3, 28, 23, 0), utc(2026, 3, 29, 1, 0)),
     # ... unless they jump into the window: then it goes on until the next day's end.
     ("02:45-02:15", BERLIN, utc(2026, 3, 29, 0, 0), utc(2026, 3, 30, 0, 15)),
+    ("02:45-02:15", BERLIN, utc(2026, 3, 28, 2, 0), utc(2026, 3, 30, 0, 15)),
     # A start that does not exist that night: quiet from the jump, until the end.
     ("02:30-06:00", BERLIN, utc(2026, 3, 29, 1, 0), utc(2026, 3, 29, 4, 0)),
     # An end read twice, with quiet in between (the fall-back night above): each one ends.
@@ -166,3 +167,11 @@ def test_quiet_lasts_until_it_ends(zone: ZoneInfo, moment: float, start: int, en
         while probe < ends:
             assert is_quiet(probe, quiet, zone)
             probe += step
+
+
+@pytest.mark.parametrize("moment, quiet", [
+    (utc(2026, 3, 11, 5, 59, 59) + 0.9999998, True),  # rounds to 07:00 at microseconds
+    (utc(2026, 3, 11, 6, 0), False),
+])
+def test_is_quiet_does_not_round_into_the_end(moment: float, quiet: bool) -> None:
+    assert is_quiet(moment, NIGHT, BERLIN) is quiet
