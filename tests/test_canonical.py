@@ -150,8 +150,11 @@ def test_is_web_url(url: str, web: bool) -> None:
 
 # URLs built from parts that are each odd in some way, and arbitrary text besides.
 _LABEL = st.from_regex(r"[A-Za-z0-9\u00e0-\u00ff-]{1,12}", fullmatch=True)
-_HOSTS = st.builds(lambda www, labels: ("www." if www else "") + ".".join(labels),
-                   st.booleans(), st.lists(_LABEL, min_size=1, max_size=3))
+_HOSTS = st.one_of(
+    st.builds(lambda user, www, labels: user + ("www." if www else "") + ".".join(labels),
+              st.sampled_from(["", "user@", "u:P%41ss@", "@"]), st.booleans(),
+              st.lists(_LABEL, min_size=1, max_size=3)),
+    st.sampled_from(["[::1]", "[2001:DB8::0:1]", "127.0.0.1", "[v1.x]"]))
 _PIECE = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="?#"), max_size=12)
 _FIELDS = st.lists(st.one_of(
     st.sampled_from(sorted(TRACKING_PARAMETERS) + ["utm_source", "UTM_Medium", "id", "q"]),
@@ -181,7 +184,8 @@ def test_canonical_url_drops_tracking_and_fragment(url: str) -> None:
     assert not any(name in TRACKING_PARAMETERS or name.startswith(TRACKING_PREFIXES)
                    for name in names)
     assert "#" not in canonical
-    assert parts.netloc == parts.netloc.lower() and not parts.netloc.startswith("www.")
+    host = parts.netloc.rpartition("@")[2]
+    assert host == host.lower() and not host.startswith("www.")
 
 
 @given(st.lists(st.from_regex(r"[a-z]{1,6}=[a-z0-9]{0,4}", fullmatch=True), max_size=5))
