@@ -102,6 +102,8 @@ def parse_clock(text: str) -> tuple[int, int]:
 def parse_local_schedule(text: str) -> LocalSchedule:
     """Parse '08:00' (daily) or 'mon 08:00' / 'Monday 08:00' (weekly)."""
     words = text.split()
+    if len(words) == 1 and words[0].lower() in _WEEKDAY_NUMBERS:
+        raise ScheduleError(f"a weekly digest needs a time too: try {words[0]} 08:00")
     if len(words) == 1:
         return LocalSchedule(*parse_clock(words[0]))
     if len(words) == 2:
@@ -113,8 +115,9 @@ def parse_local_schedule(text: str) -> LocalSchedule:
 
 
 def is_local_schedule(text: str) -> bool:
-    """Whether a /subscribe argument means a local time ('08:00') rather than an interval."""
-    return ":" in text
+    """Whether a /subscribe argument means a local time ('08:00', 'mon …'), not an interval."""
+    words = text.split()
+    return ":" in text or (bool(words) and words[0].lower() in _WEEKDAY_NUMBERS)
 
 
 def parse_zone(text: str) -> zoneinfo.ZoneInfo:
@@ -176,6 +179,22 @@ def next_local_due(after: float, schedule: LocalSchedule, zone: zoneinfo.ZoneInf
         if run > after:
             return run
     raise AssertionError("a daily or weekly schedule runs within 8 days")  # pragma: no cover
+
+
+# What /subscribe sets: an interval in seconds, or a local time of day or week.
+Schedule = int | LocalSchedule
+
+
+def parse_schedule(text: str, minimum: int) -> Schedule:
+    """Parse a /subscribe argument: a local time ('08:00', 'mon 08:00') or an interval."""
+    return parse_local_schedule(text) if is_local_schedule(text) else parse_interval(text, minimum)
+
+
+def next_run(after: float, schedule: Schedule, zone: zoneinfo.ZoneInfo) -> float:
+    """When a digest on either kind of schedule is next due after ``after``."""
+    if isinstance(schedule, LocalSchedule):
+        return next_local_due(after, schedule, zone)
+    return next_due(after, schedule)
 
 
 def describe_schedule(schedule: LocalSchedule) -> str:

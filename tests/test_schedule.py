@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from newsbot.schedule import (DEFAULT_INTERVAL, MAX_INTERVAL, IntervalError, LocalSchedule,
                               ScheduleError, describe_interval, describe_local_time,
                               describe_schedule, describe_time, is_local_schedule, next_due,
-                              next_local_due, parse_interval, parse_local_schedule, parse_zone)
+                              next_local_due, next_run, parse_interval, parse_local_schedule,
+                              parse_schedule, parse_zone)
 
 MINUTE, HOUR, DAY = 60, 3600, 86_400
 
@@ -303,6 +304,7 @@ def test_parse_local_schedule(text: str, schedule: LocalSchedule) -> None:
     ("mond 08:00", "'mond' is not a day"),
     ("mon 25:00", "'25:00' is not a time of day"),
     ("mon tue 08:00", "is not a schedule"),
+    ("Mon", "a weekly digest needs a time too: try Mon 08:00"),
 ])
 def test_parse_local_schedule_refuses_with_a_reason(text: str, message: str) -> None:
     with pytest.raises(ScheduleError) as refusal:
@@ -311,7 +313,8 @@ def test_parse_local_schedule_refuses_with_a_reason(text: str, message: str) -> 
 
 
 @pytest.mark.parametrize("text, local", [
-    ("08:00", True), ("mon 08:00", True), ("6h", False), ("1h30m", False), ("", False),
+    ("08:00", True), ("mon 08:00", True), ("Friday", True), ("6h", False), ("1h30m", False),
+    ("", False), ("   ", False),
 ])
 def test_is_local_schedule(text: str, local: bool) -> None:
     assert is_local_schedule(text) is local
@@ -384,3 +387,33 @@ def test_zones_come_from_the_tzdata_wheel_when_the_system_has_none() -> None:
     done = subprocess.run([sys.executable, "-c", program], env=environment,
                           capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout == "Australia/Lord_Howe 2026-10-04 02:30 +11\n"
+
+
+@pytest.mark.parametrize("text, schedule", [
+    ("08:00", LocalSchedule(8, 0)),
+    ("mon 08:00", LocalSchedule(8, 0, 0)),
+    ("6h", 6 * HOUR),
+    ("", DEFAULT_INTERVAL),
+])
+def test_parse_schedule_tells_local_times_from_intervals(text: str,
+                                                         schedule: LocalSchedule | int) -> None:
+    assert parse_schedule(text, 900) == schedule
+
+
+@pytest.mark.parametrize("text, error", [
+    ("25:00", ScheduleError), ("mon", ScheduleError), ("soon", IntervalError),
+    ("1m", IntervalError),
+])
+def test_parse_schedule_refuses_either_kind(text: str, error: type[ValueError]) -> None:
+    with pytest.raises(error):
+        parse_schedule(text, 900)
+
+
+@pytest.mark.parametrize("schedule, due", [
+    # An interval counts seconds, whatever the clocks do...
+    (6 * HOUR, utc(2026, 3, 29, 0, 30) + 6 * HOUR),
+    # ... a local time follows them.
+    (LocalSchedule(8, 0), utc(2026, 3, 29, 6, 0)),
+])
+def test_next_run_follows_either_kind(schedule: LocalSchedule | int, due: float) -> None:
+    assert next_run(utc(2026, 3, 29, 0, 30), schedule, BERLIN) == due
