@@ -10,7 +10,7 @@ never compared, so two articles that share a headline stay two. Pure functions.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 
 from newsbot.canonical import article_key, is_web_url
 from newsbot.models import Item, Source, SourceNews
@@ -70,6 +70,13 @@ def merge_news(blocks: Sequence[SourceNews]) -> list[MergedNews]:
         entries.append(kept)
     return [MergedNews(block.source, tuple(kept), block.error)
             for block, kept in zip(blocks, entries)]
+
+
+def drop_seen(blocks: Sequence[MergedNews], seen: Container[str]) -> list[MergedNews]:
+    """The blocks without the articles whose keys are in ``seen`` (sent from any source)."""
+    return [dataclasses.replace(block, entries=tuple(entry for entry in block.entries
+                                                     if entry.key not in seen))
+            for block in blocks]
 
 
 def _with(labels: Iterable[str], label: str, own: str) -> tuple[str, ...]:

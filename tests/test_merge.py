@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from newsbot.merge import Entry, MergedNews, item_key, merge_news
+from newsbot.merge import Entry, MergedNews, drop_seen, item_key, merge_news
 from newsbot.models import Item, Source, SourceNews
 
 FEED = Source("feed", "https://example.org/feed.xml", "example.org")
@@ -113,3 +113,15 @@ def test_linked_url_round_trips_through_json_and_old_items_still_load() -> None:
     assert Item.from_json({"id": "1", "title": "Story", "link": "https://example.org/a",
                            "published": 1.5}) == plain
     assert Item.from_json({**plain.to_json(), "from_a_newer_version": 1}) == plain
+
+
+def test_an_article_seen_from_one_source_is_not_shown_from_another() -> None:
+    # Yesterday's digest sent the feed's item; today a Reddit post links to it, with fbclid.
+    yesterday = merge_news([block(FEED, Item("f1", "Story", "https://example.org/a/"))])
+    seen = {entry.key for news in yesterday for entry in news.entries}
+    today = merge_news([
+        block(PYTHON, post("p1", "Story!", "https://www.example.org/a?fbclid=x"),
+              post("p2", "New story", "https://example.org/b")),
+        block(FEED, Item("f1", "Story", "https://example.org/a/")),
+    ])
+    assert shown(drop_seen(today, seen)) == [[("New story", ())], []]
