@@ -31,11 +31,15 @@ class Entry:
 
 @dataclasses.dataclass(frozen=True)
 class MergedNews:
-    """One source's block after merging: its entries, or the reason it gave none."""
+    """One source's block after merging: its entries, or the reason it gave none.
+
+    ``shown_above`` counts its items left out because an earlier block shows them.
+    """
 
     source: Source
     entries: tuple[Entry, ...] = ()
     error: str | None = None
+    shown_above: int = 0
 
     @property
     def news(self) -> SourceNews:
@@ -53,8 +57,10 @@ def merge_news(blocks: Sequence[SourceNews]) -> list[MergedNews]:
     """Show each article once, in the first block that has it, naming the other sources."""
     first: dict[str, tuple[int, int]] = {}  # key -> (block, entry) where it is shown
     entries: list[list[Entry]] = []
+    above: list[int] = []
     for block_index, block in enumerate(blocks):
         kept: list[Entry] = []
+        above.append(0)
         for item in block.items:
             key = item_key(block.source, item)
             if key not in first:
@@ -62,14 +68,16 @@ def merge_news(blocks: Sequence[SourceNews]) -> list[MergedNews]:
                 kept.append(Entry(item, key))
                 continue
             shown_block, shown_entry = first[key]
+            if shown_block != block_index:
+                above[block_index] += 1
             target = kept if shown_block == block_index else entries[shown_block]
             shown = target[shown_entry]
             target[shown_entry] = dataclasses.replace(
                 shown, also=_with(shown.also, block.source.label,
                                   blocks[shown_block].source.label))
         entries.append(kept)
-    return [MergedNews(block.source, tuple(kept), block.error)
-            for block, kept in zip(blocks, entries)]
+    return [MergedNews(block.source, tuple(kept), block.error, count)
+            for block, kept, count in zip(blocks, entries, above)]
 
 
 def drop_seen(blocks: Sequence[MergedNews], seen: Container[str]) -> list[MergedNews]:

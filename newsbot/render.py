@@ -11,12 +11,18 @@ import html
 import re
 from collections.abc import Iterable, Sequence
 
+from newsbot.merge import MergedNews
 from newsbot.models import SourceNews
 
 # Telegram refuses messages over 4096 characters; stay below with room to spare.
 MESSAGE_LIMIT = 4000
 MAX_TITLE = 250
 MAX_LINK = 2000
+# Other sources named after a merged item, and the length of each name: even escaped
+# (a '"' becomes 6 characters) they add at most ~1300 characters to the item's line, which
+# so stays below MESSAGE_LIMIT with its link instead of being cut into plain text.
+MAX_ALSO = 5
+MAX_ALSO_LABEL = 40
 _TAG = re.compile(r"<[^>]+>")
 _LINK = re.compile(r'<a href="([^"]*)">(.*?)</a>')
 
@@ -55,6 +61,38 @@ def render_news(news: Sequence[SourceNews], heading: str | None = None) -> list[
         if index:
             lines.append("")
         lines.extend(source_lines(block))
+    return split_message(lines)
+
+
+def merged_lines(news: MergedNews) -> list[str]:
+    """The lines of a merged block: as ``source_lines``, each item naming its other sources."""
+    if news.error is None and not news.entries and news.shown_above:
+        return [f"<b>{escape(shorten(news.source.label, MAX_TITLE))}</b>",
+                "<i>all shown above</i>"]
+    lines = source_lines(news.news)
+    if news.error is None:
+        # source_lines gives the block's name, then one line per item, in order.
+        for index, entry in enumerate(news.entries, start=1):
+            if entry.also:
+                lines[index] += f" <i>also: {escape(also_names(entry.also))}</i>"
+    return lines
+
+
+def also_names(labels: Sequence[str]) -> str:
+    """The other sources of an item, a few by name, so its line keeps its link."""
+    names = [shorten(label, MAX_ALSO_LABEL) for label in labels[:MAX_ALSO]]
+    if len(labels) > MAX_ALSO:
+        names.append(f"{len(labels) - MAX_ALSO} more")
+    return ", ".join(names)
+
+
+def render_merged(news: Sequence[MergedNews], heading: str | None = None) -> list[str]:
+    """Render merged news as messages below Telegram's size limit, with ``also:`` notes."""
+    lines = [f"<b>{escape(heading)}</b>", ""] if heading else []
+    for index, block in enumerate(news):
+        if index:
+            lines.append("")
+        lines.extend(merged_lines(block))
     return split_message(lines)
 
 

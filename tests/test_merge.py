@@ -39,6 +39,7 @@ def test_one_article_from_three_sources_is_shown_once_in_the_first_block() -> No
         [("Unrelated", ())],
     ]
     assert merged[0].entries[0].key == "https://example.org/news/315"
+    assert [news.shown_above for news in merged] == [0, 1, 1]
     assert [news.source for news in merged] == [FEED, MIRROR, PYTHON]
 
 
@@ -67,6 +68,7 @@ def test_an_article_twice_in_one_source_is_shown_once_without_naming_itself() ->
               Item("m2", "Story", "https://example.org/a#more")),
     ])
     assert shown(merged) == [[("Story", ("mirror.example",))], []]
+    assert [news.shown_above for news in merged] == [0, 2]
 
 
 def test_items_without_a_web_address_never_merge() -> None:
