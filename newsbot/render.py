@@ -18,9 +18,8 @@ from newsbot.models import SourceNews
 MESSAGE_LIMIT = 4000
 MAX_TITLE = 250
 MAX_LINK = 2000
-# Other sources named after a merged item, and the length of each name: even escaped
-# (a '"' becomes 6 characters) they add at most ~1300 characters to the item's line, which
-# so stays below MESSAGE_LIMIT with its link instead of being cut into plain text.
+# Other sources named after a merged item, and the length of each name, so a merged item
+# reads as a line, not a list.
 MAX_ALSO = 5
 MAX_ALSO_LABEL = 40
 _TAG = re.compile(r"<[^>]+>")
@@ -74,16 +73,27 @@ def merged_lines(news: MergedNews) -> list[str]:
         # source_lines gives the block's name, then one line per item, in order.
         for index, entry in enumerate(news.entries, start=1):
             if entry.also:
-                lines[index] += f" <i>also: {escape(also_names(entry.also))}</i>"
+                lines[index] += _also_note(lines[index], entry.also)
     return lines
 
 
-def also_names(labels: Sequence[str]) -> str:
-    """The other sources of an item, a few by name, so its line keeps its link."""
-    names = [shorten(label, MAX_ALSO_LABEL) for label in labels[:MAX_ALSO]]
-    if len(labels) > MAX_ALSO:
-        names.append(f"{len(labels) - MAX_ALSO} more")
+def also_names(labels: Sequence[str], named: int = MAX_ALSO) -> str:
+    """The other sources of an item: up to ``named`` by name, then how many more."""
+    names = [shorten(label, MAX_ALSO_LABEL) for label in labels[:named]]
+    if len(labels) > named:
+        rest = len(labels) - named
+        names.append(f"{rest} more" if names else f"{rest} other source" + "s" * (rest > 1))
     return ", ".join(names)
+
+
+def _also_note(line: str, labels: Sequence[str]) -> str:
+    """The ``also:`` note for an item's line, naming fewer sources if the line must stay
+    below MESSAGE_LIMIT to keep its link (a long, escaped title and link take most)."""
+    for named in range(min(len(labels), MAX_ALSO), -1, -1):
+        note = f" <i>also: {escape(also_names(labels, named))}</i>"
+        if len(line) + len(note) <= MESSAGE_LIMIT:
+            break
+    return note
 
 
 def render_merged(news: Sequence[MergedNews], heading: str | None = None) -> list[str]:

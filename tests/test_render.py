@@ -303,6 +303,14 @@ def test_also_names_a_few_sources(count: int, names: str) -> None:
     assert also_names([f"s{index}" for index in range(count)]) == names
 
 
+@pytest.mark.parametrize("count, named, names", [
+    (3, 2, "s0, s1, 1 more"), (3, 0, "3 other sources"), (1, 0, "1 other source"),
+    (2, 2, "s0, s1"),
+])
+def test_also_names_fewer(count: int, named: int, names: str) -> None:
+    assert also_names([f"s{index}" for index in range(count)], named) == names
+
+
 def test_also_names_shortens_long_labels() -> None:
     assert also_names(["x" * 100, "r/python"]) == "x" * 39 + "…, r/python"
 
