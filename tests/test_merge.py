@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from newsbot.merge import Entry, MergedNews, drop_seen, item_key, merge_news
 from newsbot.models import Item, Source, SourceNews
 
@@ -127,3 +130,38 @@ def test_an_article_seen_from_one_source_is_not_shown_from_another() -> None:
         block(FEED, Item("f1", "Story", "https://example.org/a/")),
     ])
     assert shown(drop_seen(today, seen)) == [[("New story", ())], []]
+
+
+_LINKS = st.sampled_from([
+    "https://example.org/a", "https://www.example.org/a/", "https://example.org/a?utm_source=x",
+    "https://example.org/b", "https://example.org/b#c", "http://example.org/a",
+    "https://mirror.example/a", "", "not a link",
+])
+_ITEMS = st.lists(st.tuples(_LINKS, st.one_of(st.none(), _LINKS), st.sampled_from("ABC")),
+                  max_size=6)
+
+
+@given(st.lists(_ITEMS, min_size=1, max_size=4))
+def test_every_article_is_shown_exactly_once_where_it_first_came(
+        raw: list[list[tuple[str, str | None, str]]]) -> None:
+    sources = [Source("feed", f"https://s{index}.example/", f"s{index}")
+               for index in range(len(raw))]
+    blocks = [SourceNews(source, tuple(Item(f"{index}", title, link, linked_url=linked)
+                                       for index, (link, linked, title) in enumerate(items)))
+              for source, items in zip(sources, raw)]
+    merged = merge_news(blocks)
+    keys_in = [[item_key(block.source, item) for item in block.items] for block in blocks]
+    shown_keys = [entry.key for news in merged for entry in news.entries]
+    # Each article once, and in the first block that had it, in its order there.
+    assert len(shown_keys) == len(set(shown_keys)) == len({k for ks in keys_in for k in ks})
+    for index, news in enumerate(merged):
+        first_here = [key for key in dict.fromkeys(keys_in[index])
+                      if not any(key in earlier for earlier in keys_in[:index])]
+        assert [entry.key for entry in news.entries] == first_here
+        assert news.shown_above == sum(
+            1 for key in keys_in[index] if any(key in earlier for earlier in keys_in[:index]))
+        # also: exactly the later blocks that had the article, in order, never itself.
+        for entry in news.entries:
+            assert list(entry.also) == [sources[later].label
+                                        for later in range(index + 1, len(blocks))
+                                        if entry.key in keys_in[later]]
