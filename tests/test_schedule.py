@@ -271,6 +271,19 @@ def test_daily_runs_fall_on_consecutive_local_days_at_the_time(
             assert before.replace(tzinfo=None) < scheduled < clock.replace(tzinfo=None)
 
 
+@given(st.sampled_from(ZONES), st.floats(utc(2020, 1, 1), utc(2030, 1, 1)),
+       st.integers(0, 6), st.integers(0, 23), st.integers(0, 59))
+def test_weekly_runs_fall_a_local_week_apart_on_the_day(
+        zone: ZoneInfo, after: float, weekday: int, hour: int, minute: int) -> None:
+    found = runs(after, LocalSchedule(hour, minute, weekday), zone, 3)
+    assert after < found[0] < found[1] < found[2]
+    days = local_dates([after] + found, zone)
+    assert datetime.timedelta(0) <= days[1] - days[0] <= datetime.timedelta(days=7)
+    assert days[3] - days[2] == days[2] - days[1] == datetime.timedelta(days=7)
+    # Each on the chosen weekday, in the zone.
+    assert all(day.weekday() == weekday for day in days[1:])
+
+
 @pytest.mark.parametrize("text, schedule", [
     ("08:00", LocalSchedule(8, 0)),
     ("8:00", LocalSchedule(8, 0)),
