@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from newsbot.merge import Entry, MergedNews, drop_seen, item_key, merge_news
 from newsbot.models import Item, Source, SourceNews
+from newsbot.store import CachedNews
 
 FEED = Source("feed", "https://example.org/feed.xml", "example.org")
 MIRROR = Source("feed", "https://mirror.example/rss", "mirror.example")
@@ -165,3 +166,10 @@ def test_every_article_is_shown_exactly_once_where_it_first_came(
             assert list(entry.also) == [sources[later].label
                                         for later in range(index + 1, len(blocks))
                                         if entry.key in keys_in[later]]
+
+
+def test_the_fetch_cache_keeps_a_link_posts_linked_url() -> None:
+    # Items reach the merge through the shared fetch cache; the linked URL must survive it.
+    cached = CachedNews(1.0, (post("p1", "Story", "https://example.org/a"),
+                              Item("f1", "Plain", "https://example.org/b")))
+    assert CachedNews.from_mapping(cached.to_mapping()) == cached
