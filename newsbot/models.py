@@ -30,19 +30,31 @@ class Source:
 
 @dataclasses.dataclass(frozen=True)
 class Item:
-    """One news item: a Reddit post or a feed entry."""
+    """One news item: a Reddit post or a feed entry.
+
+    ``linked_url`` is the address a Reddit link post points to (the listing's ``url``),
+    so that the post counts as the article it links to; None for everything else.
+    """
 
     id: str
     title: str
     link: str
     published: float | None = None
+    linked_url: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        # Left out when unset, so an item without one is stored exactly as before and
+        # a replica still running the code without the field reads it.
+        if data["linked_url"] is None:
+            del data["linked_url"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Item:
-        return cls(**data)
+        # Fields this version does not know (written by a newer one) are ignored.
+        return cls(**{field.name: data[field.name] for field in dataclasses.fields(cls)
+                      if field.name in data})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,12 +11,17 @@ import html
 import re
 from collections.abc import Iterable, Sequence
 
+from newsbot.merge import MergedNews
 from newsbot.models import SourceNews
 
 # Telegram refuses messages over 4096 characters; stay below with room to spare.
 MESSAGE_LIMIT = 4000
 MAX_TITLE = 250
 MAX_LINK = 2000
+# Other sources named after a merged item, and the length of each name, so a merged item
+# reads as a line, not a list.
+MAX_ALSO = 5
+MAX_ALSO_LABEL = 40
 _TAG = re.compile(r"<[^>]+>")
 _LINK = re.compile(r'<a href="([^"]*)">(.*?)</a>')
 
@@ -55,6 +60,49 @@ def render_news(news: Sequence[SourceNews], heading: str | None = None) -> list[
         if index:
             lines.append("")
         lines.extend(source_lines(block))
+    return split_message(lines)
+
+
+def merged_lines(news: MergedNews) -> list[str]:
+    """The lines of a merged block: as ``source_lines``, each item naming its other sources."""
+    if news.error is None and not news.entries and news.shown_above:
+        return [f"<b>{escape(shorten(news.source.label, MAX_TITLE))}</b>",
+                "<i>all shown above</i>"]
+    lines = source_lines(news.news)
+    if news.error is None:
+        # source_lines gives the block's name, then one line per item, in order.
+        for index, entry in enumerate(news.entries, start=1):
+            if entry.also:
+                lines[index] += _also_note(lines[index], entry.also)
+    return lines
+
+
+def also_names(labels: Sequence[str], named: int = MAX_ALSO) -> str:
+    """The other sources of an item: up to ``named`` by name, then how many more."""
+    names = [shorten(label, MAX_ALSO_LABEL) for label in labels[:named]]
+    if len(labels) > named:
+        rest = len(labels) - named
+        names.append(f"{rest} more" if names else f"{rest} other source" + "s" * (rest > 1))
+    return ", ".join(names)
+
+
+def _also_note(line: str, labels: Sequence[str]) -> str:
+    """The ``also:`` note for an item's line, naming fewer sources if the line must stay
+    below MESSAGE_LIMIT to keep its link (a long, escaped title and link take most)."""
+    for named in range(min(len(labels), MAX_ALSO), -1, -1):
+        note = f" <i>also: {escape(also_names(labels, named))}</i>"
+        if len(line) + len(note) <= MESSAGE_LIMIT:
+            break
+    return note
+
+
+def render_merged(news: Sequence[MergedNews], heading: str | None = None) -> list[str]:
+    """Render merged news as messages below Telegram's size limit, with ``also:`` notes."""
+    lines = [f"<b>{escape(heading)}</b>", ""] if heading else []
+    for index, block in enumerate(news):
+        if index:
+            lines.append("")
+        lines.extend(merged_lines(block))
     return split_message(lines)
 
 

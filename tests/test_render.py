@@ -10,13 +10,15 @@ import html
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from fakes.telegram_api import ApiError, parse_html
+from newsbot.merge import merge_news
 from newsbot.models import Item, Source, SourceNews
-from newsbot.render import (MAX_TITLE, MESSAGE_LIMIT, bullet_list, escape, refusals,
-                            render_news, shorten, source_lines, split_message, to_plain)
+from newsbot.render import (MAX_TITLE, MESSAGE_LIMIT, also_names, bullet_list, escape, refusals,
+                            render_merged, render_news, shorten, source_lines, split_message,
+                            to_plain)
 
 TELEGRAM_LIMIT = 4096
 _HREF = re.compile(r'<a href="([^"]*)">')
@@ -251,3 +253,74 @@ def test_parse_html_is_strict_enough_to_catch_missing_escapes() -> None:
     for bad in ("Fish & Chips", "<script>", "<b>open"):
         with pytest.raises(ApiError):
             parse_html(bad)
+
+
+def test_merged_news_names_the_other_sources_of_an_item() -> None:
+    mirror = Source("feed", "https://mirror.example/rss", "mirror.example")
+    reddit = Source("reddit", "r/python", "r/python")
+    merged = merge_news([
+        SourceNews(FEED, (item("Story", "https://example.org/a"), item("Other", id="2",
+                                                                       link="https://x.org/b"))),
+        SourceNews(mirror, (item("Story", "https://www.example.org/a/"),)),
+        SourceNews(reddit, (Item("3", "Story", "https://www.reddit.com/r/python/comments/3/s/",
+                                 linked_url="https://example.org/a?fbclid=1"),
+                            item("<New>", "https://y.org/c", id="4"))),
+        SourceNews(Source("feed", "https://down.example/", "down.example"), error="gone"),
+    ])
+    [message] = render_merged(merged, heading="Digest")
+    parse_html(message)
+    assert to_plain(message).split("\n") == [
+        "Digest", "",
+        "https://example.org/feed.xml",
+        "• Story <https://example.org/a> also: mirror.example, r/python",
+        "• Other <https://x.org/b>", "",
+        "mirror.example", "all shown above", "",
+        "r/python", "• <New> <https://y.org/c>", "",
+        "⚠️ down.example: gone",
+    ]
+
+
+def test_merged_news_without_duplicates_renders_as_plain_news() -> None:
+    news = [SourceNews(FEED, (item("A & B"),)), SourceNews(PYTHON), SourceNews(PYTHON, error="x")]
+    assert render_merged(merge_news(news), heading="h") == render_news(news, heading="h")
+
+
+@given(st.lists(st.text(max_size=300), min_size=1, max_size=40))
+def test_also_labels_are_escaped_and_shortened(labels: list[str]) -> None:
+    blocks = [SourceNews(Source("feed", f"https://s{index}.example/", label),
+                         (item("Story", "https://example.org/a"),))
+              for index, label in enumerate(labels)]
+    for message in render_merged(merge_news(blocks)):
+        assert len(message) <= MESSAGE_LIMIT
+        parse_html(message)
+
+
+@pytest.mark.parametrize("count, names", [
+    (1, "s0"), (5, "s0, s1, s2, s3, s4"), (6, "s0, s1, s2, s3, s4, 1 more"),
+    (30, "s0, s1, s2, s3, s4, 25 more"),
+])
+def test_also_names_a_few_sources(count: int, names: str) -> None:
+    assert also_names([f"s{index}" for index in range(count)]) == names
+
+
+@pytest.mark.parametrize("count, named, names", [
+    (3, 2, "s0, s1, 1 more"), (3, 0, "3 other sources"), (1, 0, "1 other source"),
+    (2, 2, "s0, s1"),
+])
+def test_also_names_fewer(count: int, named: int, names: str) -> None:
+    assert also_names([f"s{index}" for index in range(count)], named) == names
+
+
+def test_also_names_shortens_long_labels() -> None:
+    assert also_names(["x" * 100, "r/python"]) == "x" * 39 + "…, r/python"
+
+
+@given(st.lists(st.one_of(st.text(max_size=300), st.just('"' * 300)), min_size=2, max_size=40))
+@example(['"' * 299 + chr(65 + index) for index in range(12)])
+def test_an_item_with_many_other_sources_keeps_its_link(labels: list[str]) -> None:
+    blocks = [SourceNews(Source("feed", f"https://s{index}.example/", label),
+                         (item('"' * 400, "https://example.org/" + "a" * 1900),))
+              for index, label in enumerate(labels)]
+    messages = render_merged(merge_news(blocks))
+    assert [link for message in messages for link in hrefs(message)] == [
+        "https://example.org/" + "a" * 1900]
