@@ -9,22 +9,38 @@ admin page on the cluster network. Two layers, both needed:
 * ``guarded_adapter`` checks the address each connection actually reached, which also
   defeats DNS rebinding (a name that resolves to a public address for the check and to
   a private one for the connection).
+
+Every name is resolved by the guard's ``Resolver``, also for the connection itself:
+``getaddrinfo`` cannot be cancelled, so lookups run on a small pool of their own and
+the caller stops waiting at its deadline. A name whose DNS never answers then costs a
+resolver thread, never a download thread or a chat's whole reply.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import ipaddress
 import socket
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from newsbot.errors import InvalidSource
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# (host, port) -> the addresses it resolves to; raises OSError when it does not.
+Lookup = Callable[[str, int], list[str]]
+# Lookups in flight at once. Real resolvers give up after a few seconds (resolv.conf's
+# timeout × attempts), so a thread held by a dead name comes back; the pool only has
+# to cover the lookups that are slow at the same moment.
+RESOLVER_THREADS = 16
+# How long a lookup may take when the caller has no deadline of its own.
+RESOLVE_SECONDS = 10.0
 
 
 def is_public(address: IPAddress) -> bool:
@@ -47,15 +63,70 @@ def is_public(address: IPAddress) -> bool:
     )
 
 
+def system_lookup(host: str, port: int) -> list[str]:
+    """Resolve a name with the system resolver (getaddrinfo)."""
+    infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    return [str(info[4][0]) for info in infos]
+
+
+def _literal(host: str) -> str | None:
+    """The host itself if it is an IP address, which needs no lookup."""
+    try:
+        return str(ipaddress.ip_address(host.strip("[]").split("%", 1)[0]))
+    except ValueError:
+        return None
+
+
+class Resolver:
+    """Resolves names on a bounded pool of its own, giving up at the caller's deadline."""
+
+    def __init__(self, lookup: Lookup = system_lookup,
+                 threads: int = RESOLVER_THREADS) -> None:
+        self.lookup = lookup
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            threads, thread_name_prefix="newsbot-dns")
+
+    def resolve(self, host: str, port: int, timeout: float | None = None) -> list[str]:
+        """The addresses of a host; InvalidSource if it does not resolve within timeout."""
+        literal = _literal(host)
+        if literal is not None:
+            return [literal]
+        wait = RESOLVE_SECONDS if timeout is None else max(0.0, timeout)
+        try:
+            future = self._pool.submit(self.lookup, host, port)
+        except RuntimeError:  # the pool was shut down: the bot is stopping
+            raise InvalidSource("the host name could not be looked up") from None
+        try:
+            addresses = future.result(wait)
+        except concurrent.futures.TimeoutError:
+            # A lookup still queued never starts; one that started ends on its own.
+            future.cancel()
+            raise InvalidSource("the host name did not resolve in time") from None
+        except (OSError, UnicodeError):
+            raise InvalidSource("the host name does not resolve") from None
+        if not addresses:
+            raise InvalidSource("the host name does not resolve")
+        return addresses
+
+    def close(self) -> None:
+        """Stop the pool; lookups still queued are dropped."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 class Guard:
     """Decides which addresses feed requests may reach."""
 
     def __init__(self, allow_private: bool = False,
-                 exempt: frozenset[IPAddress] = frozenset()) -> None:
+                 exempt: frozenset[IPAddress] = frozenset(),
+                 resolver: Resolver | None = None) -> None:
         self.allow_private = allow_private
         # Addresses allowed although not public: only tests use this, to stand a
         # "public" server on a second loopback address.
         self.exempt = exempt
+        self.resolver = resolver or Resolver()
+
+    def close(self) -> None:
+        self.resolver.close()
 
     def check_address(self, text: str) -> None:
         """Refuse an address that is not public, unless private URLs are allowed."""
@@ -65,43 +136,82 @@ class Guard:
         if address not in self.exempt and not is_public(address):
             raise InvalidSource("the address is private or local, which is not allowed")
 
-    def check_url(self, url: str) -> None:
+    def check_url(self, url: str, timeout: float | None = None) -> None:
         """Refuse a URL whose scheme is not http(s) or whose host is not public."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidSource("only http:// and https:// URLs can be followed")
         if self.allow_private:
             return
-        port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
-            infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
-        except (socket.gaierror, UnicodeError):
-            raise InvalidSource("the host name does not resolve") from None
-        for info in infos:
-            self.check_address(str(info[4][0]))
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            raise InvalidSource("not a valid URL") from None
+        for address in self.resolver.resolve(parts.hostname, port, timeout):
+            self.check_address(address)
 
 
-def guarded_adapter(guard: Guard, **kwargs: Any) -> HTTPAdapter:
-    """An HTTPAdapter whose connections refuse to talk to a non-public peer."""
+class Deadlines(Protocol):
+    """What a connection asks of the download it serves (see download.Downloader)."""
 
-    def check_peer(sock: socket.socket) -> None:
-        try:
-            guard.check_address(sock.getpeername()[0])
-        except InvalidSource:
-            sock.close()
-            raise
+    def remaining(self) -> float | None:
+        """Seconds left to the current download's deadline; None without one."""
+
+    def opened(self, sock: socket.socket) -> None:
+        """Hand over a connected socket, so the deadline can shut it down."""
+
+
+def guarded_adapter(guard: Guard, deadlines: Deadlines | None = None,
+                    **kwargs: Any) -> HTTPAdapter:
+    """An HTTPAdapter whose connections refuse to talk to a non-public peer.
+
+    Names are resolved by the guard's resolver within the download's deadline, and the
+    connection goes to an address the guard accepted.
+    """
+
+    def connect(connection: HTTPConnection,
+                new_conn: Callable[[], socket.socket]) -> socket.socket:
+        left = deadlines.remaining() if deadlines is not None else None
+        if left is not None:
+            if left <= 0:
+                raise ConnectTimeoutError(connection, "deadline passed before connecting")
+            if connection.timeout is None or connection.timeout > left:
+                connection.timeout = left
+        name = connection._dns_host  # with a trailing dot, if any: what DNS needs
+        # InvalidSource goes up as it is, like the guard's refusals: its reason is
+        # the one the user should read.
+        addresses = guard.resolver.resolve(name, connection.port or 0, left)
+        error: Exception | None = None
+        for address in addresses:
+            guard.check_address(address)
+            # Connect to the address just checked rather than let urllib3 look the name
+            # up again; the name comes back at once, for TLS (SNI, certificate).
+            connection._dns_host = address
+            try:
+                sock = new_conn()
+            except (NewConnectionError, ConnectTimeoutError) as failed:
+                error = failed
+                continue
+            finally:
+                connection._dns_host = name
+            try:
+                guard.check_address(sock.getpeername()[0])
+            except InvalidSource:
+                sock.close()
+                raise
+            if deadlines is not None:
+                deadlines.opened(sock)
+            return sock
+        assert error is not None
+        raise error
 
     class GuardedHTTPConnection(HTTPConnection):
         def _new_conn(self) -> socket.socket:
-            sock = super()._new_conn()
-            check_peer(sock)
-            return sock
+            return connect(self, super()._new_conn)
 
     class GuardedHTTPSConnection(HTTPSConnection):
         def _new_conn(self) -> socket.socket:
-            sock = super()._new_conn()
-            check_peer(sock)
-            return sock
+            return connect(self, super()._new_conn)
 
     class GuardedHTTPPool(HTTPConnectionPool):
         ConnectionCls = GuardedHTTPConnection
