@@ -57,7 +57,6 @@ class News:
         # Reddit resolves its (operator-chosen) name on a resolver of its own, so that
         # users' dead feed names never queue in front of it.
         self.reddit = Reddit(settings, Downloader(timeout=settings.fetch_timeout))
-        self.reddit_host = (urlsplit(settings.reddit_url).hostname or "reddit").lower()
         self.owner = uuid.uuid4().hex
         self._inflight: dict[str, asyncio.Task[CachedNews]] = {}
 
@@ -142,11 +141,16 @@ class News:
     async def _fetch(self, source: Source, cached: CachedNews | None) -> CachedNews:
         """Fetch a source upstream on the pool, within the fetch timeout."""
         expires = time.monotonic() + self.settings.fetch_timeout
-        host = self.reddit_host if source.kind == "reddit" else _host(source.key)
+        url = self.settings.reddit_url if source.kind == "reddit" else source.key
+        downloader = self.reddit.downloader if source.kind == "reddit" else self.feeds
+        host, port = _address(url)
         try:
+            # The name first, on the event loop: no download thread waits for DNS, so
+            # dead names cannot take the pool. The download then finds it resolved.
+            await downloader.resolver.resolve_async(host, port, expires - time.monotonic())
             return await self.pool.run(
                 host, expires, functools.partial(self._download, source, cached, expires))
-        except SourceError as error:  # no slot in time, or the pool is closing
+        except SourceError as error:  # no answer, no slot in time, or closing down
             return CachedNews(fetched_at=time.time(), error=str(error))
 
     def _download(self, source: Source, cached: CachedNews | None,
@@ -178,8 +182,14 @@ class News:
                           last_modified=validators.last_modified if validators else None)
 
 
-def _host(url: str) -> str:
-    return (urlsplit(url).hostname or url).lower()
+def _address(url: str) -> tuple[str, int]:
+    """The host (lower case) and port a URL names."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        port = 0  # the download refuses the URL with its reason
+    return (parts.hostname or url).lower(), port
 
 
 def _news(source: Source, cached: CachedNews, limit: int) -> SourceNews:

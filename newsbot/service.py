@@ -28,6 +28,7 @@ from newsbot.digests import Digests
 from newsbot.errors import ConfigError
 from newsbot.health import HealthServer
 from newsbot.news import News
+from newsbot.sources.guard import Guard
 from newsbot.store import Store, connect
 
 logger = logging.getLogger(__name__)
@@ -43,8 +44,13 @@ def replica_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Run one replica until SIGTERM/SIGINT (or ``stop``), then shut down cleanly."""
+async def serve(settings: Settings, stop: asyncio.Event | None = None,
+                guard: Guard | None = None) -> None:
+    """Run one replica until SIGTERM/SIGINT (or ``stop``), then shut down cleanly.
+
+    ``guard`` replaces the feeds' SSRF guard (and with it their resolver): tests stand
+    in the DNS edge with it.
+    """
     assert settings.telegram_token is not None
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -52,7 +58,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         loop.add_signal_handler(signum, stop.set)
 
     store = Store(connect(settings))
-    news = News(settings, store)
+    news = News(settings, store, guard)
     application, handlers = build_application(settings, store, news, settings.telegram_token)
     name = replica_name()
     consumer = Consumer(store.redis, name, functools.partial(handle_update, application,

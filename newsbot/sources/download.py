@@ -202,6 +202,7 @@ class Downloader:
         self.session.headers["User-Agent"] = USER_AGENT
         resolving = guard if guard is not None else Guard(allow_private=True)
         self._resolving = None if guard is not None else resolving  # ours to close
+        self.resolver = resolving.resolver
         adapter = guarded_adapter(resolving, self)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)

@@ -18,9 +18,12 @@ resolver thread, never a download thread or a chat's whole reply.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import ipaddress
 import socket
+import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -41,6 +44,11 @@ Lookup = Callable[[str, int], list[str]]
 RESOLVER_THREADS = 16
 # How long a lookup may take when the caller has no deadline of its own.
 RESOLVE_SECONDS = 10.0
+# Answers are reused this long (a common DNS TTL, and NEWSBOT_CACHE_TTL's default)...
+CACHE_SECONDS = 300.0
+# ...and kept this long as a fallback for when a new lookup fails.
+STALE_SECONDS = 3600.0
+CACHE_ENTRIES = 10_000
 
 
 def is_public(address: IPAddress) -> bool:
@@ -78,39 +86,94 @@ def _literal(host: str) -> str | None:
 
 
 class Resolver:
-    """Resolves names on a bounded pool of its own, giving up at the caller's deadline."""
+    """Resolves names on a bounded pool of its own, giving up at the caller's deadline.
+
+    Answers are kept for ``CACHE_SECONDS``, so a feed fetched every cache window needs
+    no lookup of its own, and past that for ``STALE_SECONDS`` as a fallback when a new
+    lookup fails or does not answer in time: a name that resolved a minute ago is not
+    lost because a flood of dead names holds the pool.
+    """
 
     def __init__(self, lookup: Lookup = system_lookup,
                  threads: int = RESOLVER_THREADS) -> None:
         self.lookup = lookup
         self._pool = concurrent.futures.ThreadPoolExecutor(
             threads, thread_name_prefix="newsbot-dns")
+        self._answers: dict[tuple[str, int], tuple[float, list[str]]] = {}
+        self._lock = threading.Lock()
 
     def resolve(self, host: str, port: int, timeout: float | None = None) -> list[str]:
         """The addresses of a host; InvalidSource if it does not resolve within timeout."""
-        literal = _literal(host)
-        if literal is not None:
-            return [literal]
-        wait = RESOLVE_SECONDS if timeout is None else max(0.0, timeout)
+        found, stale = self._known(host, port)
+        if found is not None:
+            return found
+        future = self._submit(host, port)
         try:
-            future = self._pool.submit(self.lookup, host, port)
-        except RuntimeError:  # the pool was shut down: the bot is stopping
-            raise InvalidSource("the host name could not be looked up") from None
-        try:
-            addresses = future.result(wait)
+            return future.result(_wait(timeout))
         except concurrent.futures.TimeoutError:
             # A lookup still queued never starts; one that started ends on its own.
             future.cancel()
-            raise InvalidSource("the host name did not resolve in time") from None
-        except (OSError, UnicodeError):
-            raise InvalidSource("the host name does not resolve") from None
-        if not addresses:
-            raise InvalidSource("the host name does not resolve")
-        return addresses
+            return _fallback(stale, "the host name did not resolve in time")
+        except (OSError, UnicodeError, InvalidSource):
+            return _fallback(stale, "the host name does not resolve")
+
+    async def resolve_async(self, host: str, port: int,
+                            timeout: float | None = None) -> list[str]:
+        """``resolve`` for the event loop: no thread of the caller's waits for DNS."""
+        found, stale = self._known(host, port)
+        if found is not None:
+            return found
+        future = self._submit(host, port)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), _wait(timeout))
+        except TimeoutError:  # wait_for cancelled the lookup if it had not started
+            return _fallback(stale, "the host name did not resolve in time")
+        except (OSError, UnicodeError, InvalidSource):
+            return _fallback(stale, "the host name does not resolve")
 
     def close(self) -> None:
         """Stop the pool; lookups still queued are dropped."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _known(self, host: str, port: int) -> tuple[list[str] | None, list[str] | None]:
+        """(fresh answer, stale answer) from what is known without a lookup."""
+        literal = _literal(host)
+        if literal is not None:
+            return [literal], None
+        with self._lock:
+            known = self._answers.get((host.lower(), port))
+        if known is None:
+            return None, None
+        age = time.monotonic() - known[0]
+        if age < CACHE_SECONDS:
+            return known[1], None
+        return None, known[1] if age < STALE_SECONDS else None
+
+    def _submit(self, host: str, port: int) -> concurrent.futures.Future[list[str]]:
+        try:
+            return self._pool.submit(self._look_up, host, port)
+        except RuntimeError:  # the pool was shut down: the bot is stopping
+            raise InvalidSource("the host name could not be looked up") from None
+
+    def _look_up(self, host: str, port: int) -> list[str]:
+        addresses = self.lookup(host, port)
+        if not addresses:
+            raise InvalidSource("the host name does not resolve")
+        with self._lock:
+            if len(self._answers) >= CACHE_ENTRIES:
+                self._answers.clear()  # crude, but bounded; the next window refills it
+            self._answers[(host.lower(), port)] = (time.monotonic(), list(addresses))
+        return addresses
+
+
+def _wait(timeout: float | None) -> float:
+    return RESOLVE_SECONDS if timeout is None else max(0.0, timeout)
+
+
+def _fallback(stale: list[str] | None, reason: str) -> list[str]:
+    if stale is None:
+        raise InvalidSource(reason)
+    return stale
 
 
 class Guard:
