@@ -53,10 +53,14 @@ class News:
         self._own_guard = guard is None
         self.guard = guard or Guard(settings.allow_private_urls)
         self.pool = pool or FetchPool()
-        self.feeds = Downloader(self.guard, timeout=settings.fetch_timeout)
+        # The lock must outlive the fetch it guards, or a second replica would fetch
+        # the same source at once.
+        self.fetch_seconds = min(settings.fetch_timeout,
+                                 keys.FETCH_LOCK_SECONDS - 4 * GRACE_SECONDS)
+        self.feeds = Downloader(self.guard, timeout=self.fetch_seconds)
         # Reddit resolves its (operator-chosen) name on a resolver of its own, so that
         # users' dead feed names never queue in front of it.
-        self.reddit = Reddit(settings, Downloader(timeout=settings.fetch_timeout))
+        self.reddit = Reddit(settings, Downloader(timeout=self.fetch_seconds))
         self.owner = uuid.uuid4().hex
         self._inflight: dict[str, asyncio.Task[CachedNews]] = {}
 
@@ -110,7 +114,7 @@ class News:
                        asked: float) -> CachedNews:
         """Fetch a source once for everyone who asked at ``asked`` or later."""
         # Another replica's fetch ends at its deadline: waiting longer is pointless.
-        wait = min(keys.FETCH_LOCK_SECONDS, self.settings.fetch_timeout + 2 * GRACE_SECONDS)
+        wait = min(keys.FETCH_LOCK_SECONDS, self.fetch_seconds + 2 * GRACE_SECONDS)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if await self.store.lock_fetch(digest, self.owner):
@@ -140,7 +144,7 @@ class News:
 
     async def _fetch(self, source: Source, cached: CachedNews | None) -> CachedNews:
         """Fetch a source upstream on the pool, within the fetch timeout."""
-        expires = time.monotonic() + self.settings.fetch_timeout
+        expires = time.monotonic() + self.fetch_seconds
         url = self.settings.reddit_url if source.kind == "reddit" else source.key
         downloader = self.reddit.downloader if source.kind == "reddit" else self.feeds
         host, port = _address(url)

@@ -961,3 +961,29 @@ def test_a_listing_with_hostile_permalinks_links_only_to_reddit(
     assert items[0].link == "https://www.reddit.com/r/python/comments/p0/ok/"
     assert items[0].published is None  # 1e400 is no time
     assert all(on_reddit(item.link) for item in items), [item.link for item in items]
+
+
+def test_a_reused_connection_is_held_to_the_deadline_too(news: FakeNews) -> None:
+    """The second download rides the first one's keep-alive connection."""
+    fetcher = Downloader(Guard(allow_private=True), timeout=1.0)
+    try:
+        assert fetcher.get(news.url + "/feeds/rss20.xml").status == 200
+        with pytest.raises(FetchError, match="timed out"):
+            fetcher.get(news.url + "/trickle")
+    finally:
+        fetcher.close()
+    wait_until(lambda: not news.open_connections("/trickle"), "the trickle connection closed")
+
+
+async def test_the_async_check_refuses_like_the_blocking_one(silent_dns: SilentDNS) -> None:
+    guard = Guard(resolver=Resolver(silent_dns))
+    try:
+        with pytest.raises(InvalidSource, match="private or local"):
+            await guard.check_url_async("http://127.0.0.1/feed.xml")
+        with pytest.raises(InvalidSource, match="only http"):
+            await guard.check_url_async("file:///etc/passwd")
+        with pytest.raises(InvalidSource, match="did not resolve in time"):
+            await guard.check_url_async("http://dead.example/feed.xml", timeout=0.2)
+        await guard.check_url_async("http://93.184.216.34/feed.xml")
+    finally:
+        guard.close()

@@ -296,12 +296,17 @@ class Downloader:
     def _request(self, url: str, headers: Mapping[str, str],
                  deadline: Deadline) -> requests.Response:
         try:
-            return self.session.get(url, headers=headers, timeout=self._left(deadline),
-                                    stream=True, allow_redirects=False)
+            response = self.session.get(url, headers=headers, timeout=self._left(deadline),
+                                        stream=True, allow_redirects=False)
         except SourceError:
             raise  # the guard refused the peer of a connection, or its name
         except (requests.RequestException, OSError) as error:
             raise FetchError(_describe_exception(error, deadline)) from None
+        if deadline.expired:
+            # Cut off inside the headers: what was parsed of them cannot be trusted.
+            response.close()
+            raise FetchError("timed out")
+        return response
 
     def _read(self, response: requests.Response, deadline: Deadline) -> bytes:
         length = response.headers.get("Content-Length", "")

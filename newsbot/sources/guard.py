@@ -201,17 +201,30 @@ class Guard:
 
     def check_url(self, url: str, timeout: float | None = None) -> None:
         """Refuse a URL whose scheme is not http(s) or whose host is not public."""
+        target = self._target(url)
+        if target is not None:
+            for address in self.resolver.resolve(*target, timeout):
+                self.check_address(address)
+
+    async def check_url_async(self, url: str, timeout: float | None = None) -> None:
+        """``check_url`` for the event loop: the lookup holds no thread of the caller's."""
+        target = self._target(url)
+        if target is not None:
+            for address in await self.resolver.resolve_async(*target, timeout):
+                self.check_address(address)
+
+    def _target(self, url: str) -> tuple[str, int] | None:
+        """The (host, port) to resolve and check, or None when nothing needs checking."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidSource("only http:// and https:// URLs can be followed")
         if self.allow_private:
-            return
+            return None
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
             raise InvalidSource("not a valid URL") from None
-        for address in self.resolver.resolve(parts.hostname, port, timeout):
-            self.check_address(address)
+        return parts.hostname, port
 
 
 class Deadlines(Protocol):
@@ -268,13 +281,27 @@ def guarded_adapter(guard: Guard, deadlines: Deadlines | None = None,
         assert error is not None
         raise error
 
+    def reused(connection: HTTPConnection) -> None:
+        # A kept-alive connection from an earlier download: this one's deadline must
+        # be able to shut it down too.
+        if deadlines is not None and connection.sock is not None:
+            deadlines.opened(connection.sock)
+
     class GuardedHTTPConnection(HTTPConnection):
         def _new_conn(self) -> socket.socket:
             return connect(self, super()._new_conn)
 
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            reused(self)
+            super().request(*args, **kwargs)
+
     class GuardedHTTPSConnection(HTTPSConnection):
         def _new_conn(self) -> socket.socket:
             return connect(self, super()._new_conn)
+
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            reused(self)
+            super().request(*args, **kwargs)
 
     class GuardedHTTPPool(HTTPConnectionPool):
         ConnectionCls = GuardedHTTPConnection
