@@ -213,10 +213,7 @@ class Store:
         """A source's last fetch, however old."""
         data: dict[str, str] = await self.redis.hgetall(  # type: ignore[assignment]
             keys.FEED.format(digest=digest))
-        try:
-            return CachedNews.from_mapping(data) if data else None
-        except (KeyError, ValueError, TypeError):
-            return None  # written by another version; refetching is the cure
+        return _cached(data)
 
     async def get_cached_many(self, digests: Sequence[str]) -> list[CachedNews | None]:
         """The last fetch of each source, in order, read in one round trip."""
