@@ -727,18 +727,22 @@ def test_a_trickling_server_is_cut_off_at_the_deadline(news: FakeNews) -> None:
     finally:
         fetcher.close()
     assert news.count("/trickle") == 1
-    # The connection itself was shut down, not merely abandoned by the caller.
-    wait_until(lambda: not news.open_connections("/trickle"), "the trickle connection closed")
+    # The connection itself was shut down, not merely abandoned by the caller, and at
+    # the deadline: inside the headers, which take ~90 bytes, so ~18 s, to trickle out.
+    wait_until(lambda: news.trickled, "the trickle connection closed")
+    assert news.trickled[0] < news.trickle_head_bytes
 
 
-def test_the_deadline_also_covers_the_headers(news: FakeNews) -> None:
-    news.trickle_seconds = 0.05  # still inside the status line when the deadline passes
-    fetcher = Downloader(Guard(allow_private=True), timeout=0.5)
+def test_the_deadline_also_covers_the_body(news: FakeNews) -> None:
+    news.trickle_seconds = 0.005  # the headers are through in ~0.5 s, the body never is
+    fetcher = Downloader(Guard(allow_private=True), timeout=3.0)
     try:
         with pytest.raises(FetchError, match="timed out"):
             fetcher.get(news.url + "/trickle")
     finally:
         fetcher.close()
+    wait_until(lambda: news.trickled, "the trickle connection closed")
+    assert news.trickled[0] > news.trickle_head_bytes
 
 
 def test_dns_that_never_answers_ends_at_the_deadline(silent_dns: SilentDNS) -> None:
@@ -972,7 +976,8 @@ def test_a_reused_connection_is_held_to_the_deadline_too(news: FakeNews) -> None
             fetcher.get(news.url + "/trickle")
     finally:
         fetcher.close()
-    wait_until(lambda: not news.open_connections("/trickle"), "the trickle connection closed")
+    wait_until(lambda: news.trickled, "the trickle connection closed")
+    assert news.trickled[0] < news.trickle_head_bytes
 
 
 async def test_the_async_check_refuses_like_the_blocking_one(silent_dns: SilentDNS) -> None:

@@ -12,7 +12,8 @@ It gives the bot's sources real HTTP to talk to, with the awkward cases of the r
   laughs), ``/xxe`` (external entity), ``/empty``, ``/status/{code}``,
   ``/redirect?to=URL``; any path can be replaced at run time with ``set_route``;
 - hostile servers: ``/trickle`` sends its answer (status line and headers too) one byte
-  every ``trickle_seconds`` and never ends; ``/nested?depth=N`` is an RSS document of
+  every ``trickle_seconds`` and never ends (``trickled`` says how far each one got);
+  ``/nested?depth=N`` is an RSS document of
   N nested elements (default 700,000: 4.9 MB, under a 5 MB cap), ``/wide?count=N``
   one of N empty elements side by side, both generated on the fly.
 
@@ -122,6 +123,10 @@ class FakeNews:
         self.oauth_client: tuple[str, str] | None = None
         self.token_ttl = 86400
         self.trickle_seconds = 0.2
+        # Bytes each finished trickle got out before its client hung up, and how many
+        # of them are the status line and headers.
+        self.trickled: list[int] = []
+        self.trickle_head_bytes = 0
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self._lock = threading.Lock()
         # Requests being answered, by id -> path, and the most at once per path prefix.
@@ -407,20 +412,26 @@ class FakeNews:
     def _trickle(self, handler: _Handler) -> None:
         """Send a feed one byte every trickle_seconds until the client hangs up."""
         body = (DATA_DIR / "rss20.xml").read_bytes() * 1000
-        answer = ("HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml; charset=utf-8\r\n"
-                  f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1") + body
+        head = ("HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml; charset=utf-8\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
+        self.trickle_head_bytes = len(head)
         handler.close_connection = True
         connection = handler.connection
-        for byte in answer:
-            # Wait by watching the socket: a client that hangs up (FIN or RST) ends the
-            # trickle at once, so open_connections shows when the client gave up.
-            readable, _, _ = select.select([connection], [], [], self.trickle_seconds)
-            try:
+        sent = 0
+        try:
+            for byte in head + body:
+                # Wait by watching the socket: a client that hangs up (FIN or RST) ends
+                # the trickle at once, so open_connections shows when it gave up.
+                readable, _, _ = select.select([connection], [], [], self.trickle_seconds)
                 if readable and not connection.recv(1024):
                     return
                 connection.sendall(bytes([byte]))
-            except OSError:
-                return  # the client went away, which is what a deadline should do
+                sent += 1
+        except OSError:
+            return  # the client went away, which is what a deadline should do
+        finally:
+            with self._lock:
+                self.trickled.append(sent)
 
 
 _RSS_HEAD = (b'<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel>'
