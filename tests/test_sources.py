@@ -13,6 +13,8 @@ import ipaddress
 import json
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 import tracemalloc
@@ -37,6 +39,7 @@ from newsbot.sources.guard import Guard, Resolver, is_public
 from newsbot.sources.reddit import (Reddit, RedditRateLimited, parse_listing, parse_wait,
                                     post_link, retry_after)
 from newsbot.sources.rss import check_budget, fetch_feed, parse_feed
+from newsbot.sources.threads import DaemonPool
 
 DATA = Path(__file__).resolve().parent / "data"
 SECOND_LOOPBACK = ipaddress.ip_address("127.0.0.2")
@@ -992,3 +995,35 @@ async def test_the_async_check_refuses_like_the_blocking_one(silent_dns: SilentD
         await guard.check_url_async("http://93.184.216.34/feed.xml")
     finally:
         guard.close()
+
+
+def test_a_lookup_that_never_returns_does_not_keep_the_process_from_exiting() -> None:
+    """getaddrinfo cannot be cancelled; a stopping replica must not wait for it."""
+    script = (
+        "import threading\n"
+        "from newsbot.errors import InvalidSource\n"
+        "from newsbot.sources.guard import Resolver\n"
+        "resolver = Resolver(lambda host, port: threading.Event().wait() or [])\n"
+        "try:\n"
+        "    resolver.resolve('dead.example', 80, 0.1)\n"
+        "except InvalidSource as error:\n"
+        "    print(error)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "the host name did not resolve in time"
+
+
+def test_a_daemon_pool_is_bounded_and_drops_what_is_queued_at_shutdown() -> None:
+    pool = DaemonPool(2, "test-pool")
+    release = threading.Event()
+    running = [pool.submit(release.wait) for _ in range(2)]
+    queued = [pool.submit(lambda: "ran") for _ in range(3)]
+    wait_until(lambda: all(future.running() for future in running), "both threads busy")
+    assert not any(future.running() or future.done() for future in queued)
+    pool.shutdown()
+    assert all(future.cancelled() for future in queued)
+    with pytest.raises(RuntimeError):
+        pool.submit(lambda: None)
+    release.set()
+    assert all(future.result(5) is True for future in running)

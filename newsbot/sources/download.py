@@ -32,6 +32,7 @@ import requests
 from newsbot import __version__
 from newsbot.errors import FetchError, SourceError
 from newsbot.sources.guard import Guard, guarded_adapter
+from newsbot.sources.threads import DaemonPool
 
 USER_AGENT = f"newsbot/{__version__} (+https://github.com/newsbot/newsbot)"
 CONNECT_TIMEOUT = 5.0
@@ -345,15 +346,15 @@ class FetchPool:
 
     def __init__(self, threads: int = FETCH_THREADS, per_host: int = PER_HOST) -> None:
         self.per_host = per_host
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            threads, thread_name_prefix="newsbot-fetch")
+        # Daemon threads: a stopping replica does not wait for a download in flight.
+        self._executor = DaemonPool(threads, "newsbot-fetch")
         # host -> (its slots, how many callers hold or wait for one); dropped at zero,
         # so a replica that has seen a million hosts keeps none of them.
         self._hosts: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
 
     def close(self) -> None:
         """Stop taking downloads; those queued are dropped, those running end by deadline."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown()
 
     async def run(self, host: str, expires: float, call: Callable[[], T]) -> T:
         """Run ``call`` on the pool; FetchError("timed out") at ``expires`` (monotonic).

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import ipaddress
 import socket
 import threading
@@ -34,6 +35,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from newsbot.errors import InvalidSource
+from newsbot.sources.threads import DaemonPool
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # (host, port) -> the addresses it resolves to; raises OSError when it does not.
@@ -97,8 +99,7 @@ class Resolver:
     def __init__(self, lookup: Lookup = system_lookup,
                  threads: int = RESOLVER_THREADS) -> None:
         self.lookup = lookup
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            threads, thread_name_prefix="newsbot-dns")
+        self._pool = DaemonPool(threads, "newsbot-dns")
         self._answers: dict[tuple[str, int], tuple[float, list[str]]] = {}
         self._lock = threading.Lock()
 
@@ -133,7 +134,7 @@ class Resolver:
 
     def close(self) -> None:
         """Stop the pool; lookups still queued are dropped."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
 
     def _known(self, host: str, port: int) -> tuple[list[str] | None, list[str] | None]:
         """(fresh answer, stale answer) from what is known without a lookup."""
@@ -151,7 +152,7 @@ class Resolver:
 
     def _submit(self, host: str, port: int) -> concurrent.futures.Future[list[str]]:
         try:
-            return self._pool.submit(self._look_up, host, port)
+            return self._pool.submit(functools.partial(self._look_up, host, port))
         except RuntimeError:  # the pool was shut down: the bot is stopping
             raise InvalidSource("the host name could not be looked up") from None
 
