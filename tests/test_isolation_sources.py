@@ -64,6 +64,11 @@ async def wait_for(condition: object, what: str, seconds: float = 20.0) -> None:
         await asyncio.sleep(0.02)
 
 
+def shown(telegram, chat_id: int, text: str) -> bool:
+    """Tell whether a chat has been shown a text (in any message)."""
+    return any(text in message.displayed for message in telegram.sent(chat_id))
+
+
 def warnings_of(texts: list[str]) -> dict[str, str]:
     """Each "⚠️ source: reason" line of a reply, by source."""
     found = {}
@@ -84,6 +89,8 @@ async def test_trickling_feeds_delay_only_their_own_chat(telegram, news, healthy
     async with bot_with_guard(env, Guard(allow_private=True)):
         await say(telegram, "/source " + " ".join(trickles), chat_id=ATTACKER)
         await say(telegram, f"/source python {feed}", chat_id=OTHER)
+        await wait_for(lambda: shown(telegram, ATTACKER, trickles[-1]), "the whole reply")
+        setup = len(telegram.sent(ATTACKER))  # the parts of the /source reply
 
         telegram.push_message(ATTACKER, "/fetch")
         await wait_for(lambda: len(news.open_connections("/trickle")) >= PER_HOST,
@@ -95,13 +102,13 @@ async def test_trickling_feeds_delay_only_their_own_chat(telegram, news, healthy
         # Both answered while the attacker's first downloads were still trickling in,
         # and before the attacker's own reply.
         assert attacking <= news.open_connections("/trickle")
-        assert len(telegram.sent(ATTACKER)) == 1
+        assert len(telegram.sent(ATTACKER)) == setup
         assert "/fetch" in help_text
         assert hot_titles("python")[0] in fetched and newest_feed_titles()[0] in fetched
 
-        replies = [m.displayed for m in await wait_sent(telegram, 2, ATTACKER, timeout=30)]
+        await wait_sent(telegram, setup + 1, ATTACKER, timeout=30)
         await asyncio.sleep(0.5)  # a long reply comes in parts; let the rest arrive
-        replies = [m.displayed for m in telegram.sent(ATTACKER)[1:]]
+        replies = [m.displayed for m in telegram.sent(ATTACKER)[setup:]]
         reasons = warnings_of(replies)
         assert set(reasons) == set(trickles)
         assert all("timed out" in reason for reason in reasons.values()), reasons
@@ -124,16 +131,27 @@ async def test_trickling_feeds_delay_only_their_own_chat(telegram, news, healthy
 
 
 class DeadDNS:
-    """The DNS edge for names under ``.dead.example``: asked, it never answers."""
+    """The DNS edge for names under ``.dead.example``: asked, it never answers.
+
+    Once ``revive(address)`` is called, the lookups held so far fail (as a resolver's
+    timeout does) and new ones answer with ``address``.
+    """
 
     def __init__(self) -> None:
         self.asked: list[str] = []
         self.released = threading.Event()
+        self.address: str | None = None
         self._lock = threading.Lock()
+
+    def revive(self, address: str) -> None:
+        self.address = address
+        self.released.set()
 
     def __call__(self, host: str, port: int) -> list[str]:
         if not host.endswith(".dead.example"):
             return system_lookup(host, port)
+        if self.address is not None:
+            return [self.address]
         with self._lock:
             self.asked.append(host)
         self.released.wait(60)
@@ -142,18 +160,22 @@ class DeadDNS:
 
 async def test_feeds_whose_dns_never_answers_delay_only_their_own_chat(
         telegram, healthy, redis_url):
-    dead = [f"http://feed-{n}.dead.example/rss.xml" for n in range(FETCH_THREADS + 16)]
+    port = healthy.url.rsplit(":", 1)[1]
+    dead = [f"http://feed-{n}.dead.example:{port}/feeds/rss20.xml"
+            for n in range(FETCH_THREADS + 16)]
     feed = f"{healthy.url}/feeds/rss20.xml"
     dns = DeadDNS()
     # Threads enough for every lookup to reach the DNS edge, so that the test can see
     # them all in progress before the other chat speaks.
     resolver = Resolver(dns, threads=len(dead))
     env = bot_env(telegram, redis_url, healthy, NEWSBOT_FETCH_TIMEOUT="4",
-                  NEWSBOT_MAX_SOURCES="100")
+                  NEWSBOT_MAX_SOURCES="100", NEWSBOT_CACHE_TTL="1")
     try:
         async with bot_with_guard(env, Guard(allow_private=True, resolver=resolver)):
             await say(telegram, "/source " + " ".join(dead), chat_id=ATTACKER)
             await say(telegram, f"/source python {feed}", chat_id=OTHER)
+            await wait_for(lambda: shown(telegram, ATTACKER, dead[-1]), "the whole reply")
+            setup = len(telegram.sent(ATTACKER))  # the parts of the /source reply
 
             telegram.push_message(ATTACKER, "/fetch")
             await wait_for(lambda: len(dns.asked) == len(dead),
@@ -164,13 +186,24 @@ async def test_feeds_whose_dns_never_answers_delay_only_their_own_chat(
             assert "/fetch" in help_text
             assert hot_titles("python")[0] in fetched and newest_feed_titles()[0] in fetched
             # The attacker's lookups are still unanswered, its reply not yet sent.
-            assert not dns.released.is_set() and len(telegram.sent(ATTACKER)) == 1
+            assert not dns.released.is_set() and len(telegram.sent(ATTACKER)) == setup
 
-            await wait_sent(telegram, 2, ATTACKER, timeout=30)
+            await wait_sent(telegram, setup + 1, ATTACKER, timeout=30)
             await asyncio.sleep(0.5)  # a long reply comes in parts; let the rest arrive
-            reasons = warnings_of([m.displayed for m in telegram.sent(ATTACKER)[1:]])
+            reasons = warnings_of([m.displayed for m in telegram.sent(ATTACKER)[setup:]])
             assert set(reasons) == set(dead)
             assert all("did not resolve in time" in r for r in reasons.values()), reasons
+
+            # DNS answers again (with the healthy server's address): the chat recovers.
+            dns.revive(healthy.host)
+            await asyncio.sleep(1.1)  # the remembered failures expire (NEWSBOT_CACHE_TTL=1)
+            before = len(telegram.sent(ATTACKER))
+            telegram.push_message(ATTACKER, "/fetch")
+            await wait_sent(telegram, before + 1, ATTACKER, timeout=30)
+            await asyncio.sleep(0.5)
+            again = [m.displayed for m in telegram.sent(ATTACKER)[before:]]
+            assert warnings_of(again) == {}
+            assert healthy.count("/feeds/rss20.xml") >= len(dead)
     finally:
         dns.released.set()
         resolver.close()
