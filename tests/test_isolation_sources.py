@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from fakes.news import FakeNews
-from harness import bot_env, wait_sent
+from harness import bot_env
 from newsbot.config import Settings
 from newsbot.service import serve
 from newsbot.sources.download import FETCH_THREADS, PER_HOST
@@ -64,9 +64,9 @@ async def wait_for(condition: object, what: str, seconds: float = 20.0) -> None:
         await asyncio.sleep(0.02)
 
 
-def shown(telegram, chat_id: int, text: str) -> bool:
-    """Tell whether a chat has been shown a text (in any message)."""
-    return any(text in message.displayed for message in telegram.sent(chat_id))
+def shown(telegram, chat_id: int, text: str, since: int = 0) -> bool:
+    """Tell whether a chat has been shown a text (in any message from ``since`` on)."""
+    return any(text in message.displayed for message in telegram.sent(chat_id)[since:])
 
 
 def warnings_of(texts: list[str]) -> dict[str, str]:
@@ -106,8 +106,8 @@ async def test_trickling_feeds_delay_only_their_own_chat(telegram, news, healthy
         assert "/fetch" in help_text
         assert hot_titles("python")[0] in fetched and newest_feed_titles()[0] in fetched
 
-        await wait_sent(telegram, setup + 1, ATTACKER, timeout=30)
-        await asyncio.sleep(0.5)  # a long reply comes in parts; let the rest arrive
+        await wait_for(lambda: shown(telegram, ATTACKER, trickles[-1], setup),
+                       "the attacker's whole reply", 30)
         replies = [m.displayed for m in telegram.sent(ATTACKER)[setup:]]
         reasons = warnings_of(replies)
         assert set(reasons) == set(trickles)
@@ -123,8 +123,8 @@ async def test_trickling_feeds_delay_only_their_own_chat(telegram, news, healthy
         await asyncio.sleep(1.1)  # the remembered failures expire (NEWSBOT_CACHE_TTL=1)
         before = len(telegram.sent(ATTACKER))
         telegram.push_message(ATTACKER, "/fetch")
-        await wait_sent(telegram, before + 1, ATTACKER, timeout=30)
-        await asyncio.sleep(0.5)
+        await wait_for(lambda: shown(telegram, ATTACKER, trickles[-1], before),
+                       "the attacker's whole reply", 30)
         again = [m.displayed for m in telegram.sent(ATTACKER)[before:]]
         assert warnings_of(again) == {}
         assert newest_feed_titles()[0] in "\n".join(again)
@@ -188,8 +188,8 @@ async def test_feeds_whose_dns_never_answers_delay_only_their_own_chat(
             # The attacker's lookups are still unanswered, its reply not yet sent.
             assert not dns.released.is_set() and len(telegram.sent(ATTACKER)) == setup
 
-            await wait_sent(telegram, setup + 1, ATTACKER, timeout=30)
-            await asyncio.sleep(0.5)  # a long reply comes in parts; let the rest arrive
+            await wait_for(lambda: shown(telegram, ATTACKER, dead[-1], setup),
+                           "the attacker's whole reply", 30)
             reasons = warnings_of([m.displayed for m in telegram.sent(ATTACKER)[setup:]])
             assert set(reasons) == set(dead)
             assert all("did not resolve in time" in r for r in reasons.values()), reasons
@@ -199,8 +199,8 @@ async def test_feeds_whose_dns_never_answers_delay_only_their_own_chat(
             await asyncio.sleep(1.1)  # the remembered failures expire (NEWSBOT_CACHE_TTL=1)
             before = len(telegram.sent(ATTACKER))
             telegram.push_message(ATTACKER, "/fetch")
-            await wait_sent(telegram, before + 1, ATTACKER, timeout=30)
-            await asyncio.sleep(0.5)
+            await wait_for(lambda: shown(telegram, ATTACKER, dead[-1], before),
+                           "the attacker's whole reply", 30)
             again = [m.displayed for m in telegram.sent(ATTACKER)[before:]]
             assert warnings_of(again) == {}
             assert healthy.count("/feeds/rss20.xml") >= len(dead)
