@@ -3,6 +3,12 @@
 A digest holds only items the chat has not been sent before (by /fetch or an earlier
 digest); with nothing new, nothing is sent. Claiming moves the chat's due time a little
 into the future, so if this replica dies mid-digest another one sends it after that.
+
+Digests flow rather than go in batches: a bounded pool of ``slots`` digests is kept
+full, a new one claimed as soon as one finishes, so a digest waiting for a slow feed
+holds one slot, not everyone. Ahead of that, the sources of the digests due in the next
+minutes are fetched through the shared cache (``News`` fetches each once), so when a
+digest is due its news is already there and the fan-out runs at Telegram's send limit.
 """
 
 from __future__ import annotations
@@ -11,20 +17,32 @@ import asyncio
 import logging
 import time
 
+from redis.exceptions import OutOfMemoryError
 from telegram import Bot
 
-from newsbot import render, schedule
-from newsbot.metrics import DIGESTS
-from newsbot.models import SourceNews
+from newsbot import keys, render, schedule
+from newsbot.metrics import DIGESTS, DIGESTS_IN_HAND
+from newsbot.models import Source, SourceNews
 from newsbot.news import News
 from newsbot.sender import send_messages
 from newsbot.store import Store
 
 logger = logging.getLogger(__name__)
 
-# Digests one replica builds at a time; sending is paced by the shared rate limiter.
-CONCURRENCY = 16
+# Digests one replica builds and sends at once. Sending is paced by the shared rate
+# limiter (about 30 a second), so a slot is mostly spent waiting for its turn: 64 keep
+# the limit busy with a second or two of waiting each, and with a few held by slow feeds.
+DIGEST_SLOTS = 64
+# How long to wait before looking again when nothing is due.
 IDLE_SECONDS = 1.0
+# Sources of the digests due this far ahead are fetched before they are due (at most
+# half the cache TTL, so what was fetched is still fresh when the digest is built).
+PREFETCH_SECONDS = 120.0
+PREFETCH_EVERY_SECONDS = 15.0
+# Sources fetched ahead at once, and due chats looked at per round: prefetching takes a
+# share of the download pool, never all of it.
+PREFETCH_SLOTS = 16
+PREFETCH_CHATS = 5000
 
 
 def only_new(news: list[SourceNews], unseen: set[str]) -> list[SourceNews]:
@@ -37,34 +55,133 @@ def only_new(news: list[SourceNews], unseen: set[str]) -> list[SourceNews]:
     return kept
 
 
-class Digests:
-    """Sends the digests that are due."""
+def distinct_sources(chat_sources: dict[int, list[Source]]) -> list[Source]:
+    """Every source of the given chats once, in the order the chats name them."""
+    seen: dict[str, Source] = {}
+    for sources in chat_sources.values():
+        for source in sources:
+            seen.setdefault(source.key, source)
+    return list(seen.values())
 
-    def __init__(self, store: Store, news: News, bot: Bot) -> None:
+
+class Digests:
+    """Sends the digests that are due; timings and sizes are parameters for tests."""
+
+    def __init__(self, store: Store, news: News, bot: Bot, *, slots: int = DIGEST_SLOTS,
+                 idle_seconds: float = IDLE_SECONDS,
+                 claim_seconds: float = keys.DIGEST_CLAIM_SECONDS,
+                 prefetch_seconds: float = PREFETCH_SECONDS,
+                 prefetch_every: float = PREFETCH_EVERY_SECONDS,
+                 prefetch_slots: int = PREFETCH_SLOTS) -> None:
         self.store = store
         self.news = news
         self.bot = bot
+        self.slots = slots
+        self.idle_seconds = idle_seconds
+        self.claim_seconds = claim_seconds
+        # Fetched ahead, a source must still be fresh when its digest is built.
+        self.prefetch_seconds = min(prefetch_seconds, news.settings.cache_ttl / 2)
+        self.prefetch_every = prefetch_every
+        self.prefetch_slots = prefetch_slots
+        self._in_hand: set[asyncio.Task[None]] = set()
+        self._prefetched: dict[int, float] = {}  # chat id -> when fetched ahead
 
     async def run(self, stop: asyncio.Event) -> None:
         """Send due digests until ``stop`` is set; the digests in hand are finished."""
-        while not stop.is_set():
-            try:
-                sent = await self.run_once()
-            except Exception:
-                # Redis away for a moment: claimed digests come back after their claim.
-                logger.exception("sending digests failed")
-                sent = 0
-            if not sent:
-                try:
-                    await asyncio.wait_for(stop.wait(), IDLE_SECONDS)
-                except TimeoutError:
-                    pass  # nothing was due; look again
+        prefetching = asyncio.create_task(self.prefetch(stop), name="digest prefetch")
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                await self._fill()
+                if len(self._in_hand) >= self.slots:
+                    # Full: the next claim waits for a free slot, not for the slowest.
+                    await asyncio.wait({*self._in_hand, stopping},
+                                       return_when=asyncio.FIRST_COMPLETED)
+                else:
+                    # Fewer were due than there was room for (or Redis failed): nothing
+                    # more is due now; look again a little later.
+                    await asyncio.wait([stopping], timeout=self.idle_seconds)
+            if self._in_hand:
+                await asyncio.wait(self._in_hand)
+        finally:
+            # Cut off (or failed): the digests in hand stop too. Not rescheduled, each
+            # comes back when its claim runs out and is sent then, by whoever claims it.
+            for task in (*self._in_hand, stopping, prefetching):
+                task.cancel()
+            await asyncio.gather(*self._in_hand, prefetching, stopping,
+                                 return_exceptions=True)
+
+    async def _fill(self) -> None:
+        """Claim as many due digests as there are free slots, and start them."""
+        free = self.slots - len(self._in_hand)
+        if free <= 0:
+            return
+        try:
+            chats = await self.store.claim_due(time.time(), free, self.claim_seconds)
+        except OutOfMemoryError:
+            return  # Redis is full: said once by the readiness watch (service.Readiness)
+        except Exception:
+            # Redis away for a moment: claimed digests come back after their claim.
+            logger.exception("claiming due digests failed")
+            return
+        for chat_id in chats:
+            task = asyncio.create_task(self.send_digest(chat_id), name=f"digest {chat_id}")
+            self._in_hand.add(task)
+            task.add_done_callback(self._done)
+        DIGESTS_IN_HAND.set(len(self._in_hand))
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_hand.discard(task)
+        DIGESTS_IN_HAND.set(len(self._in_hand))
 
     async def run_once(self, now: float | None = None) -> int:
-        """Claim the digests due now and send them; return how many were claimed."""
-        chats = await self.store.claim_due(now or time.time(), CONCURRENCY)
+        """Claim the digests due now (up to ``slots``), send them; return how many."""
+        chats = await self.store.claim_due(now or time.time(), self.slots, self.claim_seconds)
         await asyncio.gather(*(self.send_digest(chat_id) for chat_id in chats))
         return len(chats)
+
+    async def prefetch(self, stop: asyncio.Event) -> None:
+        """Every little while, fetch the sources of digests due soon into the cache."""
+        while not stop.is_set() and self.prefetch_seconds > 0:
+            try:
+                await self.prefetch_once()
+            except OutOfMemoryError:
+                pass  # Redis is full (said once by the readiness watch); a head start lost
+            except Exception:
+                # Only a head start is lost: each digest fetches what it needs itself.
+                logger.exception("fetching the sources of due digests ahead failed")
+            try:
+                await asyncio.wait_for(stop.wait(), self.prefetch_every)
+            except TimeoutError:
+                pass  # the next round
+
+    async def prefetch_once(self, now: float | None = None) -> int:
+        """Fetch the sources of digests due within ``prefetch_seconds``; return how many."""
+        now = now or time.time()
+        # A chat prefetched less than a window ago is still fresh in the cache: skip it,
+        # so a big fan-out does not read the same chats' sources every round.
+        self._prefetched = {chat: at for chat, at in self._prefetched.items()
+                            if at > now - self.prefetch_seconds}
+        due = await self.store.due_before(now + self.prefetch_seconds,
+                                          PREFETCH_CHATS + len(self._prefetched))
+        chats = [chat for chat in due if chat not in self._prefetched][:PREFETCH_CHATS]
+        if not chats:
+            return 0
+        sources = distinct_sources(await self.store.sources_of(chats))
+        self._prefetched.update((chat, now) for chat in chats)
+        queue: asyncio.Queue[Source] = asyncio.Queue()
+        for source in sources:
+            queue.put_nowait(source)
+
+        async def worker() -> None:
+            while not queue.empty():
+                # A fresh cache entry costs one read; a stale one is fetched once,
+                # shared with any digest or /fetch that asks meanwhile.
+                await self.news.get_one(queue.get_nowait())
+
+        workers = min(self.prefetch_slots, len(sources))
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        return len(sources)
 
     async def send_digest(self, chat_id: int) -> None:
         """Build and send one chat's digest, then schedule the next."""

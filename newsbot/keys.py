@@ -12,10 +12,22 @@ PREFIX = "newsbot:"
 CHAT = PREFIX + "chat:{chat_id}"
 # Sorted set: chat id -> unix time its next digest is due.
 DUE = PREFIX + "due"
-# Sorted set per chat: ids of items already sent -> unix time sent. Bounded so a chat
-# that follows busy sources for years does not grow without limit.
+# Sorted set per chat: short hashes of the ids of items already sent -> unix time sent,
+# in ms. Bounded by what the chat can be shown (see Store.mark_seen): its sources × items
+# per source × SEEN_ROUNDS, at least SEEN_MIN, and within SEEN_COMPACT when a whole round
+# fits, so it stays in Redis' compact listpack encoding (about 30 bytes an entry).
 SEEN = PREFIX + "seen:{chat_id}"
-SEEN_MAX = 2000
+SEEN_ROUNDS = 3
+SEEN_MIN = 32
+# Redis' default zset-max-listpack-entries: one entry more and the set takes ~4× the memory.
+SEEN_COMPACT = 128
+# The most entries a history merged from two chats keeps (a group's migration); the next
+# mark_seen brings it to the chat's own bound.
+SEEN_MAX = SEEN_COMPACT
+# Refreshed on every read and write. Longer than the longest digest interval (30 days),
+# so a subscribed chat never loses its history between two digests; a chat that stopped
+# using the bot loses it after this long.
+SEEN_TTL_SECONDS = 40 * 86_400
 # A digest claimed by a replica is held for this long; if the replica dies before it
 # has sent the digest, another replica picks it up after this many seconds.
 DIGEST_CLAIM_SECONDS = 120
@@ -69,3 +81,14 @@ LEADER_TTL_MS = 6_000
 RATE_GLOBAL = PREFIX + "rate:global"
 RATE_CHAT = PREFIX + "rate:chat:{chat_id}"
 RATE_GROUP = PREFIX + "rate:group:{chat_id}"
+
+# --- per chat, all together ----------------------------------------------------------
+# Every key that belongs to one chat, for Store.forget_chat (a chat that blocked the bot,
+# left or was deleted keeps nothing). A new per-chat key must be added here.
+CHAT_KEYS = (CHAT, SEEN, RATE_CHAT, RATE_GROUP, CHAT_LAST + "{chat_id}")
+
+# --- readiness -----------------------------------------------------------------------
+# Written by each readiness check: only a write shows that Redis is out of memory
+# (maxmemory with noeviction refuses writes, answers reads). Short-lived.
+READY_PROBE = PREFIX + "ready-probe"
+READY_PROBE_MS = 10_000

@@ -17,6 +17,8 @@ UPSTREAM_FETCHES = Counter("newsbot_upstream_fetches_total",
                            "Requests to news servers (cache misses)", ["kind"])
 CACHE_HITS = Counter("newsbot_cache_hits_total", "Sources served from the shared cache")
 DIGESTS = Counter("newsbot_digests_total", "Digests handled, by outcome", ["outcome"])
+DIGESTS_IN_HAND = Gauge("newsbot_digests_in_hand",
+                        "Digests this replica is building or sending now")
 LEADER = Gauge("newsbot_leader", "1 while this replica polls Telegram")
 STREAM_LAG = Gauge("newsbot_stream_lag", "Updates in the stream not yet read by the group")
 STREAM_PENDING = Gauge("newsbot_stream_pending",

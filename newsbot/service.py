@@ -4,6 +4,10 @@ Every replica runs the same loops: the poller (only while it holds the lease), t
 consumer of the update stream, the digest sender, and the health server. SIGTERM stops
 intake first (the poller gives its lease up), lets the consumer finish and acknowledge
 the updates in hand, and exits well inside Kubernetes' grace period.
+
+Readiness is Redis taking writes and the consumer running. Redis out of memory
+(``maxmemory``) is its own reason, logged once when it starts and once when it ends,
+not once per update: the updates and digests wait in Redis and go on afterwards.
 """
 
 from __future__ import annotations
@@ -22,14 +26,15 @@ from telegram.error import InvalidToken, NetworkError
 
 from newsbot.app import App, build_application, handle_update
 from newsbot.cluster.poller import Poller
-from newsbot.cluster.stream import Consumer
+from newsbot.cluster.stream import MAX_IN_FLIGHT, Consumer
 from newsbot.config import Settings
-from newsbot.digests import Digests
+from newsbot.digests import DIGEST_SLOTS, PREFETCH_SLOTS, Digests
 from newsbot.errors import ConfigError
 from newsbot.health import HealthServer
 from newsbot.news import News
+from newsbot.sources.download import FETCH_THREADS
 from newsbot.sources.guard import Guard
-from newsbot.store import Store, connect
+from newsbot.store import Store, connect, pool_size
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +42,55 @@ logger = logging.getLogger(__name__)
 # 10 s the compose file and the 30 s Kubernetes allow.
 DRAIN_SECONDS = 7.0
 STARTUP_RETRY_SECONDS = 2.0
+# Downloads one replica runs at once (the download pool of newsbot.sources.download):
+# each one that finishes stores its result in Redis, so the Redis pool has a connection
+# for each.
+DOWNLOADS_IN_FLIGHT = FETCH_THREADS
+# How often Redis' state is looked at between probes, so its change is logged promptly.
+REDIS_WATCH_SECONDS = 2.0
+
+
+class Readiness:
+    """The answer of /readyz, and one log line each time Redis' state changes."""
+
+    def __init__(self, store: Store, consumer: Consumer) -> None:
+        self.store = store
+        self.consumer = consumer
+        self.redis_problem: str | None = None
+
+    async def __call__(self) -> str | None:
+        """None when this replica can do its work, else the reason."""
+        problem = await self.check_redis()
+        if problem is not None:
+            return problem
+        if not self.consumer.running:
+            return "the update consumer is not running"
+        return None
+
+    async def check_redis(self) -> str | None:
+        """Why Redis cannot take writes now (None when it can); log when that changes."""
+        problem = await self.store.write_problem()
+        if problem != self.redis_problem:
+            if problem is not None:
+                logger.error("%s: updates and digests wait until Redis takes writes again",
+                             problem)
+            else:
+                logger.info("Redis takes writes again (it was: %s)", self.redis_problem)
+            self.redis_problem = problem
+        return problem
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Check Redis every few seconds until ``stop``, so no change goes unlogged."""
+        while not stop.is_set():
+            try:
+                await self.check_redis()
+            except Exception:
+                # The watch only logs; it must outlive whatever went wrong.
+                logger.exception("checking Redis failed")
+            try:
+                await asyncio.wait_for(stop.wait(), REDIS_WATCH_SECONDS)
+            except TimeoutError:
+                pass  # time for the next look
 
 
 def replica_name() -> str:
@@ -57,7 +111,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None,
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    store = Store(connect(settings))
+    connections = pool_size(MAX_IN_FLIGHT, DIGEST_SLOTS + PREFETCH_SLOTS, DOWNLOADS_IN_FLIGHT)
+    store = Store(connect(settings, connections), settings.items_per_source)
     news = News(settings, store, guard)
     application, handlers = build_application(settings, store, news, settings.telegram_token)
     name = replica_name()
@@ -66,13 +121,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None,
     poller = Poller(application.bot, store.redis, name)
     digests = Digests(store, news, application.bot)
 
-    async def ready() -> str | None:
-        if not await store.ping():
-            return "Redis does not answer"
-        if not consumer.running:
-            return "the update consumer is not running"
-        return None
-
+    ready = Readiness(store, consumer)
     health = HealthServer(settings.http_port, lambda: consumer.heartbeat, ready)
     if settings.http_port:
         await health.start()
@@ -80,7 +129,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None,
         if not await _start(application, consumer, stop):
             return
         logger.info("newsbot is running as @%s (replica %s)", application.bot.username, name)
-        await _run_until_stopped(stop, poller, consumer, digests)
+        await _run_until_stopped(stop, poller, consumer, digests, ready)
     finally:
         await health.stop()
         await application.shutdown()  # a no-op if it never started
@@ -109,11 +158,12 @@ async def _start(application: App, consumer: Consumer, stop: asyncio.Event) -> b
 
 
 async def _run_until_stopped(stop: asyncio.Event, poller: Poller, consumer: Consumer,
-                             digests: Digests) -> None:
+                             digests: Digests, ready: Readiness) -> None:
     polling: asyncio.Task[Any] = asyncio.create_task(poller.run(stop), name="poller")
     working: list[asyncio.Task[Any]] = [
         asyncio.create_task(consumer.run(stop), name="consumer"),
         asyncio.create_task(digests.run(stop), name="digests"),
+        asyncio.create_task(ready.watch(stop), name="redis watch"),
     ]
     stopping: asyncio.Task[Any] = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([polling, stopping, *working],

@@ -1,12 +1,18 @@
 """Newsbot's state in Redis: chats, sources, subscriptions, seen items and the fetch cache.
 
 Every Redis command about chats and news lives here (the cluster modules keep their own
-keys). Each chat is one hash, so a chat's settings move or vanish together.
+keys). Each chat is one hash, so a chat's settings move or vanish together; its seen
+history is one small sorted set with a time-to-live, and ``forget_chat`` deletes every
+key of a chat (``keys.CHAT_KEYS``).
+
+The client waits for a free connection rather than failing when its pool is busy: a
+burst of work is queued, not mistaken for an outage (``pool_size`` says how big).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -14,13 +20,20 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError, WatchError
 
 from newsbot import keys
 from newsbot.config import Settings
 from newsbot.models import Item, Source
 
 logger = logging.getLogger(__name__)
+
+# How long a command waits for a free connection of a busy pool before it fails (and
+# the bot treats Redis as unreachable): as long as a command may take on the wire.
+POOL_WAIT_SECONDS = 10.0
+# Connections for the loops beside the work: the poller's long poll and lease, the
+# consumer's read, touch and claim, the readiness check, the digest claim and prefetch.
+LOOP_CONNECTIONS = 8
 
 # Claim the digests that are due: move each from "due now" to "being sent" in one step,
 # so two replicas never take the same one. ARGV: now, claim seconds, max count.
@@ -31,6 +44,53 @@ for _, chat in ipairs(due) do
     redis.call('ZADD', KEYS[1], hold_until, chat)
 end
 return due
+"""
+
+# Remember items as sent, keeping the history within what the chat can be shown.
+# KEYS: seen set, chat hash. ARGV: now (ms), items per source, rounds, floor, compact
+# size, time-to-live (s), then the members. Room is made before the new members go in,
+# so a set at its bound never grows past it (Redis would convert a listpack set to the
+# large encoding for good); members sent again move to the newest end.
+_MARK_SEEN = """
+local key = KEYS[1]
+local raw = redis.call('HGET', KEYS[2], 'sources')
+local sources = 0
+if raw then sources = #cjson.decode(raw) end
+local per_round = sources * tonumber(ARGV[2])
+local batch = #ARGV - 6
+local keep = math.max(tonumber(ARGV[4]), per_round, batch,
+                      math.min(per_round * tonumber(ARGV[3]), tonumber(ARGV[5])))
+-- Each batch strictly newer than the last, whatever the clocks of the replicas say.
+local now = tonumber(ARGV[1])
+local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+if newest[2] and tonumber(newest[2]) >= now then now = tonumber(newest[2]) + 1 end
+local fresh = {}
+for i = 7, #ARGV do
+    if redis.call('ZSCORE', key, ARGV[i]) then
+        redis.call('ZADD', key, now, ARGV[i])
+    else
+        fresh[#fresh + 1] = ARGV[i]
+    end
+end
+local excess = redis.call('ZCARD', key) + #fresh - keep
+if excess > 0 then
+    redis.call('ZREMRANGEBYRANK', key, 0, excess - 1)
+end
+for _, member in ipairs(fresh) do
+    redis.call('ZADD', key, now, member)
+end
+-- A history written by an older version (or before a chat dropped sources) may sit in
+-- the large encoding although it is small now: written anew, it is compact again.
+local ok, encoding = pcall(redis.call, 'OBJECT', 'ENCODING', key)
+if ok and encoding == 'skiplist' and redis.call('ZCARD', key) <= tonumber(ARGV[5]) then
+    local entries = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+    redis.call('DEL', key)
+    for i = 1, #entries, 2 do
+        redis.call('ZADD', key, entries[i + 1], entries[i])
+    end
+end
+redis.call('EXPIRE', key, ARGV[6])
+return keep
 """
 
 # Release a lock only if we still hold it.
@@ -72,12 +132,30 @@ class CachedNews:
         )
 
 
-def connect(settings: Settings) -> aioredis.Redis:
-    """A Redis client for REDIS_URL, or the embedded in-process store without one."""
+def pool_size(updates_in_flight: int, digest_slots: int, downloads: int) -> int:
+    """Connections one replica needs so that its work never waits for a connection.
+
+    ``updates_in_flight + digest_slots + downloads + LOOP_CONNECTIONS``: each update in
+    hand, digest being built (or source being prefetched) and download finishing (it
+    stores its result and drops its lock) uses one connection at a time, and the loops
+    beside them a few more. More concurrent commands than that wait for a connection
+    (``POOL_WAIT_SECONDS`` at most): a burst is slowed, never failed.
+    """
+    return updates_in_flight + digest_slots + downloads + LOOP_CONNECTIONS
+
+
+def connect(settings: Settings, max_connections: int = 64) -> aioredis.Redis:
+    """A Redis client for REDIS_URL, or the embedded in-process store without one.
+
+    Its pool holds at most ``max_connections`` connections and, when all are busy, a
+    command waits for one (``BlockingConnectionPool``) instead of raising.
+    """
     if settings.redis_url:
-        return aioredis.Redis.from_url(settings.redis_url, decode_responses=True,
-                                       health_check_interval=15, socket_timeout=10,
-                                       socket_connect_timeout=5)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=max_connections, timeout=POOL_WAIT_SECONDS,
+            decode_responses=True, health_check_interval=15, socket_timeout=10,
+            socket_connect_timeout=5)
+        return aioredis.Redis.from_pool(pool)
     import fakeredis  # only needed for the embedded default
 
     logger.info("REDIS_URL is not set: using an embedded in-process store; "
@@ -88,9 +166,12 @@ def connect(settings: Settings) -> aioredis.Redis:
 class Store:
     """Chats, subscriptions, seen items and the fetch cache."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, items_per_source: int = 5) -> None:
         self.redis = redis
+        # What one /fetch or digest shows of a source: the unit of the seen history.
+        self.items_per_source = items_per_source
         self._claim_due = redis.register_script(_CLAIM_DUE)
+        self._mark_seen = redis.register_script(_MARK_SEEN)
         self._release = redis.register_script(_RELEASE)
 
     async def close(self) -> None:
@@ -102,6 +183,23 @@ class Store:
             return bool(await self.redis.ping())
         except (RedisError, OSError):
             return False
+
+    async def write_problem(self) -> str | None:
+        """Why Redis cannot take the bot's writes now, or None when it can (readiness).
+
+        Out of memory is told apart from unreachable: Redis at ``maxmemory`` with the
+        noeviction policy answers reads and refuses every write.
+        """
+        try:
+            await self.redis.set(keys.READY_PROBE, "1", px=keys.READY_PROBE_MS)
+        except OutOfMemoryError as error:
+            # redis-py drops the "OOM" of Redis' answer; said again, it is recognisable.
+            return f"Redis is out of memory: OOM {str(error).rstrip('.')}"
+        except ResponseError as error:
+            return f"Redis refuses writes: {error}"  # e.g. READONLY: a replica, not the master
+        except (RedisError, OSError):
+            return "Redis does not answer"
+        return None
 
     # --- chats -------------------------------------------------------------------------
 
@@ -152,11 +250,29 @@ class Store:
         value = await self.redis.hget(_chat(chat_id), "interval")
         return int(value) if value else None
 
-    async def claim_due(self, now: float, limit: int) -> list[int]:
-        """Take up to ``limit`` chats whose digest is due; no other replica gets them."""
-        chats = await self._claim_due(keys=[keys.DUE],
-                                      args=[now, keys.DIGEST_CLAIM_SECONDS, limit])
+    async def claim_due(self, now: float, limit: int,
+                        hold: float = keys.DIGEST_CLAIM_SECONDS) -> list[int]:
+        """Take up to ``limit`` chats whose digest is due; no other replica gets them.
+
+        A claimed chat comes back ``hold`` seconds later unless it was rescheduled.
+        """
+        chats = await self._claim_due(keys=[keys.DUE], args=[now, hold, limit])
         return [int(chat) for chat in chats]
+
+    async def due_before(self, until: float, limit: int) -> list[int]:
+        """Up to ``limit`` chats whose digest is due before ``until`` (claimed or not)."""
+        chats: list[str] = await self.redis.zrangebyscore(  # type: ignore[assignment]
+            keys.DUE, "-inf", until, start=0, num=limit)
+        return [int(chat) for chat in chats]
+
+    async def sources_of(self, chat_ids: Sequence[int]) -> dict[int, list[Source]]:
+        """The sources of many chats, read in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for chat_id in chat_ids:
+                pipe.hget(_chat(chat_id), "sources")
+            raws = await pipe.execute()
+        return {chat_id: [Source.from_json(data) for data in json.loads(raw)] if raw else []
+                for chat_id, raw in zip(chat_ids, raws)}
 
     async def reschedule(self, chat_id: int, due: float) -> None:
         """Set when the chat's next digest is due, if it is still subscribed."""
@@ -168,23 +284,58 @@ class Store:
         return await self.redis.zscore(keys.DUE, chat_id)
 
     async def forget_chat(self, chat_id: int) -> None:
-        """Drop a chat that blocked the bot or left: its digest stops."""
-        await self.unsubscribe(chat_id)
-
-    async def migrate_chat(self, old_id: int, new_id: int) -> None:
-        """Move a group's settings to its new supergroup id."""
-        old, new = _chat(old_id), _chat(new_id)
-        if await self.redis.exists(old):
-            await self.redis.rename(old, new)
-        due = await self.redis.zscore(keys.DUE, old_id)
+        """Delete everything stored for a chat that blocked the bot, left or is gone."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            if due is not None:
-                pipe.zadd(keys.DUE, {str(new_id): due})
-                pipe.zrem(keys.DUE, old_id)
+            pipe.zrem(keys.DUE, chat_id)
+            pipe.delete(*(template.format(chat_id=chat_id) for template in keys.CHAT_KEYS))
             await pipe.execute()
-        seen_old = keys.SEEN.format(chat_id=old_id)
-        if await self.redis.exists(seen_old):
-            await self.redis.rename(seen_old, keys.SEEN.format(chat_id=new_id))
+
+    async def migrate_chat(self, old_id: int, new_id: int,
+                           max_sources: int | None = None) -> None:
+        """Move a group's settings to its new supergroup id, merging with what is there.
+
+        A supergroup with settings of its own keeps them: the group's sources are added
+        after its own (no duplicates, at most ``max_sources``), the digest is kept if
+        either had one (unless the supergroup said /stop), and both seen histories are
+        kept. Safe to repeat and to run from two replicas at once: the second finds
+        nothing left to move.
+        """
+        old, new = _chat(old_id), _chat(new_id)
+        seen_old, seen_new = keys.SEEN.format(chat_id=old_id), keys.SEEN.format(chat_id=new_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(old, new, seen_old)
+                    old_data: dict[str, str] = await pipe.hgetall(old)  # type: ignore[assignment]
+                    new_data: dict[str, str] = await pipe.hgetall(new)  # type: ignore[assignment]
+                    old_due = await pipe.zscore(keys.DUE, old_id)
+                    new_due = await pipe.zscore(keys.DUE, new_id)
+                    has_seen = bool(await pipe.exists(seen_old))
+                    if not old_data and old_due is None and not has_seen:
+                        await pipe.unwatch()
+                        return
+                    merged = _merge_chat(old_data, new_data, max_sources)
+                    pipe.multi()
+                    pipe.delete(old)
+                    if merged != new_data:
+                        pipe.delete(new)
+                        if merged:
+                            pipe.hset(new, mapping=dict[Any, Any](merged))
+                    pipe.zrem(keys.DUE, old_id)
+                    if "interval" not in merged:
+                        pipe.zrem(keys.DUE, new_id)
+                    elif "interval" not in new_data or new_due is None:
+                        due = old_due if old_due is not None else new_due
+                        if due is not None:
+                            pipe.zadd(keys.DUE, {str(new_id): due})
+                    if has_seen:
+                        pipe.zunionstore(seen_new, [seen_new, seen_old], aggregate="MAX")
+                        pipe.zremrangebyrank(seen_new, 0, -keys.SEEN_MAX - 1)
+                        pipe.delete(seen_old)
+                    await pipe.execute()
+                    return
+                except WatchError:
+                    continue  # the other replica moved it meanwhile: look again
 
     # --- seen items --------------------------------------------------------------------
 
@@ -192,20 +343,33 @@ class Store:
         """The ids among ``item_ids`` this chat has not been sent yet."""
         if not item_ids:
             return set()
-        scores = await self.redis.zmscore(keys.SEEN.format(chat_id=chat_id), list(item_ids))
-        return {item_id for item_id, score in zip(item_ids, scores) if score is None}
-
-    async def mark_seen(self, chat_id: int, item_ids: Iterable[str]) -> None:
-        """Remember items as sent to this chat, keeping only the newest SEEN_MAX."""
-        now = time.time()
-        mapping = {item_id: now for item_id in item_ids}
-        if not mapping:
-            return
         key = keys.SEEN.format(chat_id=chat_id)
+        ids = list(item_ids)
+        # The raw ids too: a history written before ids were hashed still counts (its
+        # entries are the oldest and leave first).
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(key, mapping)
-            pipe.zremrangebyrank(key, 0, -keys.SEEN_MAX - 1)
-            await pipe.execute()
+            pipe.zmscore(key, [_seen_member(item_id) for item_id in ids] + ids)
+            pipe.expire(key, keys.SEEN_TTL_SECONDS)
+            scores, _ = await pipe.execute()
+        hashed, raw = scores[:len(ids)], scores[len(ids):]
+        return {item_id for item_id, mine, old in zip(ids, hashed, raw)
+                if mine is None and old is None}
+
+    async def mark_seen(self, chat_id: int, item_ids: Iterable[str]) -> int:
+        """Remember items as sent to this chat; return how many the history keeps.
+
+        The history holds what the chat can be shown in a few rounds (its sources ×
+        items per source × SEEN_ROUNDS, at least SEEN_MIN), within Redis' compact
+        encoding (SEEN_COMPACT) unless a single round is bigger; the oldest go first.
+        """
+        members = list(dict.fromkeys(_seen_member(item_id) for item_id in item_ids))
+        if not members:
+            return 0
+        kept = await self._mark_seen(
+            keys=[keys.SEEN.format(chat_id=chat_id), _chat(chat_id)],
+            args=[int(time.time() * 1000), self.items_per_source, keys.SEEN_ROUNDS,
+                  keys.SEEN_MIN, keys.SEEN_COMPACT, keys.SEEN_TTL_SECONDS, *members])
+        return int(kept)
 
     # --- fetch cache -------------------------------------------------------------------
 
@@ -253,3 +417,33 @@ def _cached(data: dict[str, str]) -> CachedNews | None:
 
 def _chat(chat_id: int) -> str:
     return keys.CHAT.format(chat_id=chat_id)
+
+
+def _seen_member(item_id: str) -> str:
+    """An item id as the seen history stores it: 16 hex digits, whatever its length.
+
+    Feed ids are often long URLs; above 64 bytes a member alone would move the set to
+    Redis' large encoding. 64 bits of SHA-256 make a collision among a chat's few hundred
+    entries a chance of about one in 10^14.
+    """
+    return hashlib.sha256(item_id.encode()).hexdigest()[:16]
+
+
+def _merge_chat(old: dict[str, str], new: dict[str, str],
+                max_sources: int | None) -> dict[str, str]:
+    """The fields of a supergroup's chat hash after a group's migration into it."""
+    if not new:
+        return dict(old)  # the usual case: the supergroup is new to the bot
+    # Fields the supergroup lacks come from the group; its own stay as they are.
+    merged = {**{name: value for name, value in old.items()
+                 if name not in ("stopped", "interval", "sources")}, **new}
+    sources: dict[str, dict[str, Any]] = {}
+    for raw in (new.get("sources"), old.get("sources")):
+        for data in json.loads(raw) if raw else []:
+            sources.setdefault(data["key"], data)
+    chosen = list(sources.values())[:max_sources]
+    if chosen:
+        merged["sources"] = json.dumps(chosen)
+    if "interval" not in new and "interval" in old and "stopped" not in new:
+        merged["interval"] = old["interval"]
+    return merged

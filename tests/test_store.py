@@ -164,7 +164,8 @@ async def test_unseen_and_mark_seen(store: Store) -> None:
 
 
 async def test_seen_items_are_bounded_keeping_the_newest(store: Store) -> None:
-    old = [f"old{n:05d}" for n in range(keys.SEEN_MAX)]
+    # A chat without sources keeps the floor of keys.SEEN_MIN.
+    old = [f"old{n:05d}" for n in range(keys.SEEN_MIN)]
     await store.mark_seen(1, old)
     assert await store.unseen(1, old) == set()
     await store.mark_seen(1, [old[0]])  # sent again: now among the newest
@@ -173,7 +174,96 @@ async def test_seen_items_are_bounded_keeping_the_newest(store: Store) -> None:
     assert await store.unseen(1, new + [old[0]]) == set()
     forgotten = await store.unseen(1, old)
     assert len(forgotten) == len(new) and old[0] not in forgotten
-    assert await store.redis.zcard(keys.SEEN.format(chat_id=1)) == keys.SEEN_MAX
+    assert await store.redis.zcard(keys.SEEN.format(chat_id=1)) == keys.SEEN_MIN
+
+
+def feeds(count: int) -> list[Source]:
+    return [Source("feed", f"https://example.org/{n}.xml", f"feed {n}") for n in range(count)]
+
+
+def round_of(sources: int, number: int, items: int = 5) -> list[str]:
+    """The ids one /fetch shows: ``items`` a source, new ones each round (long URLs)."""
+    return [f"https://example.org/{source}/articles/{number:04d}-{item}-a-long-slug-for-"
+            f"an-article-about-something-that-happened-today"
+            for source in range(sources) for item in range(items)]
+
+
+async def test_seen_history_holds_a_few_rounds_of_what_the_chat_can_be_shown(
+        store: Store) -> None:
+    await store.set_sources(1, feeds(3))  # 3 sources × 5 items: 15 a round
+    rounds = [round_of(3, number) for number in range(10)]
+    for shown in rounds:
+        await store.mark_seen(1, shown)
+    kept = max(keys.SEEN_MIN, 15 * keys.SEEN_ROUNDS)
+    assert await store.redis.zcard(keys.SEEN.format(chat_id=1)) == kept
+    # The last SEEN_ROUNDS rounds are remembered, the earlier ones forgotten.
+    for shown in rounds[-keys.SEEN_ROUNDS:]:
+        assert await store.unseen(1, shown) == set()
+    assert await store.unseen(1, rounds[0]) == set(rounds[0])
+
+
+async def test_seen_history_of_a_chat_at_the_source_limit_stays_compact(
+        store: Store) -> None:
+    key = keys.SEEN.format(chat_id=2)
+    await store.set_sources(2, feeds(20))  # the default limit: 100 items a round
+    for number in range(30):
+        await store.mark_seen(2, round_of(20, number))
+        assert await store.redis.object("encoding", key) == "listpack"
+    assert await store.redis.zcard(key) == keys.SEEN_COMPACT
+    assert await store.unseen(2, round_of(20, 29)) == set()  # the last round, whole
+    size = await store.redis.memory_usage(key)
+    assert size is not None and size < 8 * 1024, size
+
+
+async def test_seen_history_expires_unless_used(store: Store) -> None:
+    key = keys.SEEN.format(chat_id=3)
+    await store.mark_seen(3, ["a"])
+    assert 0 < await store.redis.ttl(key) <= keys.SEEN_TTL_SECONDS
+    assert keys.SEEN_TTL_SECONDS > 30 * 86_400  # outlives the longest digest interval
+    await store.redis.expire(key, 60)  # as if it had not been used for a long time
+    assert await store.unseen(3, ["a", "b"]) == {"b"}  # a digest looked: in use again
+    assert await store.redis.ttl(key) > 60
+
+
+async def test_a_history_written_before_ids_were_hashed_still_counts(store: Store) -> None:
+    key = keys.SEEN.format(chat_id=4)
+    old_ids = [f"https://example.org/old/{n}" for n in range(500)]
+    await store.redis.zadd(key, {item_id: n for n, item_id in enumerate(old_ids)})
+    assert await store.redis.object("encoding", key) == "skiplist"
+    assert await store.unseen(4, [old_ids[-1], "new"]) == {"new"}
+    await store.mark_seen(4, ["new"])
+    # Trimmed to the bound and written anew in the compact encoding.
+    assert await store.redis.zcard(key) == keys.SEEN_MIN
+    assert await store.redis.object("encoding", key) == "listpack"
+    assert await store.unseen(4, [old_ids[-1], "new"]) == set()
+
+
+async def test_forget_chat_deletes_every_key_of_the_chat(store: Store) -> None:
+    from newsbot.cluster.ratelimit import RedisRateLimiter
+
+    limiter = RedisRateLimiter(store.redis, Settings())
+    for chat in (-1005, -1006):
+        await store.set_sources(chat, [PYTHON, FEED])
+        await store.subscribe(chat, 900, T)
+        await store.set_stopped(chat, False)
+        await store.mark_seen(chat, ["a", "b"])
+        await limiter.wait_for_slot(chat)  # the chat's and the group's rate buckets
+        # The poller's note of the chat's last update (written by its script).
+        await store.redis.set(keys.CHAT_LAST + str(chat), "41", ex=60)
+
+    def of_chat(chat: int, found: list[str]) -> list[str]:
+        return [key for key in found if key.rsplit(":", 1)[-1] == str(chat)]
+
+    before = [key async for key in store.redis.scan_iter()]
+    assert len(of_chat(-1005, before)) == len(keys.CHAT_KEYS)
+    await store.forget_chat(-1005)
+    after = [key async for key in store.redis.scan_iter()]
+    assert of_chat(-1005, after) == []
+    assert await store.next_due(-1005) is None
+    # The other chat keeps everything.
+    assert sorted(of_chat(-1006, after)) == sorted(of_chat(-1006, before))
+    assert await store.next_due(-1006) == T
+    assert await store.unseen(-1006, ["a", "c"]) == {"c"}
 
 
 # --- migration -------------------------------------------------------------------------
