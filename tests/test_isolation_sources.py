@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 import threading
 import time
@@ -204,6 +205,41 @@ async def test_feeds_whose_dns_never_answers_delay_only_their_own_chat(
             again = [m.displayed for m in telegram.sent(ATTACKER)[before:]]
             assert warnings_of(again) == {}
             assert healthy.count("/feeds/rss20.xml") >= len(dead)
+    finally:
+        dns.released.set()
+        resolver.close()
+
+
+async def test_a_source_list_whose_dns_never_answers_delays_only_its_own_chat(
+        telegram, healthy, redis_url):
+    dead = [f"http://src-{n}.dead.example/rss.xml" for n in range(20)]
+    feed = f"{healthy.url}/feeds/rss20.xml"
+    dns = DeadDNS()
+    resolver = Resolver(dns, threads=len(dead))
+    # The SSRF guard on: every name is looked up at /source; 127.0.0.2 stands in for a
+    # public server.
+    guard = Guard(exempt=frozenset({ipaddress.ip_address(healthy.host)}), resolver=resolver)
+    env = bot_env(telegram, redis_url, healthy, NEWSBOT_FETCH_TIMEOUT="4",
+                  NEWSBOT_ALLOW_PRIVATE_URLS="false")
+    try:
+        async with bot_with_guard(env, guard):
+            telegram.push_message(ATTACKER, "/source " + " ".join(dead))
+            await wait_for(lambda: len(dns.asked) == len(dead),
+                           "every name of the list is being looked up")
+
+            (reply,) = await say(telegram, f"/source {feed}", chat_id=OTHER)
+            assert reply.startswith("Your sources are now")
+            (fetched,) = await say(telegram, "/fetch", chat_id=OTHER)
+            assert newest_feed_titles()[0] in fetched
+            assert not dns.released.is_set() and telegram.sent(ATTACKER) == []
+
+            await wait_for(lambda: telegram.sent(ATTACKER), "the attacker's reply", 30)
+            (reply,) = [m.displayed for m in telegram.sent(ATTACKER)]
+            assert reply.startswith("Your sources are unchanged.")
+            reasons = warnings_of([reply])
+            # The reply names the first ten refusals and counts the rest.
+            assert set(reasons) == set(dead[:10]) and "10 more" in reply, reply
+            assert all("did not resolve in time" in r for r in reasons.values()), reasons
     finally:
         dns.released.set()
         resolver.close()
