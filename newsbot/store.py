@@ -170,6 +170,8 @@ class Store:
     async def forget_chat(self, chat_id: int) -> None:
         """Drop a chat that blocked the bot or left: its digest stops."""
         await self.unsubscribe(chat_id)
+        await self.redis.delete(_chat(chat_id), keys.SEEN.format(chat_id=chat_id))
+        await self.forget_delivery(chat_id)
 
     async def migrate_chat(self, old_id: int, new_id: int) -> None:
         """Move a group's settings to its new supergroup id."""
@@ -235,6 +237,39 @@ class Store:
     async def unlock_fetch(self, digest: str, owner: str) -> None:
         """Give up the right to fetch a source, if we still hold it."""
         await self._release(keys=[keys.FETCH_LOCK.format(digest=digest)], args=[owner])
+
+    # --- delivery ----------------------------------------------------------------------
+
+    async def sent_parts(self, scope: str) -> set[str]:
+        """The parts of a reply Telegram already took (see keys.PARTS_SENT)."""
+        members = await self.redis.smembers(keys.PARTS_SENT.format(scope=scope))
+        return {member.decode() if isinstance(member, bytes) else member
+                for member in members}
+
+    async def mark_part_sent(self, scope: str, part: str) -> None:
+        """Remember that Telegram took this part of a reply."""
+        key = keys.PARTS_SENT.format(scope=scope)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(key, part)
+            pipe.expire(key, keys.PARTS_SENT_SECONDS)
+            await pipe.execute()
+
+    async def forget_delivery(self, chat_id: int) -> None:
+        """Delete what sending keeps per chat: rate buckets, its hold, its digest's parts."""
+        await self.redis.delete(
+            keys.RATE_CHAT.format(chat_id=chat_id), keys.RATE_GROUP.format(chat_id=chat_id),
+            keys.RATE_HOLD.format(chat_id=chat_id),
+            keys.PARTS_SENT.format(scope=digest_scope(chat_id)))
+
+
+def digest_scope(chat_id: int) -> str:
+    """The delivery scope of a chat's digest (keys.PARTS_SENT)."""
+    return f"digest:{chat_id}"
+
+
+def update_scope(update_id: int) -> str:
+    """The delivery scope of the reply to an update (keys.PARTS_SENT)."""
+    return f"update:{update_id}"
 
 
 def _chat(chat_id: int) -> str:
