@@ -209,6 +209,10 @@ class RedisRateLimiter(BaseRateLimiter[None]):
                 if sending:
                     await self.hold(chat_id, seconds)
                 if attempt == MAX_ATTEMPTS:
+                    if sending:
+                        # Not a failure of the message: the chat must wait. Try later.
+                        SEND_DEFERRED.inc()
+                        raise SendDeferred(chat_id, seconds) from error
                     raise
                 if not sending:
                     if seconds * 1000 > self.max_wait_ms:
