@@ -122,9 +122,9 @@ async def test_a_booking_of_an_old_configuration_is_not_inherited(redis) -> None
 
 
 async def test_a_send_never_waits_past_the_limit(redis) -> None:
-    # One a second in a chat, at most 1.5 s of waiting: of three sends at once, the
-    # third (two seconds off) is deferred instead of slept.
-    paced = limiter(redis, max_wait_ms=1500)
+    # One message per 4 s in a chat, at most 6 s of waiting: of three sends at once,
+    # the third (8 s off) is deferred instead of slept.
+    paced = limiter(redis, max_wait_ms=6000, send_per_chat_second=0.25)
     results = await asyncio.gather(*(paced.wait_for_slot(7) for _ in range(3)),
                                    return_exceptions=True)
     assert [type(result) for result in results].count(SendDeferred) == 1
