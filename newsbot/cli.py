@@ -11,12 +11,11 @@ import asyncio
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from urllib.parse import urlsplit
 
 from newsbot import __version__, render
-from newsbot.config import Settings
+from newsbot.config import Settings, redis_location
 from newsbot.errors import ConfigError
-from newsbot.logs import configure_logging
+from newsbot.logs import configure_logging, redact
 
 EXIT_CONFIG = 2
 
@@ -113,7 +112,7 @@ async def check(settings: Settings) -> int:
         store = Store(connect(settings))
         reachable = await store.ping()
         await store.close()
-        where = urlsplit(settings.redis_url).hostname or settings.redis_url
+        where = redis_location(settings.redis_url)  # never the URL: it may hold a password
         if not reachable:
             print(f"newsbot: Redis at {where} does not answer (REDIS_URL)", file=sys.stderr)
             return 1
@@ -128,6 +127,7 @@ async def check(settings: Settings) -> int:
                        base_url=f"{settings.telegram_api_url}/bot") as bot:
             print(f"telegram: ok (@{bot.username})")
     except TelegramError as error:
-        print(f"newsbot: Telegram refused or cannot be reached: {error}", file=sys.stderr)
+        print(f"newsbot: Telegram refused or cannot be reached: "
+              f"{redact(str(error), settings.secrets)}", file=sys.stderr)
         return 1
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Sequence
 
@@ -34,6 +35,11 @@ logger = logging.getLogger(__name__)
 
 # A command longer than this is refused before it is parsed.
 MAX_ARGUMENT_LENGTH = 4000
+# A reply names at most this many refused words; a flood of them is counted, so the
+# answer to one message stays one message however many words it held.
+MAX_REFUSALS_SHOWN = 10
+# "/command" or "/command@botname" at the start of a message, as Telegram marks them.
+_COMMAND = re.compile(r"/([A-Za-z0-9_]{1,64})(?:@([A-Za-z0-9_]{1,64}))?(?=\s|$)")
 
 HELP = """<b>Newsbot</b> brings you the news you choose: subreddits and RSS/Atom feeds.
 
@@ -62,6 +68,7 @@ class Handlers:
         self.guard = guard or Guard(settings.allow_private_urls)
         # Updates whose handling met an outage; the consumer leaves them pending.
         self.deferred: set[int] = set()
+        self.commands: frozenset[str] = frozenset()
 
     def register(self, application: Application) -> None:
         """Add the handlers to a python-telegram-bot application."""
@@ -75,8 +82,10 @@ class Handlers:
             "fetch": self.fetch, "subscribe": self.subscribe,
             "unsubscribe": self.unsubscribe, "stop": self.stop,
         }
+        self.commands = frozenset(commands)
         for name, callback in commands.items():
             application.add_handler(CommandHandler(name, callback))
+        application.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self.migrate))
         application.add_handler(MessageHandler(
             filters.ChatType.PRIVATE & filters.COMMAND, self.unknown))
         application.add_handler(MessageHandler(
@@ -119,12 +128,25 @@ class Handlers:
         if allowed is not None and chat.id not in allowed:
             logger.info("ignoring chat %s: not in NEWSBOT_ALLOWED_CHATS", chat.id)
             raise ApplicationHandlerStop
+        if message.migrate_to_chat_id or message.migrate_from_chat_id:
+            return  # the group's settings must move, stopped or not
         if _command(message.text) != "start" and await self.store.is_stopped(chat.id):
             raise ApplicationHandlerStop
         if message.text and len(message.text) > MAX_ARGUMENT_LENGTH:
-            await self.reply(update, context, "That message is too long for me to read. "
-                             "Send fewer sources at a time.")
+            # In a group, what is not a command of ours (plain talk, or a command for
+            # another bot) is none of this bot's business, however long it is.
+            if chat.type == chat.PRIVATE or self._is_mine(message.text, context.bot.username):
+                await self.reply(update, context, "That message is too long for me to read. "
+                                 "Send fewer sources at a time.")
             raise ApplicationHandlerStop
+
+    def _is_mine(self, text: str, username: str | None) -> bool:
+        """Tell whether a text is one of our commands, for no bot or for this bot by name."""
+        match = _COMMAND.match(text)
+        if match is None or match.group(1).lower() not in self.commands:
+            return False
+        addressee = match.group(2)
+        return addressee is None or addressee.lower() == (username or "").lower()
 
     async def my_chat_member(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """The bot was blocked, or removed from a group or channel: forget the chat."""
@@ -157,11 +179,15 @@ class Handlers:
         if not text:
             await self.reply(update, context, _list_reply(await self.store.get_sources(chat_id)))
             return
-        sources, refused = await self.check_sources(text)
-        if sources and len(sources) > self.settings.max_sources:
+        sources, refused = parse_sources(text)
+        if len(sources) > self.settings.max_sources:
+            # Counted before any lookup: a list of dead host names must not hold the
+            # shared resolver threads only to be refused for its length.
             refused.append(("", f"at most {self.settings.max_sources} sources, "
                                 f"you gave {len(sources)}"))
             sources = []
+        sources, more_refused = await self.guard_sources(sources)
+        refused += more_refused
         if sources:
             await self.store.set_sources(chat_id, sources)
             head = "Your sources are now:\n" + render.bullet_list(s.label for s in sources)
@@ -177,13 +203,15 @@ class Handlers:
             await self.reply(update, context, "Add what? For example: /add r/rust")
             return
         current = await self.store.get_sources(chat_id)
-        new, refused = await self.check_sources(text)
+        new, refused = parse_sources(text)
         known = {source.key for source in current}
         new = [source for source in new if source.key not in known]
         if len(current) + len(new) > self.settings.max_sources:
             refused.append(("", f"at most {self.settings.max_sources} sources; "
                                 f"you have {len(current)}"))
             new = []
+        new, more_refused = await self.guard_sources(new)
+        refused += more_refused
         if new:
             await self.store.set_sources(chat_id, current + new)
         await self.reply(update, context, _with_refusals(_list_reply(current + new), refused))
@@ -246,6 +274,27 @@ class Handlers:
                          "here until you send /start.")
         await self.store.set_stopped(_chat_id(update), True)
 
+    async def migrate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A group became a supergroup: move its settings to the new id, merging.
+
+        Telegram sends ``migrate_to_chat_id`` in the old group and ``migrate_from_chat_id``
+        in the new supergroup; whichever is handled first moves the settings and the other
+        finds nothing left to move.
+        """
+        message, chat = update.effective_message, update.effective_chat
+        assert message is not None and chat is not None
+        if message.migrate_to_chat_id:
+            old_id, new_id = chat.id, int(message.migrate_to_chat_id)
+        else:
+            old_id, new_id = int(message.migrate_from_chat_id or 0), chat.id
+        if old_id and new_id and old_id != new_id:
+            logger.info("group %s became supergroup %s; moving its settings", old_id, new_id)
+            await self.store.migrate_chat(old_id, new_id, self.settings.max_sources)
+            allowed = self.settings.allowed_chats
+            if allowed is not None and new_id not in allowed:
+                logger.warning("supergroup %s (formerly %s) is not in NEWSBOT_ALLOWED_CHATS: "
+                               "add it, or the bot ignores it", new_id, old_id)
+
     async def unknown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Anything else in a private chat: point to /help."""
         await self.reply(update, context, "I did not understand that. Send /help to see "
@@ -270,10 +319,16 @@ class Handlers:
     async def check_sources(self, text: str) -> tuple[list[Source], list[tuple[str, str]]]:
         """Parse sources and run the SSRF guard on the feeds, all in parallel."""
         sources, refused = parse_sources(text)
+        accepted, more_refused = await self.guard_sources(sources)
+        return accepted, refused + more_refused
+
+    async def guard_sources(self, sources: Sequence[Source]
+                            ) -> tuple[list[Source], list[tuple[str, str]]]:
+        """Run the SSRF guard on parsed sources in parallel: the accepted and the refused."""
         checks = await asyncio.gather(*(self._check(source) for source in sources))
         accepted = [source for source, reason in zip(sources, checks) if reason is None]
-        refused += [(source.label, reason) for source, reason in zip(sources, checks)
-                    if reason is not None]
+        refused = [(source.label, reason) for source, reason in zip(sources, checks)
+                   if reason is not None]
         return accepted, refused
 
     async def _check(self, source: Source) -> str | None:
@@ -312,11 +367,19 @@ def _list_reply(sources: Sequence[Source]) -> str:
 
 
 def _with_refusals(head: str, refused: list[tuple[str, str]]) -> str:
-    named = [(word, reason) for word, reason in refused if word]
-    general = [reason for word, reason in refused if not word]
+    """The reply's head, then one line per distinct refused word (the first few)."""
+    named: dict[str, str] = {}
+    for word, reason in refused:
+        if word:
+            named.setdefault(word, reason)  # a word typed twice is named once
+    general = list(dict.fromkeys(reason for word, reason in refused if not word))
     parts = [head]
     if named:
-        parts.append("Not added:\n" + render.refusals(named))
+        shown = list(named.items())[:MAX_REFUSALS_SHOWN]
+        lines = "Not added:\n" + render.refusals(shown)
+        if len(named) > len(shown):
+            lines += f"\n…and {len(named) - len(shown)} more"
+        parts.append(lines)
     parts += ["⚠️ " + render.escape(reason[0].upper() + reason[1:]) for reason in general]
     return "\n\n".join(parts)
 

@@ -4,16 +4,24 @@ Liveness and readiness answer different questions (and each says why it failed):
 ``/healthz`` — is the main loop still turning? A stuck process is restarted.
 ``/readyz`` — does Redis answer and is the consumer running? A replica that cannot do
 its work is taken out of rotation, not killed: Redis may come back.
+
+The port may be reachable by anyone on the network, so a request is read within limits
+(line length, header count, one deadline for all of it) and junk is answered with a
+plain 400, 405, 414 or 431, or the connection is simply closed; never a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from newsbot.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +31,27 @@ METRICS_PATH = "/metrics"
 # The main loop beats at least every few seconds; this long without a beat is a hang.
 HEARTBEAT_MAX_AGE = 60.0
 
+# A probe's request is a few dozen bytes; these bounds only keep junk from costing memory.
+MAX_LINE = 8192
+MAX_HEADERS = 100
+# Slow or half-open clients get this long for the whole request, however they trickle.
+REQUEST_SECONDS = 5.0
+ALLOWED_METHODS = ("GET", "HEAD")
+_REQUEST_LINE = re.compile(r"([A-Z]{1,20}) (/[\x21-\x7e]*) HTTP/1\.[01]")
+_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,20}")
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            414: "URI Too Long", 431: "Request Header Fields Too Large",
+            503: "Service Unavailable"}
+
 Check = Callable[[], Awaitable[str | None]]  # None when fine, else the reason
+
+
+class _Refused(Exception):
+    """A request answered with an error status, without looking further."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 class HealthServer:
@@ -38,7 +66,14 @@ class HealthServer:
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        """Listen; a port that cannot be had is a configuration error, not a crash."""
+        try:
+            self._server = await asyncio.start_server(self._serve, self.host, self.port,
+                                                      limit=MAX_LINE)
+        except OSError as error:
+            reason = os.strerror(error.errno) if error.errno else str(error)
+            raise ConfigError("NEWSBOT_HTTP_PORT", f"NEWSBOT_HTTP_PORT={self.port} cannot "
+                              f"be used: {reason}") from None
         self.port = self._server.sockets[0].getsockname()[1]
         logger.info("health and metrics on port %s", self.port)
 
@@ -65,18 +100,57 @@ class HealthServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request_line = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)).strip():
-                pass  # headers are not needed
-            parts = request_line.decode("latin-1").split()
-            path = parts[1].split("?", 1)[0] if len(parts) >= 2 else "/"
+            try:
+                async with asyncio.timeout(REQUEST_SECONDS):
+                    method, path = await _read_request(reader)
+            except _Refused as refused:
+                logger.debug("health: refused a malformed request (%s)", refused.status)
+                await _respond(writer, refused.status, "text/plain",
+                               f"{_REASONS[refused.status].lower()}\n".encode())
+                return
             status, content_type, body = await self.answer(path)
-            reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
-            writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
-                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-                         .encode() + body)
-            await writer.drain()
-        except (TimeoutError, ConnectionError, UnicodeDecodeError):
-            pass  # a probe that hung up or spoke garbage; nothing to answer
+            await _respond(writer, status, content_type, b"" if method == "HEAD" else body,
+                           len(body))
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            pass  # a client that was too slow, hung up or went half-open: nothing to answer
         finally:
             writer.close()
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str]:
+    """The method and path of a request, its headers read and dropped; raise _Refused."""
+    line = await _read_line(reader, 414)
+    text = line.decode("latin-1").rstrip("\r\n")
+    match = _REQUEST_LINE.fullmatch(text)
+    if match is None:
+        word = text.split(" ", 1)[0]
+        # A well-formed line with another method is 405; anything else is junk.
+        known_shape = _METHOD.fullmatch(word) and text.count(" ") == 2
+        raise _Refused(405 if known_shape and word not in ALLOWED_METHODS else 400)
+    method, target = match.groups()
+    if method not in ALLOWED_METHODS:
+        raise _Refused(405)
+    for _ in range(MAX_HEADERS + 1):
+        if not (await _read_line(reader, 431)).strip():
+            return method, target.split("?", 1)[0]
+    raise _Refused(431)
+
+
+async def _read_line(reader: asyncio.StreamReader, too_long: int) -> bytes:
+    """One line of at most MAX_LINE bytes; EOF before its end raises IncompleteReadError."""
+    try:
+        line = await reader.readuntil(b"\n")
+    except asyncio.LimitOverrunError:
+        raise _Refused(too_long) from None
+    if len(line) > MAX_LINE:
+        raise _Refused(too_long)
+    return line
+
+
+async def _respond(writer: asyncio.StreamWriter, status: int, content_type: str, body: bytes,
+                   length: int | None = None) -> None:
+    allow = "Allow: GET, HEAD\r\n" if status == 405 else ""
+    writer.write(f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
+                 f"Content-Length: {len(body) if length is None else length}\r\n{allow}"
+                 "Connection: close\r\n\r\n".encode() + body)
+    await writer.drain()

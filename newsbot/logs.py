@@ -14,6 +14,13 @@ from collections.abc import Iterable
 from typing import TextIO
 
 
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Text with every secret replaced by '***', the longest first."""
+    for secret in sorted((secret for secret in secrets if secret), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
 class Redact(logging.Filter):
     """Replaces secrets in log records, message, arguments and traceback alike."""
 
@@ -32,9 +39,7 @@ class Redact(logging.Filter):
         if record.stack_info:
             message += "\n" + record.stack_info
             record.stack_info = None
-        for secret in self.secrets:
-            message = message.replace(secret, "***")
-        record.msg, record.args = message, None
+        record.msg, record.args = redact(message, self.secrets), None
         return True
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
 from newsbot import keys
 from newsbot.config import Settings
@@ -173,20 +173,52 @@ class Store:
         await self.redis.delete(_chat(chat_id), keys.SEEN.format(chat_id=chat_id))
         await self.forget_delivery(chat_id)
 
-    async def migrate_chat(self, old_id: int, new_id: int) -> None:
-        """Move a group's settings to its new supergroup id."""
+    async def migrate_chat(self, old_id: int, new_id: int,
+                           max_sources: int | None = None) -> None:
+        """Move a group's settings to its new supergroup id, merging with what is there.
+
+        A supergroup with settings of its own keeps them: the group's sources are added
+        after its own (no duplicates, at most ``max_sources``), the digest is kept if
+        either had one (unless the supergroup said /stop), and both seen histories are
+        kept. Safe to repeat and to run from two replicas at once: the second finds
+        nothing left to move.
+        """
         old, new = _chat(old_id), _chat(new_id)
-        if await self.redis.exists(old):
-            await self.redis.rename(old, new)
-        due = await self.redis.zscore(keys.DUE, old_id)
+        seen_old, seen_new = keys.SEEN.format(chat_id=old_id), keys.SEEN.format(chat_id=new_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            if due is not None:
-                pipe.zadd(keys.DUE, {str(new_id): due})
-                pipe.zrem(keys.DUE, old_id)
-            await pipe.execute()
-        seen_old = keys.SEEN.format(chat_id=old_id)
-        if await self.redis.exists(seen_old):
-            await self.redis.rename(seen_old, keys.SEEN.format(chat_id=new_id))
+            while True:
+                try:
+                    await pipe.watch(old, new, seen_old)
+                    old_data: dict[str, str] = await pipe.hgetall(old)  # type: ignore[assignment]
+                    new_data: dict[str, str] = await pipe.hgetall(new)  # type: ignore[assignment]
+                    old_due = await pipe.zscore(keys.DUE, old_id)
+                    new_due = await pipe.zscore(keys.DUE, new_id)
+                    has_seen = bool(await pipe.exists(seen_old))
+                    if not old_data and old_due is None and not has_seen:
+                        await pipe.unwatch()
+                        return
+                    merged = _merge_chat(old_data, new_data, max_sources)
+                    pipe.multi()
+                    pipe.delete(old)
+                    if merged != new_data:
+                        pipe.delete(new)
+                        if merged:
+                            pipe.hset(new, mapping=dict[Any, Any](merged))
+                    pipe.zrem(keys.DUE, old_id)
+                    if "interval" not in merged:
+                        pipe.zrem(keys.DUE, new_id)
+                    elif "interval" not in new_data or new_due is None:
+                        due = old_due if old_due is not None else new_due
+                        if due is not None:
+                            pipe.zadd(keys.DUE, {str(new_id): due})
+                    if has_seen:
+                        pipe.zunionstore(seen_new, [seen_new, seen_old], aggregate="MAX")
+                        pipe.zremrangebyrank(seen_new, 0, -keys.SEEN_MAX - 1)
+                        pipe.delete(seen_old)
+                    await pipe.execute()
+                    return
+                except WatchError:
+                    continue  # the other replica moved it meanwhile: look again
 
     # --- seen items --------------------------------------------------------------------
 
@@ -274,3 +306,23 @@ def update_scope(update_id: int) -> str:
 
 def _chat(chat_id: int) -> str:
     return keys.CHAT.format(chat_id=chat_id)
+
+
+def _merge_chat(old: dict[str, str], new: dict[str, str],
+                max_sources: int | None) -> dict[str, str]:
+    """The fields of a supergroup's chat hash after a group's migration into it."""
+    if not new:
+        return dict(old)  # the usual case: the supergroup is new to the bot
+    # Fields the supergroup lacks come from the group; its own stay as they are.
+    merged = {**{name: value for name, value in old.items()
+                 if name not in ("stopped", "interval", "sources")}, **new}
+    sources: dict[str, dict[str, Any]] = {}
+    for raw in (new.get("sources"), old.get("sources")):
+        for data in json.loads(raw) if raw else []:
+            sources.setdefault(data["key"], data)
+    chosen = list(sources.values())[:max_sources]
+    if chosen:
+        merged["sources"] = json.dumps(chosen)
+    if "interval" not in new and "interval" in old and "stopped" not in new:
+        merged["interval"] = old["interval"]
+    return merged

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
-from harness import ROOT, BotProcess, bot_env
+from cluster_support import free_port
+from harness import ROOT, BotProcess, bot_env, stop_process
 
 CHAT = 515
 
@@ -169,3 +175,134 @@ def test_python_dash_m_and_the_console_script_agree():
 
     assert result.stdout.strip() == f"newsbot {__version__}"
     assert (Path(ROOT) / "newsbot" / "__main__.py").exists()
+
+
+# --- strict configuration: one line and exit 2, never a traceback ------------------------
+
+@pytest.mark.parametrize("variable, value", [
+    ("NEWSBOT_SEND_PER_SECOND", "1e-300"),
+    ("NEWSBOT_SEND_PER_SECOND", "0.0001"),
+    ("NEWSBOT_SEND_PER_SECOND", "nan"),
+    ("NEWSBOT_SEND_PER_CHAT_SECOND", "inf"),
+    ("NEWSBOT_ALLOWED_CHATS", "1,,2"),
+    ("NEWSBOT_ALLOWED_CHATS", str(2**63)),
+    ("TELEGRAM_TOKEN", "123456789:" + "A" * 9990),
+    ("TELEGRAM_API_URL", "http://127.0.0.1:99999"),
+    ("REDDIT_URL", "http://exa mple.org"),
+    ("REDIS_URL", "redis://127.0.0.1:99999/0"),
+    ("REDIS_URL", "redis://127.0.0.1:6379/99"),
+    ("REDIS_URL", "redis://127.0.0.1:6379/0?socket_timeout=soon"),
+    ("REDIS_URL", "redis://127.0.0.1:6379/0?nosuchoption=1"),
+])
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_an_out_of_range_or_malformed_value_is_one_line_and_exit_2(command, variable, value):
+    result = newsbot(command, env={"TELEGRAM_TOKEN": "123:abc", variable: value})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and variable in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and "AAAAAAAAAA" not in result.stderr
+
+
+def test_a_busy_health_port_is_one_line_and_exit_2(telegram, redis_url):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = newsbot("run", env=bot_env(telegram, redis_url, NEWSBOT_HTTP_PORT=str(port)))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"newsbot: NEWSBOT_HTTP_PORT={port} cannot be used: "
+                     "Address already in use"], result.stderr
+
+
+# --- secrets in every form of URL ----------------------------------------------------------
+
+REDIS_PASSWORD = "Red1s!pw-7f3a"      # as redis-server knows it
+REDIS_PASSWORD_IN_URL = "Red1s%21pw-7f3a"  # as written in a URL
+API_PASSWORD = "api-userinfo-pw-91c2"
+
+
+@pytest.fixture
+def locked_redis() -> Iterator[tuple[int, str]]:
+    """A redis-server with a password, on a TCP port and a unix socket."""
+    directory = tempfile.mkdtemp(prefix="nb-redis-", dir="/tmp")  # socket paths are short
+    socket_path = os.path.join(directory, "redis.sock")
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", directory, "--unixsocket", socket_path,
+         "--requirepass", REDIS_PASSWORD],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(unix_socket_path=socket_path, password=REDIS_PASSWORD)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.RedisError:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.05)
+        client.close()
+        yield port, socket_path
+    finally:
+        stop_process(process)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _redis_urls(port: int, socket_path: str) -> list[str]:
+    return [
+        f"unix://:{REDIS_PASSWORD_IN_URL}@{socket_path}",
+        f"unix://{socket_path}?password={REDIS_PASSWORD_IN_URL}",
+        f"redis://127.0.0.1:{port}/0?password={REDIS_PASSWORD_IN_URL}",
+        f"redis://:{REDIS_PASSWORD_IN_URL}@127.0.0.1:{port}/1",
+    ]
+
+
+def _api_url_with_userinfo(telegram) -> str:
+    return telegram.url.replace("http://", f"http://newsbot:{API_PASSWORD}@")
+
+
+def _assert_no_secret(text: str, telegram) -> None:
+    for secret in (REDIS_PASSWORD, REDIS_PASSWORD_IN_URL, API_PASSWORD, telegram.token,
+                   telegram.token.split(":", 1)[1]):
+        assert secret not in text
+
+
+def test_check_prints_no_password_of_any_redis_url_form(telegram, locked_redis):
+    port, socket_path = locked_redis
+    for url in _redis_urls(port, socket_path):
+        env = bot_env(telegram, url, TELEGRAM_API_URL=_api_url_with_userinfo(telegram),
+                      NEWSBOT_LOG_LEVEL="DEBUG")
+        result = newsbot("check", env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        where = socket_path if url.startswith("unix") else "127.0.0.1"
+        assert f"redis: ok ({where})" in result.stdout  # the password was really used
+        assert "telegram: ok" in result.stdout
+        _assert_no_secret(result.stdout + result.stderr, telegram)
+        # And when Redis does not answer, the one-line reason shows no password either.
+        wrong = url.replace(REDIS_PASSWORD_IN_URL, "Wrong%21pw-secret")
+        result = newsbot("check", env={**env, "REDIS_URL": wrong})
+        assert result.returncode == 1
+        assert "Wrong" not in result.stdout + result.stderr
+        assert "does not answer (REDIS_URL)" in result.stderr
+
+
+def test_no_password_or_userinfo_reaches_the_debug_log(telegram, locked_redis):
+    port, socket_path = locked_redis
+    for url in _redis_urls(port, socket_path)[:3]:
+        env = bot_env(telegram, url, TELEGRAM_API_URL=_api_url_with_userinfo(telegram),
+                      NEWSBOT_LOG_LEVEL="DEBUG")
+        bot = BotProcess(env)
+        try:
+            before = len(telegram.sent(CHAT))
+            telegram.push_message(CHAT, "/help")
+            telegram.wait_for_sent(before + 1, CHAT, timeout=30)
+            assert bot.terminate() == 0
+            output = bot.output
+        finally:
+            bot.close()
+        assert "getUpdates" in output  # DEBUG logging really was on
+        assert "***" in output  # and the API URL with its userinfo was logged, masked
+        _assert_no_secret(output, telegram)

@@ -592,10 +592,31 @@ class FakeTelegram:
         with self._cond:
             self._blocked.discard(chat_id)
 
-    def migrate_chat(self, old_id: int, new_id: int) -> None:
-        """Act as if group old_id became supergroup new_id: sends to old_id answer 400."""
+    def migrate_chat(self, old_id: int, new_id: int, notify: bool = True,
+                     username: str = "alice") -> list[int]:
+        """Act as if group old_id became supergroup new_id: sends to old_id answer 400.
+
+        With ``notify``, deliver the two service messages Telegram sends on an upgrade:
+        ``migrate_to_chat_id`` in the old group, then ``migrate_from_chat_id`` in the new
+        supergroup, both from the user who upgraded it. Return their update ids.
+        """
+        user = {"id": zlib.crc32(username.encode()) % 900_000_000 + 100_000_000,
+                "is_bot": False, "first_name": username.capitalize(), "username": username}
         with self._cond:
             self._migrated[old_id] = new_id
+            title = self._chats.get(old_id, {}).get("title", f"Test group {old_id}")
+            group = {"id": old_id, "type": "group", "title": title}
+            supergroup = {"id": new_id, "type": "supergroup", "title": title}
+            self._chats[old_id], self._chats[new_id] = group, supergroup
+            messages = [
+                {"message_id": self._next_message_id(old_id), "from": user,
+                 "date": int(time.time()), "chat": group, "migrate_to_chat_id": new_id},
+                {"message_id": self._next_message_id(new_id), "from": user,
+                 "date": int(time.time()), "chat": supergroup, "migrate_from_chat_id": old_id},
+            ]
+        if not notify:
+            return []
+        return [self.push_update({"message": message}) for message in messages]
 
     # introspection
 
