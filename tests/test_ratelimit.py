@@ -45,6 +45,19 @@ async def redis_now_ms(redis: aioredis.Redis) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
+@pytest.mark.parametrize("window_ms, allowed, expected", [
+    (1000, 30 * keys.RATE_MARGIN_GLOBAL, 40),      # 25.5/s booked as one per 40 ms
+    (60_000, 20 * keys.RATE_MARGIN_GROUP, 3158),   # 19/min
+    (1000, 1.0, 1000),
+    (1000, 1e-300, 3_600_000),                     # never longer than an hour
+    (1000, 0.0, 3_600_000),
+    (1000, float("inf"), 1),
+    (1000, float("nan"), 3_600_000),
+])
+def test_intervals_round_up_and_stay_in_range(window_ms, allowed, expected) -> None:
+    assert interval_ms(window_ms, allowed) == expected
+
+
 async def test_bookings_are_spaced_by_the_limit_with_its_margin(redis) -> None:
     # Two a second overall, booked by five chats at once: one slot per interval, in
     # order, each chat's own bucket booked at that same slot.

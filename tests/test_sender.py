@@ -124,11 +124,15 @@ async def test_a_two_part_reply_whose_second_part_fails_is_completed_not_repeate
     assert send_calls(telegram).count(CHAT) == 1 + 1 + 5 + 1 + 1
 
 
+@pytest.mark.parametrize("gone", ["deleted (400 chat not found)", "blocked the bot (403)"])
 async def test_a_chat_that_no_longer_exists_is_forgotten_and_not_tried_again(
-        telegram, news, redis_url, store):
+        telegram, news, redis_url, store, gone):
     await store.set_sources(CHAT, [parse_source("python")])
     await store.mark_seen(CHAT, ["old-item"])
-    telegram.delete_chat(CHAT)
+    if gone.startswith("deleted"):
+        telegram.delete_chat(CHAT)
+    else:
+        telegram.block_chat(CHAT)
     await store.subscribe(CHAT, 60, time.time())
     async with running_bot(bot_env(telegram, redis_url, news)):
         await asyncio.to_thread(telegram.wait_for_calls, "sendMessage", 1)
