@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import random
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -20,7 +21,8 @@ from telegram.request import HTTPXRequest
 
 from fakes.telegram_api import FakeTelegram
 from newsbot import keys
-from newsbot.cluster.ratelimit import RedisRateLimiter, SendDeferred, interval_ms
+from newsbot.cluster.ratelimit import (RedisRateLimiter, SendDeferred, interval_ms,
+                                       retry_after_seconds)
 from newsbot.config import Settings
 
 REAL = Settings()  # Telegram's figures: 30/s overall, 1/s a chat, 20/min a group
@@ -56,6 +58,14 @@ async def redis_now_ms(redis: aioredis.Redis) -> int:
 ])
 def test_intervals_round_up_and_stay_in_range(window_ms, allowed, expected) -> None:
     assert interval_ms(window_ms, allowed) == expected
+
+
+@pytest.mark.parametrize("retry_after, expected", [
+    (7, 7.0), (timedelta(seconds=60), 60.0), (0, 1.0), (-5, 1.0),
+    (99_999_999, 3600.0), (float("inf"), 3600.0), (float("nan"), 1.0), ("soon", 1.0),
+])
+def test_retry_after_is_read_defensively_and_clamped(retry_after, expected) -> None:
+    assert retry_after_seconds(retry_after) == expected
 
 
 async def test_bookings_are_spaced_by_the_limit_with_its_margin(redis) -> None:

@@ -60,6 +60,9 @@ BACKOFF_MAX_SECONDS = 8.0
 NEAR_MS = 10
 # No interval is longer than this, whatever the configuration says (an hour a message).
 MAX_INTERVAL_MS = 3_600_000
+# A retry_after is believed up to this long: a chat held for years by one odd answer
+# would have its updates deferred for good. After it, the next 429 says the truth.
+MAX_HOLD_SECONDS = 3600.0
 
 # KEYS: the chat's hold ('' for none), the global hold, then the buckets: global first,
 # then the chat's own (chat, group). ARGV: the most a send may wait (ms), NEAR_MS, then
@@ -279,6 +282,15 @@ def _chat_id(data: dict[str, Any]) -> int | None:
 
 
 def retry_after_seconds(retry_after: Any) -> float:
-    """A RetryAfter's wait in seconds, whether PTB gave an int or a timedelta."""
+    """A RetryAfter's wait in seconds, whether PTB gave an int or a timedelta.
+
+    Clamped to [1 s, MAX_HOLD_SECONDS]; anything that is not a number counts as 1 s.
+    """
     total_seconds = getattr(retry_after, "total_seconds", None)
-    return float(total_seconds() if total_seconds else retry_after)
+    try:
+        seconds = float(total_seconds() if total_seconds else retry_after)
+    except (TypeError, ValueError, OverflowError):
+        return 1.0
+    if not math.isfinite(seconds):
+        return MAX_HOLD_SECONDS if seconds > 0 else 1.0
+    return min(MAX_HOLD_SECONDS, max(1.0, seconds))
