@@ -48,10 +48,15 @@ async def keys_of_chat(redis: aioredis.Redis, chat_id: int,
     """
     found = [key async for key in redis.scan_iter(match="newsbot:*")
              if str(chat_id) in key.split(":") and not key.startswith(besides)
-             and not (key.startswith("newsbot:rate:") and 0 < await redis.pttl(key) < 60_000)]
+             and not (key.startswith("newsbot:rate:") and await _expires_soon(redis, key))]
     if await redis.zscore("newsbot:due", chat_id) is not None:
         found.append("newsbot:due[chat]")
     return found
+
+
+async def _expires_soon(redis: aioredis.Redis, key: str) -> bool:
+    ttl = await redis.pttl(key)
+    return ttl == -2 or 0 <= ttl < 60_000  # -2: expired since the scan; -1: never
 
 
 async def wait_for(condition, timeout: float = 20.0) -> None:
