@@ -3,10 +3,13 @@
 Pacing and retries of 429s and network errors happen below, in the rate limiter every
 Telegram call goes through (cluster.ratelimit); here are the answers that change state:
 
-* a reply is sent part by part, and each part Telegram took is recorded under the
-  reply's scope (an update, or a chat's digest), so when the reply is tried again (the
-  update redelivered after an outage, a replica killed mid-reply) only the parts that
-  did not go out are sent;
+* a reply of several parts is sent part by part, and each part Telegram took is
+  recorded under the reply's scope (an update, or a chat's digest), so when the reply
+  is tried again (the update redelivered after an outage, a replica killed mid-reply)
+  only the parts that did not go out are sent. A reply of one part is not recorded:
+  the update's done mark, written a moment after it, already covers it, and two more
+  Redis round trips on every reply would only widen the moment between a reply and the
+  state change after it;
 * ``403`` (blocked, kicked, deactivated) and ``400 chat not found`` (a deleted account
   or group) delete the chat's state: nothing is retried, no digest comes again;
 * a group that became a supergroup has its settings moved and the part goes there.
@@ -47,10 +50,11 @@ async def send_messages(bot: Bot, store: Store, chat_id: int, messages: Sequence
                         scope: str | None = None) -> bool:
     """Send HTML messages to a chat in order; False if the chat cannot be reached.
 
-    With a ``scope`` the parts already sent under it are skipped, and each part sent is
-    recorded there.
+    With a ``scope`` and more than one part, the parts already sent under it are
+    skipped, and each part sent is recorded there.
     """
-    done = await store.sent_parts(scope) if scope else set()
+    recorded = scope is not None and len(messages) > 1
+    done = await store.sent_parts(scope) if scope is not None and recorded else set()
     for index, text in enumerate(messages):
         part = part_id(index, text)
         if part in done:
@@ -79,7 +83,7 @@ async def send_messages(bot: Bot, store: Store, chat_id: int, messages: Sequence
             await store.forget_chat(chat_id)
             CHATS_FORGOTTEN.labels(reason="not found").inc()
             return False
-        if scope:
+        if scope is not None and recorded:
             await store.mark_part_sent(scope, part)
         MESSAGES_SENT.inc()
     return True
