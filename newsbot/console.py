@@ -90,7 +90,10 @@ async def chat(settings: Settings, lines: TextIO = sys.stdin, out: TextIO = sys.
     out.write(f"Newsbot console: type /help, or /source python then /fetch. "
               f"State is kept in {where}. Ctrl-D quits.\n")
     try:
-        update_id = 0
+        # Unique across sessions, like Telegram's: a kept store remembers which replies
+        # of which update went out (keys.PARTS_SENT), and must not take a new /help for
+        # an old one.
+        update_id = time.time_ns() // 1_000_000
         while True:
             if lines.isatty():
                 out.write(PROMPT)

@@ -25,7 +25,7 @@ from newsbot.metrics import DIGESTS, DIGESTS_IN_HAND
 from newsbot.models import Source, SourceNews
 from newsbot.news import News
 from newsbot.sender import send_messages
-from newsbot.store import Store
+from newsbot.store import Store, digest_scope
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +194,8 @@ class Digests:
             fresh = only_new(news, unseen)
             if fresh:
                 messages = render.render_news(fresh, heading="Your digest")
-                if await send_messages(self.bot, self.store, chat_id, messages):
+                if await send_messages(self.bot, self.store, chat_id, messages,
+                                       scope=digest_scope(chat_id)):
                     await self.store.mark_seen(chat_id, unseen)
                 DIGESTS.labels(outcome="sent").inc()
             else:

@@ -14,20 +14,22 @@ import time
 from collections.abc import Sequence
 
 from redis.exceptions import RedisError
-from telegram import Update
+from telegram import ChatMember, Update
 from telegram.error import BadRequest, NetworkError
-from telegram.ext import (Application, ApplicationHandlerStop, CommandHandler, ContextTypes,
-                          MessageHandler, TypeHandler, filters)
+from telegram.ext import (Application, ApplicationHandlerStop, ChatMemberHandler,
+                          CommandHandler, ContextTypes, MessageHandler, TypeHandler, filters)
 
 from newsbot import render, schedule
+from newsbot.cluster.ratelimit import SendDeferred
 from newsbot.config import Settings
 from newsbot.errors import InvalidSource
+from newsbot.metrics import CHATS_FORGOTTEN
 from newsbot.models import Source
 from newsbot.news import News
 from newsbot.sender import send_messages
 from newsbot.sources.base import parse_sources
 from newsbot.sources.guard import Guard
-from newsbot.store import Store
+from newsbot.store import Store, update_scope
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +74,9 @@ class Handlers:
 
     def register(self, application: Application) -> None:
         """Add the handlers to a python-telegram-bot application."""
+        # Before the gate, which lets only messages through: the bot's own membership.
+        application.add_handler(ChatMemberHandler(
+            self.my_chat_member, ChatMemberHandler.MY_CHAT_MEMBER), group=-2)
         application.add_handler(TypeHandler(Update, self.gate), group=-1)
         commands = {
             "start": self.start, "help": self.help, "source": self.source,
@@ -91,13 +96,28 @@ class Handlers:
 
     async def reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE,
                     messages: str | Sequence[str]) -> bool:
-        """Send HTML to the chat the update came from; False if it cannot be reached."""
+        """Send HTML to the chat the update came from.
+
+        Each part goes once however often the update is handled. If the chat cannot be
+        reached (its state is then deleted), or must wait longer than a worker may (the
+        update is then deferred: left pending and handled again later), the handler
+        stops here.
+        """
         if isinstance(messages, str):
             messages = render.split_message(messages.split("\n"))
         chat = update.effective_chat
         if chat is None or not messages:
             return False
-        return await send_messages(context.bot, self.store, chat.id, messages)
+        try:
+            sent = await send_messages(context.bot, self.store, chat.id, messages,
+                                       scope=update_scope(update.update_id))
+        except SendDeferred as deferred:
+            logger.info("update %s deferred: %s", update.update_id, deferred)
+            self.deferred.add(update.update_id)
+            raise ApplicationHandlerStop from None
+        if not sent:
+            raise ApplicationHandlerStop  # the chat is gone; nothing more to do for it
+        return True
 
     # --- before every command ------------------------------------------------------
 
@@ -129,6 +149,18 @@ class Handlers:
             return False
         addressee = match.group(2)
         return addressee is None or addressee.lower() == (username or "").lower()
+
+    async def my_chat_member(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """The bot was blocked, or removed from a group or channel: forget the chat."""
+        change = update.my_chat_member
+        if change is None:
+            return
+        status = change.new_chat_member.status
+        if status in (ChatMember.LEFT, ChatMember.BANNED):
+            logger.info("the bot is %s in chat %s; its state is deleted", status,
+                        change.chat.id)
+            await self.store.forget_chat(change.chat.id)
+            CHATS_FORGOTTEN.labels(reason=status).inc()
 
     # --- commands --------------------------------------------------------------------
 

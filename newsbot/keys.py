@@ -78,14 +78,53 @@ LEADER = PREFIX + "leader"
 LEADER_TTL_MS = 6_000
 
 # --- rate limits ---------------------------------------------------------------------
+# One GCRA bucket each (the theoretical arrival time, ms on Redis' clock), for the whole
+# bot, per chat and per group. Each expires a second after its booking has passed.
 RATE_GLOBAL = PREFIX + "rate:global"
 RATE_CHAT = PREFIX + "rate:chat:{chat_id}"
 RATE_GROUP = PREFIX + "rate:group:{chat_id}"
+# A 429's retry_after, kept apart from the bookings (ms on Redis' clock until which
+# nothing goes): per chat (it holds the chat's and, for a group, its group bucket), and
+# for the whole bot. Each expires a second after the hold ends.
+RATE_HOLD = PREFIX + "rate:hold:{chat_id}"
+RATE_HOLD_GLOBAL = PREFIX + "rate:hold:global"
+# Sorted set: chat id -> when Telegram last answered it 429 (ms). When FLOOD_CHATS
+# different chats were answered 429 within FLOOD_WINDOW_MS, the whole bot is limited,
+# not one chat, and the global bucket is held too. Expires with the window.
+RATE_FLOODED = PREFIX + "rate:flooded"
+FLOOD_WINDOW_MS = 2_000
+FLOOD_CHATS = 3
+# Margins: the limiter books below Telegram's published limits (Bot API FAQ) so that a
+# strict counter (30 in any 1 s window, 1/s per chat with a burst of 3, 20 in any 60 s
+# window per group) is never exceeded although a send reaches Telegram a little after
+# its slot (event-loop lag, a loaded 2-core machine, a claimed update after failover).
+# Slots k*I apart arrive within [k*I, k*I + J]; a window of length W then holds at most
+# ceil((W + J) / I) of them. Overall: 30/s * 0.85 -> one per 40 ms -> 30 in any second
+# for a delay spread J up to 0.2 s (at 0.83 of the limit's throughput). Per group:
+# 20/min * 0.95 -> one per 3158 ms -> J up to 3.2 s. Per chat: none; Telegram allows
+# short bursts (the strict fake: 3), which absorbs J up to 2 s at 1/s.
+RATE_MARGIN_GLOBAL = 0.85
+RATE_MARGIN_CHAT = 1.0
+RATE_MARGIN_GROUP = 0.95
+# A send waits at most this long for its slot (a 429's retry_after included); past
+# that it is not booked and the update is deferred (left pending, handled again later),
+# so a long wait never holds a worker others need. It also bounds every booking: no
+# bucket is ever booked more than this (plus one interval) ahead, so a booking made
+# under another configuration (NEWSBOT_SEND_PER_SECOND=0.0001) is cut back to it.
+RATE_MAX_WAIT_MS = 8_000
+
+# --- delivery ------------------------------------------------------------------------
+# Set per reply (an update's, or a chat's digest): the parts of a multi-part message
+# Telegram took, as "index:sha1 of the text". A retry sends only the parts not in it.
+# Lives longer than any retry of the update (CLAIM_IDLE_MS, a digest's claim) takes.
+PARTS_SENT = PREFIX + "parts:{scope}"
+PARTS_SENT_SECONDS = 3600
 
 # --- per chat, all together ----------------------------------------------------------
 # Every key that belongs to one chat, for Store.forget_chat (a chat that blocked the bot,
 # left or was deleted keeps nothing). A new per-chat key must be added here.
-CHAT_KEYS = (CHAT, SEEN, RATE_CHAT, RATE_GROUP, CHAT_LAST + "{chat_id}")
+CHAT_KEYS = (CHAT, SEEN, RATE_CHAT, RATE_GROUP, RATE_HOLD, CHAT_LAST + "{chat_id}",
+             PARTS_SENT.replace("{scope}", "digest:{chat_id}"))
 
 # --- readiness -----------------------------------------------------------------------
 # Written by each readiness check: only a write shows that Redis is out of memory

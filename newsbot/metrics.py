@@ -11,6 +11,15 @@ HANDLER_SECONDS = Histogram("newsbot_handler_seconds", "Time to handle one updat
 MESSAGES_SENT = Counter("newsbot_messages_sent_total", "Messages sent to Telegram")
 TOO_MANY_REQUESTS = Counter("newsbot_telegram_429_total",
                             "Telegram answers 429 Too Many Requests")
+SEND_DEFERRED = Counter("newsbot_send_deferred_total",
+                        "Sends put off (update left pending) rather than wait past the limit")
+GLOBAL_HOLDS = Counter("newsbot_telegram_global_holds_total",
+                       "Times 429s to several chats showed the whole bot is limited")
+PARTS_SKIPPED = Counter("newsbot_parts_skipped_total",
+                        "Parts of a reply not sent again on a retry: they went out before")
+CHATS_FORGOTTEN = Counter("newsbot_chats_forgotten_total",
+                          "Chats whose state was deleted: blocked, removed or gone",
+                          ["reason"])
 SEND_RETRIES = Counter("newsbot_send_retries_total",
                        "Telegram calls retried after a 5xx or a network error")
 UPSTREAM_FETCHES = Counter("newsbot_upstream_fetches_total",

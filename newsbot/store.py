@@ -407,6 +407,32 @@ class Store:
         """Give up the right to fetch a source, if we still hold it."""
         await self._release(keys=[keys.FETCH_LOCK.format(digest=digest)], args=[owner])
 
+    # --- delivery ----------------------------------------------------------------------
+
+    async def sent_parts(self, scope: str) -> set[str]:
+        """The parts of a reply Telegram already took (see keys.PARTS_SENT)."""
+        members = await self.redis.smembers(keys.PARTS_SENT.format(scope=scope))
+        return {member.decode() if isinstance(member, bytes) else member
+                for member in members}
+
+    async def mark_part_sent(self, scope: str, part: str) -> None:
+        """Remember that Telegram took this part of a reply."""
+        key = keys.PARTS_SENT.format(scope=scope)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(key, part)
+            pipe.expire(key, keys.PARTS_SENT_SECONDS)
+            await pipe.execute()
+
+
+def digest_scope(chat_id: int) -> str:
+    """The delivery scope of a chat's digest (keys.PARTS_SENT)."""
+    return f"digest:{chat_id}"
+
+
+def update_scope(update_id: int) -> str:
+    """The delivery scope of the reply to an update (keys.PARTS_SENT)."""
+    return f"update:{update_id}"
+
 
 def _cached(data: dict[str, str]) -> CachedNews | None:
     try:

@@ -107,6 +107,24 @@ def test_the_leader_killed_mid_stream_loses_and_repeats_nothing(telegram, launch
     assert_no_conflict_loop(telegram)
 
 
+def test_a_replica_killed_under_a_burst_at_telegrams_strict_limits(
+        telegram, launch, client, redis_url):
+    # 300 updates at once from 100 chats, Telegram's limits counted strictly (30 in any
+    # second, 1/s a chat with a burst of 3), the leader killed half-way: every update
+    # answered once, and not one 429.
+    telegram.enforce_limits = True
+    replicas = launch(redis_url, 3, **REAL_LIMITS)
+    commands = marked_commands(300, chats=100)
+    markers = [marker for *_, marker in commands]
+    with Pusher(telegram, commands, per_second=300) as pusher:
+        pusher.wait_pushed(150)
+        victim = by_pid(replicas, leader_pid(client))
+        victim.kill()
+
+    assert_each_answered_once(telegram, client, markers)
+    assert telegram.too_many == 0
+
+
 def test_rolling_restart_by_sigterm_loses_and_repeats_nothing(telegram, launch, client,
                                                               redis_url):
     replicas = launch(redis_url, 3)

@@ -209,16 +209,67 @@ def test_drop_next_closes_without_answer(telegram: FakeTelegram, http: Any) -> N
     assert api(http, telegram, "sendMessage", chat_id=1, text="kept")[0] == 200
 
 
-def test_flood_limits(telegram: FakeTelegram, http: Any) -> None:
-    telegram.enforce_limits = True
-    assert api(http, telegram, "sendMessage", chat_id=1, text="a")[0] == 200
-    status, body = api(http, telegram, "sendMessage", chat_id=1, text="b")
-    assert status == 429 and body["parameters"]["retry_after"] >= 1
-    # 30 messages per second overall: distinct chats, still refused past 30.
-    codes = [api(http, telegram, "sendMessage", chat_id=100 + i, text="x")[0]
-             for i in range(35)]
-    assert codes.count(200) == 29 and codes[29:] == [429] * 6
-    assert telegram.too_many == 7
+def test_flood_limits(http: Any) -> None:
+    now = [1000.0]
+    with FakeTelegram(enforce_limits=True, clock=lambda: now[0]) as fake:
+        # One chat: a burst of three, then one a second.
+        codes = [api(http, fake, "sendMessage", chat_id=1, text="a")[0] for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        now[0] += 1.0
+        codes = [api(http, fake, "sendMessage", chat_id=1, text="b")[0] for _ in range(2)]
+        assert codes == [200, 429]
+        # 30 messages in any one second overall: distinct chats, still refused past 30.
+        now[0] += 1.0
+        codes = [api(http, fake, "sendMessage", chat_id=100 + i, text="x")[0]
+                 for i in range(35)]
+        assert codes.count(200) == 30 and codes[30:] == [429] * 5
+        now[0] += 0.999  # a sliding window: no new second starts early
+        status, body = api(http, fake, "sendMessage", chat_id=200, text="x")
+        assert status == 429 and body["parameters"]["retry_after"] >= 1
+        now[0] += 0.002
+        assert api(http, fake, "sendMessage", chat_id=200, text="x")[0] == 200
+        assert fake.too_many == 8
+
+
+def test_a_flooded_chat_is_answered_429_alone(http: Any) -> None:
+    now = [1000.0]
+    with FakeTelegram(clock=lambda: now[0]) as fake:
+        fake.flood_chat(5, 60)
+        now[0] += 0.5
+        status, body = api(http, fake, "sendMessage", chat_id=5, text="x")
+        assert (status, body["parameters"]) == (429, {"retry_after": 60})
+        assert api(http, fake, "sendMessage", chat_id=6, text="x")[0] == 200
+        now[0] += 60
+        assert api(http, fake, "sendMessage", chat_id=5, text="x")[0] == 200
+
+
+def test_failures_for_one_chat_after_some_successes(telegram: FakeTelegram, http: Any) -> None:
+    telegram.fail_next("sendMessage", 500, times=2, chat_id=5, after=1)
+    codes = [api(http, telegram, "sendMessage", chat_id=chat, text="x")[0]
+             for chat in (6, 5, 6, 5, 5, 5)]
+    assert codes == [200, 200, 200, 500, 500, 200]
+
+
+def test_a_deleted_chat_is_not_found(telegram: FakeTelegram, http: Any) -> None:
+    telegram.delete_chat(5)
+    status, body = api(http, telegram, "sendMessage", chat_id=5, text="x")
+    assert (status, body["description"]) == (400, "Bad Request: chat not found")
+
+
+async def test_my_chat_member_updates_parse_as_telegrams(telegram: FakeTelegram) -> None:
+    from telegram import ChatMemberBanned, ChatMemberLeft, Update
+
+    telegram.push_my_chat_member(42, "kicked")
+    telegram.push_my_chat_member(-77, "left", chat_type="group")
+    async with Bot(telegram.token, base_url=f"{telegram.url}/bot") as bot:
+        first, second = await bot.get_updates(timeout=0)
+    assert isinstance(first, Update) and first.my_chat_member is not None
+    assert first.my_chat_member.chat.type == "private"
+    assert isinstance(first.my_chat_member.new_chat_member, ChatMemberBanned)
+    assert first.my_chat_member.new_chat_member.user.username == "newsbot_test_bot"
+    assert second.my_chat_member is not None
+    assert isinstance(second.my_chat_member.new_chat_member, ChatMemberLeft)
+    assert second.effective_chat is not None and second.effective_chat.id == -77
 
 
 def test_group_limit_20_per_minute(http: Any) -> None:

@@ -67,10 +67,13 @@ def test_readiness_names_a_redis_outage_and_returns_without_a_restart(bot, own_r
     assert bot.process.poll() is None
 
 
-def test_metrics_count_updates_messages_and_leadership(bot, telegram):
+def test_metrics_count_updates_messages_and_leadership(bot, telegram, own_redis):
     for chat_id, text, _ in marked_commands(3, chats=3):
         telegram.push_message(chat_id, text)
     telegram.wait_for_sent(3, timeout=20)
+    # An update is counted once handled, a moment after its reply went out.
+    with own_redis.client() as client:
+        assert stream_settled(client)
 
     status, text = bot.get("/metrics")
     assert status == 200

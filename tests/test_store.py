@@ -240,6 +240,7 @@ async def test_a_history_written_before_ids_were_hashed_still_counts(store: Stor
 
 async def test_forget_chat_deletes_every_key_of_the_chat(store: Store) -> None:
     from newsbot.cluster.ratelimit import RedisRateLimiter
+    from newsbot.store import digest_scope
 
     limiter = RedisRateLimiter(store.redis, Settings())
     for chat in (-1005, -1006):
@@ -250,6 +251,9 @@ async def test_forget_chat_deletes_every_key_of_the_chat(store: Store) -> None:
         await limiter.wait_for_slot(chat)  # the chat's and the group's rate buckets
         # The poller's note of the chat's last update (written by its script).
         await store.redis.set(keys.CHAT_LAST + str(chat), "41", ex=60)
+        # A 429's hold on the chat, and the parts of its digest Telegram already took.
+        await store.redis.set(keys.RATE_HOLD.format(chat_id=chat), "1", ex=60)
+        await store.mark_part_sent(digest_scope(chat), "0:abc")
 
     def of_chat(chat: int, found: list[str]) -> list[str]:
         return [key for key in found if key.rsplit(":", 1)[-1] == str(chat)]

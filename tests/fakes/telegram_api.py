@@ -6,10 +6,14 @@ test talks to it through nothing but ``TELEGRAM_API_URL``:
 - ``getUpdates`` keeps a queue of updates confirmed by ``offset``, long-polls, and answers
   the older of two concurrent polls with ``409 Conflict`` as Telegram does;
 - ``sendMessage`` validates HTML like Telegram (stricter about a bare ``&``, so escaping
-  bugs show up), enforces the 4096-character limit and, on request, the flood limits
-  (30 messages/s overall, 1/s per chat, 20/min per group) with ``429`` + ``retry_after``;
-- failures can be injected (``fail_next``, ``drop_next``, ``block_chat``,
-  ``migrate_chat``), and everything is recorded for assertions (``calls``, ``sent``).
+  bugs show up), enforces the 4096-character limit and, with ``enforce_limits``, the flood
+  limits of the Bot API FAQ, strictly: 30 messages in any 1 s window overall, 1/s per
+  chat with a burst of 3 ("we may allow short bursts"), 20 in any 60 s window per group,
+  answered ``429`` with ``parameters.retry_after`` for that chat only;
+- failures can be injected (``fail_next``, optionally for one chat and after some
+  successes, ``drop_next``, ``block_chat``, ``delete_chat``, ``migrate_chat``,
+  ``flood_chat``), ``my_chat_member`` updates pushed as Telegram shapes them, and
+  everything is recorded for assertions (``calls``, ``sent``).
 
 The same state can be driven over HTTP under ``/_fake/...`` (see ``FakeTelegramClient``),
 for a fake that runs in another process or container::
@@ -50,11 +54,13 @@ CONFLICT = (
     "Conflict: terminated by other getUpdates request; "
     "make sure that only one bot instance is running"
 )
-# Telegram's flood limits; TOLERANCE absorbs scheduling jitter of a bot that paces
-# itself exactly at the limit, so only real excess is punished.
+# Telegram's flood limits (Bot API FAQ), kept strictly: no tolerance for jitter, so a bot
+# that paces itself exactly at the limit is caught. Telegram "may allow short bursts" in
+# one chat; the fake allows CHAT_BURST messages at once, then one a second.
 LIMIT_PER_SECOND = 30
+LIMIT_PER_CHAT_SECOND = 1.0
+CHAT_BURST = 3
 LIMIT_PER_GROUP_MINUTE = 20
-TOLERANCE = 0.05
 
 # Values of these parameters are free text: never JSON-decode them ("123" stays "123").
 _TEXT_PARAMS = frozenset({
@@ -260,6 +266,15 @@ def _chat_id(params: dict[str, Any]) -> int | str:
     return value
 
 
+def _chat_type(chat_id: int) -> str:
+    """The type of chat an id belongs to, by Telegram's numbering."""
+    if chat_id > 0:
+        return "private"
+    if str(chat_id).startswith("-100") and len(str(chat_id)) >= 14:
+        return "supergroup"
+    return "group"
+
+
 def _int(value: Any, default: int) -> int:
     """Read an integer parameter that may arrive as int, float or string."""
     if value is None or value == "":
@@ -273,28 +288,31 @@ def _int(value: Any, default: int) -> int:
 # --- flood limits ----------------------------------------------------------------------
 
 class _FloodLimits:
-    """Telegram's sending limits, kept as timestamps of accepted messages."""
+    """Telegram's sending limits: sliding windows overall and per group, a bucket per chat."""
 
     def __init__(self) -> None:
         self.overall: deque[float] = deque()
-        self.last_per_chat: dict[int | str, float] = {}
+        # chat -> (tokens left, when counted): a token bucket of CHAT_BURST at 1/s.
+        self.per_chat: dict[int | str, tuple[float, float]] = {}
         self.per_group: dict[int | str, deque[float]] = {}
+
+    def _chat_tokens(self, chat_id: int | str, now: float) -> float:
+        tokens, then = self.per_chat.get(chat_id, (float(CHAT_BURST), now))
+        return min(float(CHAT_BURST), tokens + (now - then) * LIMIT_PER_CHAT_SECOND)
 
     def retry_after(self, chat_id: int | str, now: float) -> int | None:
         """Return seconds to wait if a message to chat_id now would exceed a limit."""
         waits: list[float] = []
-        last = self.last_per_chat.get(chat_id)
-        if last is not None and now - last < 1.0 - TOLERANCE:
-            waits.append(1.0 - (now - last))
-        window = 1.0 - TOLERANCE
-        recent = [t for t in self.overall if t > now - window]
+        tokens = self._chat_tokens(chat_id, now)
+        if tokens < 1.0:
+            waits.append((1.0 - tokens) / LIMIT_PER_CHAT_SECOND)
+        recent = [t for t in self.overall if t > now - 1.0]
         if len(recent) >= LIMIT_PER_SECOND:
-            waits.append(recent[-LIMIT_PER_SECOND] + window - now)
+            waits.append(recent[-LIMIT_PER_SECOND] + 1.0 - now)
         if isinstance(chat_id, int) and chat_id < 0:
-            window = 60.0 - TOLERANCE
-            group = [t for t in self.per_group.get(chat_id, ()) if t > now - window]
+            group = [t for t in self.per_group.get(chat_id, ()) if t > now - 60.0]
             if len(group) >= LIMIT_PER_GROUP_MINUTE:
-                waits.append(group[-LIMIT_PER_GROUP_MINUTE] + window - now)
+                waits.append(group[-LIMIT_PER_GROUP_MINUTE] + 60.0 - now)
         if not waits:
             return None
         return max(1, math.ceil(max(waits)))
@@ -302,13 +320,13 @@ class _FloodLimits:
     def record(self, chat_id: int | str, now: float) -> None:
         """Remember an accepted message, forgetting what no limit looks at any more."""
         self.overall.append(now)
-        while self.overall and self.overall[0] < now - 1.0:
+        while self.overall and self.overall[0] <= now - 1.0:
             self.overall.popleft()
-        self.last_per_chat[chat_id] = now
+        self.per_chat[chat_id] = (self._chat_tokens(chat_id, now) - 1.0, now)
         if isinstance(chat_id, int) and chat_id < 0:
             group = self.per_group.setdefault(chat_id, deque())
             group.append(now)
-            while group and group[0] < now - 60.0:
+            while group and group[0] <= now - 60.0:
                 group.popleft()
 
 
@@ -360,6 +378,10 @@ class FakeTelegram:
         self._message_ids: dict[int | str, int] = {}
         self._chats: dict[int | str, dict[str, Any]] = {}
         self._failures: dict[str, deque[ApiError]] = {}
+        # (method, chat_id) -> [calls to let through first, failures to answer then]
+        self._chat_failures: dict[tuple[str, int | str], list[Any]] = {}
+        self._flooded: dict[int | str, float] = {}  # chat -> flood wait ends (self.clock)
+        self._deleted: set[int | str] = set()
         self._drops: dict[str, int] = {}
         self._blocked: set[int | str] = set()
         self._migrated: dict[int | str, int] = {}
@@ -447,12 +469,7 @@ class FakeTelegram:
                      user_id: int | None = None, username: str = "alice") -> int:
         """Queue a text message from a user, as Telegram would deliver it; return update_id."""
         if chat_type is None:
-            if chat_id > 0:
-                chat_type = "private"
-            elif str(chat_id).startswith("-100") and len(str(chat_id)) >= 14:
-                chat_type = "supergroup"
-            else:
-                chat_type = "group"
+            chat_type = _chat_type(chat_id)
         if user_id is None:
             user_id = chat_id if chat_type == "private" else (
                 zlib.crc32(username.encode()) % 900_000_000 + 100_000_000)
@@ -494,8 +511,12 @@ class FakeTelegram:
 
     def fail_next(self, method: str, status: int = 500, description: str | None = None,
                   retry_after: int | None = None, migrate_to_chat_id: int | None = None,
-                  times: int = 1) -> None:
-        """Make the next `times` calls of method fail with this error."""
+                  times: int = 1, chat_id: int | str | None = None, after: int = 0) -> None:
+        """Make the next `times` calls of method fail with this error.
+
+        With ``chat_id`` only calls for that chat fail, and the first ``after`` of them
+        are answered normally before that (the second part of a reply fails, say).
+        """
         parameters: dict[str, Any] = {}
         if retry_after is not None:
             parameters["retry_after"] = retry_after
@@ -503,9 +524,58 @@ class FakeTelegram:
             parameters["migrate_to_chat_id"] = migrate_to_chat_id
         if description is None:
             description = _default_description(status, retry_after)
+        errors = [ApiError(status, description, parameters or None) for _ in range(times)]
         with self._cond:
-            queue = self._failures.setdefault(method.lower(), deque())
-            queue.extend(ApiError(status, description, parameters or None) for _ in range(times))
+            if chat_id is None:
+                self._failures.setdefault(method.lower(), deque()).extend(errors)
+            else:
+                entry = self._chat_failures.setdefault((method.lower(), chat_id), [0, deque()])
+                entry[0] += after
+                entry[1].extend(errors)
+
+    def flood_chat(self, chat_id: int | str, seconds: float) -> None:
+        """Flood-wait one chat: for ``seconds`` its sends answer 429 with the time left.
+
+        Telegram's flood waits are per chat: other chats are served meanwhile.
+        """
+        with self._cond:
+            self._flooded[chat_id] = self.clock() + seconds
+
+    def delete_chat(self, chat_id: int | str) -> None:
+        """Act as if the account or group was deleted: sends answer 400 chat not found."""
+        with self._cond:
+            self._deleted.add(chat_id)
+
+    def push_my_chat_member(self, chat_id: int, new_status: str, old_status: str = "member",
+                            chat_type: str | None = None, user_id: int | None = None,
+                            username: str = "alice") -> int:
+        """Queue a my_chat_member update: the bot's own status in a chat changed.
+
+        Shaped as Telegram sends it: a private chat that blocks the bot gives
+        "member" -> "kicked"; a group that removes it "member" -> "left" (or "kicked"
+        when banned), ``from`` being whoever did it.
+        """
+        chat_type = chat_type or _chat_type(chat_id)
+        if user_id is None:
+            user_id = chat_id if chat_type == "private" else (
+                zlib.crc32(username.encode()) % 900_000_000 + 100_000_000)
+        user = {"id": user_id, "is_bot": False, "first_name": username.capitalize(),
+                "username": username, "language_code": "en"}
+        chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
+        if chat_type == "private":
+            chat.update(first_name=user["first_name"], username=username)
+        else:
+            chat["title"] = f"Test {chat_type} {chat_id}"
+
+        def member(status: str) -> dict[str, Any]:
+            entry: dict[str, Any] = {"user": dict(self.bot_user), "status": status}
+            if status == "kicked":
+                entry["until_date"] = 0  # banned for good
+            return entry
+
+        return self.push_update({"my_chat_member": {
+            "chat": chat, "from": user, "date": int(time.time()),
+            "old_chat_member": member(old_status), "new_chat_member": member(new_status)}})
 
     def drop_next(self, method: str, times: int = 1) -> None:
         """Make the next `times` calls of method lose their connection without an answer."""
@@ -637,8 +707,10 @@ class FakeTelegram:
             if self._drops.get(key):
                 self._drops[key] -= 1
                 return _DROP
-            failures = self._failures.get(key)
-            failure = failures.popleft() if failures else None
+            failure = self._chat_failure(key, params)
+            if failure is None:
+                failures = self._failures.get(key)
+                failure = failures.popleft() if failures else None
         try:
             if failure is not None:
                 raise failure
@@ -657,6 +729,21 @@ class FakeTelegram:
                 elif exc.status == 429:
                     self.too_many += 1
             return _error(exc)
+
+    def _chat_failure(self, method: str, params: dict[str, Any]) -> ApiError | None:
+        """The failure injected for this call's chat, if any (call with the lock held)."""
+        try:
+            chat_id = _chat_id(params)
+        except ApiError:
+            return None
+        entry = self._chat_failures.get((method, chat_id))
+        if entry is None or not entry[1]:
+            return None
+        if entry[0] > 0:
+            entry[0] -= 1  # answered normally: the failures start after it
+            return None
+        error: ApiError = entry[1].popleft()
+        return error
 
     def _get_updates(self, params: dict[str, Any],
                      gone: Callable[[], bool] = lambda: False) -> list[dict[str, Any]]:
@@ -780,6 +867,8 @@ class FakeTelegram:
     def _send_message(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = _chat_id(params)
         with self._cond:
+            if chat_id in self._deleted:
+                raise ApiError(400, "Bad Request: chat not found")
             if chat_id in self._blocked:
                 raise ApiError(403, "Forbidden: bot was blocked by the user")
             if chat_id in self._migrated:
@@ -797,6 +886,11 @@ class FakeTelegram:
         chat = self._chat(chat_id)
         with self._cond:
             now = self.clock()
+            flood_ends = self._flooded.get(chat_id, now)
+            if now < flood_ends:
+                wait = max(1, math.ceil(flood_ends - now))
+                raise ApiError(429, f"Too Many Requests: retry after {wait}",
+                               {"retry_after": wait})
             if self.enforce_limits:
                 retry_after = self._limits.retry_after(chat_id, now)
                 if retry_after is not None:
@@ -844,8 +938,20 @@ class FakeTelegram:
             if route == ("POST", "/_fake/fail"):
                 self.fail_next(str(body["method"]), int(body.get("status", 500)),
                                body.get("description"), body.get("retry_after"),
-                               body.get("migrate_to_chat_id"), int(body.get("times", 1)))
+                               body.get("migrate_to_chat_id"), int(body.get("times", 1)),
+                               body.get("chat_id"), int(body.get("after", 0)))
                 return 200, {"ok": True}
+            if route == ("POST", "/_fake/flood"):
+                self.flood_chat(int(body["chat_id"]), float(body["seconds"]))
+                return 200, {"ok": True}
+            if route == ("POST", "/_fake/delete_chat"):
+                self.delete_chat(int(body["chat_id"]))
+                return 200, {"ok": True}
+            if route == ("POST", "/_fake/my_chat_member"):
+                update_id = self.push_my_chat_member(
+                    int(body["chat_id"]), str(body["new_status"]),
+                    str(body.get("old_status", "member")), body.get("chat_type"))
+                return 200, {"update_id": update_id}
             if route == ("POST", "/_fake/drop"):
                 self.drop_next(str(body["method"]), int(body.get("times", 1)))
                 return 200, {"ok": True}
@@ -1070,12 +1176,26 @@ class FakeTelegramClient:
 
     def fail_next(self, method: str, status: int = 500, description: str | None = None,
                   retry_after: int | None = None, migrate_to_chat_id: int | None = None,
-                  times: int = 1) -> None:
-        """Make the next `times` calls of method fail."""
+                  times: int = 1, chat_id: int | None = None, after: int = 0) -> None:
+        """Make the next `times` calls of method (for chat_id, after `after` of them) fail."""
         self._call("POST", "/_fake/fail", {
             "method": method, "status": status, "description": description,
             "retry_after": retry_after, "migrate_to_chat_id": migrate_to_chat_id,
-            "times": times})
+            "times": times, "chat_id": chat_id, "after": after})
+
+    def flood_chat(self, chat_id: int, seconds: float) -> None:
+        """Make sends to chat_id answer 429 for ``seconds``."""
+        self._call("POST", "/_fake/flood", {"chat_id": chat_id, "seconds": seconds})
+
+    def delete_chat(self, chat_id: int) -> None:
+        """Make sends to chat_id answer 400 chat not found from now on."""
+        self._call("POST", "/_fake/delete_chat", {"chat_id": chat_id})
+
+    def push_my_chat_member(self, chat_id: int, new_status: str,
+                            old_status: str = "member") -> int:
+        """Queue a my_chat_member update for the bot; return its update_id."""
+        return int(self._call("POST", "/_fake/my_chat_member", {
+            "chat_id": chat_id, "new_status": new_status, "old_status": old_status})["update_id"])
 
     def drop_next(self, method: str, times: int = 1) -> None:
         """Make the next `times` calls of method lose their connection."""
