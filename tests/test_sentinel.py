@@ -147,6 +147,26 @@ async def test_a_wrong_sentinel_password_is_refused_not_ignored(
         await store.close()
 
 
+async def test_without_sentinels_readiness_names_them_and_a_live_pool_goes_on(
+        sentinels: SentinelSet) -> None:
+    running = Store(connect(Settings(redis_url=sentinels.url())))
+    try:
+        assert await running.write_problem() is None  # a connection to the master, pooled
+        for sentinel in sentinels.sentinels:
+            sentinel.stop()
+        # The master is still there: a replica already connected keeps working...
+        assert await running.write_problem() is None
+        # ...and one that must ask the sentinels says that they are the problem.
+        fresh = Store(connect(Settings(redis_url=sentinels.url())))
+        try:
+            problem = await fresh.write_problem()
+        finally:
+            await fresh.close()
+        assert problem is not None and "Sentinel names no master" in problem
+    finally:
+        await running.close()
+
+
 def test_check_names_the_master_the_sentinels_found(telegram, sentinels: SentinelSet) -> None:
     result = newsbot("check", env={"REDIS_URL": sentinels.url(), "TELEGRAM_TOKEN":
                                    telegram.token, "TELEGRAM_API_URL": telegram.url})
