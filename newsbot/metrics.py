@@ -32,3 +32,9 @@ LEADER = Gauge("newsbot_leader", "1 while this replica polls Telegram")
 STREAM_LAG = Gauge("newsbot_stream_lag", "Updates in the stream not yet read by the group")
 STREAM_PENDING = Gauge("newsbot_stream_pending",
                        "Updates read by a replica and not yet acknowledged")
+REPLICA_ACK_SKIPPED = Counter(
+    "newsbot_replica_ack_skipped_total",
+    "Writes a replica should have acknowledged (WAIT), made while none was attached")
+REPLICA_ACK_TIMEOUTS = Counter(
+    "newsbot_replica_ack_timeouts_total",
+    "Writes no replica acknowledged within the WAIT timeout")

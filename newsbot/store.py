@@ -20,9 +20,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError, WatchError
 
-from newsbot import keys
+from newsbot import keys, metrics, redis_url
 from newsbot.config import Settings
 from newsbot.models import Item, Source
 
@@ -150,6 +151,8 @@ def connect(settings: Settings, max_connections: int = 64) -> aioredis.Redis:
     Its pool holds at most ``max_connections`` connections and, when all are busy, a
     command waits for one (``BlockingConnectionPool``) instead of raising.
     """
+    if settings.redis_url and redis_url.is_sentinel(settings.redis_url):
+        return _sentinel_client(redis_url.parse(settings.redis_url), max_connections)
     if settings.redis_url:
         pool = aioredis.BlockingConnectionPool.from_url(
             settings.redis_url, max_connections=max_connections, timeout=POOL_WAIT_SECONDS,
@@ -161,6 +164,71 @@ def connect(settings: Settings, max_connections: int = 64) -> aioredis.Redis:
     logger.info("REDIS_URL is not set: using an embedded in-process store; "
                 "state is lost when the bot stops and replicas cannot share it")
     return fakeredis.FakeAsyncRedis(decode_responses=True)
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """The master's pool as the sentinels name it, waiting for a free connection as
+    ``BlockingConnectionPool`` does (Sentinel's own pool raises when all are busy)."""
+
+
+# A sentinel that does not answer is skipped for the next one; waiting long on it would
+# stretch every lookup of the master during a failover.
+SENTINEL_TIMEOUT_SECONDS = 2.0
+
+
+def _sentinel_client(url: redis_url.SentinelURL, max_connections: int) -> aioredis.Redis:
+    """A client of the master the sentinels name, following it through failovers.
+
+    Each new connection asks the sentinels where the master is, and a connection to a
+    server that is no longer the master is dropped, so the next command goes to the
+    new one: the bot needs no restart.
+    """
+    sentinel = Sentinel(
+        list(url.sentinels),
+        sentinel_kwargs={"username": url.sentinel_username,
+                         "password": url.sentinel_password,
+                         "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
+                         "socket_connect_timeout": SENTINEL_TIMEOUT_SECONDS,
+                         "decode_responses": True})
+    client: aioredis.Redis = sentinel.master_for(
+        url.master, connection_pool_class=_BlockingSentinelPool,
+        max_connections=max_connections, timeout=POOL_WAIT_SECONDS, db=url.db,
+        username=url.username, password=url.password, decode_responses=True,
+        health_check_interval=15, socket_timeout=10, socket_connect_timeout=5)
+    return client
+
+
+async def sentinel_master(redis: aioredis.Redis) -> tuple[str, int] | None:
+    """The master's address as the sentinels name it now; None for a plain Redis URL.
+
+    Raises MasterNotFoundError when no sentinel names one (``newsbot check``).
+    """
+    pool = redis.connection_pool
+    if not isinstance(pool, SentinelConnectionPool):
+        return None
+    host, port = await pool.get_master_address()
+    return str(host), int(port)
+
+
+async def wait_for_replicas(redis: aioredis.Redis, timeout_ms: int) -> int | None:
+    """Wait until a replica has what this connection wrote; how many have (None: none
+    is attached, counted in ``newsbot_replica_ack_skipped_total``).
+
+    ``WAIT`` waits for the writes of the connection it runs on, so ``redis`` must be the
+    one that wrote: a single-connection client (``async with redis.client() as
+    conn``) or a pipeline's connection. 0 means the timeout passed unacknowledged (a
+    slow or cut-off replica): the write is on the master and the caller goes on, as it
+    would with no replica. With no replica attached ``WAIT`` would only sleep out its
+    timeout, so it is not sent.
+    """
+    info = await redis.info("replication")
+    if not int(info.get("connected_slaves", 0)):
+        metrics.REPLICA_ACK_SKIPPED.inc()
+        return None
+    acknowledged = int(await redis.wait(1, timeout_ms))
+    if not acknowledged:
+        metrics.REPLICA_ACK_TIMEOUTS.inc()
+    return acknowledged
 
 
 class Store:
@@ -176,6 +244,9 @@ class Store:
 
     async def close(self) -> None:
         await self.redis.aclose()
+        manager = getattr(self.redis.connection_pool, "sentinel_manager", None)
+        if isinstance(manager, Sentinel):
+            await manager.aclose()  # its own connections to the sentinels
 
     async def ping(self) -> bool:
         """Tell whether Redis answers."""
@@ -197,6 +268,10 @@ class Store:
             return f"Redis is out of memory: OOM {str(error).rstrip('.')}"
         except ResponseError as error:
             return f"Redis refuses writes: {error}"  # e.g. READONLY: a replica, not the master
+        except MasterNotFoundError:
+            # Before RedisError: it is a ConnectionError, but the cure differs (sentinels).
+            return "Redis Sentinel names no master (a failover under way, or no sentinel " \
+                "answers)"
         except (RedisError, OSError):
             return "Redis does not answer"
         return None
