@@ -50,9 +50,9 @@ UPDATE_DONE_SECONDS = 24 * 3600
 # Per update id while a replica works on it, so a duplicate entry is not run twice at
 # once. Its time-to-live is set and renewed by cluster.stream (LOCK_MS).
 UPDATE_LOCK = PREFIX + "update-lock:{update_id}"
-# Per chat: the id of its last update appended to the stream. Each entry carries its
-# chat's previous update id, so replicas handle a chat's updates in order. Shorter-lived
-# than UPDATE_DONE, so the update it names is always still known when it is read.
+# Per chat: "<update id> <stream entry id>" of its last update appended to the stream.
+# Each entry carries its chat's previous ones, so replicas handle a chat's updates in
+# order. Shorter-lived than UPDATE_DONE, so the update it names is still known when read.
 CHAT_LAST = PREFIX + "chat-last:"
 CHAT_LAST_SECONDS = 3600
 # An entry pending this long with a consumer is taken over by another; the owner of a

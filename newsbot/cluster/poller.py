@@ -41,22 +41,35 @@ ERROR_BACKOFF = 1.0
 
 # KEYS: stream, offset. ARGV: maxlen, the chat-last key prefix and its TTL, then
 # (update_id, chat_id, json) triples. Each entry also names its chat's previous update
-# ("after"), so that replicas can keep a chat's updates in order. (The per-chat keys
-# are built here rather than passed in KEYS: Newsbot does not run on Redis Cluster.)
+# ("after") and that update's stream entry ("after_entry"), so that replicas can keep a
+# chat's updates in order. (The per-chat keys are built here rather than passed in KEYS:
+# Newsbot does not run on Redis Cluster.)
 _APPEND = """
 local offset = tonumber(redis.call('GET', KEYS[2]) or '0')
 local next_offset = offset
 for i = 4, #ARGV, 3 do
     local update_id = tonumber(ARGV[i])
     if update_id >= offset then
-        local after = ''
+        local after, after_entry, last = '', '', nil
         if ARGV[i + 1] ~= '0' then
-            local last = ARGV[2] .. ARGV[i + 1]
-            after = redis.call('GET', last) or ''
-            redis.call('SET', last, ARGV[i], 'EX', ARGV[3])
+            last = ARGV[2] .. ARGV[i + 1]
+            local previous = redis.call('GET', last)
+            if previous then
+                local space = string.find(previous, ' ', 1, true)
+                if space then
+                    after = string.sub(previous, 1, space - 1)
+                    after_entry = string.sub(previous, space + 1)
+                else
+                    after = previous
+                end
+            end
         end
-        redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'update_id', ARGV[i],
-                   'chat_id', ARGV[i + 1], 'after', after, 'update', ARGV[i + 2])
+        local entry = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+                                 'update_id', ARGV[i], 'chat_id', ARGV[i + 1], 'after', after,
+                                 'after_entry', after_entry, 'update', ARGV[i + 2])
+        if last then
+            redis.call('SET', last, ARGV[i] .. ' ' .. entry, 'EX', ARGV[3])
+        end
     end
     if update_id + 1 > next_offset then next_offset = update_id + 1 end
 end

@@ -99,13 +99,14 @@ return 0
 
 # Set a poison update aside. KEYS: done mark, lock, update stream, dead-letter stream.
 # ARGV: entry id, group, consumer, done TTL, dead-letter MAXLEN and TTL, then the
-# update id, chat id, reason, tries and update JSON. Returns 1 if it was set aside, 0 if
+# update id, chat id, reason, deliveries and update JSON. Returns 1 if it was set aside, 0 if
 # it had been handled already (then it is only acknowledged).
 _BURY = """
 local buried = 0
 if redis.call('EXISTS', KEYS[1]) == 0 then
     redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'update_id', ARGV[7],
-               'chat_id', ARGV[8], 'reason', ARGV[9], 'tries', ARGV[10], 'update', ARGV[11])
+               'chat_id', ARGV[8], 'reason', ARGV[9], 'deliveries', ARGV[10],
+               'update', ARGV[11])
     redis.call('EXPIRE', KEYS[4], ARGV[6])
     redis.call('SET', KEYS[1], 'dead', 'EX', ARGV[4])
     buried = 1
@@ -133,6 +134,11 @@ class Item:
     @property
     def chat(self) -> str:
         return self.fields.get("chat_id", "0")
+
+    @property
+    def after_entry(self) -> str:
+        """The stream entry of the chat's previous update ("" if none or not known)."""
+        return self.fields.get("after_entry", "")
 
     @property
     def lock_key(self) -> str:
@@ -340,26 +346,35 @@ class Consumer:
         return len(items)
 
     async def _take(self, items: list[Item], claimed: bool) -> None:
-        """Queue each item behind its chat's, bury the worn out, give back a chat's excess."""
+        """Queue each item behind its chat's, bury the worn out, give back a chat's excess.
+
+        A claimed entry whose chat's previous entry is still pending and not in our hand
+        (given back, or worked on elsewhere) is given back too: claims come in order of
+        idleness, not of arrival, and the chat's order must hold.
+        """
+        in_hand = {item.entry_id for chat in self._chats.values() for item in chat.queue}
+        waiting_for = await self._still_pending(
+            [item.after_entry for item in items if claimed and item.after_entry
+             and item.after_entry not in in_hand]) if claimed else set()
         aside: list[Item] = []
         now = time.monotonic()
         for item in items:
-            if not item.fields:
-                continue  # trimmed from the stream meanwhile
+            if not item.fields or item.entry_id in in_hand:
+                continue  # trimmed from the stream meanwhile, or claimed back while in hand
             if item.tries > self.max_tries:
-                await self.bury(item, f"delivered {item.tries} times without success",
+                await self.bury(item, f"tried {item.tries - 1} times without success",
                                 "too many tries")
                 continue
             chat = self._chats.setdefault(item.chat, _Chat())
-            if any(queued.entry_id == item.entry_id for queued in chat.queue):
-                continue  # claimed back while still in hand
-            if len(chat.queue) >= self.chat_in_hand or (not claimed and
-                                                        chat.aside_until > now):
+            behind = (item.after_entry in waiting_for and item.after_entry not in in_hand
+                      if claimed else chat.aside_until > now)
+            if behind or len(chat.queue) >= self.chat_in_hand:
                 aside.append(item)
                 chat.aside_until = now + (self.claim_idle_ms - self.set_aside_ms) / 1000 \
                     + 2 * self.claim_every
                 continue
             chat.queue.append(item)
+            in_hand.add(item.entry_id)
             self._in_hand += 1
             if chat.runner is None:
                 chat.runner = asyncio.create_task(self._run_chat(item.chat, chat))
@@ -369,38 +384,66 @@ class Consumer:
         if aside:
             await self._give_back(aside, self.set_aside_ms)
 
+    async def _still_pending(self, entry_ids: list[str]) -> set[str]:
+        """The entries among these that are still pending (read, not acknowledged)."""
+        if not entry_ids:
+            return set()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id in entry_ids:
+                pipe.xpending_range(keys.UPDATES, keys.GROUP, entry_id, entry_id, 1)
+            answers = await pipe.execute()
+        return {entry_id for entry_id, found in zip(entry_ids, answers) if found}
+
     async def _run_chat(self, chat_id: str, chat: _Chat) -> None:
         """Handle a chat's entries in hand one after another."""
         try:
             while chat.queue and not self._stopping:
                 item = chat.queue[0]
+                handled = False
                 try:
-                    await self._handle_item(item)
+                    handled = await self._handle_item(item)
                 except RedisError:
                     # Left pending: claimed and handled again once Redis answers.
                     logger.warning("update %s left pending: Redis failed", item.update_id,
                                    exc_info=True)
                 chat.queue.popleft()
                 self._in_hand -= 1
+                if not handled and chat.queue:
+                    await self._give_back_chat(chat)
                 self._progress.set()
         finally:
             chat.runner = None
 
-    async def _handle_item(self, item: Item) -> None:
+    async def _give_back_chat(self, chat: _Chat) -> None:
+        """Give back the chat's entries behind one left pending: they must wait for it.
+
+        They come back by claim only after it (see _take), so the chat keeps its order.
+        """
+        later = list(chat.queue)
+        chat.queue.clear()
+        self._in_hand -= len(later)
+        chat.aside_until = time.monotonic() + self.claim_idle_ms / 1000 + 2 * self.claim_every
+        try:
+            await self._give_back(later, self.set_aside_ms)
+        except RedisError:
+            pass  # not touched any more: claimed once idle all the same
+
+    async def _handle_item(self, item: Item) -> bool:
+        """Handle one entry; False if it was left pending (an outage, a duplicate)."""
         task = asyncio.current_task()
         assert task is not None
         slot = _Slot(self, task)
         self._slots[item.entry_id] = slot
         token = _slot.set(slot)
         try:
-            await self._handle_entry(item, slot)
+            return await self._handle_entry(item, slot)
         finally:
             _slot.reset(token)
             self._slots.pop(item.entry_id, None)
             if slot.holding:
                 self._running.release()
 
-    async def _handle_entry(self, item: Item, slot: _Slot) -> None:
+    async def _handle_entry(self, item: Item, slot: _Slot) -> bool:
         done_key = keys.UPDATE_DONE.format(update_id=item.update_id)
         previous = item.fields.get("after", "")
         previous_done = keys.UPDATE_DONE.format(update_id=previous) if previous else ""
@@ -420,16 +463,16 @@ class Consumer:
             waited += pause
             pause = min(pause * 2, 0.2)
         if state == "busy":
-            return  # a duplicate being handled elsewhere; claimed again later, then 'done'
+            return False  # a duplicate handled elsewhere; claimed again later, then 'done'
         if state == "done":
             UPDATES.labels(outcome="duplicate").inc()
             await self._finish(item.entry_id, done_key, item.lock_key)
-            return
+            return True
         try:
             update = json.loads(item.fields.get("update", ""))
         except ValueError as error:
             await self.bury(item, f"not JSON: {error}", "unparseable")
-            return
+            return True
         await self._running.acquire()
         slot.holding = True
         slot.interruptible = False
@@ -441,20 +484,21 @@ class Consumer:
             # claimed and handled again once idle, up to max_tries deliveries.
             UPDATES.labels(outcome="deferred").inc()
             await self._renew(keys=[item.lock_key], args=[self.name, 0])
-            return
+            return False
         except RedisError:
             raise  # as above, and this consumer backs off too
         except BadUpdate as error:
             await self.bury(item, str(error) or type(error).__name__, "unparseable")
-            return
+            return True
         except Exception as error:
             # A bug, not an outage: handling it again would fail again. Set it aside,
             # or it would come back forever.
             logger.exception("update %s could not be handled", item.update_id)
             await self.bury(item, f"{type(error).__name__}: {error}", "failed", log=False)
-            return
+            return True
         UPDATES.labels(outcome="handled").inc()
         await self._finish(item.entry_id, done_key, item.lock_key)
+        return True
 
     async def bury(self, item: Item, reason: str, kind: str, log: bool = True) -> None:
         """Move a poison update to the dead-letter stream and acknowledge it, once."""
