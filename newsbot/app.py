@@ -13,7 +13,7 @@ from telegram.ext import Application, ApplicationBuilder, BaseRateLimiter, Defau
 from telegram.request import BaseRequest
 
 from newsbot.cluster.ratelimit import RedisRateLimiter
-from newsbot.cluster.stream import committing, waiting
+from newsbot.cluster.capacity import committing, waiting
 from newsbot.config import Settings
 from newsbot.errors import BadUpdate, Deferred
 from newsbot.handlers import Handlers
@@ -62,7 +62,7 @@ def build_application(settings: Settings, store: Store, news: News, token: str,
 
 
 class WaitingRateLimiter(BaseRateLimiter[Any]):
-    """Runs a rate limiter's waits as waits of the update consumer (cluster.stream).
+    """Runs a rate limiter's waits as waits of the update consumer (cluster.capacity).
 
     While a Telegram call waits for its slot or out a ``retry_after``, the handler gives
     its share of the consumer to other chats, and a stop may interrupt it (the update

@@ -24,7 +24,8 @@ from cluster_support import (OLD_API_POLL, REAL_LIMITS, close_all, free_port, ht
 from harness import bot_env, running_bot, wait_sent
 from newsbot import keys
 from newsbot.cluster.poller import Poller
-from newsbot.cluster.stream import Consumer, waiting
+from newsbot.cluster.capacity import waiting
+from newsbot.cluster.stream import Consumer
 from newsbot.errors import BadUpdate, Deferred
 
 # Short timings: an entry left by a consumer is claimable after 300 ms idle, a given-back

@@ -36,13 +36,11 @@ entries, and those not started, back at once: whichever replica claims them answ
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,9 +48,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from newsbot import keys
+from newsbot.cluster.capacity import Capacity, Slot
+from newsbot.cluster.deadletter import DeadLetters
 from newsbot.errors import BadUpdate, Deferred
-from newsbot.metrics import (DEAD_UPDATES, HANDLER_SECONDS, STREAM_LAG, STREAM_PENDING,
-                             UPDATES)
+from newsbot.metrics import HANDLER_SECONDS, STREAM_LAG, STREAM_PENDING, UPDATES
 
 logger = logging.getLogger(__name__)
 
@@ -97,25 +96,6 @@ end
 return 0
 """
 
-# Set a poison update aside. KEYS: done mark, lock, update stream, dead-letter stream.
-# ARGV: entry id, group, consumer, done TTL, dead-letter MAXLEN and TTL, then the
-# update id, chat id, reason, deliveries and update JSON. Returns 1 if it was set aside, 0 if
-# it had been handled already (then it is only acknowledged).
-_BURY = """
-local buried = 0
-if redis.call('EXISTS', KEYS[1]) == 0 then
-    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'update_id', ARGV[7],
-               'chat_id', ARGV[8], 'reason', ARGV[9], 'deliveries', ARGV[10],
-               'update', ARGV[11])
-    redis.call('EXPIRE', KEYS[4], ARGV[6])
-    redis.call('SET', KEYS[1], 'dead', 'EX', ARGV[4])
-    buried = 1
-end
-if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
-redis.call('XACK', KEYS[3], ARGV[2], ARGV[1])
-return buried
-"""
-
 Entry = tuple[str, dict[str, str]]
 
 
@@ -156,60 +136,6 @@ class _Chat:
     aside_until: float = 0.0
 
 
-@dataclass
-class _Slot:
-    """The handler running in a runner: whether it holds capacity, may be interrupted."""
-
-    consumer: Consumer
-    task: asyncio.Task[Any]
-    holding: bool = False
-    interruptible: bool = True
-
-
-_slot: contextvars.ContextVar[_Slot | None] = contextvars.ContextVar("newsbot_slot",
-                                                                     default=None)
-
-
-@contextlib.asynccontextmanager
-async def waiting() -> AsyncIterator[None]:
-    """Mark a handler as only waiting: others may run meanwhile; a stop may interrupt it.
-
-    Wrap a wait that changes nothing (a rate-limit slot, a ``retry_after``); an update
-    interrupted there is left pending and answered by the replica that claims it.
-    """
-    slot = _slot.get()
-    if slot is None or (not slot.interruptible and not slot.holding):
-        yield  # no consumer here, or inside a step that must not be cut off
-        return
-    was_interruptible, was_holding = slot.interruptible, slot.holding
-    if was_holding:
-        slot.consumer._running.release()
-        slot.holding = False
-    slot.interruptible = True
-    try:
-        yield
-    finally:
-        slot.interruptible = was_interruptible
-        if was_holding:
-            await slot.consumer._running.acquire()
-            slot.holding = True
-
-
-@contextlib.asynccontextmanager
-async def committing() -> AsyncIterator[None]:
-    """Mark a step that must not be cut off half-way (a send), inside ``waiting``."""
-    slot = _slot.get()
-    if slot is None:
-        yield
-        return
-    was_interruptible = slot.interruptible
-    slot.interruptible = False
-    try:
-        yield
-    finally:
-        slot.interruptible = was_interruptible
-
-
 class Consumer:
     """Reads the update stream as one consumer of the group and handles each update.
 
@@ -246,14 +172,13 @@ class Consumer:
         self.order_wait = order_wait
         self.drain_grace = drain_grace
         self.error_backoff = error_backoff
-        self._running = asyncio.Semaphore(max_running)
+        self._capacity = Capacity(max_running)
+        self._dead = DeadLetters(redis, name)
         self._begin = redis.register_script(_BEGIN)
         self._renew = redis.register_script(_RENEW)
-        self._bury = redis.register_script(_BURY)
         self._last_claim = 0.0
         self._chats: dict[str, _Chat] = {}
         self._in_hand = 0
-        self._slots: dict[str, _Slot] = {}  # entry id -> the handler working on it
         self._progress = asyncio.Event()
         self._stopping = False
         self.running = False
@@ -303,9 +228,7 @@ class Consumer:
         self._stopping = True
         if self._runners():
             await asyncio.wait(self._runners(), timeout=self.drain_grace)
-        for slot in list(self._slots.values()):
-            if slot.interruptible:
-                slot.task.cancel()
+        self._capacity.interrupt_waiting()
         await asyncio.gather(*self._runners(), return_exceptions=True)
         left = [item for chat in self._chats.values() for item in chat.queue]
         self._chats.clear()
@@ -430,20 +353,10 @@ class Consumer:
 
     async def _handle_item(self, item: Item) -> bool:
         """Handle one entry; False if it was left pending (an outage, a duplicate)."""
-        task = asyncio.current_task()
-        assert task is not None
-        slot = _Slot(self, task)
-        self._slots[item.entry_id] = slot
-        token = _slot.set(slot)
-        try:
+        async with self._capacity.slot(item.entry_id) as slot:
             return await self._handle_entry(item, slot)
-        finally:
-            _slot.reset(token)
-            self._slots.pop(item.entry_id, None)
-            if slot.holding:
-                self._running.release()
 
-    async def _handle_entry(self, item: Item, slot: _Slot) -> bool:
+    async def _handle_entry(self, item: Item, slot: Slot) -> bool:
         done_key = keys.UPDATE_DONE.format(update_id=item.update_id)
         previous = item.fields.get("after", "")
         previous_done = keys.UPDATE_DONE.format(update_id=previous) if previous else ""
@@ -473,9 +386,7 @@ class Consumer:
         except ValueError as error:
             await self.bury(item, f"not JSON: {error}", "unparseable")
             return True
-        await self._running.acquire()
-        slot.holding = True
-        slot.interruptible = False
+        await slot.start_working()
         try:
             with HANDLER_SECONDS.time():
                 await self.handle(update)
@@ -502,18 +413,7 @@ class Consumer:
 
     async def bury(self, item: Item, reason: str, kind: str, log: bool = True) -> None:
         """Move a poison update to the dead-letter stream and acknowledge it, once."""
-        done_key = keys.UPDATE_DONE.format(update_id=item.update_id)
-        buried = await self._bury(
-            keys=[done_key, item.lock_key, keys.UPDATES, keys.DEAD_UPDATES],
-            args=[item.entry_id, keys.GROUP, self.name, keys.UPDATE_DONE_SECONDS,
-                  keys.DEAD_UPDATES_MAXLEN, keys.DEAD_UPDATES_SECONDS, item.update_id,
-                  item.chat, reason[:1000], item.tries, item.fields.get("update", "")])
-        if buried:
-            UPDATES.labels(outcome="dead").inc()
-            DEAD_UPDATES.labels(reason=kind).inc()
-            if log:
-                logger.error("update %s set aside in %s after %d tries: %s",
-                             item.update_id, keys.DEAD_UPDATES, item.tries, reason[:200])
+        await self._dead.bury(item.entry_id, item.fields, item.tries, reason, kind, log)
 
     async def _finish(self, entry_id: str, done_key: str, lock_key: str) -> None:
         """Mark an update done and acknowledge it, waiting out a short Redis outage.
