@@ -329,6 +329,10 @@ class Consumer:
                     # Left pending: claimed and handled again once Redis answers.
                     logger.warning("update %s left pending: Redis failed", item.update_id,
                                    exc_info=True)
+                except Exception:
+                    # Not the handler's error (that one is buried): ours. The runner must
+                    # go on, or the chat's entries would sit in hand, touched, forever.
+                    logger.exception("update %s left pending", item.update_id)
                 chat.queue.popleft()
                 self._in_hand -= 1
                 if not handled and chat.queue:
@@ -447,8 +451,8 @@ class Consumer:
                             message_ids=list[Any](entry_ids), idle=sooner_ms,
                             retrycount=tries - 1, justid=True)
             if release_locks:
-                pipe.evalsha(self._renew.sha, len(items),
-                             *[item.lock_key for item in items], self.name, 0)
+                await self._renew(keys=[item.lock_key for item in items],
+                                  args=[self.name, 0], client=pipe)
             await pipe.execute()
 
     async def _claim_stale(self, count: int) -> list[Item]:
@@ -482,6 +486,9 @@ class Consumer:
                                   args=[self.name, self.lock_ms])
             except RedisError:
                 pass  # Redis is away; the work in hand notices and waits or backs off
+            except Exception:
+                # Never end this loop: untouched entries in hand would be claimed away.
+                logger.exception("touching the updates in hand failed")
 
     async def _update_gauges(self) -> None:
         for group in await self.redis.xinfo_groups(keys.UPDATES):
