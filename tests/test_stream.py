@@ -158,6 +158,28 @@ async def test_one_chats_backlog_does_not_keep_another_chat_waiting(redis, consu
     assert all(count == 1 for count in recorder.calls.values())
 
 
+async def test_a_backlog_given_back_does_not_keep_other_claims_from_coming(redis, consumers):
+    # The other chat's update met an outage once, so only a claim brings it back; the
+    # flood's given-back entries come before it in the stream, again and again. Claims
+    # go round the whole pending list, so it is not left until the flood is over.
+    recorder = Recorder(pace=0.002)
+    flood, other = 1001, 2002
+    outage = [True]
+
+    async def handle(update: dict[str, Any]) -> None:
+        if update["message"]["chat"]["id"] == other and outage:
+            outage.clear()
+            raise Deferred("Redis is away")
+        await recorder(update)
+
+    await append(redis, [message(i, flood) for i in range(1, 41)] + [message(41, other)])
+    await consumers.start(handle, max_in_hand=8, chat_in_hand=2, max_running=2)
+    await recorder.wait_for(lambda: recorder.of(other) == [41], timeout=20)
+    assert len(recorder.of(flood)) < 20
+    await recorder.wait_for(lambda: len(recorder.of(flood)) == 40, timeout=20)
+    assert recorder.of(flood) == list(range(1, 41))
+
+
 async def test_a_handler_waiting_for_telegram_does_not_hold_capacity(redis, consumers):
     # One handler slot only. Chat A's handler waits (for a rate-limit slot) until chat
     # B's update was handled: that can only happen if the wait gave the slot away.

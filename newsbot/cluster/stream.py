@@ -177,6 +177,7 @@ class Consumer:
         self._begin = redis.register_script(_BEGIN)
         self._renew = redis.register_script(_RENEW)
         self._last_claim = 0.0
+        self._claim_from = "-"
         self._chats: dict[str, _Chat] = {}
         self._in_hand = 0
         self._progress = asyncio.Event()
@@ -248,9 +249,15 @@ class Consumer:
         """Read entries (claimed stale ones first) and take them in hand; return how many."""
         self.heartbeat = time.monotonic()
         while self._in_hand >= self.max_in_hand:
+            # A full hand is not a stuck loop: the heartbeat goes on while it waits.
             self._progress.clear()
-            if not await _wait_or_stop(self._progress.wait(), stop):
-                return 0
+            progress = asyncio.wait_for(self._progress.wait(), self.block_ms / 1000)
+            try:
+                if not await _wait_or_stop(progress, stop):
+                    return 0
+            except TimeoutError:
+                pass
+            self.heartbeat = time.monotonic()
         room = self.max_in_hand - self._in_hand
         items: list[Item] = []
         if time.monotonic() - self._last_claim > self.claim_every:
@@ -457,8 +464,13 @@ class Consumer:
 
     async def _claim_stale(self, count: int) -> list[Item]:
         """Claim entries idle long enough (their consumer died, or gave them back)."""
+        # Each round goes on from where the last one stopped, so that the idle entries
+        # of a flooding chat, given back again and again, cannot keep the others from
+        # ever being claimed.
         pending = await self.redis.xpending_range(
-            keys.UPDATES, keys.GROUP, "-", "+", count=count, idle=self.claim_idle_ms)
+            keys.UPDATES, keys.GROUP, self._claim_from, "+", count=count,
+            idle=self.claim_idle_ms)
+        self._claim_from = "-" if len(pending) < count else "(" + str(pending[-1]["message_id"])
         if not pending:
             return []
         tries = {entry["message_id"]: int(entry["times_delivered"]) + 1 for entry in pending}
