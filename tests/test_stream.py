@@ -24,7 +24,7 @@ from cluster_support import (OLD_API_POLL, REAL_LIMITS, close_all, free_port, ht
 from harness import bot_env, running_bot, wait_sent
 from newsbot import keys
 from newsbot.cluster.poller import Poller
-from newsbot.cluster.capacity import waiting
+from newsbot.cluster.capacity import committing, waiting
 from newsbot.cluster.stream import Consumer
 from newsbot.errors import BadUpdate, Deferred
 
@@ -446,3 +446,36 @@ def test_an_update_waiting_out_a_429_at_sigterm_is_answered_once_after_the_resta
             print(f"--- replica pid {replica.pid} ---\n{replica.output}")
         close_all(replicas)
         client.close()
+
+
+async def test_a_handler_that_sent_part_of_its_reply_is_not_interrupted(redis, consumers):
+    parts: list[str] = []
+    second_part_may_go = asyncio.Event()
+    other_interrupted = asyncio.Event()
+
+    async def handle(update: dict[str, Any]) -> None:
+        if update["message"]["chat"]["id"] == 6:
+            try:  # only waits: the stop interrupts it; that tells the test it did
+                async with waiting():
+                    await asyncio.Event().wait()
+            finally:
+                other_interrupted.set()
+        async with waiting():
+            async with committing():
+                parts.append("first")  # accepted by Telegram
+        async with waiting():  # the second part's slot: the first must not go twice
+            await second_part_may_go.wait()
+            async with committing():
+                parts.append("second")
+
+    await append(redis, [message(1, 5), message(2, 6)])
+    await consumers.start(handle, name="c1")
+    while not parts or not await redis.exists(keys.UPDATE_LOCK.format(update_id=2)):
+        await asyncio.sleep(0.01)
+    stopping = asyncio.create_task(consumers.stop(0))
+    await asyncio.wait_for(other_interrupted.wait(), 5)
+    second_part_may_go.set()
+    await stopping
+    assert parts == ["first", "second"]
+    (left,) = await pending(redis)  # only the interrupted one, for another consumer
+    assert left["message_id"] == (await redis.xrange(keys.UPDATES))[1][0]

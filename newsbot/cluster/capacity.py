@@ -30,6 +30,11 @@ class Slot:
     # True until it starts working (it waits for its chat's previous update, or for a
     # share), and again inside ``waiting``.
     interruptible: bool = True
+    # Inside ``committing`` now; and whether a committing step has completed. After one
+    # has (a part of the reply went out), the handler is never interrupted: handled
+    # again elsewhere, it would send that part twice.
+    committing: bool = False
+    committed: bool = False
 
     async def start_working(self) -> None:
         """Wait for a share of the capacity; from now on a stop lets it finish."""
@@ -78,21 +83,22 @@ async def waiting() -> AsyncIterator[None]:
     """Mark a handler as only waiting: others may work meanwhile; a stop may interrupt it.
 
     Wrap a wait that changes nothing (a rate-limit slot, a ``retry_after``). Outside a
-    consumer's handler, or inside ``committing``, it does nothing.
+    consumer's handler, or inside ``committing``, it does nothing; after a committing
+    step completed it frees the share but cannot be interrupted.
     """
     slot = _current.get()
-    if slot is None or (not slot.interruptible and not slot.holding):
+    if slot is None or slot.committing:
         yield
         return
     was_interruptible, was_holding = slot.interruptible, slot.holding
     if was_holding:
         slot.capacity.semaphore.release()
         slot.holding = False
-    slot.interruptible = True
+    slot.interruptible = not slot.committed
     try:
         yield
     finally:
-        slot.interruptible = was_interruptible
+        slot.interruptible = was_interruptible and not slot.committed
         if was_holding:
             # Cancelled while waiting for the share again: holding stays False, so the
             # slot does not give back a share it does not have.
@@ -102,14 +108,19 @@ async def waiting() -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def committing() -> AsyncIterator[None]:
-    """Mark a step that must not be cut off half-way (a send), even inside ``waiting``."""
+    """Mark a step that must not be cut off half-way (a send), even inside ``waiting``.
+
+    Once it has completed, the handler is not interrupted any more.
+    """
     slot = _current.get()
-    if slot is None:
+    if slot is None or slot.committing:
         yield
         return
     was_interruptible = slot.interruptible
-    slot.interruptible = False
+    slot.committing, slot.interruptible = True, False
     try:
         yield
+        slot.committed = True
     finally:
-        slot.interruptible = was_interruptible
+        slot.committing = False
+        slot.interruptible = was_interruptible and not slot.committed
