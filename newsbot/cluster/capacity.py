@@ -4,7 +4,8 @@ A replica runs at most so many handlers at once. A handler waiting for its chat'
 rate-limit slot or out a ``retry_after`` uses nothing but time, so while it waits it
 gives its share to other chats (``waiting``), and a replica that stops may interrupt it
 there: the update stays pending and is answered by the replica that claims it. The
-step that must not be cut off half-way, the HTTP call itself, is marked ``committing``.
+step that must not be cut off half-way, the HTTP call itself, is marked ``committing``;
+once one has completed, the handler is not interrupted at all (it would repeat it).
 
 The handler's slot travels in a context variable, so the rate limiter deep below a
 handler (python-telegram-bot's seam, see app.WaitingRateLimiter) can mark its waits
