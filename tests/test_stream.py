@@ -422,6 +422,23 @@ async def test_a_private_chat_sending_60_help_at_once_does_not_keep_another_wait
     assert telegram.too_many == 0
 
 
+@pytest.mark.timeout(200)
+async def test_a_group_sending_40_commands_does_not_keep_a_private_chat_waiting(
+        telegram, redis_url):
+    # 20 messages a minute in a group: the group's 40 replies take two minutes.
+    telegram.enforce_limits = True
+    group, other = -4001, 2002
+    async with running_bot(bot_env(telegram, redis_url, **REAL_LIMITS)):
+        for _ in range(40):
+            telegram.push_message(group, "/help")
+        telegram.push_message(other, "/help")
+        await wait_sent(telegram, 1, other, timeout=30)
+        assert len(telegram.sent(group)) < 10
+        await wait_sent(telegram, 40, group, timeout=170)
+    assert len(telegram.sent(group)) == 40
+    assert telegram.too_many == 0
+
+
 @pytest.mark.cluster
 @pytest.mark.timeout(90)
 def test_an_update_waiting_out_a_429_at_sigterm_is_answered_once_after_the_restart(
