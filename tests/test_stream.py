@@ -319,18 +319,30 @@ async def test_a_deferred_update_stays_pending_and_is_handled_later(redis, consu
 
 
 async def test_each_chats_updates_keep_their_order_across_two_consumers(redis, consumers):
-    recorder = Recorder(pace=0.003)
-    chats = range(100, 120)
+    recorder = Recorder()
+    by_consumer: dict[str, int] = {"c1": 0, "c2": 0}
+
+    def counted(name: str) -> Handle:
+        async def handle(update: dict[str, Any]) -> None:
+            by_consumer[name] += 1
+            async with waiting():  # uneven: a later update could overtake an earlier one
+                await asyncio.sleep(0.004 * (update["update_id"] % 5))
+            await recorder(update)
+        return handle
+
+    # Each holds 10 at most, and 13 chats do not divide into that: a chat's updates
+    # alternate between the two.
+    await consumers.start(counted("c1"), name="c1", max_running=4, max_in_hand=10)
+    await consumers.start(counted("c2"), name="c2", max_running=4, max_in_hand=10)
+    chats = range(100, 113)
     await append(redis, [message(100 * round_ + chat - 99, chat)
-                         for round_ in range(5) for chat in chats])
-    first = await consumers.start(recorder, name="c1", max_running=4)
-    second = await consumers.start(recorder, name="c2", max_running=4)
-    await recorder.wait_for(lambda: len(recorder.done) == 100)
+                         for round_ in range(6) for chat in chats])
+    await recorder.wait_for(lambda: len(recorder.done) == 6 * len(chats))
     await settled(redis)
     for chat in chats:
         assert recorder.of(chat) == sorted(recorder.of(chat))
     assert all(count == 1 for count in recorder.calls.values())
-    assert first is not second
+    assert by_consumer["c1"] and by_consumer["c2"]  # both took part
 
 
 # --- stopping -------------------------------------------------------------------------
