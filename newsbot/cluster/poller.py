@@ -161,6 +161,8 @@ class Poller:
             read_timeout=self.poll_timeout + 3)
         if not isinstance(result, list):
             raise TelegramError(f"getUpdates answered {type(result).__name__}, not a list")
+        # As Bot.get_updates would at DEBUG, without the URL (it holds the token).
+        logger.debug("getUpdates (offset %s) gave %d updates", offset, len(result))
         return [update for update in result if isinstance(update, dict)]
 
     async def append(self, updates: Sequence[dict[str, Any] | Update]) -> None:
