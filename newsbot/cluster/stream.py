@@ -50,6 +50,7 @@ from redis.exceptions import RedisError, ResponseError
 from newsbot import keys
 from newsbot.cluster.capacity import Capacity, Slot
 from newsbot.cluster.deadletter import DeadLetters
+from newsbot.cluster.pending import Entry, Item, PendingList
 from newsbot.errors import BadUpdate, Deferred
 from newsbot.metrics import HANDLER_SECONDS, STREAM_LAG, STREAM_PENDING, UPDATES
 
@@ -85,44 +86,6 @@ if holder and holder ~= ARGV[1] then return 'busy' end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 'mine'
 """
-
-# Extend the locks among KEYS that ARGV[1] still holds to ARGV[2] ms (0: delete them).
-_RENEW = """
-for _, key in ipairs(KEYS) do
-    if redis.call('GET', key) == ARGV[1] then
-        if ARGV[2] == '0' then redis.call('DEL', key) else redis.call('PEXPIRE', key, ARGV[2]) end
-    end
-end
-return 0
-"""
-
-Entry = tuple[str, dict[str, str]]
-
-
-@dataclass
-class Item:
-    """A stream entry in hand, with how often the stream has delivered it."""
-
-    entry_id: str
-    fields: dict[str, str]
-    tries: int = 1
-
-    @property
-    def update_id(self) -> str:
-        return self.fields.get("update_id", "")
-
-    @property
-    def chat(self) -> str:
-        return self.fields.get("chat_id", "0")
-
-    @property
-    def after_entry(self) -> str:
-        """The stream entry of the chat's previous update ("" if none or not known)."""
-        return self.fields.get("after_entry", "")
-
-    @property
-    def lock_key(self) -> str:
-        return keys.UPDATE_LOCK.format(update_id=self.update_id)
 
 
 @dataclass
@@ -174,10 +137,9 @@ class Consumer:
         self.error_backoff = error_backoff
         self._capacity = Capacity(max_running)
         self._dead = DeadLetters(redis, name)
+        self._pending = PendingList(redis, name, claim_idle_ms)
         self._begin = redis.register_script(_BEGIN)
-        self._renew = redis.register_script(_RENEW)
         self._last_claim = 0.0
-        self._claim_from = "-"
         self._chats: dict[str, _Chat] = {}
         self._in_hand = 0
         self._progress = asyncio.Event()
@@ -236,7 +198,7 @@ class Consumer:
         self._in_hand = 0
         if left:
             try:
-                await self._give_back(left, self.claim_idle_ms, release_locks=True)
+                await self._pending.give_back(left, self.claim_idle_ms, release_locks=True)
                 logger.info("stopping: %d updates left for another replica", len(left))
             except RedisError:
                 pass  # they stay pending and are claimed once idle, just later
@@ -262,7 +224,7 @@ class Consumer:
         items: list[Item] = []
         if time.monotonic() - self._last_claim > self.claim_every:
             self._last_claim = time.monotonic()
-            items = await self._claim_stale(room)
+            items = await self._pending.claim(room)
             await self._update_gauges()
         claimed = bool(items)
         if not items:
@@ -283,7 +245,7 @@ class Consumer:
         idleness, not of arrival, and the chat's order must hold.
         """
         in_hand = {item.entry_id for chat in self._chats.values() for item in chat.queue}
-        waiting_for = await self._still_pending(
+        waiting_for = await self._pending.still_pending(
             [item.after_entry for item in items if claimed and item.after_entry
              and item.after_entry not in in_hand]) if claimed else set()
         aside: list[Item] = []
@@ -312,17 +274,7 @@ class Consumer:
             if self._chats[chat_id].aside_until <= now:
                 del self._chats[chat_id]
         if aside:
-            await self._give_back(aside, self.set_aside_ms)
-
-    async def _still_pending(self, entry_ids: list[str]) -> set[str]:
-        """The entries among these that are still pending (read, not acknowledged)."""
-        if not entry_ids:
-            return set()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for entry_id in entry_ids:
-                pipe.xpending_range(keys.UPDATES, keys.GROUP, entry_id, entry_id, 1)
-            answers = await pipe.execute()
-        return {entry_id for entry_id, found in zip(entry_ids, answers) if found}
+            await self._pending.give_back(aside, self.set_aside_ms)
 
     async def _run_chat(self, chat_id: str, chat: _Chat) -> None:
         """Handle a chat's entries in hand one after another."""
@@ -358,7 +310,7 @@ class Consumer:
         self._in_hand -= len(later)
         chat.aside_until = time.monotonic() + self.claim_idle_ms / 1000 + 2 * self.claim_every
         try:
-            await self._give_back(later, self.set_aside_ms)
+            await self._pending.give_back(later, self.set_aside_ms)
         except RedisError:
             pass  # not touched any more: claimed once idle all the same
 
@@ -405,7 +357,7 @@ class Consumer:
             # Redis or Telegram was away: not done; the entry stays pending and is
             # claimed and handled again once idle, up to max_tries deliveries.
             UPDATES.labels(outcome="deferred").inc()
-            await self._renew(keys=[item.lock_key], args=[self.name, 0])
+            await self._pending.release_lock(item)
             return False
         except RedisError:
             raise  # as above, and this consumer backs off too
@@ -446,43 +398,6 @@ class Consumer:
                     raise
                 await asyncio.sleep(self.error_backoff / 2)
 
-    async def _give_back(self, items: list[Item], sooner_ms: int,
-                         release_locks: bool = False) -> None:
-        """Leave entries pending, claimable ``sooner_ms`` early, their delivery uncounted."""
-        by_tries: dict[int, list[str]] = {}
-        for item in items:
-            by_tries.setdefault(item.tries, []).append(item.entry_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for tries, entry_ids in by_tries.items():
-                pipe.xclaim(keys.UPDATES, keys.GROUP, self.name, min_idle_time=0,
-                            message_ids=list[Any](entry_ids), idle=sooner_ms,
-                            retrycount=tries - 1, justid=True)
-            if release_locks:
-                await self._renew(keys=[item.lock_key for item in items],
-                                  args=[self.name, 0], client=pipe)
-            await pipe.execute()
-
-    async def _claim_stale(self, count: int) -> list[Item]:
-        """Claim entries idle long enough (their consumer died, or gave them back)."""
-        # Each round goes on from where the last one stopped, so that the idle entries
-        # of a flooding chat, given back again and again, cannot keep the others from
-        # ever being claimed.
-        pending = await self.redis.xpending_range(
-            keys.UPDATES, keys.GROUP, self._claim_from, "+", count=count,
-            idle=self.claim_idle_ms)
-        self._claim_from = "-" if len(pending) < count else "(" + str(pending[-1]["message_id"])
-        if not pending:
-            return []
-        tries = {entry["message_id"]: int(entry["times_delivered"]) + 1 for entry in pending}
-        claimed: list[Entry] = await self.redis.xclaim(  # type: ignore[assignment]
-            keys.UPDATES, keys.GROUP, self.name, min_idle_time=self.claim_idle_ms,
-            message_ids=list[Any](tries))
-        items = [Item(entry_id, fields, max(2, tries.get(entry_id, 2)))
-                 for entry_id, fields in claimed if fields]
-        if items:
-            logger.info("claimed %d updates left by another consumer", len(items))
-        return items
-
     async def _touch(self) -> None:
         """Reset the idle time of the entries in hand and renew their locks, forever."""
         while True:
@@ -491,11 +406,7 @@ class Consumer:
             if not items:
                 continue
             try:
-                await self.redis.xclaim(keys.UPDATES, keys.GROUP, self.name, min_idle_time=0,
-                                        message_ids=[item.entry_id for item in items],
-                                        justid=True)
-                await self._renew(keys=[item.lock_key for item in items],
-                                  args=[self.name, self.lock_ms])
+                await self._pending.touch(items, self.lock_ms)
             except RedisError:
                 pass  # Redis is away; the work in hand notices and waits or backs off
             except Exception:
