@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -12,8 +11,8 @@ from telegram.constants import ParseMode
 from telegram.ext import Application, ApplicationBuilder, BaseRateLimiter, Defaults
 from telegram.request import BaseRequest
 
-from newsbot.cluster.ratelimit import RedisRateLimiter
 from newsbot.cluster.capacity import committing, waiting
+from newsbot.cluster.ratelimit import RedisRateLimiter
 from newsbot.config import Settings
 from newsbot.errors import BadUpdate, Deferred
 from newsbot.handlers import Handlers
@@ -25,7 +24,6 @@ from newsbot.store import Store
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 App = Application
-logger = logging.getLogger(__name__)
 
 
 def build_application(settings: Settings, store: Store, news: News, token: str,
