@@ -57,9 +57,10 @@ from newsbot.metrics import HANDLER_SECONDS, STREAM_LAG, STREAM_PENDING, UPDATES
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
-# Handlers a replica runs at once (those only waiting do not count). Reading goes on
-# while they run, so one slow /fetch does not hold up the updates behind it.
-MAX_RUNNING = 32
+# Handlers a replica runs at once (those only waiting do not count); the Redis pool is
+# sized from it. Reading goes on while they run, so one slow /fetch does not hold up
+# the updates behind it.
+MAX_IN_FLIGHT = 32
 # Entries a replica holds in hand at once, over all chats.
 MAX_IN_HAND = 256
 BLOCK_MS = 1000
@@ -108,7 +109,7 @@ class Consumer:
     """
 
     def __init__(self, redis: aioredis.Redis, name: str, handle: Handler, *,
-                 max_running: int = MAX_RUNNING, max_in_hand: int = MAX_IN_HAND,
+                 max_running: int = MAX_IN_FLIGHT, max_in_hand: int = MAX_IN_HAND,
                  chat_in_hand: int = keys.CHAT_IN_HAND, max_tries: int = keys.UPDATE_MAX_TRIES,
                  block_ms: int = BLOCK_MS, claim_every: float = CLAIM_EVERY_SECONDS,
                  claim_idle_ms: int = keys.CLAIM_IDLE_MS,
