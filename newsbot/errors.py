@@ -8,7 +8,8 @@ the edge, once, so the rest of the code speaks one language::
     ├── SourceError        a source the bot cannot use; its message is shown to the user
     │   ├── InvalidSource  refused when it is set (bad name, bad URL, SSRF guard)
     │   └── FetchError     failed when fetched (missing, private, dead, slow, too big...)
-    └── Deferred           an update met an outage; it is handled again later
+    ├── Deferred           an update met an outage; it is handled again later
+    └── BadUpdate          an update that cannot be parsed; it is set aside, not retried
 """
 
 from __future__ import annotations
@@ -45,3 +46,7 @@ class FetchError(SourceError):
 
 class Deferred(NewsbotError):
     """An update could not be handled because Redis or Telegram was unreachable."""
+
+
+class BadUpdate(NewsbotError):
+    """An update the bot cannot read (e.g. of another Bot API version): never retried."""

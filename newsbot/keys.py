@@ -63,14 +63,30 @@ UPDATE_DONE_SECONDS = 24 * 3600
 # Per update id while a replica works on it, so a duplicate entry is not run twice at
 # once. Its time-to-live is set and renewed by cluster.stream (LOCK_MS).
 UPDATE_LOCK = PREFIX + "update-lock:{update_id}"
-# Per chat: the id of its last update appended to the stream. Each entry carries its
-# chat's previous update id, so replicas handle a chat's updates in order. Shorter-lived
-# than UPDATE_DONE, so the update it names is always still known when it is read.
+# Per chat: "<update id> <stream entry id>" of its last update appended to the stream.
+# Each entry carries its chat's previous ones, so replicas handle a chat's updates in
+# order. Shorter-lived than UPDATE_DONE, so the update it names is still known when read.
 CHAT_LAST = PREFIX + "chat-last:"
 CHAT_LAST_SECONDS = 3600
 # An entry pending this long with a consumer is taken over by another; the owner of a
 # live entry touches it more often than that (see cluster.stream).
 CLAIM_IDLE_MS = 10_000
+# An entry of a chat that already has its share in hand (or a consumer stopping) is given
+# back: it stays pending, not counted as a try, and becomes claimable this much sooner
+# than CLAIM_IDLE_MS, i.e. after CLAIM_IDLE_MS - SET_ASIDE_MS of idleness.
+SET_ASIDE_MS = 8_000
+# Entries of one chat a replica holds in hand at once; the chat's later entries wait in
+# the stream, so one chat's backlog cannot fill a replica (see cluster.stream).
+CHAT_IN_HAND = 8
+# An update delivered this many times without being handled (outages, crashing replicas)
+# is a poison update: it goes to the dead-letter stream instead of being tried again.
+UPDATE_MAX_TRIES = 10
+# Updates that could not be parsed or handled, kept for an operator to look at. The
+# stream's time-to-live is renewed by every update added, so it goes away a week after
+# the last poison update; MAXLEN bounds it meanwhile.
+DEAD_UPDATES = PREFIX + "updates:dead"
+DEAD_UPDATES_SECONDS = 7 * 24 * 3600
+DEAD_UPDATES_MAXLEN = 10_000
 
 # --- leadership ----------------------------------------------------------------------
 # The poller's lease. A dead leader is replaced after at most this long.
