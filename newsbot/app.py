@@ -14,7 +14,7 @@ from telegram.request import BaseRequest
 from newsbot.cluster.capacity import committing, waiting
 from newsbot.cluster.ratelimit import RedisRateLimiter
 from newsbot.config import Settings
-from newsbot.errors import BadUpdate, Deferred
+from newsbot.errors import BadUpdate, Deferred, Held
 from newsbot.handlers import Handlers
 from newsbot.news import News
 from newsbot.store import Store
@@ -111,6 +111,10 @@ async def handle_update(application: App, handlers: Handlers, data: dict[str, An
         raise BadUpdate(f"update {data.get('update_id')} cannot be parsed: "
                         f"{type(error).__name__}: {error}") from error
     await application.process_update(update)
+    wait = handlers.held.pop(update.update_id, None)
+    if wait is not None:
+        handlers.deferred.discard(update.update_id)
+        raise Held(f"update {update.update_id} waits out a rate limit", wait)
     if update.update_id in handlers.deferred:
         handlers.deferred.discard(update.update_id)
         raise Deferred(f"update {update.update_id} met an outage")

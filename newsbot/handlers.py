@@ -70,6 +70,8 @@ class Handlers:
         self.guard = guard or news.guard
         # Updates whose handling met an outage; the consumer leaves them pending.
         self.deferred: set[int] = set()
+        # Updates whose reply must wait out a rate limit, and for how long (seconds).
+        self.held: dict[int, float] = {}
         self.commands: frozenset[str] = frozenset()
 
     def register(self, application: Application) -> None:
@@ -113,7 +115,7 @@ class Handlers:
                                        scope=update_scope(update.update_id))
         except SendDeferred as deferred:
             logger.info("update %s deferred: %s", update.update_id, deferred)
-            self.deferred.add(update.update_id)
+            self.held[update.update_id] = deferred.wait_seconds
             raise ApplicationHandlerStop from None
         if not sent:
             raise ApplicationHandlerStop  # the chat is gone; nothing more to do for it

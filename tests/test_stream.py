@@ -26,7 +26,7 @@ from newsbot import keys
 from newsbot.cluster.poller import Poller
 from newsbot.cluster.capacity import committing, waiting
 from newsbot.cluster.stream import Consumer
-from newsbot.errors import BadUpdate, Deferred
+from newsbot.errors import BadUpdate, Deferred, Held
 
 # Short timings: an entry left by a consumer is claimable after 300 ms idle, a given-back
 # one after 100 ms; claims are looked for every 50 ms.
@@ -257,6 +257,27 @@ async def test_an_update_that_fails_by_outage_every_time_is_tried_a_bounded_numb
     assert dead[1]["update_id"] == "1" and dead[1]["deliveries"] == "4"
     assert dead[1]["reason"] == "tried 3 times without success"
     assert dead_count("too many tries") == before + 1
+
+
+async def test_an_update_held_by_a_rate_limit_is_not_counted_as_a_failed_try(
+        redis, consumers):
+    recorder = Recorder()
+    holds: list[int] = []
+
+    async def handle(update: dict[str, Any]) -> None:
+        # Telegram holds the chat for longer than the tries would last: each handling
+        # is held, and then the wait is over.
+        if update["update_id"] == 1 and len(holds) < 6:
+            holds.append(1)
+            raise Held("the chat waits out a 429", 0.05)
+        await recorder(update)
+
+    await append(redis, [message(1, 5), message(2, 5)])
+    await consumers.start(handle, max_tries=3)
+    await recorder.wait_for(lambda: recorder.of(5) == [1, 2], timeout=15)
+    await settled(redis)
+    assert len(holds) == 6
+    assert await redis.xrange(keys.DEAD_UPDATES) == []
 
 
 async def test_an_update_that_crashes_its_handler_is_set_aside_at_once(redis, consumers):

@@ -51,7 +51,7 @@ from newsbot import keys
 from newsbot.cluster.capacity import Capacity, Slot
 from newsbot.cluster.deadletter import DeadLetters
 from newsbot.cluster.pending import Entry, Item, PendingList
-from newsbot.errors import BadUpdate, Deferred
+from newsbot.errors import BadUpdate, Deferred, Held
 from newsbot.metrics import HANDLER_SECONDS, STREAM_LAG, STREAM_PENDING, UPDATES
 
 logger = logging.getLogger(__name__)
@@ -354,6 +354,13 @@ class Consumer:
         try:
             with HANDLER_SECONDS.time():
                 await self.handle(update)
+        except Held as held:
+            # A rate limit, not a failure: back to the stream with this delivery not
+            # counted, claimable once the wait is over (or after the usual idle time).
+            UPDATES.labels(outcome="deferred").inc()
+            sooner_ms = max(0, self.claim_idle_ms - int(held.wait_seconds * 1000))
+            await self._pending.give_back([item], sooner_ms, release_locks=True)
+            return False
         except Deferred:
             # Redis or Telegram was away: not done; the entry stays pending and is
             # claimed and handled again once idle, up to max_tries deliveries.
