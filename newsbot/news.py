@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from newsbot import keys
+from newsbot import filters, keys
 from newsbot.config import Settings
 from newsbot.errors import SourceError
 from newsbot.metrics import CACHE_HITS, UPSTREAM_FETCHES
@@ -28,6 +28,9 @@ from newsbot.store import CachedNews, Store
 logger = logging.getLogger(__name__)
 # How often a replica waiting for another's fetch looks at the cache.
 WAIT_POLL_SECONDS = 0.05
+# Items of a source kept in the shared cache: filters pick from the whole list, so a
+# filtered source still fills NEWSBOT_ITEMS_PER_SOURCE (a reply cuts to that).
+CACHED_ITEMS = 100
 
 
 def source_digest(source: Source) -> str:
@@ -51,25 +54,39 @@ class News:
         self.feeds.close()
         self.reddit.downloader.close()
 
-    async def get(self, sources: Sequence[Source]) -> list[SourceNews]:
-        """News for every source, in order; a failing source carries its reason."""
-        results = await asyncio.gather(*(self.get_one(source) for source in sources))
+    async def get(self, sources: Sequence[Source], whole: bool = False) -> list[SourceNews]:
+        """News for every source, in order; a failing source carries its reason.
+
+        Each source gives its first ``NEWSBOT_ITEMS_PER_SOURCE`` items, or with ``whole``
+        every item the cache holds.
+        """
+        results = await asyncio.gather(*(self.get_one(source, whole) for source in sources))
         return list(results)
 
-    async def get_one(self, source: Source) -> SourceNews:
+    async def for_chat(self, chat_id: int, sources: Sequence[Source]) -> list[SourceNews]:
+        """A chat's news: each source's whole list through the chat's filters, then cut.
+
+        The one place filters apply, so /fetch and digests cannot disagree.
+        """
+        news = await self.get(sources, whole=True)
+        chat_rules = await self.store.get_filters(chat_id)
+        return filters.apply(news, chat_rules, self.settings.items_per_source)
+
+    async def get_one(self, source: Source, whole: bool = False) -> SourceNews:
         """News for one source, cached or freshly fetched."""
+        limit = None if whole else self.settings.items_per_source
         digest = source_digest(source)
         asked = time.time()
         cached = await self.store.get_cached(digest)
         if cached is not None and self._fresh(cached, asked):
             CACHE_HITS.inc()
-            return _news(source, cached, self.settings.items_per_source)
+            return _news(source, cached, limit)
         task = self._inflight.get(digest)
         if task is None:
             task = asyncio.create_task(self._refresh(source, digest, cached, asked))
             self._inflight[digest] = task
             task.add_done_callback(lambda _: self._inflight.pop(digest, None))
-        return _news(source, await asyncio.shield(task), self.settings.items_per_source)
+        return _news(source, await asyncio.shield(task), limit)
 
     def _fresh(self, cached: CachedNews, now: float) -> bool:
         ttl = self.settings.cache_ttl
@@ -113,7 +130,7 @@ class News:
         validators = None
         if cached is not None and cached.error is None:
             validators = Validators(cached.etag, cached.last_modified)
-        limit = self.settings.items_per_source
+        limit = max(CACHED_ITEMS, self.settings.items_per_source)
         items: list[Item] | None
         try:
             if source.kind == "reddit":
@@ -134,5 +151,5 @@ class News:
                           last_modified=validators.last_modified if validators else None)
 
 
-def _news(source: Source, cached: CachedNews, limit: int) -> SourceNews:
+def _news(source: Source, cached: CachedNews, limit: int | None) -> SourceNews:
     return SourceNews(source=source, items=cached.items[:limit], error=cached.error)
