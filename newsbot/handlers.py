@@ -375,7 +375,7 @@ class Handlers:
         # Only as many as fit are looked up: a file of a thousand dead hosts must not
         # hold the resolver threads for sources that would be refused anyway.
         accepted, guarded = await self.guard_sources(candidates[:room])
-        refused += [(label, "private address: " + reason if "private" in reason else reason)
+        refused += [(label, "private or local address" if "private" in reason else reason)
                     for label, reason in guarded]
         if accepted:
             await self.store.set_sources(chat_id, current + accepted)

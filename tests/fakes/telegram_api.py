@@ -742,7 +742,7 @@ class FakeTelegram:
             return self._control(http_method, path, query, params)
         download = re.fullmatch(r"/file/bot([^/]*)/(.+)", path)
         if download:
-            return self._download(download.group(1), urllib.parse.unquote(download.group(2)))
+            return self._download(*(urllib.parse.unquote(part) for part in download.groups()))
         match = re.fullmatch(r"/bot([^/]*)/([^/]*)", path)
         if not match:
             return _error(ApiError(404, "Not Found"))
