@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from redis.exceptions import RedisError
 from telegram import Update
-from telegram.error import BadRequest, NetworkError
+from telegram.error import BadRequest, Forbidden, NetworkError
 from telegram.ext import (Application, ApplicationHandlerStop, CommandHandler, ContextTypes,
                           MessageHandler, TypeHandler, filters)
 
@@ -162,6 +162,7 @@ class Handlers:
         refused += more_refused
         if sources:
             await self.store.set_sources(chat_id, sources)
+            await self.drop_stale_filters(chat_id, sources)
             head = "Your sources are now:\n" + render.bullet_list(s.label for s in sources)
         else:
             head = "Your sources are unchanged."
@@ -203,6 +204,7 @@ class Handlers:
         refused += [(s.label, "not in your list") for s in gone if s.key in missing]
         if len(kept) != len(current):
             await self.store.set_sources(chat_id, kept)
+            await self.drop_stale_filters(chat_id, kept)
         await self.reply(update, context, _with_refusals(_list_reply(kept), refused))
 
     async def fetch(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -301,10 +303,15 @@ class Handlers:
             await self.reply(update, context, "You have no sources to export. "
                              "Set some with /source python, golang")
             return
-        await context.bot.send_document(
-            chat_id, document=opml.write_opml(sources), filename=opml.EXPORT_FILE_NAME,
-            caption=f"Your {len(sources)} source{'s' if len(sources) != 1 else ''}. Send "
-                    "this file to me in any chat to import them there.")
+        try:
+            await context.bot.send_document(
+                chat_id, document=opml.write_opml(sources), filename=opml.EXPORT_FILE_NAME,
+                caption=f"Your {len(sources)} source{'s' if len(sources) != 1 else ''}. "
+                        "Send this file to me in any chat to import them there.")
+        except Forbidden:
+            # Blocked or kicked between the command and the answer, as sender handles it.
+            logger.info("chat %s cannot be reached (blocked or kicked); forgotten", chat_id)
+            await self.store.forget_chat(chat_id)
 
     async def import_(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/import as a text: say how to send the file."""
@@ -430,6 +437,16 @@ class Handlers:
                              "Please try again in a minute.")
 
     # --- helpers for the commands ----------------------------------------------------
+
+    async def drop_stale_filters(self, chat_id: int, sources: Sequence[Source]) -> None:
+        """Forget the filter rules of sources the chat no longer has.
+
+        Otherwise a source removed and added again later would come back filtered.
+        """
+        chat_rules = await self.store.get_filters(chat_id)
+        current = _current_rules(chat_rules, sources)
+        if current != chat_rules:
+            await self.store.set_filters(chat_id, current)
 
     async def check_sources(self, text: str) -> tuple[list[Source], list[tuple[str, str]]]:
         """Parse sources and run the SSRF guard on the feeds, all in parallel."""

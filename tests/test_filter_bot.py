@@ -205,3 +205,24 @@ async def test_a_digest_holds_the_filtered_items_and_still_fills_up(
         (digest,) = [m.displayed for m in telegram.sent(CHAT)[before:]]
         assert shown(digest) == pick(0, 5, 8, 9, 11)
     assert "python" not in digest   # nothing left of it: no block at all
+
+
+async def test_filters_go_with_their_source_and_move_with_a_migrated_group(
+        telegram, news, redis_url):
+    old, new = -4002, -1004002
+    async with running_bot(bot_env(telegram, redis_url, news)):
+        (text,) = await say(telegram, "/help", chat_id=old)
+        assert "/filter" in text and "/export" in text
+        await say(telegram, "/source python golang", chat_id=old)
+        await say(telegram, "/filter python django", chat_id=old)
+        await say(telegram, "/filter golang generics", chat_id=old)
+        # Removed and added again, a source comes back without its old rules.
+        await say(telegram, "/remove golang", chat_id=old)
+        await say(telegram, "/add golang", chat_id=old)
+        (listing,) = await say(telegram, "/filter", chat_id=old)
+        assert listing == "Your filters:\n• python: django"
+        telegram.migrate_chat(old, new, notify=False)  # the bot missed the service messages
+        telegram.push_message(old, "/sources")
+        await wait_sent(telegram, 1, new)
+        (listing,) = await say(telegram, "/filter", chat_id=new)
+    assert listing == "Your filters:\n• python: django"

@@ -8,8 +8,14 @@ the file download path. Hostile files must be refused without the bot fetching a
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+import pytest
+from telegram import Bot
+from telegram.error import BadRequest
 
 from harness import bot_env, running_bot, wait_sent
 from newsbot.config import Settings
@@ -184,3 +190,33 @@ async def test_export_with_no_sources_says_so(telegram, redis_url):
         (reply,) = await say(telegram, "/export")
     assert reply.startswith("You have no sources to export.")
     assert telegram.count("sendDocument") == 0
+
+
+async def test_the_fake_answers_file_calls_as_telegram_does(telegram):
+    bot = Bot(telegram.token, base_url=f"{telegram.url}/bot",
+              base_file_url=f"{telegram.url}/file/bot")
+    async with bot:
+        message = await bot.send_document(CHAT, document=b"<opml/>", filename="a.opml",
+                                          caption="<b>Yours</b>", parse_mode="HTML")
+        assert (message.document.file_name, message.document.file_size) == ("a.opml", 7)
+        assert message.caption == "Yours"
+        again = await bot.send_document(OTHER, document=message.document.file_id)
+        assert again.document.file_unique_id == message.document.file_unique_id
+        file = await bot.get_file(message.document.file_id)
+        assert file.file_size == 7 and file.file_path.endswith(".opml")
+        assert await file.download_as_bytearray() == bytearray(b"<opml/>")
+        big = telegram.add_file(b"x" * (20 * 1024 * 1024 + 1), "big.opml")
+        for file_id, error in [(big.file_id, "File is too big"), ("nope", "Invalid file_id")]:
+            with pytest.raises(BadRequest, match=error):
+                await bot.get_file(file_id)
+        for document, error in [(b"", "File must be non-empty"),
+                                ("AgADnope", "Wrong file identifier/http url specified")]:
+            with pytest.raises(BadRequest, match=error):
+                await bot.send_document(CHAT, document=document, filename="e.opml")
+        with pytest.raises(BadRequest, match="Message caption is too long"):
+            await bot.send_document(CHAT, document=b"x", filename="x.txt", caption="x" * 1025)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{telegram.url}/file/bot123:wrong/{file.file_path[-25:]}")
+    refused.value.close()
+    assert refused.value.code == 404
+    assert [m.chat_id for m in telegram.sent()] == [CHAT, OTHER]
