@@ -257,8 +257,8 @@ class Handlers:
         if not text:
             await self.reply(update, context, _filters_reply(chat_rules, sources))
             return
-        word, _, rest = text.partition(" ")
-        word, rest = word.strip(), rest.strip()
+        word, rest = (text.split(maxsplit=1) + [""])[:2]
+        rest = rest.strip()
         key = _filter_key(word, sources)
         if key is None:
             await self.reply(update, context, f"{render.escape(word)} is not one of your "
