@@ -107,7 +107,7 @@ def _parse_one(text: str, start: int) -> tuple[Rule, int]:
 
 def validate(rule: Rule) -> None:
     """Refuse a rule that is empty, too long, ambiguous or (a regex) does not compile."""
-    shown = _excerpt(rule.render(), 0)
+    shown = _shorten(rule.render())
     if len(rule.render()) > MAX_RULE_LENGTH:
         raise FilterError(f"{shown}: a rule is at most {MAX_RULE_LENGTH} characters")
     if rule.kind == "word":
@@ -149,10 +149,14 @@ def _reason(error: Exception) -> str:
     return str(reason)
 
 
-def _excerpt(text: str, start: int, width: int = 40) -> str:
-    """The start of a rule for an error message, cut so a reply stays short."""
-    piece = text[start:].split(maxsplit=1)[0] if text[start:].strip() else text[start:]
-    return piece if len(piece) <= width else piece[:width - 1] + "…"
+def _excerpt(text: str, start: int) -> str:
+    """The word a rule starts with, for an error message about a rule that did not end."""
+    return _shorten(text[start:].split(maxsplit=1)[0])
+
+
+def _shorten(text: str, width: int = 40) -> str:
+    """A rule cut for an error message, so a reply stays short."""
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 # --- matching --------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from harness import bot_env, running_bot, wait_sent
 from newsbot.app import build_application
 from newsbot.config import Settings
 from newsbot.digests import Digests
+from newsbot.filters import parse_rules
+from newsbot.models import Source
 from newsbot.news import News
 from newsbot.store import Store, connect
 from test_bot import CHAT, say
@@ -226,3 +228,21 @@ async def test_filters_go_with_their_source_and_move_with_a_migrated_group(
         await wait_sent(telegram, 1, new)
         (listing,) = await say(telegram, "/filter", chat_id=new)
     assert listing == "Your filters:\n• python: django"
+
+
+async def test_a_migration_into_a_chat_with_filters_keeps_both(redis_url):
+    store = Store(connect(Settings.from_env({"REDIS_URL": redis_url})))
+    try:
+        old, new = -4003, -1004003
+        await store.set_sources(old, [Source("reddit", "r/python", "python"),
+                                      Source("reddit", "r/golang", "golang")])
+        await store.set_sources(new, [Source("reddit", "r/python", "python")])
+        await store.set_filters(old, {"r/python": parse_rules("old"),
+                                      "r/golang": parse_rules("generics")})
+        await store.set_filters(new, {"r/python": parse_rules("new -spam")})
+        await store.migrate_chat(old, new, max_sources=20)
+        assert await store.get_filters(new) == {"r/python": parse_rules("new -spam"),
+                                                "r/golang": parse_rules("generics")}
+        assert await store.get_filters(old) == {}
+    finally:
+        await store.close()
