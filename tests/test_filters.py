@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from newsbot import filters
 from newsbot.filters import FilterError, Rule
@@ -78,11 +78,13 @@ _RULE = st.builds(Rule, st.sampled_from(["word"]), _WORD, st.booleans()) | st.bu
     Rule, st.just("regex"), _REGEX, st.booleans())
 
 
+@settings(deadline=None)  # a shared, loaded machine: slowness is no failure
 @given(st.lists(_RULE.filter(_valid), max_size=8))
 def test_parse_reads_back_what_render_writes(rules):
     assert filters.parse_rules(filters.render_rules(rules)) == rules
 
 
+@settings(deadline=None)  # a shared, loaded machine: slowness is no failure
 @given(st.text(max_size=80) | st.lists(st.sampled_from(
         ['"', "-", "/", " ", "a", "(", "+", "\\", "*", "x/ y", '-"', "?"])).map("".join))
 def test_parse_never_raises_anything_but_its_own_error(text):
