@@ -189,7 +189,7 @@ class Digests:
             interval = await self.store.get_interval(chat_id)
             if interval is None:
                 return  # unsubscribed while due
-            news = await self.news.get(await self.store.get_sources(chat_id))
+            news = await self.news.for_chat(chat_id, await self.store.get_sources(chat_id))
             unseen = await self.store.unseen(chat_id, [i.id for n in news for i in n.items])
             fresh = only_new(news, unseen)
             if fresh:

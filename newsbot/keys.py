@@ -8,7 +8,8 @@ from __future__ import annotations
 PREFIX = "newsbot:"
 
 # --- chats -------------------------------------------------------------------------
-# Hash per chat: its sources (JSON list), the stop flag and the digest interval.
+# Hash per chat: its sources (JSON list), the stop flag, the digest interval and its
+# filter rules (JSON: source key or "*" -> the rules as written).
 CHAT = PREFIX + "chat:{chat_id}"
 # Sorted set: chat id -> unix time its next digest is due.
 DUE = PREFIX + "due"

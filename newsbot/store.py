@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError, WatchError
 
-from newsbot import keys, metrics, redis_url
+from newsbot import filters, keys, metrics, redis_url
 from newsbot.config import Settings
 from newsbot.models import Item, Source
 
@@ -303,6 +303,23 @@ class Store:
         else:
             await self.redis.hdel(_chat(chat_id), "stopped")
 
+    async def get_filters(self, chat_id: int) -> dict[str, list[filters.Rule]]:
+        """The chat's filter rules: source key (or ``*``) -> its rules."""
+        raw = await self.redis.hget(_chat(chat_id), "filters")
+        try:
+            return filters.from_json(json.loads(raw)) if raw else {}
+        except ValueError:
+            return {}  # unreadable: as if the chat had none, until it sets them again
+
+    async def set_filters(self, chat_id: int,
+                          chat_rules: filters.ChatRules) -> None:
+        """Replace the chat's filter rules (none left: the field goes)."""
+        data = filters.to_json(chat_rules)
+        if data:
+            await self.redis.hset(_chat(chat_id), "filters", json.dumps(data))
+        else:
+            await self.redis.hdel(_chat(chat_id), "filters")
+
     # --- subscriptions -----------------------------------------------------------------
 
     async def subscribe(self, chat_id: int, interval: int, first_due: float) -> None:
@@ -547,4 +564,24 @@ def _merge_chat(old: dict[str, str], new: dict[str, str],
         merged["sources"] = json.dumps(chosen)
     if "interval" not in new and "interval" in old and "stopped" not in new:
         merged["interval"] = old["interval"]
+    if "filters" in old and "filters" in new:
+        merged["filters"] = _merge_filters(old["filters"], new["filters"])
     return merged
+
+
+def _merge_filters(old: str, new: str) -> str:
+    """The supergroup's filter rules, then the group's for sources it has none for."""
+    try:
+        mine, theirs = json.loads(new), json.loads(old)
+    except ValueError:
+        return new
+    if not isinstance(mine, dict) or not isinstance(theirs, dict):
+        return new
+    merged = dict(mine)
+    count = sum(len(rules) for rules in mine.values() if isinstance(rules, list))
+    for key, rules in theirs.items():
+        if key not in merged and isinstance(rules, list) \
+                and count + len(rules) <= filters.MAX_RULES:
+            merged[key] = rules
+            count += len(rules)
+    return json.dumps(merged)
