@@ -250,6 +250,7 @@ async def test_forget_chat_deletes_every_key_of_the_chat(store: Store) -> None:
         await limiter.wait_for_slot(chat)  # the chat's and the group's rate buckets
         # The poller's note of the chat's last update (written by its script).
         await store.redis.set(keys.CHAT_LAST + str(chat), "41", ex=60)
+        await store.hold(chat, ["held in quiet hours"], T)  # and its quiet end
 
     def of_chat(chat: int, found: list[str]) -> list[str]:
         return [key for key in found if key.rsplit(":", 1)[-1] == str(chat)]
@@ -260,6 +261,7 @@ async def test_forget_chat_deletes_every_key_of_the_chat(store: Store) -> None:
     after = [key async for key in store.redis.scan_iter()]
     assert of_chat(-1005, after) == []
     assert await store.next_due(-1005) is None
+    assert await store.held_due(-1005) is None
     # The other chat keeps everything.
     assert sorted(of_chat(-1006, after)) == sorted(of_chat(-1006, before))
     assert await store.next_due(-1006) == T

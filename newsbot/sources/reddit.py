@@ -57,10 +57,14 @@ def _item(post: Mapping[str, Any]) -> Item:
     permalink = "https://www.reddit.com" + str(post.get("permalink", ""))
     identity = str(post.get("name") or post.get("id") or permalink)
     created = post.get("created_utc")
+    url = post.get("url")
+    # A link post counts as the article it links to (a self post's url is itself).
+    linked = url if isinstance(url, str) and url and not post.get("is_self") else None
     return Item(id=hashlib.sha256(identity.encode()).hexdigest()[:16],
                 title=" ".join(str(post["title"]).split()),
                 link=permalink if post.get("permalink") else str(post.get("url", "")),
-                published=float(created) if isinstance(created, int | float) else None)
+                published=float(created) if isinstance(created, int | float) else None,
+                linked_url=linked)
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
