@@ -9,11 +9,13 @@ the held batch still goes out once, from the replicas started after.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import math
 import time
 import zoneinfo
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -57,19 +59,31 @@ def env_for(telegram, redis_url, news) -> dict[str, str]:
     return bot_env(telegram, redis_url, news, NEWSBOT_MIN_INTERVAL="1", NEWSBOT_CACHE_TTL="0")
 
 
-@pytest.fixture
-async def replica(telegram, news, redis_url) -> AsyncIterator[Digests]:
-    """A replica's digest sender (its store, news and bot), driven by the test's clock."""
-    settings = Settings.from_env(env_for(telegram, redis_url, news))
+async def start_replica(settings: Settings) -> tuple[Digests, Any]:
+    """A replica's digest sender (its own store, news and bot), driven by the test's clock."""
     store = Store(connect(settings), settings.items_per_source)
     fetcher = News(settings, store)
     assert settings.telegram_token is not None
     application, _ = build_application(settings, store, fetcher, settings.telegram_token)
     await application.initialize()
-    yield Digests(store, fetcher, application.bot, prefetch_seconds=0)
-    await application.shutdown()
-    fetcher.close()
-    await store.close()
+    return Digests(store, fetcher, application.bot, prefetch_seconds=0), application
+
+
+@pytest.fixture
+async def replicas(telegram, news, redis_url) -> AsyncIterator[list[Digests]]:
+    """Three replicas' digest senders on the same Redis and fakes."""
+    settings = Settings.from_env(env_for(telegram, redis_url, news))
+    started = [await start_replica(settings) for _ in range(3)]
+    yield [digests for digests, _ in started]
+    for digests, application in started:
+        await application.shutdown()
+        digests.news.close()
+        await digests.store.close()
+
+
+@pytest.fixture
+def replica(replicas: list[Digests]) -> Digests:
+    return replicas[0]
 
 
 async def test_quiet_shows_sets_and_refuses_windows(telegram, redis_url):
@@ -90,7 +104,8 @@ async def test_quiet_shows_sets_and_refuses_windows(telegram, redis_url):
 
 
 async def test_digests_due_in_quiet_hours_come_as_one_message_when_they_end(
-        telegram, news, redis_url, replica):
+        telegram, news, redis_url, replicas):
+    replica = replicas[0]
     news.set_route("/q.xml", body=rss(["Evening story"]))
     store = replica.store
     async with running_bot(env_for(telegram, redis_url, news)):
@@ -107,8 +122,9 @@ async def test_digests_due_in_quiet_hours_come_as_one_message_when_they_end(
         # Nothing was sent: the reply to a later command is the next message.
         assert (await say(telegram, "/tz")).startswith("Your time zone is Europe/Berlin")
         assert len(telegram.sent(CHAT)) == replies + 1
-        # At 07:00 the quiet hours end: both digests in one message, in order.
-        await replica.run_once(now=berlin(6, 7))
+        # At 07:00 the quiet hours end: both digests in one message, in order, sent by
+        # one of three replicas that look at once.
+        await asyncio.gather(*(other.run_once(now=berlin(6, 7)) for other in replicas))
         assert len(telegram.sent(CHAT)) == replies + 2
         held = telegram.sent(CHAT)[-1].displayed
         assert held.startswith(HEADING)
