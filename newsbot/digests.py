@@ -148,21 +148,25 @@ class Digests:
         for chat_id in chats:
             self._start(self.send_digest(chat_id), f"digest {chat_id}")
         free -= len(chats)
+        if free <= 0:
+            return  # full: held batches wait for the next free slot, as digests do
         try:
             # Quiet hours that ended: what they held goes out, from the same slots.
             ended = await self.store.claim_quiet_ends(time.time(), free, self.claim_seconds)
+        except OutOfMemoryError:
+            return  # as above: said once by the readiness watch
         except Exception:
-            # Redis away for a moment (or full): claimed batches come back after their claim.
+            # Redis away for a moment: claimed batches come back after their claim.
             logger.exception("claiming held messages failed")
-            ended = []
+            return
         for chat_id in ended:
             self._start(deliver_held(self.bot, self.store, chat_id), f"held {chat_id}")
-        DIGESTS_IN_HAND.set(len(self._in_hand))
 
     def _start(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=name)
         self._in_hand.add(task)
         task.add_done_callback(self._done)
+        DIGESTS_IN_HAND.set(len(self._in_hand))
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_hand.discard(task)

@@ -127,6 +127,13 @@ async def test_tz_sets_shows_and_refuses_a_zone_naming_it(telegram, redis_url):
         assert reply.startswith("Your time zone is now Europe/Berlin (now ")
         assert reply.split("(now ", 1)[1][:-2].endswith(("CET", "CEST"))
         assert (await say(telegram, "/tz")).startswith("Your time zone is Europe/Berlin")
+        assert await say(telegram, "/subscribe 25:00") == ("'25:00' is not a time of day: "
+                                                           "try 08:00 or 22:30.")
+        assert await say(telegram, "/subscribe mon") == ("A weekly digest needs a time too: "
+                                                         "try mon 08:00.")
+        help_text = await say(telegram, "/help")
+        for example in ("/tz Europe/Berlin", "/subscribe 08:00", "/quiet 22:00-07:00"):
+            assert example in help_text
 
 
 def next_eight(zone: zoneinfo.ZoneInfo, after: float, weekday: int | None = None) -> float:
@@ -192,6 +199,15 @@ async def test_subscribe_at_a_local_time_runs_once_a_local_day_across_spring_for
     assert await replica.run_once(now=sunday + 30) == 1
     monday = datetime.datetime(2026, 3, 30, 6, 0, tzinfo=UTC).timestamp()
     assert await store.next_due(CHAT) == monday
+    # 2026-10-25: back from 03:00 CEST to 02:00 CET; 08:00 moves from 06:00 to 07:00 UTC.
+    saturday = datetime.datetime(2026, 10, 24, 6, 0, tzinfo=UTC).timestamp()
+    await store.reschedule(CHAT, saturday)
+    assert await replica.run_once(now=saturday) == 1
+    sunday = datetime.datetime(2026, 10, 25, 7, 0, tzinfo=UTC).timestamp()
+    assert await store.next_due(CHAT) == sunday
+    assert await replica.run_once(now=sunday - 3600) == 0  # 07:00 CET: not yet
+    assert await replica.run_once(now=sunday) == 1
+    assert await store.next_due(CHAT) == sunday + 86_400
 
 
 async def test_interval_digests_keep_working_in_a_chat_with_a_zone(telegram, redis_url):
