@@ -234,3 +234,26 @@ async def test_nothing_waits_for_a_chat_that_said_stop(telegram, news, redis_url
         await replica.run_once(now=night + 9 * 3600)
         await say(telegram, "/start")
     assert not any(m.displayed.startswith(HEADING) for m in telegram.sent(CHAT))
+
+
+async def test_messages_held_while_a_batch_goes_out_wait_for_their_own_window(redis_url):
+    store = Store(connect(Settings.from_env({"REDIS_URL": redis_url})))
+    try:
+        await store.hold(CHAT, ["first night"], until=1000)
+        assert await store.claim_quiet_ends(1000, 10, hold=120) == [CHAT]
+        assert await store.claim_quiet_ends(1000, 10, hold=120) == []  # claimed: once
+        batch = await store.held(CHAT)
+        # The next night begins before the first batch is released.
+        await store.hold(CHAT, ["second night"], until=90_000)
+        assert await store.release_held(CHAT, len(batch)) == 1
+        assert await store.held(CHAT) == ["second night"]
+        assert await store.held_due(CHAT) == 90_000
+        assert await store.claim_quiet_ends(89_999, 10) == []
+        assert await store.release_held(CHAT, 1) == 0
+        assert await store.held_due(CHAT) is None
+        for n in range(keys.HELD_MAX + 5):  # a bound: the oldest go first
+            await store.hold(CHAT, [f"message {n}"], until=1000)
+        held = await store.held(CHAT)
+        assert len(held) == keys.HELD_MAX and held[-1] == f"message {keys.HELD_MAX + 4}"
+    finally:
+        await store.close()
