@@ -9,6 +9,7 @@ drives the digest sender of a replica's own parts with an injected clock
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import time
 import zoneinfo
@@ -20,6 +21,7 @@ from harness import bot_env, running_bot, wait_sent
 from newsbot.app import build_application
 from newsbot.config import Settings
 from newsbot.digests import Digests
+from newsbot.models import Source
 from newsbot.news import News
 from newsbot.store import Store, connect
 
@@ -225,3 +227,22 @@ async def test_interval_digests_keep_working_in_a_chat_with_a_zone(telegram, red
     due = await store.next_due(CHAT)
     await store.close()
     assert before + 6 * 3600 <= due <= after + 6 * 3600
+
+
+async def test_items_marked_by_id_before_articles_had_keys_still_count_as_sent(
+        telegram, news, replica):
+    feed_a, _ = serve_the_same_story(news)
+    store = replica.store
+    await store.set_sources(CHAT, [Source("feed", feed_a, feed_a)])
+    # What the bot before one-story-once marked after sending feed A: its items' ids.
+    await store.mark_seen(CHAT, [hashlib.sha256(guid.encode()).hexdigest()[:16]
+                                 for guid in ("a-1", "a-2")])
+    await store.subscribe(CHAT, 86_400, 1000)
+    assert await replica.run_once(now=1000) == 1
+    news.set_route("/a.xml", body=rss([
+        ("Fresh in A", "https://example.org/fresh", "a-3"),
+        ("The same story", "https://example.org/story/1", "a-1")]))
+    await store.reschedule(CHAT, 2000)
+    assert await replica.run_once(now=2000) == 1
+    (digest,) = [message.displayed for message in telegram.sent(CHAT)]
+    assert "Fresh in A" in digest and "same story" not in digest
