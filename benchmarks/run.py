@@ -1,6 +1,7 @@
 """Newsbot's benchmarks: each figure is a ratio measured side by side in one run.
 
-    python benchmarks/run.py [throughput|scaling|fanout|latency|memory|slowfeeds|statesize|all]
+    python benchmarks/run.py [throughput|scaling|fanout|latency|memory|burst|slowfeeds|
+                              refresh|statesize|all]
 
 Needs `pip install -e '.[test]'` and redis-server on PATH. Everything runs on loopback:
 a redis-server of its own on a free port, the fake Telegram of the test suite in this
@@ -13,8 +14,10 @@ a markdown table of what it measured.
 (c) fanout      digests to 2,000 chats at Telegram's limits: msg/s ÷ 30, and the 429s
 (d) latency     p50/p99 command-to-reply at 100 updates/s, 1 and 3 replicas
 (e) memory      resident memory per replica, idle and after a mixed load
+(f) burst       /fetch from 64 chats at once, 20 cached sources each: p50/p99 reply latency
 (g) slowfeeds   due digests at Telegram's limits with 1 % of their feeds slow (3 s):
                 msg/s ÷ 30, and the 429s
+(h) refresh     5,000 distinct feeds fetched at 100 and 500 ms server latency ÷ cache TTL
 (i) statesize   Redis bytes per chat after 100 digests (MEMORY USAGE of its keys)
 """
 
@@ -463,12 +466,146 @@ async def _measure_state(redis_url: str, fake: FakeTelegram, chats: int, sources
         await store.close()
 
 
+# --- (f) a /fetch burst of many chats with many cached sources ------------------------------
+
+
+async def cache_sources(redis_url: str, chats: Sequence[int], per_chat: int,
+                        items: int = 5) -> None:
+    """Give each chat ``per_chat`` feeds of its own, every one fresh in the shared cache."""
+    import redis.asyncio as aioredis
+
+    from newsbot.models import Item, Source
+    from newsbot.news import source_digest
+    from newsbot.store import CachedNews, Store
+
+    store = Store(aioredis.Redis.from_url(redis_url, decode_responses=True))
+    try:
+        for chat_id in chats:
+            sources = [Source("feed", url, url) for url in
+                       (f"https://feeds{n}.example/c{chat_id}.xml" for n in range(per_chat))]
+            await store.set_sources(chat_id, sources)
+            for source in sources:
+                news = CachedNews(fetched_at=time.time(), items=tuple(
+                    Item(id=f"{source.key}#{i}", title=f"Story {i}",
+                         link=f"https://example.org/{i}") for i in range(items)))
+                await store.put_cached(source_digest(source), news)
+    finally:
+        await store.close()
+
+
+def burst(chats: int = 64, per_chat: int = 20, rounds: int = 3) -> list[Row]:
+    """Latency from a burst of /fetch (every chat at once) to each chat's whole reply."""
+    waits: list[float] = []
+    with redis_server() as server, FakeTelegram() as fake:
+        ids = list(range(30_000, 30_000 + chats + 1))
+        asyncio.run(cache_sources(server.url, ids, per_chat))
+        with replicas(fake, server.url, 1, **UNPACED):
+            warm_up(fake)
+            # One chat first, alone: how many messages a reply of this size takes.
+            probe = ids.pop()
+            fake.push_message(probe, "/fetch")
+            fake.wait_for_sent(1, probe, timeout=30)
+            time.sleep(1)
+            parts = len(fake.sent(probe))
+            for round_ in range(rounds):
+                before = {chat: len(fake.sent(chat)) for chat in ids}
+                pushed = time.monotonic()
+                for chat in ids:
+                    fake.push_message(chat, "/fetch")
+                for chat in ids:
+                    sent = fake.wait_for_sent(before[chat] + parts, chat, timeout=100)
+                    waits.append((sent[before[chat] + parts - 1].sent_at - pushed) * 1000)
+    p50, p99 = percentile(waits, 0.50), percentile(waits, 0.99)
+    print(f"burst: {chats} chats × {per_chat} cached sources, {rounds} rounds, {parts} "
+          f"messages a reply: p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {max(waits):.0f} ms")
+    return [Row(f"(f) /fetch burst, {chats} chats × {per_chat} cached sources, 1 replica",
+                f"p50 {p50:.0f} ms, p99 {p99:.0f} ms", "-", p99, "p99 <= 5000 ms",
+                p99 <= 5000)]
+
+
+# --- (h) refreshing many distinct feeds -----------------------------------------------------
+
+
+@contextlib.contextmanager
+def slow_feed_servers(hosts: int, delay: float) -> Iterator[list[str]]:
+    """Fake feed servers in processes of their own, on 127.0.0.2.., answering after delay."""
+    from cluster_support import free_port
+
+    processes, urls = [], []
+    try:
+        for n in range(hosts):
+            host, port = f"127.0.0.{n + 2}", free_port()
+            processes.append(subprocess.Popen(
+                [sys.executable, str(ROOT / "tests" / "fakes" / "news.py"), "--host", host,
+                 "--port", str(port), "--slow-seconds", str(delay)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
+            urls.append(f"http://{host}:{port}")
+        for process in processes:
+            assert process.stdout is not None
+            process.stdout.readline()  # "listening on ..."
+        yield urls
+    finally:
+        for process in processes:
+            stop_process(process, 10)
+
+
+async def refresh_feeds(redis_url: str, urls: Sequence[str], in_flight: int) -> tuple[float, int]:
+    """Fetch every feed once through News, ``in_flight`` asked at a time; (seconds, errors)."""
+    import redis.asyncio as aioredis
+
+    from newsbot.config import Settings
+    from newsbot.models import Source
+    from newsbot.news import News
+    from newsbot.store import Store
+
+    pool = aioredis.BlockingConnectionPool.from_url(redis_url, decode_responses=True,
+                                                    max_connections=in_flight, timeout=60)
+    store = Store(aioredis.Redis(connection_pool=pool))
+    news = News(Settings(allow_private_urls=True), store)
+    gate = asyncio.Semaphore(in_flight)
+
+    async def ask(url: str) -> bool:
+        async with gate:
+            (got,) = await news.get([Source("feed", url, url)])
+            return got.error is None and bool(got.items)
+
+    try:
+        started = time.monotonic()
+        results = await asyncio.gather(*(ask(url) for url in urls))
+        return time.monotonic() - started, results.count(False)
+    finally:
+        news.close()
+        await store.close()
+
+
+def refresh(feeds: int = 5000, delays: Sequence[float] = (0.1, 0.5), hosts: int = 10,
+            in_flight: int = 256) -> list[Row]:
+    """Time to fetch ``feeds`` distinct feeds from ``hosts`` servers ÷ NEWSBOT_CACHE_TTL."""
+    from newsbot.config import Settings
+
+    ttl = Settings().cache_ttl
+    rows = []
+    for delay in delays:
+        with redis_server() as server, slow_feed_servers(hosts, delay) as bases:
+            urls = [f"{bases[n % hosts]}/slow?feed={n}" for n in range(feeds)]
+            seconds, errors = asyncio.run(refresh_feeds(server.url, urls, in_flight))
+        ratio = seconds / ttl
+        print(f"refresh: {feeds} feeds on {hosts} hosts at {delay * 1000:.0f} ms: "
+              f"{seconds:.1f} s ({feeds / seconds:.0f} feeds/s), {errors} failed; "
+              f"÷ {ttl} s TTL = {ratio:.3f}")
+        rows.append(Row(f"(h) refresh of {feeds} feeds at {delay * 1000:.0f} ms, ÷ cache TTL",
+                        f"{seconds:.1f} s, {errors} failed", f"{ttl} s", ratio,
+                        "<= 0.2 at 500 ms", errors == 0 and (delay < 0.5 or ratio <= 0.2)))
+    return rows
+
+
 # --- the table --------------------------------------------------------------------------------
 
 
 BENCHMARKS: dict[str, Callable[[], list[Row]]] = {
     "throughput": throughput, "scaling": scaling, "fanout": fanout, "latency": latency,
-    "memory": memory, "slowfeeds": slowfeeds, "statesize": statesize,
+    "memory": memory, "burst": burst, "slowfeeds": slowfeeds, "refresh": refresh,
+    "statesize": statesize,
 }
 
 

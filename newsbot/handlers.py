@@ -69,7 +69,9 @@ class Handlers:
         self.settings = settings
         self.store = store
         self.news = news
-        self.guard = guard or Guard(settings.allow_private_urls)
+        # The news' guard by default: one resolver, so a name checked here is known
+        # when it is first fetched.
+        self.guard = guard or news.guard
         # Updates whose handling met an outage; the consumer leaves them pending.
         self.deferred: set[int] = set()
         self.commands: frozenset[str] = frozenset()
@@ -385,7 +387,9 @@ class Handlers:
         if source.kind != "feed":
             return None
         try:
-            await asyncio.to_thread(self.guard.check_url, source.key)
+            # On the event loop, within the fetch deadline: no thread waits for a
+            # name whose DNS never answers.
+            await self.guard.check_url_async(source.key, self.news.fetch_seconds)
         except InvalidSource as error:
             return str(error)
         return None

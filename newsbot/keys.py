@@ -54,7 +54,8 @@ FEED_TTL_SECONDS = 7 * 24 * 3600
 # is not asked again by every chat that follows it.
 ERROR_TTL_SECONDS = 60
 # Held while one replica fetches a source; the others wait for its result. Longer than
-# the slowest fetch (connect + read timeouts) so that it never expires mid-fetch.
+# the slowest fetch (its hard deadline, NEWSBOT_FETCH_TIMEOUT, which news.News caps
+# below this) so that it never expires mid-fetch.
 FETCH_LOCK = PREFIX + "lock:fetch:{digest}"
 FETCH_LOCK_SECONDS = 30
 

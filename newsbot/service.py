@@ -32,6 +32,8 @@ from newsbot.digests import DIGEST_SLOTS, PREFETCH_SLOTS, Digests
 from newsbot.errors import ConfigError
 from newsbot.health import HealthServer
 from newsbot.news import News
+from newsbot.sources.download import FETCH_THREADS
+from newsbot.sources.guard import Guard
 from newsbot.store import Store, connect, pool_size
 
 logger = logging.getLogger(__name__)
@@ -40,9 +42,10 @@ logger = logging.getLogger(__name__)
 # 10 s the compose file and the 30 s Kubernetes allow.
 DRAIN_SECONDS = 7.0
 STARTUP_RETRY_SECONDS = 2.0
-# Downloads one replica runs at once (the download pool of newsbot.news): each one that
-# finishes stores its result in Redis, so the Redis pool has a connection for each.
-DOWNLOADS_IN_FLIGHT = 64
+# Downloads one replica runs at once (the download pool of newsbot.sources.download):
+# each one that finishes stores its result in Redis, so the Redis pool has a connection
+# for each.
+DOWNLOADS_IN_FLIGHT = FETCH_THREADS
 # How often Redis' state is looked at between probes, so its change is logged promptly.
 REDIS_WATCH_SECONDS = 2.0
 
@@ -95,8 +98,13 @@ def replica_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Run one replica until SIGTERM/SIGINT (or ``stop``), then shut down cleanly."""
+async def serve(settings: Settings, stop: asyncio.Event | None = None,
+                guard: Guard | None = None) -> None:
+    """Run one replica until SIGTERM/SIGINT (or ``stop``), then shut down cleanly.
+
+    ``guard`` replaces the feeds' SSRF guard (and with it their resolver): tests stand
+    in the DNS edge with it.
+    """
     assert settings.telegram_token is not None
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -105,7 +113,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
 
     connections = pool_size(MAX_IN_FLIGHT, DIGEST_SLOTS + PREFETCH_SLOTS, DOWNLOADS_IN_FLIGHT)
     store = Store(connect(settings, connections), settings.items_per_source)
-    news = News(settings, store)
+    news = News(settings, store, guard)
     application, handlers = build_application(settings, store, news, settings.telegram_token)
     name = replica_name()
     consumer = Consumer(store.redis, name, functools.partial(handle_update, application,

@@ -494,10 +494,17 @@ class Store:
         """A source's last fetch, however old."""
         data: dict[str, str] = await self.redis.hgetall(  # type: ignore[assignment]
             keys.FEED.format(digest=digest))
-        try:
-            return CachedNews.from_mapping(data) if data else None
-        except (KeyError, ValueError, TypeError):
-            return None  # written by another version; refetching is the cure
+        return _cached(data)
+
+    async def get_cached_many(self, digests: Sequence[str]) -> list[CachedNews | None]:
+        """The last fetch of each source, in order, read in one round trip."""
+        if not digests:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for digest in digests:
+                pipe.hgetall(keys.FEED.format(digest=digest))
+            found: list[dict[str, str]] = await pipe.execute()
+        return [_cached(data) for data in found]
 
     async def put_cached(self, digest: str, news: CachedNews) -> None:
         """Store a source's fetch for every chat and replica."""
@@ -516,6 +523,13 @@ class Store:
     async def unlock_fetch(self, digest: str, owner: str) -> None:
         """Give up the right to fetch a source, if we still hold it."""
         await self._release(keys=[keys.FETCH_LOCK.format(digest=digest)], args=[owner])
+
+
+def _cached(data: dict[str, str]) -> CachedNews | None:
+    try:
+        return CachedNews.from_mapping(data) if data else None
+    except (KeyError, ValueError, TypeError):
+        return None  # written by another version; refetching is the cure
 
 
 def _chat(chat_id: int) -> str:

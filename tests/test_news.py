@@ -195,3 +195,52 @@ async def test_a_replica_that_looked_before_another_stored_uses_that_fetch(
     await first.get_one(PYTHON)
     fetched = await second._refresh(PYTHON, source_digest(PYTHON), None, asked)
     assert fetched.items and news.count("/r/python") == 1
+
+
+def long_feed(count: int) -> bytes:
+    items = "".join(f"<item><title>Story {n}</title><link>https://example.org/{n}</link>"
+                    f"<guid>https://example.org/{n}</guid></item>" for n in range(count))
+    return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>Long</title>{items}'
+            "</channel></rss>").encode()
+
+
+async def test_the_cache_keeps_the_whole_item_list_and_a_request_gets_its_share(
+        news: FakeNews, make_news: MakeNews, stores: list[Store]) -> None:
+    news.set_route("/long.xml", body=long_feed(140),
+                   headers={"Content-Type": "application/rss+xml"})
+    source = feed(news, "/long.xml")
+    fetcher = make_news(items_per_source=5)
+    (shown,) = await fetcher.get([source])
+    assert [item.title for item in shown.items] == [f"Story {n}" for n in range(5)]
+    cached = await stores[0].get_cached(source_digest(source))
+    assert cached is not None and len(cached.items) == 100  # up to 100, not 5
+    (everything,) = await fetcher.get([source], limit=100)
+    assert [item.title for item in everything.items] == [f"Story {n}" for n in range(100)]
+    assert news.count("/long.xml") == 1
+
+    (listing,) = await fetcher.get([PYTHON], limit=100)
+    assert len(listing.items) > 5  # the fixture's whole listing, stickies left out
+    assert "limit=100" in [path for _, path, _ in news.requests if path.startswith("/r/")][0]
+
+
+async def test_cached_entries_are_read_together_and_only_the_missing_fetched(
+        news: FakeNews, make_news: MakeNews, stores: list[Store]) -> None:
+    sources = [feed(news, f"/feeds/rss20.xml?copy={n}") for n in range(20)]
+    fetcher = make_news()
+    await fetcher.get(sources[::2])
+    assert news.count("/feeds/rss20.xml") == 10
+    found = await stores[0].get_cached_many([source_digest(s) for s in sources])
+    assert [entry is not None for entry in found] == [n % 2 == 0 for n in range(20)]
+    results = await fetcher.get(sources)
+    assert news.count("/feeds/rss20.xml") == 20  # only the ten missing ones
+    assert [result.source for result in results] == sources
+    assert all(result.items == results[0].items and result.items for result in results)
+    assert await stores[0].get_cached_many([]) == []
+
+
+async def test_a_trickling_source_ends_at_the_deadline_and_the_rest_arrive(
+        news: FakeNews, make_news: MakeNews) -> None:
+    sources = [feed(news, "/trickle"), feed(news, "/feeds/rss20.xml"), PYTHON]
+    results = await make_news(fetch_timeout=1.0).get(sources)
+    assert [result.error for result in results] == ["timed out", None, None]
+    assert results[1].items and results[2].items

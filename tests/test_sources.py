@@ -6,18 +6,23 @@ to the FakeNews server on loopback.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import email.utils
 import ipaddress
 import json
 import re
 import socket
+import subprocess
+import sys
+import threading
 import time
+import tracemalloc
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
 import requests
@@ -29,10 +34,12 @@ from newsbot import __version__
 from newsbot.config import Settings
 from newsbot.errors import FetchError, InvalidSource
 from newsbot.sources.base import parse_source, parse_sources, split_sources
-from newsbot.sources.download import CHUNK, Downloader, Validators
-from newsbot.sources.guard import Guard, is_public
-from newsbot.sources.reddit import Reddit, RedditRateLimited, parse_listing
-from newsbot.sources.rss import fetch_feed, parse_feed
+from newsbot.sources.download import CHUNK, Downloader, FetchPool, Validators
+from newsbot.sources.guard import Guard, Resolver, is_public
+from newsbot.sources.reddit import (Reddit, RedditRateLimited, parse_listing, parse_wait,
+                                    post_link, retry_after)
+from newsbot.sources.rss import check_budget, fetch_feed, parse_feed
+from newsbot.sources.threads import DaemonPool
 
 DATA = Path(__file__).resolve().parent / "data"
 SECOND_LOOPBACK = ipaddress.ip_address("127.0.0.2")
@@ -680,3 +687,343 @@ def test_reddit_oauth_with_wrong_credentials_fails_without_leaking(news: FakeNew
         fetcher.close()
     assert "wrong-secret" not in str(failure.value)
     assert news.count("/r/") == 0
+
+
+# --- isolation: one deadline per download, DNS included, a per-host limit ---------------
+
+
+class SilentDNS:
+    """A resolver edge whose lookups never answer until released (a dead DNS server)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.released = threading.Event()
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.asked.append(host)
+        self.released.wait(30)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+
+@pytest.fixture
+def silent_dns() -> Iterator[SilentDNS]:
+    dns = SilentDNS()
+    yield dns
+    dns.released.set()
+
+
+def wait_until(condition: Any, what: str, seconds: float = 10.0) -> None:
+    """Poll for a condition that must come true; fail naming it if it never does."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"never happened: {what}")
+        time.sleep(0.02)
+
+
+def test_a_trickling_server_is_cut_off_at_the_deadline(news: FakeNews) -> None:
+    """A byte every 0.2 s trips no per-read timeout; the watchdog ends it anyway."""
+    fetcher = Downloader(Guard(allow_private=True), timeout=1.0)
+    try:
+        with pytest.raises(FetchError, match="timed out"):
+            fetcher.get(news.url + "/trickle")
+    finally:
+        fetcher.close()
+    assert news.count("/trickle") == 1
+    # The connection itself was shut down, not merely abandoned by the caller, and at
+    # the deadline: inside the headers, which take ~90 bytes, so ~18 s, to trickle out.
+    wait_until(lambda: news.trickled, "the trickle connection closed")
+    assert news.trickled[0] < news.trickle_head_bytes
+
+
+def test_the_deadline_also_covers_the_body(news: FakeNews) -> None:
+    news.trickle_seconds = 0.005  # the headers are through in ~0.5 s, the body never is
+    fetcher = Downloader(Guard(allow_private=True), timeout=3.0)
+    try:
+        with pytest.raises(FetchError, match="timed out"):
+            fetcher.get(news.url + "/trickle")
+    finally:
+        fetcher.close()
+    wait_until(lambda: news.trickled, "the trickle connection closed")
+    assert news.trickled[0] > news.trickle_head_bytes
+
+
+def test_dns_that_never_answers_ends_at_the_deadline(silent_dns: SilentDNS) -> None:
+    guard = Guard(resolver=Resolver(silent_dns))
+    fetcher = Downloader(guard, timeout=0.5)
+    try:
+        with pytest.raises(InvalidSource, match="did not resolve in time"):
+            fetcher.get("http://dead.example/feed.xml")
+    finally:
+        fetcher.close()
+        guard.close()
+    assert silent_dns.asked == ["dead.example"]
+
+
+async def test_an_async_lookup_holds_no_thread_and_ends_at_its_timeout(
+        silent_dns: SilentDNS) -> None:
+    resolver = Resolver(silent_dns, threads=2)
+    try:
+        lookups = [resolver.resolve_async(f"dead-{n}.example", 80, 0.3) for n in range(20)]
+        results = await asyncio.gather(*lookups, return_exceptions=True)
+        assert all(isinstance(result, InvalidSource) and "in time" in str(result)
+                   for result in results)
+        # Two threads were held by the dead server; the lookups queued behind them
+        # were dropped at their deadline, not run later.
+        assert len(silent_dns.asked) == 2
+        # Literal addresses need no lookup, however busy the pool is.
+        assert await resolver.resolve_async("127.0.0.1", 80, 0.3) == ["127.0.0.1"]
+    finally:
+        resolver.close()
+
+
+def test_resolved_names_are_reused_and_kept_as_a_fallback() -> None:
+    answers = {"feeds.example": ["93.184.216.34"]}
+    asked: list[str] = []
+
+    def lookup(host: str, port: int) -> list[str]:
+        asked.append(host)
+        if host not in answers:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return answers[host]
+
+    resolver = Resolver(lookup)
+    try:
+        assert resolver.resolve("feeds.example", 80, 1) == ["93.184.216.34"]
+        assert resolver.resolve("feeds.example", 80, 1) == ["93.184.216.34"]
+        assert asked == ["feeds.example"]
+        with pytest.raises(InvalidSource, match="does not resolve"):
+            resolver.resolve("nowhere.example", 80, 1)
+    finally:
+        resolver.close()
+
+
+async def test_the_pool_lets_one_host_have_only_its_share(
+        news: FakeNews, far_news: FakeNews) -> None:
+    """Twenty trickling feeds on one host use three slots; another host is served."""
+    pool = FetchPool(threads=8, per_host=3)
+    fetcher = Downloader(Guard(allow_private=True), timeout=3.0)
+    news.watch_peak("/trickle")
+
+    async def fetch(url: str) -> str:
+        expires = time.monotonic() + 3.0
+        host = url.split("/")[2].split(":")[0]
+        try:
+            await pool.run(host, expires, lambda: fetcher.get(url, expires=expires))
+        except FetchError as error:
+            return str(error)
+        return "ok"
+
+    try:
+        attack = asyncio.gather(*(fetch(f"{news.url}/trickle?n={n}") for n in range(20)))
+        await asyncio.to_thread(wait_until, lambda: len(news.open_connections("/trickle")) == 3,
+                                "three trickles open")
+        first = news.open_connections("/trickle")
+        assert await fetch(far_news.url + "/feeds/rss20.xml") == "ok"
+        # ...while the first trickles are still being answered.
+        assert first <= news.open_connections("/trickle")
+        reasons = await attack
+    finally:
+        pool.close()
+        fetcher.close()
+    assert all("timed out" in reason for reason in reasons)
+    assert news.peak_connections("/trickle") == 3
+
+
+# --- hostile input ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path, reason", [
+    ("/nested", "nested more than 100 levels deep"),
+    ("/wide", "more than 50,000 XML elements"),
+])
+def test_pathological_feeds_are_refused_within_a_budget(
+        news: FakeNews, downloader: Downloader, path: str, reason: str) -> None:
+    download = downloader.get(news.url + path)
+    assert 2_000_000 < len(download.body) < 5 * 1024 * 1024  # under the size cap
+    tracemalloc.start()
+    try:
+        with pytest.raises(FetchError, match=re.escape(reason)):
+            parse_feed(download.body, 5)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * 1024 * 1024  # feedparser alone took 367 MB
+
+
+def test_a_feed_inside_the_budget_is_read() -> None:
+    body = data("rss20.xml")
+    assert parse_feed(body, 5) and check_budget(body) is None
+
+
+def test_a_malformed_document_is_held_to_the_budget_by_its_tags() -> None:
+    body = b"<rss><channel><title>a & b</title>" + b"<x>" * 60_000
+    with pytest.raises(FetchError, match="more than 50,000 XML elements"):
+        parse_feed(body, 5)
+
+
+NOW = 1_700_000_000.0
+
+
+@pytest.mark.parametrize("value, wait", [
+    ("30", 30.0),
+    ("1.5", 1.5),
+    ("0", 1.0),
+    (" 120 ", 120.0),
+    ("99999999", 600.0),
+    ("1e400", None),
+    ("1e5", 600.0),
+    ("-5", None),
+    ("inf", None),
+    ("nan", None),
+    ("soon", None),
+    ("", None),
+    ("30 seconds", None),
+    (None, None),
+    (email.utils.formatdate(NOW + 90, usegmt=True), 90.0),
+    (email.utils.formatdate(NOW - 90, usegmt=True), 1.0),
+    (email.utils.formatdate(NOW + 10 * 365 * 86400, usegmt=True), 600.0),
+    ("Tue, 99 Foo 2024 25:61:00 GMT", None),
+])
+def test_retry_after_values_are_parsed_defensively_and_clamped(
+        value: str | None, wait: float | None) -> None:
+    assert parse_wait(value, NOW) == wait
+
+
+@pytest.mark.parametrize("headers, wait", [
+    ({"Retry-After": "99999999"}, 600.0),
+    ({"Retry-After": "1e400", "X-Ratelimit-Remaining": "0", "X-Ratelimit-Reset": "42"}, 42.0),
+    ({"X-Ratelimit-Remaining": "0.0", "X-Ratelimit-Reset": "1e400"}, None),
+    ({"X-Ratelimit-Remaining": "garbage", "X-Ratelimit-Reset": "42"}, None),
+    ({"X-Ratelimit-Remaining": "nan", "X-Ratelimit-Reset": "42"}, None),
+    ({"X-Ratelimit-Remaining": "0", "X-Ratelimit-Reset": "-3"}, None),
+    ({"X-Ratelimit-Remaining": "0", "X-Ratelimit-Reset": "86400"}, 600.0),
+])
+def test_reddit_rate_headers_are_clamped(headers: dict[str, str], wait: float | None) -> None:
+    assert retry_after(headers, NOW) == wait
+
+
+@pytest.mark.parametrize("retry, reset, blocked", [
+    ("99999999", "30", 600),
+    ("1e400", "1e400", 60),  # nothing usable: Reddit's usual minute
+    ("-1", "garbage", 60),
+])
+def test_a_hostile_429_blocks_reddit_for_minutes_at_most(
+        news: FakeNews, reddit: Reddit, retry: str, reset: str, blocked: int) -> None:
+    news.set_route("/r/python/hot.json", status=429, body=b'{"error": 429}',
+                   headers={"Content-Type": "application/json", "Retry-After": retry,
+                            "X-Ratelimit-Remaining": "0", "X-Ratelimit-Reset": reset})
+    with pytest.raises(RedditRateLimited) as limited:
+        reddit.fetch("python", 5)
+    assert limited.value.retry_after == blocked
+    assert f"try again in {blocked} s" in str(limited.value)
+    news.remove_route("/r/python/hot.json")
+    with pytest.raises(RedditRateLimited) as still:
+        reddit.fetch("python", 5)
+    assert 0 < still.value.retry_after <= blocked
+    assert news.count("/r/") == 1
+
+
+HOSTILE_PERMALINKS = ["@evil.example/phish", "//evil.example/phish", "https://evil.example/x",
+                      "http://www.reddit.com/r/x/", "https://www.reddit.com:8443/r/x/",
+                      "https://user@www.reddit.com/r/x/", "\\\\evil.example/phish",
+                      "/r/x/\tcomments", "javascript:alert(1)"]
+
+
+def on_reddit(link: str) -> bool:
+    """What a browser would open: https on www.reddit.com, no user name, no port."""
+    parts = urlsplit(link)
+    return (parts.scheme, parts.netloc) == ("https", "www.reddit.com")
+
+
+@pytest.mark.parametrize("permalink", HOSTILE_PERMALINKS)
+def test_no_permalink_can_move_a_link_off_reddit(permalink: str) -> None:
+    link = post_link({"permalink": permalink, "id": "abc123", "url": "https://evil.example/"})
+    assert on_reddit(link), link
+    # Without a usable post id there is no link rather than a wrong one.
+    assert post_link({"permalink": permalink, "id": "../x"}) in ("", link)
+
+
+@pytest.mark.parametrize("permalink, link", [
+    ("/r/python/comments/abc123/title/", "https://www.reddit.com/r/python/comments/abc123/title/"),
+    ("@evil.example/phish", "https://www.reddit.com/@evil.example/phish"),
+    ("//evil.example/phish", "https://www.reddit.com/comments/abc123/"),
+    ("https://evil.example/x", "https://www.reddit.com/comments/abc123/"),
+])
+def test_permalinks_are_joined_to_reddit(permalink: str, link: str) -> None:
+    assert post_link({"permalink": permalink, "id": "abc123"}) == link
+
+
+def test_a_listing_with_hostile_permalinks_links_only_to_reddit(
+        news: FakeNews, reddit: Reddit) -> None:
+    posts = [{"kind": "t3", "data": {"id": f"p{n}", "name": f"t3_p{n}", "title": f"Post {n}",
+                                     "permalink": permalink, "url": "https://evil.example/",
+                                     "created_utc": 1e400 if n == 0 else 1.7e9}}
+             for n, permalink in enumerate(["/r/python/comments/p0/ok/", *HOSTILE_PERMALINKS])]
+    listing = json.dumps({"kind": "Listing", "data": {"children": posts}}, allow_nan=True)
+    news.set_route("/r/hostilesub/hot.json", body=listing,
+                   headers={"Content-Type": "application/json"})
+    items, _ = reddit.fetch("hostilesub", 20)
+    assert items is not None and len(items) == len(posts)
+    assert items[0].link == "https://www.reddit.com/r/python/comments/p0/ok/"
+    assert items[0].published is None  # 1e400 is no time
+    assert all(on_reddit(item.link) for item in items), [item.link for item in items]
+
+
+def test_a_reused_connection_is_held_to_the_deadline_too(news: FakeNews) -> None:
+    """The second download rides the first one's keep-alive connection."""
+    fetcher = Downloader(Guard(allow_private=True), timeout=1.0)
+    try:
+        assert fetcher.get(news.url + "/feeds/rss20.xml").status == 200
+        with pytest.raises(FetchError, match="timed out"):
+            fetcher.get(news.url + "/trickle")
+    finally:
+        fetcher.close()
+    wait_until(lambda: news.trickled, "the trickle connection closed")
+    assert news.trickled[0] < news.trickle_head_bytes
+
+
+async def test_the_async_check_refuses_like_the_blocking_one(silent_dns: SilentDNS) -> None:
+    guard = Guard(resolver=Resolver(silent_dns))
+    try:
+        with pytest.raises(InvalidSource, match="private or local"):
+            await guard.check_url_async("http://127.0.0.1/feed.xml")
+        with pytest.raises(InvalidSource, match="only http"):
+            await guard.check_url_async("file:///etc/passwd")
+        with pytest.raises(InvalidSource, match="did not resolve in time"):
+            await guard.check_url_async("http://dead.example/feed.xml", timeout=0.2)
+        await guard.check_url_async("http://93.184.216.34/feed.xml")
+    finally:
+        guard.close()
+
+
+def test_a_lookup_that_never_returns_does_not_keep_the_process_from_exiting() -> None:
+    """getaddrinfo cannot be cancelled; a stopping replica must not wait for it."""
+    script = (
+        "import threading\n"
+        "from newsbot.errors import InvalidSource\n"
+        "from newsbot.sources.guard import Resolver\n"
+        "resolver = Resolver(lambda host, port: threading.Event().wait() or [])\n"
+        "try:\n"
+        "    resolver.resolve('dead.example', 80, 0.1)\n"
+        "except InvalidSource as error:\n"
+        "    print(error)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "the host name did not resolve in time"
+
+
+def test_a_daemon_pool_is_bounded_and_drops_what_is_queued_at_shutdown() -> None:
+    pool = DaemonPool(2, "test-pool")
+    release = threading.Event()
+    running = [pool.submit(release.wait) for _ in range(2)]
+    queued = [pool.submit(lambda: "ran") for _ in range(3)]
+    wait_until(lambda: all(future.running() for future in running), "both threads busy")
+    assert not any(future.running() or future.done() for future in queued)
+    pool.shutdown()
+    assert all(future.cancelled() for future in queued)
+    with pytest.raises(RuntimeError):
+        pool.submit(lambda: None)
+    release.set()
+    assert all(future.result(5) is True for future in running)

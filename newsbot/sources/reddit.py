@@ -6,12 +6,16 @@ uses app-only OAuth, which Reddit treats far more kindly than anonymous traffic.
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import json
+import math
+import re
 import threading
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 from newsbot import __version__
 from newsbot.config import DEFAULT_REDDIT_URL, Settings
@@ -25,6 +29,20 @@ OAUTH_API_URL = "https://oauth.reddit.com"
 USER_AGENT = f"python:newsbot:{__version__} (self-hosted Telegram news bot)"
 # Stickied posts sit on top of "hot" forever; ask for a few more so N real ones remain.
 STICKY_MARGIN = 3
+# A link post's target longer than this is not an article's address (and is not kept).
+MAX_LINKED_URL = 2048
+# Reddit's largest page; the shared cache keeps the whole of it for filters.
+MAX_LIMIT = 100
+# The longest wait any header can impose. Reddit's windows are ten minutes; a server
+# (or a proxy in front of it) that says "99999999" must not silence every subreddit for
+# years, so what it asks is clamped to this.
+MAX_WAIT_SECONDS = 600.0
+MIN_WAIT_SECONDS = 1.0
+# Links always point at Reddit itself: a permalink is joined to this and must stay on it.
+LINK_BASE = "https://www.reddit.com/"
+LINK_HOST = "www.reddit.com"
+_POST_ID = re.compile(r"[a-z0-9]{1,16}")
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
 class RedditRateLimited(FetchError):
@@ -35,7 +53,7 @@ class RedditRateLimited(FetchError):
         self.retry_after = retry_after
 
 
-def parse_listing(body: bytes, limit: int) -> list[Item]:
+def parse_listing(body: bytes, limit: int = MAX_LIMIT) -> list[Item]:
     """Parse a Reddit listing into at most ``limit`` items in hot order, stickies left out."""
     try:
         listing = json.loads(body)
@@ -54,37 +72,97 @@ def parse_listing(body: bytes, limit: int) -> list[Item]:
 
 
 def _item(post: Mapping[str, Any]) -> Item:
-    permalink = "https://www.reddit.com" + str(post.get("permalink", ""))
-    identity = str(post.get("name") or post.get("id") or permalink)
+    identity = str(post.get("name") or post.get("id") or post.get("permalink") or "")
     created = post.get("created_utc")
+    published = None
+    if isinstance(created, int | float) and math.isfinite(created):
+        published = float(created)
     url = post.get("url")
     # A link post counts as the article it links to (a self post's url is itself).
-    linked = url if isinstance(url, str) and url and not post.get("is_self") else None
+    linked = None
+    if isinstance(url, str) and 0 < len(url) <= MAX_LINKED_URL and not post.get("is_self"):
+        linked = url
     return Item(id=hashlib.sha256(identity.encode()).hexdigest()[:16],
                 title=" ".join(str(post["title"]).split()),
-                link=permalink if post.get("permalink") else str(post.get("url", "")),
-                published=float(created) if isinstance(created, int | float) else None,
-                linked_url=linked)
+                link=post_link(post), published=published, linked_url=linked)
 
 
-def retry_after(headers: Mapping[str, str]) -> float | None:
+def post_link(post: Mapping[str, Any]) -> str:
+    """The post's page on Reddit; no field of the post can move the link to another host.
+
+    A permalink is a path (``/r/python/comments/abc/title/``); one that would change the
+    host once joined (``@evil.example/phish``, ``//evil.example``, ``https://evil``) is
+    replaced by the post's short link, or dropped.
+    """
+    permalink = post.get("permalink")
+    if isinstance(permalink, str) and permalink:
+        link = urljoin(LINK_BASE, permalink)
+        if _on_reddit(link):
+            return link
+    post_id = post.get("id")
+    if isinstance(post_id, str) and _POST_ID.fullmatch(post_id):
+        return f"{LINK_BASE}comments/{post_id}/"
+    url = post.get("url")
+    # With neither, a link post's own URL is all there is; the renderer links only
+    # http(s) URLs.
+    return url if isinstance(url, str) and not permalink else ""
+
+
+def _on_reddit(link: str) -> bool:
+    if "\\" in link or any(ord(char) < 33 or ord(char) == 127 for char in link):
+        return False  # browsers read a backslash as a slash, and drop what is blank
+    try:
+        parts = urlsplit(link)
+        port = parts.port
+    except ValueError:
+        return False
+    return (parts.scheme == "https" and parts.hostname == LINK_HOST and port is None
+            and parts.username is None and parts.password is None
+            and parts.netloc == LINK_HOST)
+
+
+def parse_wait(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After-style value, clamped; None if unusable.
+
+    Takes delta-seconds (also with a fraction, as Reddit's reset is sometimes sent) or
+    an HTTP-date; refuses what is negative, not finite or not a number at all.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if _NUMBER.fullmatch(text):
+        seconds = float(text)  # never raises on this shape; may be inf (1e400)
+        if not math.isfinite(seconds) or seconds < 0:
+            return None
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            return None  # not an HTTP-date (those are always GMT)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return min(MAX_WAIT_SECONDS, max(MIN_WAIT_SECONDS, seconds))
+
+
+def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """Seconds Reddit wants us to wait, from Retry-After or the X-Ratelimit headers."""
     for name in ("Retry-After", "X-Ratelimit-Reset"):
-        value = headers.get(name)
         if name == "X-Ratelimit-Reset" and _remaining(headers) > 0:
             continue
-        try:
-            return max(1.0, float(value)) if value is not None else None
-        except ValueError:
-            continue
+        wait = parse_wait(headers.get(name), now)
+        if wait is not None:
+            return wait
     return None
 
 
 def _remaining(headers: Mapping[str, str]) -> float:
-    try:
-        return float(headers.get("X-Ratelimit-Remaining", "1"))
-    except ValueError:
+    """Requests left in Reddit's window; anything unreadable counts as "some left"."""
+    value = headers.get("X-Ratelimit-Remaining", "1").strip()
+    if not _NUMBER.fullmatch(value):
         return 1.0
+    remaining = float(value)
+    return remaining if math.isfinite(remaining) else 1.0
 
 
 class Reddit:
@@ -100,8 +178,8 @@ class Reddit:
         self._token_lock = threading.Lock()
         self._blocked_until = 0.0
 
-    def fetch(self, name: str, limit: int,
-              validators: Validators | None = None) -> tuple[list[Item] | None, Validators]:
+    def fetch(self, name: str, limit: int = MAX_LIMIT, validators: Validators | None = None,
+              expires: float | None = None) -> tuple[list[Item] | None, Validators]:
         """Return the hot items of a subreddit (None if unchanged) and new validators."""
         if not SUBREDDIT_NAME.fullmatch(name):
             raise FetchError("not a subreddit name")
@@ -111,9 +189,10 @@ class Reddit:
         base = self.base_url
         if self.credentials is not None:
             base = OAUTH_API_URL if base == DEFAULT_REDDIT_URL else base
-        url = f"{base}/r/{name}/hot.json?limit={limit + STICKY_MARGIN}&raw_json=1"
+        url = f"{base}/r/{name}/hot.json?limit={min(MAX_LIMIT, limit + STICKY_MARGIN)}&raw_json=1"
         try:
-            download = self._get_listing(url, validators)
+            with self.downloader.bounded(expires):  # the token request shares the deadline
+                download = self._get_listing(url, validators)
         except HTTPStatusError as error:
             raise self._explain(error) from None
         if download.status in (301, 302, 303, 307, 308):

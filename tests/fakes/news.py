@@ -10,9 +10,16 @@ It gives the bot's sources real HTTP to talk to, with the awkward cases of the r
 - feeds: ``/feeds/{file}`` with ``ETag``/``Last-Modified`` and ``304`` on a conditional
   GET; ``/slow``, ``/huge`` (~20 MB, no Content-Length), ``/html``, ``/bomb`` (billion
   laughs), ``/xxe`` (external entity), ``/empty``, ``/status/{code}``,
-  ``/redirect?to=URL``; any path can be replaced at run time with ``set_route``.
+  ``/redirect?to=URL``; any path can be replaced at run time with ``set_route``;
+- hostile servers: ``/trickle`` sends its answer (status line and headers too) one byte
+  every ``trickle_seconds`` and never ends (``trickled`` says how far each one got);
+  ``/nested?depth=N`` is an RSS document of
+  N nested elements (default 700,000: 4.9 MB, under a 5 MB cap), ``/wide?count=N``
+  one of N empty elements side by side, both generated on the fly.
 
-Every request is recorded in ``requests``. Standard library only; runs standalone::
+Every request is recorded in ``requests``; ``open_connections(prefix)`` tells how many
+requests are being answered right now (a trickle until its client hangs up) and
+``peak_connections(prefix)`` the most at once. Standard library only; runs standalone::
 
     python tests/fakes/news.py --host 0.0.0.0 --port 8082
 """
@@ -26,6 +33,7 @@ import hashlib
 import json
 import re
 import secrets
+import select
 import signal
 import socket
 import socketserver
@@ -114,8 +122,17 @@ class FakeNews:
         # (client id, secret): when set, listings need a bearer token from access_token.
         self.oauth_client: tuple[str, str] | None = None
         self.token_ttl = 86400
+        self.trickle_seconds = 0.2
+        # Bytes each finished trickle got out before its client hung up, and how many
+        # of them are the status line and headers.
+        self.trickled: list[int] = []
+        self.trickle_head_bytes = 0
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self._lock = threading.Lock()
+        # Requests being answered, by id -> path, and the most at once per path prefix.
+        self._open: dict[int, str] = {}
+        self._open_ids = iter(range(1 << 62))
+        self._peaks: dict[str, int] = {}
         self._routes: dict[str, Route] = {}
         self._tokens: set[str] = set()
         self._window_start = time.monotonic()
@@ -181,6 +198,21 @@ class FakeNews:
         with self._lock:
             self._tokens.clear()
 
+    def open_connections(self, path_prefix: str = "/") -> set[int]:
+        """Ids of the requests with a path starting with path_prefix being answered now."""
+        with self._lock:
+            return {key for key, path in self._open.items() if path.startswith(path_prefix)}
+
+    def peak_connections(self, path_prefix: str) -> int:
+        """The most requests under path_prefix answered at once (watch it first)."""
+        with self._lock:
+            return self._peaks.get(path_prefix, 0)
+
+    def watch_peak(self, path_prefix: str) -> None:
+        """Start counting the peak of concurrent requests under path_prefix."""
+        with self._lock:
+            self._peaks.setdefault(path_prefix, 0)
+
     def count(self, path_prefix: str = "/") -> int:
         """Return how many requests had a path (query included) starting with path_prefix."""
         with self._lock:
@@ -207,7 +239,20 @@ class FakeNews:
                     "X-Ratelimit-Reset": str(reset)}
 
     def answer(self, handler: _Handler) -> None:
-        """Route one request."""
+        """Route one request, counting it as open while it is answered."""
+        with self._lock:
+            key = next(self._open_ids)
+            self._open[key] = handler.path
+            for prefix in self._peaks:
+                now = sum(1 for path in self._open.values() if path.startswith(prefix))
+                self._peaks[prefix] = max(self._peaks[prefix], now)
+        try:
+            self._answer(handler)
+        finally:
+            with self._lock:
+                del self._open[key]
+
+    def _answer(self, handler: _Handler) -> None:
         path, _, query = handler.path.partition("?")
         headers = {name.lower(): value for name, value in handler.headers.items()}
         route = self._record(handler.command, handler.path, headers)
@@ -229,6 +274,16 @@ class FakeNews:
             self._feed(handler, "rss20.xml", {})
         elif path == "/huge":
             self._huge(handler)
+        elif path == "/trickle":
+            self._trickle(handler)
+        elif path == "/nested":
+            depth = int(args["depth"]) if args.get("depth", "").isdigit() else 700_000
+            handler.send(200, _RSS_HEAD + b"<b>" * depth + b"</b>" * depth + _RSS_TAIL,
+                         {"Content-Type": "application/rss+xml; charset=utf-8"})
+        elif path == "/wide":
+            count = int(args["count"]) if args.get("count", "").isdigit() else 700_000
+            handler.send(200, _RSS_HEAD + b"<b/>" * count + _RSS_TAIL,
+                         {"Content-Type": "application/rss+xml; charset=utf-8"})
         elif path == "/html":
             self._feed(handler, "not_a_feed.html", {})
         elif path == "/bomb":
@@ -353,6 +408,36 @@ class FakeNews:
         except OSError:
             pass  # the client stopped reading, which is what a size cap should do
         handler.close_connection = True
+
+    def _trickle(self, handler: _Handler) -> None:
+        """Send a feed one byte every trickle_seconds until the client hangs up."""
+        body = (DATA_DIR / "rss20.xml").read_bytes() * 1000
+        head = ("HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml; charset=utf-8\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
+        self.trickle_head_bytes = len(head)
+        handler.close_connection = True
+        connection = handler.connection
+        sent = 0
+        try:
+            for byte in head + body:
+                # Wait by watching the socket: a client that hangs up (FIN or RST) ends
+                # the trickle at once, so open_connections shows when it gave up.
+                readable, _, _ = select.select([connection], [], [], self.trickle_seconds)
+                if readable and not connection.recv(1024):
+                    return
+                connection.sendall(bytes([byte]))
+                sent += 1
+        except OSError:
+            return  # the client went away, which is what a deadline should do
+        finally:
+            with self._lock:
+                self.trickled.append(sent)
+
+
+_RSS_HEAD = (b'<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel>'
+             b"<title>Deep Feed</title><link>http://deep.example/</link>"
+             b"<item><title>Deep item</title><link>http://deep.example/1</link></item>")
+_RSS_TAIL = b"</channel></rss>\n"
 
 
 def _legacy_escape(value: Any) -> Any:
