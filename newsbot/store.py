@@ -1,4 +1,5 @@
-"""Newsbot's state in Redis: chats, sources, subscriptions, seen items and the fetch cache.
+"""Newsbot's state in Redis: chats, sources, subscriptions, seen items, messages held in
+quiet hours and the fetch cache.
 
 Every Redis command about chats and news lives here (the cluster modules keep their own
 keys). Each chat is one hash, so a chat's settings move or vanish together; its seen
