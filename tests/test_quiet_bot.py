@@ -188,7 +188,7 @@ def test_held_digests_survive_sigterm_and_a_redis_restart_and_go_out_once(
         env = {"NEWSBOT_MIN_INTERVAL": "1", "NEWSBOT_CACHE_TTL": "0"}
         replicas = start_replicas(telegram, redis.url, 3, news, **env)
         try:
-            window, end = window_around_now(at_least=55)
+            window, end = window_around_now(at_least=70)
             for text in (f"/source {news.url}/q.xml", f"/quiet {window}", "/subscribe 2s"):
                 count = len(telegram.sent(CHAT))
                 telegram.push_message(CHAT, text)
