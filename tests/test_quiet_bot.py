@@ -257,3 +257,34 @@ async def test_messages_held_while_a_batch_goes_out_wait_for_their_own_window(re
         assert len(held) == keys.HELD_MAX and held[-1] == f"message {keys.HELD_MAX + 4}"
     finally:
         await store.close()
+
+
+async def test_a_new_zone_outside_the_quiet_hours_sends_what_was_held(
+        telegram, news, redis_url):
+    news.set_route("/q.xml", body=rss(["Held story"]))
+    start = math.floor(time.time() / 60) * 60 - 3600
+
+    def clock(moment: float) -> str:
+        return datetime.datetime.fromtimestamp(moment, datetime.timezone.utc).strftime("%H:%M")
+
+    settings = Settings.from_env(env_for(telegram, redis_url, news))
+    store = Store(connect(settings))
+    try:
+        async with running_bot(env_for(telegram, redis_url, news)):
+            await say(telegram, f"/source {news.url}/q.xml")
+            # Quiet from an hour ago to an hour from now, on UTC's clock.
+            await say(telegram, f"/quiet {clock(start)}-{clock(start + 7200)}")
+            await say(telegram, "/subscribe 1s")
+            replies = len(telegram.sent(CHAT))
+            while not await store.held(CHAT):
+                await asyncio.sleep(0.05)
+            assert len(telegram.sent(CHAT)) == replies  # held, not sent
+            # In Kolkata (UTC+5:30) those hours are long past: the batch comes now.
+            telegram.push_message(CHAT, "/tz Asia/Kolkata")
+            sent = await wait_sent(telegram, replies + 2, CHAT)
+    finally:
+        await store.close()
+    texts = [message.displayed for message in sent[replies:]]
+    assert any(text.startswith("Your time zone is now Asia/Kolkata") for text in texts)
+    (held,) = [text for text in texts if text.startswith(HEADING)]
+    assert "Held story" in held
