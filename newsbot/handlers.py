@@ -11,6 +11,7 @@ import asyncio
 import logging
 import re
 import time
+import zoneinfo
 from collections.abc import Sequence
 
 from redis.exceptions import RedisError
@@ -20,9 +21,11 @@ from telegram.ext import (Application, ApplicationHandlerStop, ChatMemberHandler
                           CommandHandler, ContextTypes, MessageHandler, TypeHandler, filters)
 
 from newsbot import filters as rules, opml, render, schedule
+from newsbot import quiet as quiet_hours
 from newsbot.cluster.ratelimit import SendDeferred
 from newsbot.config import Settings
 from newsbot.errors import InvalidSource
+from newsbot.merge import merge_news
 from newsbot.metrics import CHATS_FORGOTTEN
 from newsbot.models import Source
 from newsbot.news import News
@@ -49,9 +52,12 @@ HELP = """<b>Newsbot</b> brings you the news you choose: subreddits and RSS/Atom
 /remove <i>golang</i> – remove sources
 /fetch – the latest news from your sources
 /subscribe <i>6h</i> – a digest of what is new, every 30m, 6h, 1d… (default 1d)
+/subscribe <i>08:00</i> – a digest every day at 08:00 your time (<i>mon 08:00</i>: weekly)
 /unsubscribe – stop the digest
 /filter <i>python rust -"game dev"</i> – keep or drop items (<i>*</i>: every source)
 /export – your sources as an OPML file; send me an .opml file to import one
+/tz <i>Europe/Berlin</i> – your time zone (default UTC)
+/quiet <i>22:00-07:00</i> – hold digests at night, sent as one message when it ends; /quiet off
 /stop – no digests, and silence here until /start
 /help – this message
 
@@ -88,6 +94,7 @@ class Handlers:
             "fetch": self.fetch, "subscribe": self.subscribe,
             "unsubscribe": self.unsubscribe, "stop": self.stop,
             "filter": self.filter, "export": self.export, "import": self.import_,
+            "tz": self.tz, "quiet": self.quiet,
         }
         self.commands = frozenset(commands)
         for name, callback in commands.items():
@@ -252,23 +259,33 @@ class Handlers:
                              "Try: /source python, golang")
             return
         news = await self.news.for_chat(chat_id, sources)
-        if await self.reply(update, context, render.render_news(news)):
-            # What /fetch showed is not news for the next digest.
-            await self.store.mark_seen(chat_id, [i.id for n in news for i in n.items])
+        merged = merge_news(news)
+        if await self.reply(update, context, render.render_merged(merged)):
+            # What /fetch showed is not news for the next digest, from any source.
+            await self.store.mark_seen(chat_id, [entry.key for block in merged
+                                                 for entry in block.entries])
 
     async def subscribe(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """/subscribe [interval]: a digest of new items every interval."""
+        """/subscribe [interval | HH:MM | day HH:MM]: a digest of new items on a schedule."""
         chat_id = _chat_id(update)
         try:
-            interval = schedule.parse_interval(_argument(update), self.settings.min_interval)
-        except schedule.IntervalError as error:
-            await self.reply(update, context, render.escape(str(error).capitalize() + "."))
+            plan = schedule.parse_schedule(_argument(update), self.settings.min_interval)
+        except ValueError as error:  # IntervalError or ScheduleError: the text says why
+            await self.reply(update, context, _sentence(str(error)))
             return
-        first = schedule.next_due(time.time(), interval)
-        await self.store.subscribe(chat_id, interval, first)
-        text = (f"Subscribed: a digest of what is new every "
-                f"{schedule.describe_interval(interval)}. The first comes at "
-                f"{schedule.describe_time(first)}.")
+        zone = await self.store.get_zone(chat_id)
+        first = schedule.next_run(time.time(), plan, zone)
+        if isinstance(plan, schedule.LocalSchedule):
+            nominal = 86_400 if plan.weekday is None else 7 * 86_400
+            await self.store.subscribe(chat_id, nominal, first, plan)
+            text = (f"Subscribed: a digest of what is new "
+                    f"{schedule.describe_schedule(plan)} ({render.escape(zone.key)} time). "
+                    f"The first comes at {schedule.describe_local_time(first, zone)}.")
+        else:
+            await self.store.subscribe(chat_id, plan, first)
+            text = (f"Subscribed: a digest of what is new every "
+                    f"{schedule.describe_interval(plan)}. The first comes at "
+                    f"{schedule.describe_local_time(first, zone)}.")
         if not await self.store.get_sources(chat_id):
             text += "\nYou have no sources yet: add some with /source python, golang"
         await self.reply(update, context, text)
@@ -432,6 +449,71 @@ class Handlers:
             head += "\nThe file names no feeds (no outline with an xmlUrl)."
         return _with_refusals(head, refused)
 
+    async def tz(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/tz [zone]: set the chat's time zone (IANA name); without one, show it."""
+        chat_id = _chat_id(update)
+        text = _argument(update)
+        if not text:
+            zone = await self.store.get_zone(chat_id)
+            await self.reply(update, context, f"Your time zone is {render.escape(zone.key)} "
+                             f"(now {schedule.describe_local_time(time.time(), zone)}). "
+                             f"Change it with /tz {schedule.EXAMPLE_ZONE}")
+            return
+        try:
+            zone = schedule.parse_zone(text)
+        except schedule.ScheduleError as error:
+            await self.reply(update, context, _sentence(str(error)))
+            return
+        await self.store.set_zone(chat_id, zone)
+        reply = (f"Your time zone is now {render.escape(zone.key)} "
+                 f"(now {schedule.describe_local_time(time.time(), zone)}).")
+        plan = await self.store.get_schedule(chat_id)
+        if isinstance(plan, schedule.LocalSchedule):
+            # The digest follows the chat's clock: the new clock sets its next time.
+            due = schedule.next_local_due(time.time(), plan, zone)
+            await self.store.reschedule(chat_id, due)
+            reply += (f" Your digest ({schedule.describe_schedule(plan)}) next comes at "
+                      f"{schedule.describe_local_time(due, zone)}.")
+        await self._reschedule_held(chat_id)
+        await self.reply(update, context, reply)
+
+    async def quiet(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/quiet [HH:MM-HH:MM | off]: hold digests in those local hours; without, show them."""
+        chat_id = _chat_id(update)
+        text = _argument(update)
+        if not text:
+            zone, window = await self.store.get_clock(chat_id)
+            reply = quiet_setting(window, zone)
+            if window is None:
+                reply += ". Set them with /quiet 22:00-07:00"
+            await self.reply(update, context, reply)
+            return
+        try:
+            window = quiet_hours.parse_quiet(text)
+        except schedule.ScheduleError as error:
+            await self.reply(update, context, _sentence(str(error)))
+            return
+        await self.store.set_quiet(chat_id, window)
+        zone = await self.store.get_zone(chat_id)
+        if window is None:
+            reply = "Quiet hours are off. Anything held comes now."
+        else:
+            reply = (f"{quiet_setting(window, zone)}. Digests due then wait, and come as one "
+                     f"message when the quiet hours end. Replies to commands never wait.")
+        await self._reschedule_held(chat_id)
+        await self.reply(update, context, reply)
+
+    async def _reschedule_held(self, chat_id: int) -> None:
+        """After /quiet or /tz: what is held comes when the chat's (new) quiet hours end."""
+        if await self.store.held_due(chat_id) is None:
+            return
+        now = time.time()
+        zone, window = await self.store.get_clock(chat_id)
+        quiet_now = window is not None and quiet_hours.is_quiet(now, window, zone)
+        await self.store.reschedule_held(
+            chat_id, quiet_hours.quiet_ends(now, window, zone)
+            if window is not None and quiet_now else now)
+
     async def migrate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A group became a supergroup: move its settings to the new id, merging.
 
@@ -528,6 +610,18 @@ def _argument(update: Update) -> str:
 def _chat_id(update: Update) -> int:
     assert update.effective_chat is not None
     return update.effective_chat.id
+
+
+def _sentence(text: str) -> str:
+    """An error's text as an escaped reply sentence: capitalized, with a full stop."""
+    return render.escape(text[:1].upper() + text[1:] + ".")
+
+
+def quiet_setting(window: quiet_hours.QuietHours | None, zone: zoneinfo.ZoneInfo) -> str:
+    """The chat's quiet hours as a settings line: 'Quiet hours: 22:00-07:00 (Europe/Berlin)'."""
+    if window is None:
+        return "Quiet hours: off"
+    return f"Quiet hours: {window.text} ({render.escape(zone.key)} time)"
 
 
 def _list_reply(sources: Sequence[Source]) -> str:

@@ -8,8 +8,10 @@ from __future__ import annotations
 PREFIX = "newsbot:"
 
 # --- chats -------------------------------------------------------------------------
-# Hash per chat: its sources (JSON list), the stop flag, the digest interval and its
-# filter rules (JSON: source key or "*" -> the rules as written).
+# Hash per chat: its sources (JSON list), the stop flag and the digest interval; its
+# filter rules (JSON: source key or "*" -> the rules as written); its time zone (an
+# IANA name; absent: UTC), a local digest schedule ("08:00", "mon 08:00"; with it,
+# ``interval`` holds the nominal day or week) and quiet hours ("22:00-07:00").
 CHAT = PREFIX + "chat:{chat_id}"
 # Sorted set: chat id -> unix time its next digest is due.
 DUE = PREFIX + "due"
@@ -29,6 +31,15 @@ SEEN_MAX = SEEN_COMPACT
 # so a subscribed chat never loses its history between two digests; a chat that stopped
 # using the bot loses it after this long.
 SEEN_TTL_SECONDS = 40 * 86_400
+# List per chat: messages (Telegram HTML) held during its quiet hours, oldest first. No
+# time-to-live: each is delivered when the window ends, and forget_chat removes them.
+HELD = PREFIX + "held:{chat_id}"
+# The most messages one chat's hold keeps (the oldest go first): a few nights of hourly
+# digests, and a bound on what a chat can make Redis keep.
+HELD_MAX = 100
+# Sorted set: chat id -> unix time its held messages are due (the end of its quiet hours).
+# Claimed like DUE (DIGEST_CLAIM_SECONDS), so exactly one replica delivers a batch.
+QUIET_END = PREFIX + "quiet-end"
 # A digest claimed by a replica is held for this long; if the replica dies before it
 # has sent the digest, another replica picks it up after this many seconds.
 DIGEST_CLAIM_SECONDS = 120
@@ -140,7 +151,7 @@ PARTS_SENT_SECONDS = 3600
 # --- per chat, all together ----------------------------------------------------------
 # Every key that belongs to one chat, for Store.forget_chat (a chat that blocked the bot,
 # left or was deleted keeps nothing). A new per-chat key must be added here.
-CHAT_KEYS = (CHAT, SEEN, RATE_CHAT, RATE_GROUP, RATE_HOLD, CHAT_LAST + "{chat_id}",
+CHAT_KEYS = (CHAT, SEEN, HELD, RATE_CHAT, RATE_GROUP, RATE_HOLD, CHAT_LAST + "{chat_id}",
              PARTS_SENT.replace("{scope}", "digest:{chat_id}"))
 
 # --- readiness -----------------------------------------------------------------------

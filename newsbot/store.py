@@ -1,4 +1,5 @@
-"""Newsbot's state in Redis: chats, sources, subscriptions, seen items and the fetch cache.
+"""Newsbot's state in Redis: chats, sources, subscriptions, seen items, messages held in
+quiet hours and the fetch cache.
 
 Every Redis command about chats and news lives here (the cluster modules keep their own
 keys). Each chat is one hash, so a chat's settings move or vanish together; its seen
@@ -16,6 +17,7 @@ import hashlib
 import json
 import logging
 import time
+import zoneinfo
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -26,6 +28,11 @@ from redis.exceptions import OutOfMemoryError, RedisError, ResponseError, WatchE
 from newsbot import filters, keys, metrics, redis_url
 from newsbot.config import Settings
 from newsbot.models import Item, Source
+from newsbot.quiet import QuietHours, parse_quiet
+from newsbot.schedule import (LocalSchedule, Schedule, ScheduleError, parse_local_schedule,
+                              parse_zone)
+
+UTC = zoneinfo.ZoneInfo("UTC")
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +99,16 @@ if ok and encoding == 'skiplist' and redis.call('ZCARD', key) <= tonumber(ARGV[5
 end
 redis.call('EXPIRE', key, ARGV[6])
 return keep
+"""
+
+# Drop the held messages a replica delivered, and the chat's quiet end with the last of
+# them; messages held meanwhile stay, due at the end their hold set. KEYS: held list, quiet
+# end set. ARGV: chat id, how many were delivered. Returns how many are left.
+_RELEASE_HELD = """
+redis.call('LTRIM', KEYS[1], tonumber(ARGV[2]), -1)
+local left = redis.call('LLEN', KEYS[1])
+if left == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end
+return left
 """
 
 # Release a lock only if we still hold it.
@@ -241,6 +258,7 @@ class Store:
         self._claim_due = redis.register_script(_CLAIM_DUE)
         self._mark_seen = redis.register_script(_MARK_SEEN)
         self._release = redis.register_script(_RELEASE)
+        self._release_held = redis.register_script(_RELEASE_HELD)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -297,8 +315,11 @@ class Store:
         if stopped:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(_chat(chat_id), "stopped", "1")
-                pipe.hdel(_chat(chat_id), "interval")
+                pipe.hdel(_chat(chat_id), "interval", "schedule")
                 pipe.zrem(keys.DUE, chat_id)
+                # Silent means silent: what quiet hours held is not sent later either.
+                pipe.delete(keys.HELD.format(chat_id=chat_id))
+                pipe.zrem(keys.QUIET_END, chat_id)
                 await pipe.execute()
         else:
             await self.redis.hdel(_chat(chat_id), "stopped")
@@ -322,17 +343,26 @@ class Store:
 
     # --- subscriptions -----------------------------------------------------------------
 
-    async def subscribe(self, chat_id: int, interval: int, first_due: float) -> None:
-        """Send the chat a digest every ``interval`` seconds, the first at ``first_due``."""
+    async def subscribe(self, chat_id: int, interval: int, first_due: float,
+                        local: LocalSchedule | None = None) -> None:
+        """Send the chat a digest every ``interval`` seconds, the first at ``first_due``.
+
+        With ``local``, the digest follows the chat's clock instead (``interval`` is its
+        nominal day or week, which a replica without local schedules still understands).
+        """
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(_chat(chat_id), "interval", interval)
+            if local is None:
+                pipe.hdel(_chat(chat_id), "schedule")
+            else:
+                pipe.hset(_chat(chat_id), "schedule", local.text)
             pipe.zadd(keys.DUE, {str(chat_id): first_due})
             await pipe.execute()
 
     async def unsubscribe(self, chat_id: int) -> bool:
         """Stop the chat's digest; tell whether it had one."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(_chat(chat_id), "interval")
+            pipe.hdel(_chat(chat_id), "interval", "schedule")
             pipe.zrem(keys.DUE, chat_id)
             removed, _ = await pipe.execute()
         return bool(removed)
@@ -341,6 +371,50 @@ class Store:
         """The chat's digest interval in seconds, or None without a subscription."""
         value = await self.redis.hget(_chat(chat_id), "interval")
         return int(value) if value else None
+
+    async def get_schedule(self, chat_id: int) -> Schedule | None:
+        """The chat's digest schedule (an interval or a local time), None without one."""
+        values: list[str | None] = await self.redis.hmget(  # type: ignore[assignment]
+            _chat(chat_id), ["interval", "schedule"])
+        interval, local = values
+        if not interval:
+            return None
+        if local:
+            try:
+                return parse_local_schedule(local)
+            except ScheduleError:
+                pass  # written by another version: its nominal interval still works
+        return int(interval)
+
+    async def get_zone(self, chat_id: int) -> zoneinfo.ZoneInfo:
+        """The chat's time zone (UTC unless it set one with /tz)."""
+        name: str | None = await self.redis.hget(  # type: ignore[assignment]
+            _chat(chat_id), "zone")
+        return _zone(name)
+
+    async def set_zone(self, chat_id: int, zone: zoneinfo.ZoneInfo) -> None:
+        """Set the chat's time zone."""
+        await self.redis.hset(_chat(chat_id), "zone", zone.key)
+
+    async def get_quiet(self, chat_id: int) -> QuietHours | None:
+        """The chat's quiet hours, None without."""
+        text: str | None = await self.redis.hget(  # type: ignore[assignment]
+            _chat(chat_id), "quiet")
+        return _quiet(text)
+
+    async def set_quiet(self, chat_id: int, quiet: QuietHours | None) -> None:
+        """Set the chat's quiet hours, or end them with None."""
+        if quiet is None:
+            await self.redis.hdel(_chat(chat_id), "quiet")
+        else:
+            await self.redis.hset(_chat(chat_id), "quiet", quiet.text)
+
+    async def get_clock(self, chat_id: int) -> tuple[zoneinfo.ZoneInfo, QuietHours | None]:
+        """The chat's time zone and quiet hours, read at once."""
+        values: list[str | None] = await self.redis.hmget(  # type: ignore[assignment]
+            _chat(chat_id), ["zone", "quiet"])
+        zone, quiet = values
+        return _zone(zone), _quiet(quiet)
 
     async def claim_due(self, now: float, limit: int,
                         hold: float = keys.DIGEST_CLAIM_SECONDS) -> list[int]:
@@ -379,6 +453,7 @@ class Store:
         """Delete everything stored for a chat that blocked the bot, left or is gone."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zrem(keys.DUE, chat_id)
+            pipe.zrem(keys.QUIET_END, chat_id)
             pipe.delete(*(template.format(chat_id=chat_id) for template in keys.CHAT_KEYS))
             await pipe.execute()
 
@@ -428,6 +503,49 @@ class Store:
                     return
                 except WatchError:
                     continue  # the other replica moved it meanwhile: look again
+
+    # --- messages held during quiet hours ---------------------------------------------
+
+    async def hold(self, chat_id: int, messages: Sequence[str], until: float) -> None:
+        """Keep messages for the chat until ``until`` (its quiet hours end), durably."""
+        if not messages:
+            return
+        held = keys.HELD.format(chat_id=chat_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(held, *messages)
+            pipe.ltrim(held, -keys.HELD_MAX, -1)
+            pipe.zadd(keys.QUIET_END, {str(chat_id): until})
+            await pipe.execute()
+
+    async def claim_quiet_ends(self, now: float, limit: int,
+                               hold: float = keys.DIGEST_CLAIM_SECONDS) -> list[int]:
+        """Take up to ``limit`` chats whose quiet hours ended with messages held.
+
+        As with ``claim_due``, no other replica gets them; a claimed chat comes back
+        ``hold`` seconds later unless its messages were released.
+        """
+        chats = await self._claim_due(keys=[keys.QUIET_END], args=[now, hold, limit])
+        return [int(chat) for chat in chats]
+
+    async def held(self, chat_id: int) -> list[str]:
+        """The messages held for the chat, oldest first."""
+        messages: list[str] = await self.redis.lrange(  # type: ignore[assignment]
+            keys.HELD.format(chat_id=chat_id), 0, -1)
+        return messages
+
+    async def release_held(self, chat_id: int, count: int) -> int:
+        """Forget the first ``count`` held messages (delivered); return how many are left."""
+        left = await self._release_held(keys=[keys.HELD.format(chat_id=chat_id),
+                                              keys.QUIET_END], args=[chat_id, count])
+        return int(left)
+
+    async def reschedule_held(self, chat_id: int, due: float) -> None:
+        """Move when the chat's held messages are due, if it has any."""
+        await self.redis.zadd(keys.QUIET_END, {str(chat_id): due}, xx=True)
+
+    async def held_due(self, chat_id: int) -> float | None:
+        """When the chat's held messages are due, None if nothing is held."""
+        return await self.redis.zscore(keys.QUIET_END, chat_id)
 
     # --- seen items --------------------------------------------------------------------
 
@@ -537,6 +655,20 @@ def _chat(chat_id: int) -> str:
     return keys.CHAT.format(chat_id=chat_id)
 
 
+def _zone(name: str | None) -> zoneinfo.ZoneInfo:
+    try:
+        return parse_zone(name) if name else UTC
+    except ScheduleError:
+        return UTC  # a zone this tz database lacks (written by a newer one): UTC
+
+
+def _quiet(text: str | None) -> QuietHours | None:
+    try:
+        return parse_quiet(text) if text else None
+    except ScheduleError:
+        return None  # written by another version: no quiet hours rather than a failure
+
+
 def _seen_member(item_id: str) -> str:
     """An item id as the seen history stores it: 16 hex digits, whatever its length.
 
@@ -554,7 +686,7 @@ def _merge_chat(old: dict[str, str], new: dict[str, str],
         return dict(old)  # the usual case: the supergroup is new to the bot
     # Fields the supergroup lacks come from the group; its own stay as they are.
     merged = {**{name: value for name, value in old.items()
-                 if name not in ("stopped", "interval", "sources")}, **new}
+                 if name not in ("stopped", "interval", "schedule", "sources")}, **new}
     sources: dict[str, dict[str, Any]] = {}
     for raw in (new.get("sources"), old.get("sources")):
         for data in json.loads(raw) if raw else []:
@@ -564,6 +696,8 @@ def _merge_chat(old: dict[str, str], new: dict[str, str],
         merged["sources"] = json.dumps(chosen)
     if "interval" not in new and "interval" in old and "stopped" not in new:
         merged["interval"] = old["interval"]
+        if "schedule" in old:
+            merged["schedule"] = old["schedule"]
     if "filters" in old and "filters" in new:
         merged["filters"] = _merge_filters(old["filters"], new["filters"])
     return merged

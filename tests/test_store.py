@@ -254,6 +254,7 @@ async def test_forget_chat_deletes_every_key_of_the_chat(store: Store) -> None:
         # A 429's hold on the chat, and the parts of its digest Telegram already took.
         await store.redis.set(keys.RATE_HOLD.format(chat_id=chat), "1", ex=60)
         await store.mark_part_sent(digest_scope(chat), "0:abc")
+        await store.hold(chat, ["held in quiet hours"], T)  # and its quiet end
 
     def of_chat(chat: int, found: list[str]) -> list[str]:
         return [key for key in found if key.rsplit(":", 1)[-1] == str(chat)]
@@ -264,6 +265,7 @@ async def test_forget_chat_deletes_every_key_of_the_chat(store: Store) -> None:
     after = [key async for key in store.redis.scan_iter()]
     assert of_chat(-1005, after) == []
     assert await store.next_due(-1005) is None
+    assert await store.held_due(-1005) is None
     # The other chat keeps everything.
     assert sorted(of_chat(-1006, after)) == sorted(of_chat(-1006, before))
     assert await store.next_due(-1006) == T
