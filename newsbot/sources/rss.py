@@ -1,7 +1,9 @@
 """RSS 0.9x/1.0/2.0 and Atom feeds, parsed by feedparser from bytes we downloaded.
 
 feedparser never touches the network here: requests (with the guard, the timeouts and
-the size cap) fetches, feedparser only parses.
+the size cap) fetches, feedparser only parses. It is told what the response said (the
+final URL as the base of relative links, the charset of the ``Content-Type``), since a
+feed read from bytes alone loses both.
 
 feedparser is slow and hungry on pathological documents (700,000 nested elements in
 4.7 MB took it 27 s and 367 MB), so a streaming expat pass first holds every document
@@ -16,7 +18,9 @@ import hashlib
 import html
 import re
 import xml.parsers.expat
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urljoin
 
 import feedparser
 
@@ -41,6 +45,23 @@ MAX_ELEMENTS = 50_000
 _START_TAG = re.compile(rb"<[A-Za-z_]")
 # Items a fetch keeps in the shared cache: filters need more than the few shown.
 MAX_ITEMS = 100
+# HTML elements that turn up in titles as markup (escaped, or in CDATA). Only these are
+# stripped from a plain-text title: "Option<T> in Rust" keeps its <T>.
+_HTML_TAG = re.compile(
+    r"</?(?:a|abbr|b|big|blockquote|br|cite|code|del|div|em|font|h[1-6]|hr|i|img|ins|"
+    r"kbd|li|mark|ol|p|pre|q|s|small|span|strike|strong|sub|sup|tt|u|ul)\b[^<>]*>",
+    re.IGNORECASE)
+# Markup escaped once more than its type says is common; three rounds undo any real case.
+_DECODE_ROUNDS = 3
+# A numeric character reference; an emoji written as a UTF-16 surrogate pair of them
+# makes a feed ill-formed (and crashed feedparser's loose parser).
+_CHARREF = re.compile(rb"&#(?:[xX]([0-9a-fA-F]{1,8})|([0-9]{1,10}));")
+# How long an excerpt of the description stands in for a missing title.
+EXCERPT_CHARS = 80
+# The end of a complete feed document: its root element closed.
+_ROOT_END = re.compile(rb"</\s*(?:[A-Za-z_][\w.-]*:)?(?:rss|feed|RDF)\s*>\s*(?:<!--.*?-->\s*)*$",
+                       re.DOTALL)
+_TAIL_BYTES = 4096
 
 
 class _OverBudget(Exception):
@@ -85,27 +106,125 @@ def check_budget(body: bytes) -> None:
                              ) from None
 
 
-def parse_feed(body: bytes, limit: int = MAX_ITEMS) -> list[Item]:
-    """Parse feed bytes into at most ``limit`` items, newest first."""
+def parse_feed(body: bytes, limit: int = MAX_ITEMS, url: str = "",
+               headers: Mapping[str, str] | None = None) -> list[Item]:
+    """Parse feed bytes into at most ``limit`` items, newest first.
+
+    ``url`` (where the body was downloaded from, after redirects) is the base of relative
+    links; ``headers`` are the response's, for the charset of its ``Content-Type``.
+    """
     if _ENTITY_DECLARATION.search(body[:_PROLOGUE_BYTES]):
         raise FetchError("not accepted: the feed declares XML entities")
     check_budget(body)
-    parsed = feedparser.parse(body)
+    body = combine_surrogates(body)
+    parsed = feedparser.parse(body, response_headers=response_headers(url, headers or {}))
     if not parsed.get("version") and not parsed.entries:
         raise FetchError("not a feed (no RSS or Atom found)")
-    items = [_item(entry) for entry in parsed.entries]
+    if parsed.get("bozo") and not _ROOT_END.search(body[-_TAIL_BYTES:]):
+        # Ill-formed and the root never closed: the download ended early. Its last
+        # entry would be a fragment; better one line saying so than junk.
+        raise FetchError("cut off: the feed ends in the middle of the document")
+    items = [_item(entry, url) for entry in parsed.entries]
     # Undated entries keep their order in the file, after the dated ones.
     items.sort(key=lambda item: -(item.published or float("-inf")))
     return items[:limit]
 
 
-def _item(entry: Any) -> Item:
-    title = str(entry.get("title") or "")
-    if (entry.get("title_detail") or {}).get("type") in _HTML_TYPES:
-        # Atom's type="html" titles arrive as markup; a title is shown as plain text.
-        title = html.unescape(_TAG.sub("", title))
-    title = " ".join(title.split()) or "(untitled)"
+def response_headers(url: str, headers: Mapping[str, str]) -> dict[str, str]:
+    """What feedparser needs of a response: its content type and base URL.
+
+    feedparser takes the base of relative links (and of ``xml:base``) from
+    ``Content-Location``; a server's own Content-Location is relative to the URL.
+    """
+    found = {name.lower(): value for name, value in headers.items()}
+    result = {}
+    if "content-type" in found:
+        result["content-type"] = found["content-type"]
+    base = urljoin(url, found.get("content-location", "")) if url else ""
+    if base:
+        result["content-location"] = base
+    return result
+
+
+def combine_surrogates(body: bytes) -> bytes:
+    """Write surrogate-pair character references as the one character they mean.
+
+    ``&#55357;&#56832;`` (UTF-16 thinking) becomes ``&#128512;`` 😀; a lone surrogate,
+    which no character is, is dropped.
+    """
+    if b"&#" not in body:
+        return body
+    parts: list[bytes] = []
+    last = 0
+    position = 0
+    while True:
+        found = _CHARREF.search(body, position)
+        if found is None:
+            break
+        value = _charref_value(found)
+        position = found.end()
+        if not 0xD800 <= value <= 0xDFFF:
+            continue
+        parts.append(body[last:found.start()])
+        low = _CHARREF.match(body, found.end())
+        if value <= 0xDBFF and low is not None and 0xDC00 <= _charref_value(low) <= 0xDFFF:
+            combined = 0x10000 + ((value - 0xD800) << 10) + (_charref_value(low) - 0xDC00)
+            parts.append(b"&#%d;" % combined)
+            position = low.end()
+        last = position
+    parts.append(body[last:])
+    return b"".join(parts)
+
+
+def _charref_value(match: re.Match[bytes]) -> int:
+    hexadecimal, decimal = match.groups()
+    return int(hexadecimal, 16) if hexadecimal is not None else int(decimal)
+
+
+def plain_text(text: str, is_html: bool = False) -> str:
+    """A title as plain text: entities decoded, markup stripped, white space collapsed.
+
+    Markup (``type="html"``) loses every tag; text loses only real HTML elements, which
+    arrive escaped or in CDATA, however many times they were escaped.
+    """
+    for _ in range(_DECODE_ROUNDS):
+        text = (_TAG if is_html else _HTML_TAG).sub("", text)
+        decoded = html.unescape(text)
+        if decoded == text:
+            break
+        text, is_html = decoded, False
+    # Whatever lone surrogate is left (a character reference html.unescape passed on)
+    # cannot be stored or sent.
+    text = text.encode("utf-8", "ignore").decode("utf-8") if _has_surrogate(text) else text
+    return " ".join(text.split())
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\ud800" <= char <= "\udfff" for char in text)
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """The start of a description as a stand-in title: at most ``limit`` characters."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    if " " in cut[limit // 2:]:
+        cut = cut[:cut.rindex(" ")]
+    return cut.rstrip(" ,.;:-") + "…"
+
+
+def _item(entry: Any, base: str = "") -> Item:
+    is_html = (entry.get("title_detail") or {}).get("type") in _HTML_TYPES
+    title = plain_text(str(entry.get("title") or ""), is_html)
+    if not title:
+        # A description-only item (RSS allows it: microblogs, status feeds) is shown by
+        # the start of its text.
+        summary_html = (entry.get("summary_detail") or {}).get("type") in _HTML_TYPES
+        title = excerpt(plain_text(str(entry.get("summary") or ""), summary_html))
+    title = title or "(untitled)"
     link = str(entry.get("link") or "")
+    if link and base:
+        link = urljoin(base, link)  # feedparser resolved it against its base already
     stamp = entry.get("published_parsed") or entry.get("updated_parsed")
     published = float(calendar.timegm(stamp)) if stamp else None
     identity = str(entry.get("id") or link or title)
@@ -121,4 +240,9 @@ def fetch_feed(downloader: Downloader, url: str, limit: int,
                               expires=expires)
     if download.status == 304:
         return download, None
-    return download, parse_feed(download.body, limit)
+    return download, parse_download(download, limit)
+
+
+def parse_download(download: Download, limit: int = MAX_ITEMS) -> list[Item]:
+    """The items of a downloaded feed, read with what its response said."""
+    return parse_feed(download.body, limit, download.url, download.headers)

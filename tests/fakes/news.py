@@ -8,7 +8,8 @@ It gives the bot's sources real HTTP to talk to, with the awkward cases of the r
   ``limitedsub`` (429), ``slowsub`` (answers after ``slow_seconds``), ``emptysub`` (no
   posts), and app-only OAuth at ``/api/v1/access_token`` when ``oauth_client`` is set;
 - feeds: ``/feeds/{file}`` with ``ETag``/``Last-Modified`` and ``304`` on a conditional
-  GET; ``/slow``, ``/huge`` (~20 MB, no Content-Length), ``/html``, ``/bomb`` (billion
+  GET (``charset.NAME.xml`` with its charset only in the ``Content-Type``, ``*.feed.json``
+  as JSON Feeds); ``/slow``, ``/huge`` (~20 MB, no Content-Length), ``/html``, ``/bomb`` (billion
   laughs), ``/xxe`` (external entity), ``/empty``, ``/status/{code}``,
   ``/redirect?to=URL``; any path can be replaced at run time with ``set_route``;
 - hostile servers: ``/trickle`` sends its answer (status line and headers too) one byte
@@ -467,7 +468,16 @@ def _not_modified(headers: dict[str, str], etag: str, modified: int) -> bool:
 
 
 def _content_type(name: str, data: bytes) -> str:
-    """Return the content type a typical server sends for a data file."""
+    """Return the content type a typical server sends for a data file.
+
+    ``charset.NAME.xml`` is sent with ``charset=NAME`` in the header only, as servers of
+    non-Western feeds do; ``*.feed.json`` as a JSON Feed (``application/feed+json``).
+    """
+    declared = re.fullmatch(r"charset\.([\w-]+)\.xml", name)
+    if declared:
+        return f"application/rss+xml; charset={declared.group(1)}"
+    if name.endswith(".feed.json"):
+        return "application/feed+json"
     if name.endswith(".json"):
         return "application/json; charset=utf-8"
     if name.endswith((".html", ".htm")):
