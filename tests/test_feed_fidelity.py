@@ -17,7 +17,8 @@ from newsbot.errors import FetchError
 from newsbot.models import Item
 from newsbot.sources.download import Downloader
 from newsbot.sources.guard import Guard
-from newsbot.sources.rss import combine_surrogates, fetch_feed, plain_text
+from newsbot.sources.rss import combine_surrogates, fetch_feed
+from newsbot.sources.text import plain_text
 from test_bot import say
 
 

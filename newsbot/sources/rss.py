@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import calendar
 import hashlib
-import html
 import re
 import xml.parsers.expat
 from collections.abc import Mapping
@@ -27,14 +26,16 @@ import feedparser
 from newsbot.errors import FetchError
 from newsbot.models import Item
 from newsbot.sources.download import Download, Downloader, Validators
+from newsbot.sources.jsonfeed import looks_like_json_feed, parse_json_feed
+from newsbot.sources.text import excerpt, plain_text
 
-ACCEPT = ("application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, "
-          "application/xml;q=0.8, text/xml;q=0.8, */*;q=0.5")
+ACCEPT = ("application/rss+xml, application/atom+xml, application/feed+json, "
+          "application/rdf+xml;q=0.9, application/xml;q=0.8, text/xml;q=0.8, "
+          "application/json;q=0.8, */*;q=0.5")
 # An internal DTD subset that declares entities: the start of every XML bomb
 # ("billion laughs", external entities). No real feed needs one.
 _ENTITY_DECLARATION = re.compile(rb"<!DOCTYPE[^>\[]*\[[^\]]*<!ENTITY", re.IGNORECASE)
 _PROLOGUE_BYTES = 64 * 1024
-_TAG = re.compile(r"<[^>]*>")
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 # The budget. Real feeds nest a dozen levels (Atom with XHTML content a few more) and
 # hold a few thousand elements. 50,000 elements cost feedparser about a second.
@@ -45,19 +46,9 @@ MAX_ELEMENTS = 50_000
 _START_TAG = re.compile(rb"<[A-Za-z_]")
 # Items a fetch keeps in the shared cache: filters need more than the few shown.
 MAX_ITEMS = 100
-# HTML elements that turn up in titles as markup (escaped, or in CDATA). Only these are
-# stripped from a plain-text title: "Option<T> in Rust" keeps its <T>.
-_HTML_TAG = re.compile(
-    r"</?(?:a|abbr|b|big|blockquote|br|cite|code|del|div|em|font|h[1-6]|hr|i|img|ins|"
-    r"kbd|li|mark|ol|p|pre|q|s|small|span|strike|strong|sub|sup|tt|u|ul)\b[^<>]*>",
-    re.IGNORECASE)
-# Markup escaped once more than its type says is common; three rounds undo any real case.
-_DECODE_ROUNDS = 3
 # A numeric character reference; an emoji written as a UTF-16 surrogate pair of them
 # makes a feed ill-formed (and crashed feedparser's loose parser).
 _CHARREF = re.compile(rb"&#(?:[xX]([0-9a-fA-F]{1,8})|([0-9]{1,10}));")
-# How long an excerpt of the description stands in for a missing title.
-EXCERPT_CHARS = 80
 # The end of a complete feed document: its root element closed.
 _ROOT_END = re.compile(rb"</\s*(?:[A-Za-z_][\w.-]*:)?(?:rss|feed|RDF)\s*>\s*(?:<!--.*?-->\s*)*$",
                        re.DOTALL)
@@ -181,38 +172,6 @@ def _charref_value(match: re.Match[bytes]) -> int:
     return int(hexadecimal, 16) if hexadecimal is not None else int(decimal)
 
 
-def plain_text(text: str, is_html: bool = False) -> str:
-    """A title as plain text: entities decoded, markup stripped, white space collapsed.
-
-    Markup (``type="html"``) loses every tag; text loses only real HTML elements, which
-    arrive escaped or in CDATA, however many times they were escaped.
-    """
-    for _ in range(_DECODE_ROUNDS):
-        text = (_TAG if is_html else _HTML_TAG).sub("", text)
-        decoded = html.unescape(text)
-        if decoded == text:
-            break
-        text, is_html = decoded, False
-    # Whatever lone surrogate is left (a character reference html.unescape passed on)
-    # cannot be stored or sent.
-    text = text.encode("utf-8", "ignore").decode("utf-8") if _has_surrogate(text) else text
-    return " ".join(text.split())
-
-
-def _has_surrogate(text: str) -> bool:
-    return any("\ud800" <= char <= "\udfff" for char in text)
-
-
-def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
-    """The start of a description as a stand-in title: at most ``limit`` characters."""
-    if len(text) <= limit:
-        return text
-    cut = text[:limit - 1]
-    if " " in cut[limit // 2:]:
-        cut = cut[:cut.rindex(" ")]
-    return cut.rstrip(" ,.;:-") + "…"
-
-
 def _item(entry: Any, base: str = "") -> Item:
     is_html = (entry.get("title_detail") or {}).get("type") in _HTML_TYPES
     title = plain_text(str(entry.get("title") or ""), is_html)
@@ -244,5 +203,7 @@ def fetch_feed(downloader: Downloader, url: str, limit: int,
 
 
 def parse_download(download: Download, limit: int = MAX_ITEMS) -> list[Item]:
-    """The items of a downloaded feed, read with what its response said."""
+    """The items of a downloaded feed (RSS, Atom or JSON Feed), read with its response."""
+    if looks_like_json_feed(download.body, download.headers):
+        return parse_json_feed(download.body, limit, download.url)
     return parse_feed(download.body, limit, download.url, download.headers)
