@@ -31,6 +31,7 @@ from newsbot.models import Source
 from newsbot.news import News
 from newsbot.sender import send_messages
 from newsbot.sources.base import parse_source, parse_sources
+from newsbot.sources.discovery import NO_FEED_LINK
 from newsbot.sources.guard import Guard
 from newsbot.store import Store, update_scope
 
@@ -203,13 +204,15 @@ class Handlers:
             sources = []
         sources, more_refused = await self.guard_sources(sources)
         refused += more_refused
+        sources, found, more_refused = await self.find_feeds(sources)
+        refused += more_refused
         if sources:
             await self.store.set_sources(chat_id, sources)
             await self.drop_stale_filters(chat_id, sources)
             head = "Your sources are now:\n" + render.bullet_list(s.label for s in sources)
         else:
             head = "Your sources are unchanged."
-        await self.reply(update, context, _with_refusals(head, refused))
+        await self.reply(update, context, _with_refusals(_with_found(head, found), refused))
 
     async def add(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/add a b: add sources to the chat's list."""
@@ -228,9 +231,13 @@ class Handlers:
             new = []
         new, more_refused = await self.guard_sources(new)
         refused += more_refused
+        new, found, more_refused = await self.find_feeds(new)
+        refused += more_refused
+        new = [source for source in new if source.key not in known]
         if new:
             await self.store.set_sources(chat_id, current + new)
-        await self.reply(update, context, _with_refusals(_list_reply(current + new), refused))
+        await self.reply(update, context, _with_refusals(
+            _with_found(_list_reply(current + new), found), refused))
 
     async def remove(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/remove a b: remove sources from the chat's list."""
@@ -581,6 +588,46 @@ class Handlers:
                    if reason is not None]
         return accepted, refused
 
+    async def find_feeds(self, sources: Sequence[Source]
+                         ) -> tuple[list[Source], list[str], list[tuple[str, str]]]:
+        """Fetch the feeds (through the shared cache) and store what they really are.
+
+        A web page stands for the first feed it links to (which passes the guard too), a
+        feed that moved permanently for its new URL, and a page without a feed link is
+        refused. Returns the sources, lines saying what was found, and the refusals.
+        """
+        feeds = [source for source in sources if source.kind == "feed"]
+        entries = dict(zip((source.key for source in feeds), await self.news.entries(feeds)))
+        result: list[Source] = []
+        found: list[str] = []
+        refused: list[tuple[str, str]] = []
+        for source in sources:
+            entry = entries.get(source.key)
+            if entry is not None and entry.error == NO_FEED_LINK:
+                refused.append((source.label, NO_FEED_LINK))
+                continue
+            target = entry.discovered or entry.moved_to if entry is not None else None
+            if entry is None or not target:
+                result.append(source)
+                continue
+            try:
+                feed = parse_source(target)
+            except InvalidSource as error:
+                refused.append((source.label, str(error)))
+                continue
+            feed = Source(kind="feed", key=feed.key, label=target)
+            reason = await self._check(feed)
+            if reason is not None:
+                refused.append((source.label, f"its feed {target}: {reason}"))
+                continue
+            found.append(f"Found the feed of {source.label}: {target}" if entry.discovered
+                         else f"{source.label} moved to {target}")
+            result.append(feed)
+        unique: dict[str, Source] = {}
+        for source in result:
+            unique.setdefault(source.key, source)  # a page and its feed, both given
+        return list(unique.values()), found, refused
+
     async def _check(self, source: Source) -> str | None:
         if source.kind != "feed":
             return None
@@ -678,6 +725,11 @@ def _explain(found: Sequence[rules.Rule]) -> str:
     if keep:
         return "Shown: only items matching one of these."
     return "Shown: every item but those matching a - rule."
+
+
+def _with_found(head: str, found: Sequence[str]) -> str:
+    """The reply's head, then what discovery found (each feed found, each move)."""
+    return "\n\n".join([head, *("🔎 " + render.escape(line) for line in found)])
 
 
 def _with_refusals(head: str, refused: list[tuple[str, str]]) -> str:

@@ -51,6 +51,12 @@ FEED = PREFIX + "feed:{digest}"
 # Kept long past NEWSBOT_CACHE_TTL so that the ETag/Last-Modified of a stale entry can
 # still turn the next fetch into a cheap 304.
 FEED_TTL_SECONDS = 7 * 24 * 3600
+# String per feed that moved permanently (301/308; key = the digest of its old canonical
+# URL): its new URL. Chats still holding the old URL are rewritten when their sources are
+# next read (Store.follow_moves). Renewed on every fetch that sees the move again, so an
+# entry that expires comes back the next time a chat's old URL is fetched.
+MOVED = PREFIX + "moved:{digest}"
+MOVED_TTL_SECONDS = 30 * 24 * 3600
 # A failed fetch is remembered this long (or the cache TTL if shorter) so a dead server
 # is not asked again by every chat that follows it.
 ERROR_TTL_SECONDS = 60

@@ -24,9 +24,11 @@ from urllib.parse import urlsplit
 
 from newsbot import filters, keys
 from newsbot.config import Settings
-from newsbot.errors import SourceError
+from newsbot.errors import InvalidSource, SourceError
 from newsbot.metrics import CACHE_HITS, UPSTREAM_FETCHES
 from newsbot.models import Item, Source, SourceNews
+from newsbot.sources.base import parse_source
+from newsbot.sources.discovery import WebPage
 from newsbot.sources.download import GRACE_SECONDS, Downloader, FetchPool, Validators
 from newsbot.sources.guard import Guard
 from newsbot.sources.reddit import Reddit
@@ -96,6 +98,18 @@ class News:
         chat_rules = await self.store.get_filters(chat_id)
         return filters.apply(news, chat_rules, self.settings.items_per_source)
 
+    async def entries(self, sources: Sequence[Source]) -> list[CachedNews]:
+        """Each source's cache entry, fetched once for everyone if missing or stale.
+
+        What /source and /add look at: a web page's discovered feed, a feed's new home.
+        """
+        digests = [source_digest(source) for source in sources]
+        asked = time.time()
+        cached = await self.store.get_cached_many(digests)
+        return list(await asyncio.gather(*(
+            self._entry(source, digest, entry, asked)
+            for source, digest, entry in zip(sources, digests, cached))))
+
     async def get_one(self, source: Source) -> SourceNews:
         """News for one source, cached or freshly fetched."""
         (news,) = await self.get([source])
@@ -162,10 +176,14 @@ class News:
             # The name first, on the event loop: no download thread waits for DNS, so
             # dead names cannot take the pool. The download then finds it resolved.
             await downloader.resolver.resolve_async(host, port, expires - time.monotonic())
-            return await self.pool.run(
+            fresh = await self.pool.run(
                 host, expires, functools.partial(self._download, source, cached, expires))
         except SourceError as error:  # no answer, no slot in time, or closing down
             return CachedNews(fetched_at=time.time(), error=str(error))
+        if fresh.moved_to is not None:
+            # Once per fetch, not per chat: chats follow it when next read.
+            await self.store.record_move(source.key, fresh.moved_to)
+        return fresh
 
     def _download(self, source: Source, cached: CachedNews | None,
                   expires: float) -> CachedNews:
@@ -175,6 +193,7 @@ class News:
         if cached is not None and cached.error is None:
             validators = Validators(cached.etag, cached.last_modified)
         items: list[Item] | None
+        moved_to = None
         try:
             if source.kind == "reddit":
                 items, validators = self.reddit.fetch(source.key[2:], MAX_ITEMS,
@@ -183,6 +202,10 @@ class News:
                 download, items = fetch_feed(self.feeds, source.key, MAX_ITEMS,
                                              validators, expires)
                 validators = download.validators
+                moved_to = _feed_key(download.moved_to)
+        except WebPage as page:
+            return CachedNews(fetched_at=time.time(), error=str(page),
+                              discovered=page.feeds[0] if page.feeds else None)
         except SourceError as error:
             return CachedNews(fetched_at=time.time(), error=str(error))
         except Exception:
@@ -193,7 +216,19 @@ class News:
             items = list(cached.items) if cached is not None else []
         return CachedNews(fetched_at=time.time(), items=tuple(items),
                           etag=validators.etag if validators else None,
-                          last_modified=validators.last_modified if validators else None)
+                          last_modified=validators.last_modified if validators else None,
+                          moved_to=moved_to if moved_to != source.key else None)
+
+
+def _feed_key(url: str | None) -> str | None:
+    """A moved feed's new URL in canonical form; None if there is none we could follow."""
+    if url is None:
+        return None
+    try:
+        source = parse_source(url)
+    except InvalidSource:
+        return None  # a URL we would refuse from a user is not stored for one either
+    return source.key if source.kind == "feed" else None
 
 
 def _address(url: str) -> tuple[str, int]:

@@ -129,15 +129,25 @@ class CachedNews:
     error: str | None = None
     etag: str | None = None
     last_modified: str | None = None
+    # The feed a web page links to (feed discovery), and where a feed moved permanently
+    # (a 301/308): what /source and /add store instead of the URL given.
+    discovered: str | None = None
+    moved_to: str | None = None
 
     def to_mapping(self) -> dict[str, str]:
-        return {
+        mapping = {
             "fetched_at": repr(self.fetched_at),
             "items": json.dumps([item.to_json() for item in self.items]),
             "error": self.error or "",
             "etag": self.etag or "",
             "last_modified": self.last_modified or "",
         }
+        # Only when set: an entry without them is written exactly as before.
+        if self.discovered:
+            mapping["discovered"] = self.discovered
+        if self.moved_to:
+            mapping["moved_to"] = self.moved_to
+        return mapping
 
     @classmethod
     def from_mapping(cls, data: dict[str, str]) -> CachedNews:
@@ -147,6 +157,8 @@ class CachedNews:
             error=data.get("error") or None,
             etag=data.get("etag") or None,
             last_modified=data.get("last_modified") or None,
+            discovered=data.get("discovered") or None,
+            moved_to=data.get("moved_to") or None,
         )
 
 
@@ -297,9 +309,10 @@ class Store:
     # --- chats -------------------------------------------------------------------------
 
     async def get_sources(self, chat_id: int) -> list[Source]:
-        """The chat's sources, in the order the user gave them."""
+        """The chat's sources, in the order the user gave them (moved feeds followed)."""
         raw = await self.redis.hget(_chat(chat_id), "sources")
-        return [Source.from_json(data) for data in json.loads(raw)] if raw else []
+        sources = [Source.from_json(data) for data in json.loads(raw)] if raw else []
+        return (await self.follow_moves({chat_id: sources}))[chat_id]
 
     async def set_sources(self, chat_id: int, sources: Sequence[Source]) -> None:
         """Replace the chat's sources."""
@@ -437,8 +450,9 @@ class Store:
             for chat_id in chat_ids:
                 pipe.hget(_chat(chat_id), "sources")
             raws = await pipe.execute()
-        return {chat_id: [Source.from_json(data) for data in json.loads(raw)] if raw else []
-                for chat_id, raw in zip(chat_ids, raws)}
+        return await self.follow_moves({
+            chat_id: [Source.from_json(data) for data in json.loads(raw)] if raw else []
+            for chat_id, raw in zip(chat_ids, raws)})
 
     async def reschedule(self, chat_id: int, due: float) -> None:
         """Set when the chat's next digest is due, if it is still subscribed."""
@@ -617,6 +631,58 @@ class Store:
         """Give up the right to fetch a source, if we still hold it."""
         await self._release(keys=[keys.FETCH_LOCK.format(digest=digest)], args=[owner])
 
+    # --- moved feeds -------------------------------------------------------------------
+    #
+    # Lazily, when a chat's sources are read: no index says which chats hold a URL, and
+    # keeping one would touch every path that writes sources; a scan of every chat per
+    # move would let anyone with a redirecting URL make the bot read them all, once per
+    # cache window. Reading costs one MGET for a chat with feeds; the rewrite happens once.
+
+    async def record_move(self, old_key: str, new_key: str) -> None:
+        """Remember that the feed at ``old_key`` moved for good to ``new_key``."""
+        await self.redis.set(keys.MOVED.format(digest=_source_digest(old_key)), new_key,
+                             ex=keys.MOVED_TTL_SECONDS)
+
+    async def follow_moves(self, chats: dict[int, list[Source]]) -> dict[int, list[Source]]:
+        """The chats' sources with moved feeds under their new URLs, stored so."""
+        feeds = sorted({source.key for sources in chats.values() for source in sources
+                        if source.kind == "feed"})
+        if not feeds:
+            return chats
+        found: list[str | None] = await self.redis.mget(  # type: ignore[assignment]
+            [keys.MOVED.format(digest=_source_digest(key)) for key in feeds])
+        moves = {old: new for old, new in zip(feeds, found) if new and new != old}
+        if not moves:
+            return chats
+        result = dict(chats)
+        for chat_id, sources in chats.items():
+            if any(source.key in moves for source in sources):
+                result[chat_id] = await self._rewrite_moved(chat_id, moves)
+        return result
+
+    async def _rewrite_moved(self, chat_id: int, moves: dict[str, str]) -> list[Source]:
+        """Rewrite a chat's moved sources (and their filters) in one transaction."""
+        key = _chat(chat_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw: list[str | None] = await pipe.hmget(  # type: ignore[assignment]
+                        key, ["sources", "filters"])
+                    raw_sources, raw_filters = raw
+                    sources = _moved_sources(
+                        [Source.from_json(data) for data in json.loads(raw_sources)]
+                        if raw_sources else [], moves)
+                    pipe.multi()
+                    pipe.hset(key, "sources",
+                              json.dumps([source.to_json() for source in sources]))
+                    if raw_filters:
+                        pipe.hset(key, "filters", _moved_filters(raw_filters, moves))
+                    await pipe.execute()
+                    return sources
+                except WatchError:
+                    continue  # the chat changed meanwhile: rewrite what it has now
+
     # --- delivery ----------------------------------------------------------------------
 
     async def sent_parts(self, scope: str) -> set[str]:
@@ -649,6 +715,39 @@ def _cached(data: dict[str, str]) -> CachedNews | None:
         return CachedNews.from_mapping(data) if data else None
     except (KeyError, ValueError, TypeError):
         return None  # written by another version; refetching is the cure
+
+
+def _source_digest(key: str) -> str:
+    """A source key as keys.MOVED names it (as news.source_digest does for the cache)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _moved_sources(sources: list[Source], moves: dict[str, str]) -> list[Source]:
+    """Sources with moved feeds under their new URL, shown as it; no duplicates."""
+    result: list[Source] = []
+    seen: set[str] = set()
+    for source in sources:
+        if source.key in moves:
+            source = Source(kind="feed", key=moves[source.key], label=moves[source.key])
+        if source.key not in seen:
+            seen.add(source.key)
+            result.append(source)
+    return result
+
+
+def _moved_filters(raw: str, moves: dict[str, str]) -> str:
+    """Filter rules follow their feed to its new URL (rules already there win)."""
+    try:
+        rules = json.loads(raw)
+    except ValueError:
+        return raw
+    if not isinstance(rules, dict):
+        return raw
+    moved = {key: value for key, value in rules.items() if key not in moves}
+    for key, value in rules.items():
+        if key in moves:
+            moved.setdefault(moves[key], value)
+    return json.dumps(moved)
 
 
 def _chat(chat_id: int) -> str:

@@ -121,7 +121,8 @@ async def test_a_failing_source_gets_one_line_and_the_others_still_arrive(
         "brokensub": "failed (503)",
         "slowsub": "timed out",
         f"{news.url}/huge": "too big",
-        f"{news.url}/html": "not a feed",
+        # (A web page without a feed link is refused by /source now: test_discovery.)
+        f"{news.url}/empty": "not a feed",
         f"{news.url}/bomb": "entities",
         f"{news.url}/status/404": "not found (404)",
         dead: "could not connect",

@@ -166,7 +166,9 @@ async def test_the_other_sources_arrive_when_some_fail(
     assert [result.source for result in results] == sources
     assert [result.error for result in results] == [
         None, "not found (404)", None, "private, quarantined or banned subreddit (403)",
-        "timed out", "no such subreddit (404)", "not a feed (no RSS or Atom found)", None]
+        "timed out", "no such subreddit (404)",
+        # A web page: discovery says it links to no feed (see test_discovery).
+        "not a feed but a web page, and it links to no feed", None]
     assert all(results[index].items for index in (0, 2, 7))
 
 

@@ -38,6 +38,9 @@ USER_AGENT = f"newsbot/{__version__} (+https://github.com/newsbot/newsbot)"
 CONNECT_TIMEOUT = 5.0
 MAX_BYTES = 5 * 1024 * 1024
 MAX_REDIRECTS = 5
+# "Moved Permanently" and "Permanent Redirect": the feed's address changed for good.
+# 302, 303 and 307 are temporary: the address a user gave stays.
+PERMANENT_REDIRECTS = (301, 308)
 CHUNK = 64 * 1024
 # Downloads in flight at once per replica. They wait on the network, not the CPU, so
 # far more than the cores: 64 fetches of 500 ms each refresh 5,000 feeds in ~40 s.
@@ -69,12 +72,17 @@ class Validators:
 
 @dataclasses.dataclass(frozen=True)
 class Download:
-    """A finished download. ``status`` 304 means: unchanged since ``Validators``."""
+    """A finished download. ``status`` 304 means: unchanged since ``Validators``.
+
+    ``moved_to`` is where the URL asked for moved permanently (the last hop of its
+    leading 301/308 redirects, before any temporary one); None if it did not.
+    """
 
     url: str
     status: int
     body: bytes
     headers: Mapping[str, str]
+    moved_to: str | None = None
 
     @property
     def validators(self) -> Validators:
@@ -261,6 +269,9 @@ class Downloader:
         request_headers = dict(headers or {})
         if validators is not None:
             request_headers.update(validators.headers())
+        asked = url
+        # Where the URL lives for good: followed while every hop so far is permanent.
+        permanent, temporary = url, False
         with self.bounded(expires) as deadline:
             for _ in range(MAX_REDIRECTS + 1):
                 if self.guard is not None:
@@ -269,13 +280,17 @@ class Downloader:
                 with response:
                     if response.is_redirect and follow_redirects:
                         url = urljoin(url, response.headers["Location"])
+                        temporary = temporary or response.status_code not in PERMANENT_REDIRECTS
+                        if not temporary:
+                            permanent = url
                         continue
+                    moved = permanent if permanent != asked else None
                     if response.status_code == 304:
-                        return Download(url, 304, b"", response.headers)
+                        return Download(url, 304, b"", response.headers, moved)
                     if response.status_code >= 300 and not response.is_redirect:
                         raise HTTPStatusError(response.status_code, response.headers)
                     return Download(url, response.status_code,
-                                    self._read(response, deadline), response.headers)
+                                    self._read(response, deadline), response.headers, moved)
             raise FetchError("too many redirects")
 
     def post(self, url: str, data: Mapping[str, str], auth: tuple[str, str]) -> Download:

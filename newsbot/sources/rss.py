@@ -25,6 +25,7 @@ import feedparser
 
 from newsbot.errors import FetchError
 from newsbot.models import Item
+from newsbot.sources.discovery import WebPage, find_feeds, is_web_page
 from newsbot.sources.download import Download, Downloader, Validators
 from newsbot.sources.jsonfeed import looks_like_json_feed, parse_json_feed
 from newsbot.sources.text import excerpt, plain_text
@@ -206,4 +207,6 @@ def parse_download(download: Download, limit: int = MAX_ITEMS) -> list[Item]:
     """The items of a downloaded feed (RSS, Atom or JSON Feed), read with its response."""
     if looks_like_json_feed(download.body, download.headers):
         return parse_json_feed(download.body, limit, download.url)
+    if is_web_page(download.body, download.headers):
+        raise WebPage(find_feeds(download.body, download.url, download.headers))
     return parse_feed(download.body, limit, download.url, download.headers)

@@ -9,9 +9,12 @@ It gives the bot's sources real HTTP to talk to, with the awkward cases of the r
   posts), and app-only OAuth at ``/api/v1/access_token`` when ``oauth_client`` is set;
 - feeds: ``/feeds/{file}`` with ``ETag``/``Last-Modified`` and ``304`` on a conditional
   GET (``charset.NAME.xml`` with its charset only in the ``Content-Type``, ``*.feed.json``
-  as JSON Feeds); ``/slow``, ``/huge`` (~20 MB, no Content-Length), ``/html``, ``/bomb`` (billion
-  laughs), ``/xxe`` (external entity), ``/empty``, ``/status/{code}``,
-  ``/redirect?to=URL``; any path can be replaced at run time with ``set_route``;
+  as JSON Feeds; in ``*.html`` pages ``{{origin}}`` is this server's URL, for absolute
+  feed links); permanent and temporary redirects with ``/redirect?to=URL&status=301`` or
+  ``set_route(path, 308, headers={"Location": URL})``; ``/slow``, ``/huge`` (~20 MB,
+  no Content-Length), ``/html`` (a page without feed links), ``/bomb`` (billion laughs),
+  ``/xxe`` (external entity), ``/empty``, ``/status/{code}``, ``/redirect?to=URL``; any
+  path can be replaced at run time with ``set_route``;
 - hostile servers: ``/trickle`` sends its answer (status line and headers too) one byte
   every ``trickle_seconds`` and never ends (``trickled`` says how far each one got);
   ``/nested?depth=N`` is an RSS document of
@@ -383,6 +386,9 @@ class FakeNews:
             handler.send(404, b"not found\n", {"Content-Type": "text/plain; charset=utf-8"})
             return
         data = source.read_bytes()
+        if source.suffix == ".html":
+            # Pages name their feeds by absolute URL, which holds this server's port.
+            data = data.replace(b"{{origin}}", self.url.encode())
         modified = int(source.stat().st_mtime)
         validators = {
             "ETag": '"' + hashlib.sha1(data).hexdigest()[:20] + '"',
