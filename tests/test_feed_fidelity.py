@@ -116,3 +116,19 @@ async def test_fetch_shows_header_charset_and_surrogate_titles(telegram, news, r
     assert "Привет, мир" in text
     assert "Launch day \U0001F680 and a stray gone" in text
     assert "could not be read" not in text
+
+
+def test_item_ids_stay_what_they_were_before_feeds_had_a_base(
+        news: FakeNews, downloader: Downloader) -> None:
+    # A relative guid (isPermaLink by default) would be resolved against the base: the
+    # seen history of every chat would no longer know the feed's items.
+    import hashlib
+
+    news.set_route("/ids.xml", body=(
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
+        "<item><title>A</title><link>/a</link><guid>a-1</guid></item>"
+        "<item><title>B</title><link>/b</link></item></channel></rss>"))
+    items = fetch(downloader, news.url + "/ids.xml")
+    assert [item.link for item in items] == [news.url + "/a", news.url + "/b"]
+    assert [item.id for item in items] == [
+        hashlib.sha256(raw.encode()).hexdigest()[:16] for raw in ("a-1", "/b")]

@@ -116,7 +116,9 @@ def parse_feed(body: bytes, limit: int = MAX_ITEMS, url: str = "",
         # Ill-formed and the root never closed: the download ended early. Its last
         # entry would be a fragment; better one line saying so than junk.
         raise FetchError("cut off: the feed ends in the middle of the document")
-    items = [_item(entry, url) for entry in parsed.entries]
+    identities = _identities(body, parsed.entries, headers or {}) if url else None
+    items = [_item(entry, url, identities[index] if identities else None)
+             for index, entry in enumerate(parsed.entries)]
     # Undated entries keep their order in the file, after the dated ones.
     items.sort(key=lambda item: -(item.published or float("-inf")))
     return items[:limit]
@@ -173,7 +175,27 @@ def _charref_value(match: re.Match[bytes]) -> int:
     return int(hexadecimal, 16) if hexadecimal is not None else int(decimal)
 
 
-def _item(entry: Any, base: str = "") -> Item:
+def _identities(body: bytes, entries: list[Any],
+                headers: Mapping[str, str]) -> list[str] | None:
+    """Entry identities as they were before feeds had a base URL, if the base changed any.
+
+    feedparser resolves an RSS ``guid`` (and a link) against the base: ``a-1`` would
+    become ``https://host/feeds/a-1`` and every item of such a feed would be news again,
+    once, in every digest. An id or link not written in the document as it came out was
+    resolved: then (only then) the feed is read once more without the base, for the ids.
+    """
+    written = [str(entry.get("id") or entry.get("link") or "") for entry in entries]
+    if all(text.encode("utf-8", "ignore") in body for text in written if text):
+        return None
+    content_type = {name.lower(): value for name, value in headers.items()
+                    if name.lower() == "content-type"}
+    raw = feedparser.parse(body, response_headers=content_type).entries
+    if len(raw) != len(entries):
+        return None
+    return [str(entry.get("id") or entry.get("link") or "") for entry in raw]
+
+
+def _item(entry: Any, base: str = "", identity: str | None = None) -> Item:
     is_html = (entry.get("title_detail") or {}).get("type") in _HTML_TYPES
     title = plain_text(str(entry.get("title") or ""), is_html)
     if not title:
@@ -187,7 +209,7 @@ def _item(entry: Any, base: str = "") -> Item:
         link = urljoin(base, link)  # feedparser resolved it against its base already
     stamp = entry.get("published_parsed") or entry.get("updated_parsed")
     published = float(calendar.timegm(stamp)) if stamp else None
-    identity = str(entry.get("id") or link or title)
+    identity = identity or str(entry.get("id") or link or title)
     return Item(id=hashlib.sha256(identity.encode()).hexdigest()[:16],
                 title=title, link=link, published=published)
 
