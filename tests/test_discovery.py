@@ -9,6 +9,7 @@ tests/data say in their first comment which real page shape they model.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from newsbot.sources.download import Downloader
 from newsbot.sources.guard import Guard
 from newsbot.sources.rss import fetch_feed
 from test_bot import newest_feed_titles, say
+from test_isolation_sources import bot_with_guard
 
 DATA = Path(__file__).parent / "data"
 OTHER = 5151
@@ -129,6 +131,25 @@ async def test_a_discovered_feed_passes_the_guard(telegram, news, redis_url):
         (reply,) = await say(telegram, f"/source python {news.url}/sneaky")
     assert reply.startswith("Your sources are now:\n• python\n\nNot added:"), reply
     assert "user name or password" in reply
+
+
+async def test_a_discovered_feed_on_a_private_address_is_refused(telegram, news, redis_url):
+    # The SSRF guard on; 127.0.0.2 stands in for a public site whose page links to a
+    # feed on a private address (127.0.0.1, where the other fake listens).
+    with FakeNews(host="127.0.0.2") as public:
+        public.set_route("/", headers={"Content-Type": "text/html"}, body=(
+            '<html><head><link rel="alternate" type="application/rss+xml" '
+            f'href="{news.url}/feeds/rss20.xml"></head></html>'))
+        guard = Guard(exempt=frozenset({ipaddress.ip_address(public.host)}))
+        env = bot_env(telegram, redis_url, public, NEWSBOT_ALLOW_PRIVATE_URLS="false")
+        try:
+            async with bot_with_guard(env, guard):
+                (reply,) = await say(telegram, f"/source python {public.url}/")
+        finally:
+            guard.close()
+    assert reply.startswith("Your sources are now:\n• python\n\nNot added:"), reply
+    assert f"its feed {news.url}/feeds/rss20.xml" in reply and "private" in reply
+    assert news.count("/feeds/") == 0  # the private feed was never fetched
 
 
 async def test_a_feed_that_moved_for_good_is_shown_at_its_new_url_in_every_chat(
