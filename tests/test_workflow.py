@@ -94,6 +94,15 @@ def commands(job: str) -> list[str]:
             for line in step["run"].splitlines() if line.strip()]
 
 
+def make_commands(target: str) -> list[str]:
+    """The commands `make TARGET` runs (make -n: printed, not run), as CI's python runs them."""
+    if shutil.which("make") is None:
+        missing("make is not installed (apt-get install make)")
+    result = run("make", "--dry-run", "--silent", target, "PYTHON=python")
+    assert result.returncode == 0, report(result)
+    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+
+
 def step_using(job: str, action: str) -> dict[str, Any]:
     [step] = [s for s in steps(job) if s.get("uses", "").startswith(f"{action}@")]
     return step
@@ -223,9 +232,12 @@ def test_run_steps_take_no_expressions() -> None:
 
 
 def test_jobs_run_the_documented_commands() -> None:
-    for job in ("lint", "test", "container"):
+    for job in ("test", "container"):
         assert INSTALL_PROJECT in commands(job), job
-    assert "flake8" in commands("lint")
+    # The lint job runs the Makefile's targets; they install and lint as documented.
+    assert commands("lint") == ["make install", "make lint", "make typecheck"]
+    assert any(INSTALL_PROJECT in command for command in make_commands("install"))
+    assert "python -m flake8" in make_commands("lint")
     assert UNIT_TESTS in commands("test")
     assert CONTAINER_TESTS in commands("container")
     assert "bash .ci/tools.sh" in commands("test")
@@ -281,8 +293,12 @@ def test_readme_and_ci_run_use_the_workflow_test_command() -> None:
         assert command in readme, f"README.md does not show `{command}`"
     ci_run = source(".ci/run", f"it must run the tests with `{TEST_COMMAND}`")
     lines = [line for line in ci_run.splitlines() if not line.lstrip().startswith("#")]
-    assert any(re.search(r"(^|[\s/])python -m pytest\b", line) for line in lines), \
-        f".ci/run does not run `{TEST_COMMAND}`"
+    # Directly, or through a make target (`make coverage`) that runs it.
+    for target in ("test", "coverage"):
+        if any(re.fullmatch(rf"\s*make {target}\s*", line) for line in lines):
+            lines += make_commands(target)
+    assert any(re.search(r"(^|[\s/])python -m (coverage run -m )?pytest\b", line)
+               for line in lines), f".ci/run does not run `{TEST_COMMAND}`"
 
 
 def test_readme_documents_the_deployment() -> None:
