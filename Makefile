@@ -37,12 +37,16 @@ test:
 
 # pyproject's [tool.coverage.run] patch = ["subprocess"] makes every `python -m newsbot`
 # the tests start write its own data file; `combine` merges them. The cluster/ line is
-# the code that only runs across processes. No threshold fails the run (yet).
+# the code that only runs across processes. No threshold fails the run (yet). pytest's
+# summary line is repeated last, so the run still ends with how the tests went.
 coverage:
 	$(PYTHON) -m coverage erase
-	status=0; $(PYTHON) -m coverage run -m pytest $(PYTEST_ARGS) || status=$$?; \
+	out=$$(mktemp -d); \
+	{ $(PYTHON) -m coverage run -m pytest $(PYTEST_ARGS); echo $$? >"$$out/status"; } \
+	    2>&1 | tee "$$out/log"; \
 	$(PYTHON) -m coverage combine --quiet; \
 	$(PYTHON) -m coverage report; \
 	echo "cluster/ branch coverage: $$($(PYTHON) -m coverage report \
 	    --include='newsbot/cluster/*' --format=total)% (statements and branches)"; \
-	exit $$status
+	tail -n 1 "$$out/log"; \
+	status=$$(cat "$$out/status"); rm -rf "$$out"; exit $$status
