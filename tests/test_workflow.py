@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from checktools import INSTALL, find_tool, import_yaml, missing
+from harness import REDIS_SERVER
 
 yaml: Any = import_yaml()
 
@@ -325,3 +327,26 @@ def test_dockerfile_takes_the_label_arguments() -> None:
     dockerfile = source("Dockerfile", "the workflow builds it")
     declared = set(re.findall(r"(?m)^ARG\s+(\w+)", dockerfile))
     assert {"VERSION", "REVISION"} <= declared, "the workflow passes VERSION and REVISION"
+
+
+# -- the Redis matrix -----------------------------------------------------------
+
+def test_test_job_runs_the_oldest_supported_redis_and_a_7() -> None:
+    readme = source("README.md", "it must state the oldest Redis the bot supports")
+    [minimum] = set(re.findall(r"Redis (\d+\.\d+) or newer", readme))
+    job = workflow()["jobs"]["test"]
+    versions = [entry["redis"] for entry in job["strategy"]["matrix"]["include"]]
+    assert min(versions, key=lambda v: tuple(map(int, v.split(".")))) == minimum, versions
+    assert any(version.startswith("7.") for version in versions), versions
+    [test] = [step for step in steps("test") if UNIT_TESTS in step.get("run", "")]
+    assert "NEWSBOT_REDIS_SERVER" in test["env"], "the tests would use PATH's redis-server"
+
+
+def test_the_session_redis_is_the_one_named(redis_server: Any) -> None:
+    # What the matrix relies on: NEWSBOT_REDIS_SERVER (or PATH's redis-server) is what runs.
+    executable = shutil.which(REDIS_SERVER)
+    assert executable is not None
+    result = run(executable, "--version")
+    [version] = re.findall(r"\bv=(\S+)", result.stdout)
+    with redis.Redis(port=redis_server.port) as client:
+        assert client.info("server")["redis_version"] == version
