@@ -38,20 +38,23 @@ def downloader() -> Iterator[Downloader]:
 def test_feed_links_are_found_in_page_order_and_resolved() -> None:
     page = (DATA / "hugo_page.html").read_bytes()
     assert find_feeds(page, "https://rail.example/blog/posts/", {}) == [
-        "https://rail.example/feeds/atom.xml"]  # against <base href>, not the page
+        "https://rail.example/feeds/atom.xml"
+    ]  # against <base href>, not the page
     page = (DATA / "micro_page.html").read_bytes()
     assert find_feeds(page, "https://micro.example/about/", {}) == [
-        "https://micro.example/about/microblog.feed.json"]
-    links = (b'<html><head><link rel="alternate stylesheet" type="text/css" href="/a.css">'
-             b'<link rel="alternate" type="application/rss+xml" href="/f?a=1&amp;b=2">'
-             b'<link rel="alternate" type="application/rss+xml" href="javascript:x()">'
-             b'<link rel="alternate" type="application/atom+xml" href="/f?a=1&b=2">'
-             b"</head><body>")
+        "https://micro.example/about/microblog.feed.json"
+    ]
+    links = (
+        b'<html><head><link rel="alternate stylesheet" type="text/css" href="/a.css">'
+        b'<link rel="alternate" type="application/rss+xml" href="/f?a=1&amp;b=2">'
+        b'<link rel="alternate" type="application/rss+xml" href="javascript:x()">'
+        b'<link rel="alternate" type="application/atom+xml" href="/f?a=1&b=2">'
+        b"</head><body>"
+    )
     assert find_feeds(links, "http://x.example/p", {}) == ["http://x.example/f?a=1&b=2"]
 
 
-def test_a_web_page_names_its_feeds_to_the_fetcher(
-        news: FakeNews, downloader: Downloader) -> None:
+def test_a_web_page_names_its_feeds_to_the_fetcher(news: FakeNews, downloader: Downloader) -> None:
     with pytest.raises(WebPage) as raised:
         fetch_feed(downloader, news.url + "/feeds/wordpress_page.html", 5, None)
     assert raised.value.feeds == [news.url + "/feeds/rss20.xml", news.url + "/feeds/rss10.xml"]
@@ -60,17 +63,21 @@ def test_a_web_page_names_its_feeds_to_the_fetcher(
     assert raised.value.feeds == []
 
 
-@pytest.mark.parametrize("hops, moved", [
-    ([301], "/feeds/rss20.xml"),
-    ([308], "/feeds/rss20.xml"),
-    ([301, 308], "/feeds/rss20.xml"),
-    ([301, 302], "/hop1"),   # permanent up to the temporary hop, no further
-    ([302, 301], None),
-    ([302], None),
-    ([307], None),
-])
+@pytest.mark.parametrize(
+    "hops, moved",
+    [
+        ([301], "/feeds/rss20.xml"),
+        ([308], "/feeds/rss20.xml"),
+        ([301, 308], "/feeds/rss20.xml"),
+        ([301, 302], "/hop1"),  # permanent up to the temporary hop, no further
+        ([302, 301], None),
+        ([302], None),
+        ([307], None),
+    ],
+)
 def test_only_leading_permanent_redirects_count_as_a_move(
-        news: FakeNews, downloader: Downloader, hops: list[int], moved: str | None) -> None:
+    news: FakeNews, downloader: Downloader, hops: list[int], moved: str | None
+) -> None:
     target = "/feeds/rss20.xml"
     for index in reversed(range(len(hops))):
         news.set_route(f"/hop{index}", hops[index], headers={"Location": target})
@@ -94,10 +101,12 @@ async def test_a_page_with_an_absolute_feed_link_adds_its_feed(telegram, news, r
     assert news.count("/feeds/rss20.xml") == 1  # /fetch was served from /source's fetch
 
 
-async def test_a_page_with_a_relative_link_and_base_href_adds_its_feed(telegram, news,
-                                                                       redis_url):
-    news.set_route("/blog/posts/", body=(DATA / "hugo_page.html").read_bytes(),
-                   headers={"Content-Type": "text/html; charset=utf-8"})
+async def test_a_page_with_a_relative_link_and_base_href_adds_its_feed(telegram, news, redis_url):
+    news.set_route(
+        "/blog/posts/",
+        body=(DATA / "hugo_page.html").read_bytes(),
+        headers={"Content-Type": "text/html; charset=utf-8"},
+    )
     micro = f"{news.url}/feeds/micro_page.html"
     async with running_bot(bot_env(telegram, redis_url, news)):
         await say(telegram, "/source python")
@@ -122,11 +131,14 @@ async def test_a_page_without_a_feed_link_is_refused(telegram, news, redis_url):
 
 
 async def test_a_discovered_feed_passes_the_guard(telegram, news, redis_url):
-    news.set_route("/sneaky", body='<html><head><link rel="alternate" '
-                   'type="application/rss+xml" href="file:///etc/passwd">'
-                   '<link rel="alternate" type="application/rss+xml" '
-                   'href="http://user:pw@feeds.example/x"></head></html>',
-                   headers={"Content-Type": "text/html"})
+    news.set_route(
+        "/sneaky",
+        body='<html><head><link rel="alternate" '
+        'type="application/rss+xml" href="file:///etc/passwd">'
+        '<link rel="alternate" type="application/rss+xml" '
+        'href="http://user:pw@feeds.example/x"></head></html>',
+        headers={"Content-Type": "text/html"},
+    )
     async with running_bot(bot_env(telegram, redis_url, news)):
         (reply,) = await say(telegram, f"/source python {news.url}/sneaky")
     assert reply.startswith("Your sources are now:\n• python\n\nNot added:"), reply
@@ -137,9 +149,14 @@ async def test_a_discovered_feed_on_a_private_address_is_refused(telegram, news,
     # The SSRF guard on; 127.0.0.2 stands in for a public site whose page links to a
     # feed on a private address (127.0.0.1, where the other fake listens).
     with FakeNews(host="127.0.0.2") as public:
-        public.set_route("/", headers={"Content-Type": "text/html"}, body=(
-            '<html><head><link rel="alternate" type="application/rss+xml" '
-            f'href="{news.url}/feeds/rss20.xml"></head></html>'))
+        public.set_route(
+            "/",
+            headers={"Content-Type": "text/html"},
+            body=(
+                '<html><head><link rel="alternate" type="application/rss+xml" '
+                f'href="{news.url}/feeds/rss20.xml"></head></html>'
+            ),
+        )
         guard = Guard(exempt=frozenset({ipaddress.ip_address(public.host)}))
         env = bot_env(telegram, redis_url, public, NEWSBOT_ALLOW_PRIVATE_URLS="false")
         try:
@@ -153,7 +170,8 @@ async def test_a_discovered_feed_on_a_private_address_is_refused(telegram, news,
 
 
 async def test_a_feed_that_moved_for_good_is_shown_at_its_new_url_in_every_chat(
-        telegram, news, redis_url):
+    telegram, news, redis_url
+):
     old, new = f"{news.url}/old.xml", f"{news.url}/feeds/rss20.xml"
     news.set_route("/old.xml", body=(DATA / "rss20.xml").read_bytes())
     env = bot_env(telegram, redis_url, news, NEWSBOT_CACHE_TTL="1")

@@ -36,20 +36,24 @@ def fetch(downloader: Downloader, url: str, limit: int = 50) -> list[Item]:
 
 
 def test_a_json_feed_1_0_without_titles_shows_its_posts(
-        news: FakeNews, downloader: Downloader) -> None:
+    news: FakeNews, downloader: Downloader
+) -> None:
     items = fetch(downloader, news.url + "/feeds/microblog.feed.json")
     assert [(item.title, item.link) for item in items] == [
         ("Link: the open web is fine", "https://elsewhere.example/open-web"),  # external_url
-        ("Trying out the new app today & loving it.",                         # content_html
-         "https://micro.example/2024/11/05/trying-out.html"),
-        ("Coffee first.", "https://micro.example/2024/11/04/coffee.html"),      # date_modified
+        (
+            "Trying out the new app today & loving it.",  # content_html
+            "https://micro.example/2024/11/05/trying-out.html",
+        ),
+        ("Coffee first.", "https://micro.example/2024/11/04/coffee.html"),  # date_modified
     ]
     assert items[0].published == 1730822400.0  # 2024-11-05T16:00:00Z
     assert len({item.id for item in items}) == 3  # numeric ids are ids too
 
 
 def test_a_json_feed_1_1_resolves_relative_urls_against_its_home_page(
-        news: FakeNews, downloader: Downloader) -> None:
+    news: FakeNews, downloader: Downloader
+) -> None:
     items = fetch(downloader, news.url + "/feeds/static_site_v11.json")
     assert [(item.title, item.link) for item in items] == [
         ("Newest post & news", "https://journal.example/blog/newest/"),
@@ -60,11 +64,15 @@ def test_a_json_feed_1_1_resolves_relative_urls_against_its_home_page(
 
 
 def test_a_json_feed_is_known_by_its_body_whatever_its_content_type(
-        news: FakeNews, downloader: Downloader) -> None:
+    news: FakeNews, downloader: Downloader
+) -> None:
     document = json.loads((news.data_dir / "static_site_v11.json").read_text())
     del document["home_page_url"]  # now relative to the feed's own URL
-    news.set_route("/blog/feed", body=json.dumps(document),
-                   headers={"Content-Type": "text/plain; charset=utf-8"})
+    news.set_route(
+        "/blog/feed",
+        body=json.dumps(document),
+        headers={"Content-Type": "text/plain; charset=utf-8"},
+    )
     items = fetch(downloader, news.url + "/blog/feed")
     assert items[0].link == news.url + "/blog/newest/"
 
@@ -77,15 +85,19 @@ def test_a_json_feed_gets_a_304_like_any_feed(news: FakeNews, downloader: Downlo
     assert again.status == 304 and unchanged is None
 
 
-@pytest.mark.parametrize("body, reason", [
-    (b'{"version": "1", "items": []}', "not a JSON Feed"),
-    (b'{"version": "https://jsonfeed.org/version/1.1"}', "without items"),
-    (b"[1, 2, 3]", "not a JSON Feed"),
-    (b'{"version": ', "cannot be read"),
-    (b"[" * 100_000 + b"]" * 100_000, "nested too deep"),
-])
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        (b'{"version": "1", "items": []}', "not a JSON Feed"),
+        (b'{"version": "https://jsonfeed.org/version/1.1"}', "without items"),
+        (b"[1, 2, 3]", "not a JSON Feed"),
+        (b'{"version": ', "cannot be read"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deep"),
+    ],
+)
 def test_json_that_is_not_a_usable_json_feed_has_a_reason(
-        news: FakeNews, downloader: Downloader, body: bytes, reason: str) -> None:
+    news: FakeNews, downloader: Downloader, body: bytes, reason: str
+) -> None:
     news.set_route("/feed.json", body=body, headers={"Content-Type": "application/json"})
     with pytest.raises(FetchError, match=reason):
         fetch(downloader, news.url + "/feed.json")
@@ -93,16 +105,30 @@ def test_json_that_is_not_a_usable_json_feed_has_a_reason(
 
 def test_a_json_feed_is_held_to_the_item_budget(news: FakeNews, downloader: Downloader) -> None:
     def document(count: int) -> str:
-        return json.dumps({"version": "https://jsonfeed.org/version/1.1", "items": [
-            {"id": str(n), "title": f"Item {n}", "date_published":
-             f"2024-01-01T00:00:{n % 60:02d}Z"} for n in range(count)]})
+        return json.dumps(
+            {
+                "version": "https://jsonfeed.org/version/1.1",
+                "items": [
+                    {
+                        "id": str(n),
+                        "title": f"Item {n}",
+                        "date_published": f"2024-01-01T00:00:{n % 60:02d}Z",
+                    }
+                    for n in range(count)
+                ],
+            }
+        )
 
-    news.set_route("/many.json", body=document(MAX_ELEMENTS + 1),
-                   headers={"Content-Type": "application/feed+json"})
+    news.set_route(
+        "/many.json",
+        body=document(MAX_ELEMENTS + 1),
+        headers={"Content-Type": "application/feed+json"},
+    )
     with pytest.raises(FetchError, match="more than 50,000 items"):
         fetch(downloader, news.url + "/many.json")
-    news.set_route("/many.json", body=document(500),
-                   headers={"Content-Type": "application/feed+json"})
+    news.set_route(
+        "/many.json", body=document(500), headers={"Content-Type": "application/feed+json"}
+    )
     assert len(fetch(downloader, news.url + "/many.json", MAX_ITEMS)) == MAX_ITEMS
 
 

@@ -16,9 +16,17 @@ from newsbot.errors import FetchError
 
 # The types a feed link may name: RSS, Atom, RDF and JSON Feed (some sites write plain
 # application/json for theirs).
-FEED_TYPES = frozenset({"application/rss+xml", "application/atom+xml", "application/rdf+xml",
-                        "application/feed+json", "application/json", "application/x.atom+xml",
-                        "application/x-atom+xml"})
+FEED_TYPES = frozenset(
+    {
+        "application/rss+xml",
+        "application/atom+xml",
+        "application/rdf+xml",
+        "application/feed+json",
+        "application/json",
+        "application/x.atom+xml",
+        "application/x-atom+xml",
+    }
+)
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 # Feed links are in the head; a page's first megabyte holds it (a 5 MB page would take
 # html.parser seconds).
@@ -34,8 +42,9 @@ class WebPage(FetchError):
     """The URL is a web page, not a feed; ``feeds`` are the feed URLs it names."""
 
     def __init__(self, feeds: list[str]) -> None:
-        super().__init__(f"not a feed but a web page; its feed is {feeds[0]}" if feeds
-                         else NO_FEED_LINK)
+        super().__init__(
+            f"not a feed but a web page; its feed is {feeds[0]}" if feeds else NO_FEED_LINK
+        )
         self.feeds = feeds
 
 
@@ -43,8 +52,9 @@ def is_web_page(body: bytes, headers: Mapping[str, str]) -> bool:
     """Tell whether a download is an HTML page rather than a feed (served as HTML or not)."""
     if _FEED_START.match(body[:1024]):
         return False  # a feed some server calls text/html
-    content_type = next((value for name, value in headers.items()
-                         if name.lower() == "content-type"), "")
+    content_type = next(
+        (value for name, value in headers.items() if name.lower() == "content-type"), ""
+    )
     if content_type.split(";")[0].strip().lower() in HTML_TYPES:
         return True
     return bool(_HTML_START.match(body[:1024]))
@@ -59,7 +69,7 @@ def find_feeds(body: bytes, page_url: str, headers: Mapping[str, str]) -> list[s
     parser = _LinkParser()
     text = body[:MAX_SCAN_BYTES].decode(_charset(headers), "replace")
     for start in range(0, len(text), _CHUNK):
-        parser.feed(text[start:start + _CHUNK])
+        parser.feed(text[start : start + _CHUNK])
         if parser.done:
             break
     base = urljoin(page_url, parser.base) if parser.base else page_url
@@ -72,8 +82,9 @@ def find_feeds(body: bytes, page_url: str, headers: Mapping[str, str]) -> list[s
 
 
 def _charset(headers: Mapping[str, str]) -> str:
-    content_type = next((value for name, value in headers.items()
-                         if name.lower() == "content-type"), "")
+    content_type = next(
+        (value for name, value in headers.items() if name.lower() == "content-type"), ""
+    )
     match = _CHARSET.search(content_type)
     name = match.group(1) if match else "utf-8"
     try:

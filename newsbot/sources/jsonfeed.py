@@ -34,8 +34,9 @@ _SNIFF_BYTES = 4096
 
 def looks_like_json_feed(body: bytes, headers: Mapping[str, str]) -> bool:
     """Tell whether a download should be read as a JSON Feed (not whether it is a good one)."""
-    content_type = next((value for name, value in headers.items()
-                         if name.lower() == "content-type"), "")
+    content_type = next(
+        (value for name, value in headers.items() if name.lower() == "content-type"), ""
+    )
     if content_type.split(";")[0].strip().lower() in JSON_TYPES:
         return True
     head = body[:_SNIFF_BYTES].lstrip(b"\xef\xbb\xbf \t\r\n")
@@ -51,7 +52,8 @@ def parse_json_feed(body: bytes, limit: int, url: str = "") -> list[Item]:
     except (UnicodeDecodeError, ValueError):
         raise FetchError("not a feed (JSON that cannot be read)") from None
     if not isinstance(document, dict) or not str(document.get("version", "")).startswith(
-            VERSION_PREFIXES):
+        VERSION_PREFIXES
+    ):
         raise FetchError("not a feed (JSON, but not a JSON Feed)")
     entries = document.get("items")
     if not isinstance(entries, list):
@@ -67,19 +69,26 @@ def parse_json_feed(body: bytes, limit: int, url: str = "") -> list[Item]:
             continue
         title = plain_text(_text(entry.get("title")))
         if not title:
-            title = excerpt(plain_text(_text(entry.get("content_text"))
-                                       or _text(entry.get("summary"))))
+            title = excerpt(
+                plain_text(_text(entry.get("content_text")) or _text(entry.get("summary")))
+            )
         if not title:
             title = excerpt(plain_text(_text(entry.get("content_html")), is_html=True))
         link = _text(entry.get("url")) or _text(entry.get("external_url"))
         if link and base:
             link = urljoin(base, link)
         published = _timestamp(entry.get("date_published")) or _timestamp(
-            entry.get("date_modified"))
+            entry.get("date_modified")
+        )
         identity = _text(entry.get("id")) or link or title
-        items.append(Item(id=hashlib.sha256(identity.encode("utf-8", "replace")
-                                            ).hexdigest()[:16],
-                          title=title or "(untitled)", link=link, published=published))
+        items.append(
+            Item(
+                id=hashlib.sha256(identity.encode("utf-8", "replace")).hexdigest()[:16],
+                title=title or "(untitled)",
+                link=link,
+                published=published,
+            )
+        )
     # As for RSS: newest first, undated ones after the dated in the file's order.
     items.sort(key=lambda item: -(item.published or float("-inf")))
     return items[:limit]
@@ -103,5 +112,5 @@ def _timestamp(value: Any) -> float | None:
     except ValueError:
         return None
     if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=datetime.timezone.utc)  # RFC 3339 needs a zone; UTC
+        stamp = stamp.replace(tzinfo=datetime.UTC)  # RFC 3339 needs a zone; UTC
     return stamp.timestamp()

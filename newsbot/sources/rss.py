@@ -30,9 +30,11 @@ from newsbot.sources.download import Download, Downloader, Validators
 from newsbot.sources.jsonfeed import looks_like_json_feed, parse_json_feed
 from newsbot.sources.text import excerpt, plain_text
 
-ACCEPT = ("application/rss+xml, application/atom+xml, application/feed+json, "
-          "application/rdf+xml;q=0.9, application/xml;q=0.8, text/xml;q=0.8, "
-          "application/json;q=0.8, */*;q=0.5")
+ACCEPT = (
+    "application/rss+xml, application/atom+xml, application/feed+json, "
+    "application/rdf+xml;q=0.9, application/xml;q=0.8, text/xml;q=0.8, "
+    "application/json;q=0.8, */*;q=0.5"
+)
 # An internal DTD subset that declares entities: the start of every XML bomb
 # ("billion laughs", external entities). No real feed needs one.
 _ENTITY_DECLARATION = re.compile(rb"<!DOCTYPE[^>\[]*\[[^\]]*<!ENTITY", re.IGNORECASE)
@@ -51,8 +53,9 @@ MAX_ITEMS = 100
 # makes a feed ill-formed (and crashed feedparser's loose parser).
 _CHARREF = re.compile(rb"&#(?:[xX]([0-9a-fA-F]{1,8})|([0-9]{1,10}));")
 # The end of a complete feed document: its root element closed.
-_ROOT_END = re.compile(rb"</\s*(?:[A-Za-z_][\w.-]*:)?(?:rss|feed|RDF)\s*>\s*(?:<!--.*?-->\s*)*$",
-                       re.DOTALL)
+_ROOT_END = re.compile(
+    rb"</\s*(?:[A-Za-z_][\w.-]*:)?(?:rss|feed|RDF)\s*>\s*(?:<!--.*?-->\s*)*$", re.DOTALL
+)
 _TAIL_BYTES = 4096
 
 
@@ -94,12 +97,12 @@ def check_budget(body: bytes) -> None:
         # Not well-formed (or an encoding expat lacks): feedparser's loose parser may
         # still read it. Count its start tags instead; the loose parser is linear.
         if sum(1 for _ in _START_TAG.finditer(body)) > MAX_ELEMENTS:
-            raise FetchError(f"not accepted: more than {MAX_ELEMENTS:,} XML elements"
-                             ) from None
+            raise FetchError(f"not accepted: more than {MAX_ELEMENTS:,} XML elements") from None
 
 
-def parse_feed(body: bytes, limit: int = MAX_ITEMS, url: str = "",
-               headers: Mapping[str, str] | None = None) -> list[Item]:
+def parse_feed(
+    body: bytes, limit: int = MAX_ITEMS, url: str = "", headers: Mapping[str, str] | None = None
+) -> list[Item]:
     """Parse feed bytes into at most ``limit`` items, newest first.
 
     ``url`` (where the body was downloaded from, after redirects) is the base of relative
@@ -117,8 +120,10 @@ def parse_feed(body: bytes, limit: int = MAX_ITEMS, url: str = "",
         # entry would be a fragment; better one line saying so than junk.
         raise FetchError("cut off: the feed ends in the middle of the document")
     identities = _identities(body, parsed.entries, headers or {}) if url else None
-    items = [_item(entry, url, identities[index] if identities else None)
-             for index, entry in enumerate(parsed.entries)]
+    items = [
+        _item(entry, url, identities[index] if identities else None)
+        for index, entry in enumerate(parsed.entries)
+    ]
     # Undated entries keep their order in the file, after the dated ones.
     items.sort(key=lambda item: -(item.published or float("-inf")))
     return items[:limit]
@@ -159,7 +164,7 @@ def combine_surrogates(body: bytes) -> bytes:
         position = found.end()
         if not 0xD800 <= value <= 0xDFFF:
             continue
-        parts.append(body[last:found.start()])
+        parts.append(body[last : found.start()])
         low = _CHARREF.match(body, found.end())
         if value <= 0xDBFF and low is not None and 0xDC00 <= _charref_value(low) <= 0xDFFF:
             combined = 0x10000 + ((value - 0xD800) << 10) + (_charref_value(low) - 0xDC00)
@@ -175,8 +180,7 @@ def _charref_value(match: re.Match[bytes]) -> int:
     return int(hexadecimal, 16) if hexadecimal is not None else int(decimal)
 
 
-def _identities(body: bytes, entries: list[Any],
-                headers: Mapping[str, str]) -> list[str] | None:
+def _identities(body: bytes, entries: list[Any], headers: Mapping[str, str]) -> list[str] | None:
     """Entry identities as they were before feeds had a base URL, if the base changed any.
 
     feedparser resolves an RSS ``guid`` (and a link) against the base: ``a-1`` would
@@ -187,8 +191,9 @@ def _identities(body: bytes, entries: list[Any],
     written = [str(entry.get("id") or entry.get("link") or "") for entry in entries]
     if all(text.encode("utf-8", "ignore") in body for text in written if text):
         return None
-    content_type = {name.lower(): value for name, value in headers.items()
-                    if name.lower() == "content-type"}
+    content_type = {
+        name.lower(): value for name, value in headers.items() if name.lower() == "content-type"
+    }
     raw = feedparser.parse(body, response_headers=content_type).entries
     if len(raw) != len(entries):
         return None
@@ -210,16 +215,25 @@ def _item(entry: Any, base: str = "", identity: str | None = None) -> Item:
     stamp = entry.get("published_parsed") or entry.get("updated_parsed")
     published = float(calendar.timegm(stamp)) if stamp else None
     identity = identity or str(entry.get("id") or link or title)
-    return Item(id=hashlib.sha256(identity.encode()).hexdigest()[:16],
-                title=title, link=link, published=published)
+    return Item(
+        id=hashlib.sha256(identity.encode()).hexdigest()[:16],
+        title=title,
+        link=link,
+        published=published,
+    )
 
 
-def fetch_feed(downloader: Downloader, url: str, limit: int,
-               validators: Validators | None,
-               expires: float | None = None) -> tuple[Download, list[Item] | None]:
+def fetch_feed(
+    downloader: Downloader,
+    url: str,
+    limit: int,
+    validators: Validators | None,
+    expires: float | None = None,
+) -> tuple[Download, list[Item] | None]:
     """Download and parse a feed; items are None when the server answered 304."""
-    download = downloader.get(url, headers={"Accept": ACCEPT}, validators=validators,
-                              expires=expires)
+    download = downloader.get(
+        url, headers={"Accept": ACCEPT}, validators=validators, expires=expires
+    )
     if download.status == 304:
         return download, None
     return download, parse_download(download, limit)

@@ -14,7 +14,8 @@ _TAG = re.compile(r"<[^>]*>")
 _HTML_TAG = re.compile(
     r"</?(?:a|abbr|b|big|blockquote|br|cite|code|del|div|em|font|h[1-6]|hr|i|img|ins|"
     r"kbd|li|mark|ol|p|pre|q|s|small|span|strike|strong|sub|sup|tt|u|ul)\b[^<>]*>",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 # Markup escaped once more than its type says is common; three rounds undo any real case.
 _DECODE_ROUNDS = 3
 # How long an excerpt of the description stands in for a missing title.
@@ -47,7 +48,7 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     """The start of a description as a stand-in title: at most ``limit`` characters."""
     if len(text) <= limit:
         return text
-    cut = text[:limit - 1]
-    if " " in cut[limit // 2:]:
-        cut = cut[:cut.rindex(" ")]
+    cut = text[: limit - 1]
+    if " " in cut[limit // 2 :]:
+        cut = cut[: cut.rindex(" ")]
     return cut.rstrip(" ,.;:-") + "…"
