@@ -40,3 +40,5 @@ REPLICA_ACK_SKIPPED = Counter(
 REPLICA_ACK_TIMEOUTS = Counter(
     "newsbot_replica_ack_timeouts_total",
     "Writes no replica acknowledged within the WAIT timeout")
+WEBHOOK_REQUESTS = Counter("newsbot_webhook_requests_total",
+                           "Pushes from Telegram to the webhook, by outcome", ["outcome"])
