@@ -259,7 +259,10 @@ class Poller:
             logger.warning("could not release the poller lease; it will expire")
 
     def _set_leader(self, leader: bool) -> None:
-        if leader != self.is_leader:
+        if leader != self.is_leader and self.webhook_url is not None:
+            logger.info("this replica %s the webhook's leader",
+                        "is now" if leader else "stopped being")
+        elif leader != self.is_leader:
             logger.info("this replica %s polling Telegram", "is now" if leader else "stopped")
         self.is_leader = leader
         LEADER.set(1 if leader else 0)
