@@ -157,10 +157,10 @@ async def _read_head(reader: asyncio.StreamReader, allowed: tuple[str, ...]
         raise _Refused(405)
     headers: dict[str, str] = {}
     for _ in range(MAX_HEADERS + 1):
-        line = (await _read_line(reader, 431)).decode("latin-1").strip()
-        if not line:
+        header = (await _read_line(reader, 431)).decode("latin-1").strip()
+        if not header:
             return method, target.split("?", 1)[0], headers
-        name, _, value = line.partition(":")
+        name, _, value = header.partition(":")
         headers[name.strip().lower()] = value.strip()
     raise _Refused(431)
 
