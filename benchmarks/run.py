@@ -1,7 +1,7 @@
 """Newsbot's benchmarks: each figure is a ratio measured side by side in one run.
 
     python benchmarks/run.py [throughput|scaling|fanout|latency|memory|burst|slowfeeds|
-                              refresh|statesize|all]
+                              refresh|statesize|webhook|all]
 
 Needs `pip install -e '.[test]'` and redis-server on PATH. Everything runs on loopback:
 a redis-server of its own on a free port, the fake Telegram of the test suite in this
@@ -19,6 +19,8 @@ a markdown table of what it measured.
                 msg/s ÷ 30, and the 429s
 (h) refresh     5,000 distinct feeds fetched at 100 and 500 ms server latency ÷ cache TTL
 (i) statesize   Redis bytes per chat after 100 digests (MEMORY USAGE of its keys)
+(j) webhook     updates/s of 3 replicas in webhook mode (the fake pushing through a
+                round-robin proxy) ÷ the same 3 replicas polling, on the same fake
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 import telegram  # noqa: E402
 
 from cluster_support import (REAL_LIMITS, MARKER, Pusher, RedisProcess,  # noqa: E402
-                             Replica, close_all, marked_commands, start_replicas)
+                             Replica, RoundRobinProxy, close_all, marked_commands,
+                             start_replicas)
 from fakes.news import FakeNews  # noqa: E402
 from fakes.telegram_api import FakeTelegram  # noqa: E402
 from harness import stop_process  # noqa: E402
@@ -104,9 +107,9 @@ def redis_server() -> Iterator[RedisProcess]:
 
 @contextlib.contextmanager
 def replicas(fake: FakeTelegram, redis_url: str, count: int, news: Any = None,
-             **env: str) -> Iterator[list[Replica]]:
+             health: bool = False, **env: str) -> Iterator[list[Replica]]:
     """Replicas that run until the block ends, then get SIGTERM."""
-    started = start_replicas(fake, redis_url, count, news, **env)
+    started = start_replicas(fake, redis_url, count, news, health, **env)
     try:
         yield started
     finally:
@@ -599,13 +602,42 @@ def refresh(feeds: int = 5000, delays: Sequence[float] = (0.1, 0.5), hosts: int 
     return rows
 
 
+# --- (j) webhook mode against polling -----------------------------------------------------
+
+
+def webhook(count: int = 1500, size: int = 3, rounds: int = 2) -> list[Row]:
+    """Updates/s of ``size`` replicas taking pushes through a proxy ÷ the same polling.
+
+    The fake pushes like Telegram: up to 40 connections (setWebhook's max_connections),
+    a chat's next update only once its previous one was answered.
+    """
+    rates: dict[str, list[float]] = {"polling": [], "webhook": []}
+    with redis_server() as server, FakeTelegram() as fake, RoundRobinProxy() as proxy:
+        pushed = {"NEWSBOT_WEBHOOK_URL": f"http://127.0.0.1:{proxy.port}/telegram",
+                  "NEWSBOT_WEBHOOK_SECRET": "benchmark-secret"}
+        for _ in range(rounds):
+            with replicas(fake, server.url, size, **UNPACED):
+                warm_up(fake)
+                rates["polling"].append(burst_rate(fake, count, lambda i: f"hello {i}"))
+            with replicas(fake, server.url, size, health=True, **UNPACED, **pushed) as started:
+                proxy.backends = [replica.http_port for replica in started]
+                warm_up(fake)
+                rates["webhook"].append(burst_rate(fake, count, lambda i: f"hello {i}"))
+    polled, hooked = max(rates["polling"]), max(rates["webhook"])
+    print(f"webhook: {size} replicas polling {fmt(rates['polling'])}, webhook "
+          f"{fmt(rates['webhook'])} updates/s ({count} updates from {CHATS} chats)")
+    ratio = hooked / polled
+    return [Row(f"(j) webhook ÷ polling, {size} replicas", f"{hooked:.0f} updates/s",
+                f"{polled:.0f} updates/s", ratio, ">= 0.8", ratio >= 0.8)]
+
+
 # --- the table --------------------------------------------------------------------------------
 
 
 BENCHMARKS: dict[str, Callable[[], list[Row]]] = {
     "throughput": throughput, "scaling": scaling, "fanout": fanout, "latency": latency,
     "memory": memory, "burst": burst, "slowfeeds": slowfeeds, "refresh": refresh,
-    "statesize": statesize,
+    "statesize": statesize, "webhook": webhook,
 }
 
 
