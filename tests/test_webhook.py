@@ -10,6 +10,8 @@ received tells whether an update was lost, answered once, or twice.
 from __future__ import annotations
 
 import json
+import socketserver
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +24,7 @@ from cluster_support import (MARKER, Pusher, Replica, RoundRobinProxy, by_pid, c
                              delivery_report, free_port, leader_pid, marked_commands, metric,
                              replies_per_marker, start_replicas, stream_settled,
                              wait_answered)
+from fakes.telegram_api import FakeTelegram
 from harness import bot_env
 from test_cli import newsbot
 
@@ -251,3 +254,53 @@ def test_a_webhook_without_a_usable_secret_stops_the_bot_with_one_line(env):
     assert len(lines) == 1 and "NEWSBOT_" in lines[0] and "Traceback" not in result.stderr
     secret = env.get("NEWSBOT_WEBHOOK_SECRET", "")
     assert not secret or secret not in result.stderr
+
+
+class _Receiver(socketserver.ThreadingTCPServer):
+    """A webhook endpoint that answers its first pushes badly: 500, then nothing in time."""
+
+    daemon_threads = True
+
+    def __init__(self, hang_seconds: float) -> None:
+        super().__init__(("127.0.0.1", 0), _Receive)
+        self.hang_seconds = hang_seconds
+        self.bodies: list[tuple[str | None, dict[str, object]]] = []
+
+
+class _Receive(socketserver.StreamRequestHandler):
+    server: _Receiver
+
+    def handle(self) -> None:
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += self.rfile.read(1)
+        headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:] if line)
+        body = json.loads(self.rfile.read(int(headers["Content-Length"])))
+        self.server.bodies.append((headers.get("X-Telegram-Bot-Api-Secret-Token"), body))
+        attempt = len(self.server.bodies)
+        if attempt == 1:
+            self.wfile.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n")
+        elif attempt == 2:
+            time.sleep(self.server.hang_seconds)  # past the fake's push timeout
+        else:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+
+def test_the_fake_pushes_with_the_secret_and_retries_a_5xx_and_a_timeout() -> None:
+    with FakeTelegram(push_timeout=0.5, push_retry_delay=0.05) as fake:
+        receiver = _Receiver(hang_seconds=2)
+        threading.Thread(target=receiver.serve_forever, daemon=True).start()
+        try:
+            update_id = fake.push_message(5, "/help")
+            url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+            assert call_api(fake, "setWebhook", url=url, secret_token="abc")["ok"] is True
+            wait_until(lambda: fake.pending_updates == 0, what="the update delivered")
+            assert [status for _, status in fake.pushes] == [500, 0, 200]
+            assert [(secret, body["update_id"]) for secret, body in receiver.bodies] == \
+                [("abc", update_id)] * 3
+            info = call_api(fake, "getWebhookInfo")["result"]
+            assert info["url"] == url and info["pending_update_count"] == 0
+            assert info["last_error_message"] == "Connection timed out"
+        finally:
+            receiver.shutdown()
+            receiver.server_close()
