@@ -56,8 +56,13 @@ def parse_update(body: bytes) -> dict[str, Any] | None:
 class Webhook:
     """Stores pushed updates in the update stream, once per update_id."""
 
-    def __init__(self, redis: aioredis.Redis, url: str, secret: str,
-                 ack_timeout_ms: int = keys.REPLICA_ACK_TIMEOUT_MS) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        url: str,
+        secret: str,
+        ack_timeout_ms: int = keys.REPLICA_ACK_TIMEOUT_MS,
+    ) -> None:
         self.redis = redis
         self.path = webhook_path(url)
         self._secret = secret.encode()
@@ -81,8 +86,11 @@ class Webhook:
         except RedisError as error:
             # Not answered 200: Telegram retries later, perhaps at another replica.
             WEBHOOK_REQUESTS.labels(outcome="unavailable").inc()
-            logger.warning("webhook: cannot store update %s now (%s); Telegram retries",
-                           update["update_id"], error)
+            logger.warning(
+                "webhook: cannot store update %s now (%s); Telegram retries",
+                update["update_id"],
+                error,
+            )
             return 503, "try again"
         WEBHOOK_REQUESTS.labels(outcome="stored" if stored else "duplicate").inc()
         return 200, "ok"
@@ -98,8 +106,16 @@ class Webhook:
         async with self.redis.client() as connection:
             appended = await self._append(
                 keys=[keys.UPDATES, f"{keys.WEBHOOK_SEEN}{update_id}"],
-                args=[keys.UPDATES_MAXLEN, keys.CHAT_LAST, keys.CHAT_LAST_SECONDS, update_id,
-                      chat_id(update), json.dumps(update), keys.WEBHOOK_SEEN_SECONDS],
-                client=connection)
+                args=[
+                    keys.UPDATES_MAXLEN,
+                    keys.CHAT_LAST,
+                    keys.CHAT_LAST_SECONDS,
+                    update_id,
+                    chat_id(update),
+                    json.dumps(update),
+                    keys.WEBHOOK_SEEN_SECONDS,
+                ],
+                client=connection,
+            )
             await wait_for_replicas(connection, self.ack_timeout_ms)
         return bool(appended)

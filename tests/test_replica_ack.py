@@ -51,9 +51,15 @@ def timeouts() -> float:
 
 
 def update(update_id: int, chat_id: int) -> dict[str, Any]:
-    return {"update_id": update_id, "message": {
-        "message_id": update_id, "date": 0, "text": "hi",
-        "chat": {"id": chat_id, "type": "private"}}}
+    return {
+        "update_id": update_id,
+        "message": {
+            "message_id": update_id,
+            "date": 0,
+            "text": "hi",
+            "chat": {"id": chat_id, "type": "private"},
+        },
+    }
 
 
 async def on_replica(sentinels: SentinelSet, key: str) -> Any:
@@ -62,7 +68,8 @@ async def on_replica(sentinels: SentinelSet, key: str) -> Any:
 
 
 async def test_appends_stores_and_done_marks_wait_for_the_replica(
-        telegram, sentinels: SentinelSet, master: aioredis.Redis) -> None:
+    telegram, sentinels: SentinelSet, master: aioredis.Redis
+) -> None:
     bot = Bot(telegram.token, base_url=f"{telegram.url}/bot")
     poller = Poller(bot, master, "host-1-abc", ack_timeout_ms=ACK_MS)
     webhook = Webhook(master, "https://bot.example.org/telegram", "s", ack_timeout_ms=ACK_MS)

@@ -20,10 +20,23 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from cluster_support import (MARKER, Pusher, Replica, RoundRobinProxy, by_pid, close_all,
-                             delivery_report, free_port, leader_pid, marked_commands, metric,
-                             replies_per_marker, start_replicas, stream_settled,
-                             wait_answered)
+from cluster_support import (
+    MARKER,
+    Pusher,
+    Replica,
+    RoundRobinProxy,
+    by_pid,
+    close_all,
+    delivery_report,
+    free_port,
+    leader_pid,
+    marked_commands,
+    metric,
+    replies_per_marker,
+    start_replicas,
+    stream_settled,
+    wait_answered,
+)
 from fakes.telegram_api import FakeTelegram
 from harness import bot_env
 from test_cli import newsbot
@@ -34,15 +47,26 @@ ANSWER_TIMEOUT = 90
 
 
 def webhook_env(port: int) -> dict[str, str]:
-    return {"NEWSBOT_WEBHOOK_URL": f"http://127.0.0.1:{port}{PATH}",
-            "NEWSBOT_WEBHOOK_SECRET": SECRET}
+    return {
+        "NEWSBOT_WEBHOOK_URL": f"http://127.0.0.1:{port}{PATH}",
+        "NEWSBOT_WEBHOOK_SECRET": SECRET,
+    }
 
 
-def post(port: int, body: bytes, secret: str | None = SECRET, path: str = PATH,
-         content_type: str = "application/json") -> int:
+def post(
+    port: int,
+    body: bytes,
+    secret: str | None = SECRET,
+    path: str = PATH,
+    content_type: str = "application/json",
+) -> int:
     """POST a body to a replica's webhook path; the status it answered."""
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body,
-                                     method="POST", headers={"Content-Type": content_type})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=body,
+        method="POST",
+        headers={"Content-Type": content_type},
+    )
     if secret is not None:
         request.add_header("X-Telegram-Bot-Api-Secret-Token", secret)
     try:
@@ -55,18 +79,27 @@ def post(port: int, body: bytes, secret: str | None = SECRET, path: str = PATH,
 def message_update(update_id: int, chat_id: int, text: str) -> dict[str, object]:
     """An update as Telegram pushes it: a private text message with its command entity."""
     command = text.split(" ", 1)[0]
-    return {"update_id": update_id, "message": {
-        "message_id": update_id, "date": int(time.time()), "text": text,
-        "chat": {"id": chat_id, "type": "private", "first_name": "Alice"},
-        "from": {"id": chat_id, "is_bot": False, "first_name": "Alice"},
-        "entities": [{"type": "bot_command", "offset": 0, "length": len(command)}]}}
+    return {
+        "update_id": update_id,
+        "message": {
+            "message_id": update_id,
+            "date": int(time.time()),
+            "text": text,
+            "chat": {"id": chat_id, "type": "private", "first_name": "Alice"},
+            "from": {"id": chat_id, "is_bot": False, "first_name": "Alice"},
+            "entities": [{"type": "bot_command", "offset": 0, "length": len(command)}],
+        },
+    }
 
 
 def call_api(telegram, method: str, **params: object) -> dict[str, object]:
     """Call the fake Bot API as a client would; the decoded answer, errors included."""
     request = urllib.request.Request(
-        f"{telegram.url}/bot{telegram.token}/{method}", data=json.dumps(params).encode(),
-        method="POST", headers={"Content-Type": "application/json"})
+        f"{telegram.url}/bot{telegram.token}/{method}",
+        data=json.dumps(params).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             answer: dict[str, object] = json.load(response)
@@ -117,7 +150,8 @@ def stream_ids(client: redis.Redis) -> list[int]:
 
 @pytest.mark.cluster
 def test_pushes_through_a_service_reach_three_replicas_one_killed_each_answered_once(
-        telegram, redis_url, client, proxy, launched):
+    telegram, redis_url, client, proxy, launched
+):
     replicas = start_replicas(telegram, redis_url, 3, health=True, **webhook_env(proxy.port))
     launched.extend(replicas)
     proxy.backends = [replica.http_port for replica in replicas]
@@ -147,8 +181,9 @@ def test_pushes_through_a_service_reach_three_replicas_one_killed_each_answered_
     assert telegram.count("getUpdates") == 0
     for replica in replicas:
         if replica is not victim:
-            stored = metric(replica.get("/metrics")[1], "newsbot_webhook_requests_total",
-                            'outcome="stored"')
+            stored = metric(
+                replica.get("/metrics")[1], "newsbot_webhook_requests_total", 'outcome="stored"'
+            )
             assert stored and stored > 0
     assert telegram.stats()["pending_updates"] == 0
     # The killed leader's lease ran out; the next one set the webhook again.
@@ -158,34 +193,40 @@ def test_pushes_through_a_service_reach_three_replicas_one_killed_each_answered_
 
 
 def test_a_wrong_secret_is_401_and_nothing_is_handled_until_telegram_has_the_right_one(
-        telegram, redis_url, client, launched):
+    telegram, redis_url, client, launched
+):
     port = free_port()
     hooked_replica(telegram, redis_url, port, launched)
     # The bot set the webhook at the replica's own port (no proxy here).
-    wait_until(lambda: telegram.webhook_url == f"http://127.0.0.1:{port}{PATH}",
-               what="setWebhook")
+    wait_until(lambda: telegram.webhook_url == f"http://127.0.0.1:{port}{PATH}", what="setWebhook")
     body = json.dumps(message_update(900_001, 77, "/source q90001")).encode()
     assert post(port, body, secret="wrong") == 401
     assert post(port, body, secret=None) == 401
     assert post(port, body, secret=SECRET + "x") == 401
 
     # Telegram itself with a wrong secret: its pushes are refused and it says so.
-    answer = call_api(telegram, "setWebhook", url=f"http://127.0.0.1:{port}{PATH}",
-                      secret_token="not-the-secret")
+    answer = call_api(
+        telegram, "setWebhook", url=f"http://127.0.0.1:{port}{PATH}", secret_token="not-the-secret"
+    )
     assert answer["ok"] is True
     telegram.push_message(78, "/source q90002")
     wait_until(lambda: any(status == 401 for _, status in telegram.pushes), what="a 401")
-    result = newsbot("check", env={"TELEGRAM_TOKEN": telegram.token,
-                                   "TELEGRAM_API_URL": telegram.url, "REDIS_URL": redis_url,
-                                   **webhook_env(port)})
+    result = newsbot(
+        "check",
+        env={
+            "TELEGRAM_TOKEN": telegram.token,
+            "TELEGRAM_API_URL": telegram.url,
+            "REDIS_URL": redis_url,
+            **webhook_env(port),
+        },
+    )
     assert result.returncode == 0, result.stderr
     line = next(line for line in result.stdout.splitlines() if line.startswith("webhook:"))
     assert f"http://127.0.0.1:{port}{PATH}" in line and "1 updates pending" in line
     assert "last error: Wrong response from the webhook: 401 Unauthorized" in line
 
     # The right secret again: the held update goes through, the refused POSTs never did.
-    call_api(telegram, "setWebhook", url=f"http://127.0.0.1:{port}{PATH}",
-             secret_token=SECRET)
+    call_api(telegram, "setWebhook", url=f"http://127.0.0.1:{port}{PATH}", secret_token=SECRET)
     telegram.wait_for_sent(1, chat_id=78, timeout=30)
     assert stream_settled(client)
     assert telegram.sent(77) == []
@@ -193,7 +234,8 @@ def test_a_wrong_secret_is_401_and_nothing_is_handled_until_telegram_has_the_rig
 
 
 def test_a_duplicate_push_is_handled_once_and_junk_is_refused_and_stored_nowhere(
-        telegram, redis_url, client, launched):
+    telegram, redis_url, client, launched
+):
     port = free_port()
     hooked_replica(telegram, redis_url, port, launched)
     wait_until(lambda: bool(telegram.webhook_url), what="setWebhook")
@@ -223,9 +265,11 @@ def test_switching_back_to_polling_deletes_the_webhook(telegram, redis_url, laun
     hooked = hooked_replica(telegram, redis_url, free_port(), launched)
     wait_until(lambda: bool(telegram.webhook_url), what="setWebhook")
     assert call_api(telegram, "getUpdates") == {
-        "ok": False, "error_code": 409,
+        "ok": False,
+        "error_code": 409,
         "description": "Conflict: can't use getUpdates method while webhook is active; "
-                       "use deleteWebhook to delete the webhook first"}
+        "use deleteWebhook to delete the webhook first",
+    }
     assert hooked.terminate() == 0
 
     [polling] = start_replicas(telegram, redis_url, 1)
@@ -236,17 +280,27 @@ def test_switching_back_to_polling_deletes_the_webhook(telegram, redis_url, laun
     assert telegram.count("deleteWebhook") >= 1 and telegram.count("getUpdates") >= 1
 
 
-@pytest.mark.parametrize("env", [
-    {"NEWSBOT_WEBHOOK_URL": "https://bot.example.org/telegram"},
-    {"NEWSBOT_WEBHOOK_URL": "https://bot.example.org/telegram",
-     "NEWSBOT_WEBHOOK_SECRET": "has spaces and é"},
-    {"NEWSBOT_WEBHOOK_URL": "https://bot.example.org/telegram",
-     "NEWSBOT_WEBHOOK_SECRET": "x" * 257},
-    {"NEWSBOT_WEBHOOK_SECRET": "only-the-secret"},
-    {"NEWSBOT_WEBHOOK_URL": "bot.example.org/telegram", "NEWSBOT_WEBHOOK_SECRET": "abc"},
-    {"NEWSBOT_WEBHOOK_URL": "https://bot.example.org/telegram",
-     "NEWSBOT_WEBHOOK_SECRET": "abc", "NEWSBOT_HTTP_PORT": "0"},
-])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"NEWSBOT_WEBHOOK_URL": "https://bot.example.org/telegram"},
+        {
+            "NEWSBOT_WEBHOOK_URL": "https://bot.example.org/telegram",
+            "NEWSBOT_WEBHOOK_SECRET": "has spaces and é",
+        },
+        {
+            "NEWSBOT_WEBHOOK_URL": "https://bot.example.org/telegram",
+            "NEWSBOT_WEBHOOK_SECRET": "x" * 257,
+        },
+        {"NEWSBOT_WEBHOOK_SECRET": "only-the-secret"},
+        {"NEWSBOT_WEBHOOK_URL": "bot.example.org/telegram", "NEWSBOT_WEBHOOK_SECRET": "abc"},
+        {
+            "NEWSBOT_WEBHOOK_URL": "https://bot.example.org/telegram",
+            "NEWSBOT_WEBHOOK_SECRET": "abc",
+            "NEWSBOT_HTTP_PORT": "0",
+        },
+    ],
+)
 def test_a_webhook_without_a_usable_secret_stops_the_bot_with_one_line(env):
     result = newsbot("run", env={"TELEGRAM_TOKEN": "123:abc", **env})
     assert result.returncode == 2, result.stderr
@@ -296,8 +350,9 @@ def test_the_fake_pushes_with_the_secret_and_retries_a_5xx_and_a_timeout() -> No
             assert call_api(fake, "setWebhook", url=url, secret_token="abc")["ok"] is True
             wait_until(lambda: fake.pending_updates == 0, what="the update delivered")
             assert [status for _, status in fake.pushes] == [500, 0, 200]
-            assert [(secret, body["update_id"]) for secret, body in receiver.bodies] == \
-                [("abc", update_id)] * 3
+            assert [(secret, body["update_id"]) for secret, body in receiver.bodies] == [
+                ("abc", update_id)
+            ] * 3
             info = call_api(fake, "getWebhookInfo")["result"]
             assert info["url"] == url and info["pending_update_count"] == 0
             assert info["last_error_message"] == "Connection timed out"

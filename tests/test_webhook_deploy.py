@@ -29,8 +29,12 @@ KUBERNETES_VERSIONS = ["1.31.0", "1.33.0", "1.37.0"]
 
 
 def _objects() -> list[dict[str, Any]]:
-    return [doc for path in sorted(SETUP.glob("*.yaml"))
-            for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+    return [
+        doc
+        for path in sorted(SETUP.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+        if doc
+    ]
 
 
 def _one(kind: str, name: str) -> dict[str, Any]:
@@ -42,9 +46,14 @@ def _one(kind: str, name: str) -> dict[str, Any]:
 def test_the_webhook_setup_validates_strictly(version: str) -> None:
     tool = find_tool("kubernetes-validate", "kubernetes-validate")
     files = [str(path.relative_to(ROOT)) for path in sorted(SETUP.glob("*.yaml"))]
-    result = subprocess.run([tool, "--strict", "--kubernetes-version", version, *files],
-                            cwd=ROOT, capture_output=True, text=True, timeout=90,
-                            env={**os.environ, "NO_COLOR": "1"})
+    result = subprocess.run(
+        [tool, "--strict", "--kubernetes-version", version, *files],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
     assert result.returncode == 0 and result.stderr == "", result.stdout + result.stderr
     assert len(result.stdout.splitlines()) == len(_objects())
 
@@ -53,12 +62,18 @@ def test_the_deployment_is_k8s_s_with_the_webhook_variables_only() -> None:
     mine = _one("Deployment", "newsbot")
     base = yaml.safe_load((ROOT / "k8s" / "30-newsbot-deployment.yaml").read_text())
     container = mine["spec"]["template"]["spec"]["containers"][0]
-    assert container["envFrom"] == [{"configMapRef": {"name": "newsbot-config"}},
-                                    {"configMapRef": {"name": "newsbot-webhook"}}]
-    assert container["env"][1:] == [{
-        "name": "NEWSBOT_WEBHOOK_SECRET",
-        "valueFrom": {"secretKeyRef": {"name": "newsbot-webhook",
-                                       "key": "NEWSBOT_WEBHOOK_SECRET"}}}]
+    assert container["envFrom"] == [
+        {"configMapRef": {"name": "newsbot-config"}},
+        {"configMapRef": {"name": "newsbot-webhook"}},
+    ]
+    assert container["env"][1:] == [
+        {
+            "name": "NEWSBOT_WEBHOOK_SECRET",
+            "valueFrom": {
+                "secretKeyRef": {"name": "newsbot-webhook", "key": "NEWSBOT_WEBHOOK_SECRET"}
+            },
+        }
+    ]
     base_container = base["spec"]["template"]["spec"]["containers"][0]
     container["envFrom"], container["env"] = base_container["envFrom"], base_container["env"]
     assert mine == base
@@ -71,14 +86,19 @@ def test_the_ingress_takes_the_webhook_path_only_over_tls() -> None:
     [rule] = ingress["rules"]
     assert rule["host"] == urlsplit(url).hostname
     assert ingress["tls"] == [{"hosts": [rule["host"]], "secretName": "newsbot-webhook-tls"}]
-    assert rule["http"]["paths"] == [{
-        "path": webhook_path(url), "pathType": "Exact",
-        "backend": {"service": {"name": "newsbot-webhook", "port": {"name": "http"}}}}]
+    assert rule["http"]["paths"] == [
+        {
+            "path": webhook_path(url),
+            "pathType": "Exact",
+            "backend": {"service": {"name": "newsbot-webhook", "port": {"name": "http"}}},
+        }
+    ]
     service = _one("Service", "newsbot-webhook")["spec"]
     pod_labels = _one("Deployment", "newsbot")["spec"]["template"]["metadata"]["labels"]
     assert service["selector"].items() <= pod_labels.items()
-    assert service["ports"] == [{"name": "http", "port": 8080, "targetPort": "http",
-                                 "protocol": "TCP"}]
+    assert service["ports"] == [
+        {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}
+    ]
 
 
 def test_the_ingress_controller_may_reach_the_bot_s_port() -> None:
@@ -90,7 +110,8 @@ def test_the_ingress_controller_may_reach_the_bot_s_port() -> None:
     assert rule["ports"] == [{"protocol": "TCP", "port": 8080}]
     [source] = rule["from"]
     assert source["namespaceSelector"]["matchLabels"] == {
-        "kubernetes.io/metadata.name": "ingress-nginx"}
+        "kubernetes.io/metadata.name": "ingress-nginx"
+    }
 
 
 def test_no_secret_is_committed() -> None:

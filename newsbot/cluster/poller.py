@@ -76,7 +76,9 @@ end
 # KEYS: stream, offset. ARGV: maxlen, the chat-last key prefix and its TTL, then
 # (update_id, chat_id, json) triples. Updates below the offset are skipped: appended
 # already by a poll whose offset move another poll did not see.
-_APPEND = _APPEND_ONE + """
+_APPEND = (
+    _APPEND_ONE
+    + """
 local offset = tonumber(redis.call('GET', KEYS[2]) or '0')
 local next_offset = offset
 for i = 4, #ARGV, 3 do
@@ -89,17 +91,21 @@ end
 redis.call('SET', KEYS[2], next_offset)
 return next_offset
 """
+)
 
 # KEYS: stream, the update's seen mark. ARGV: maxlen, the chat-last key prefix and its
 # TTL, update_id, chat_id, json, the mark's TTL. 1 if appended, 0 if the mark was there:
 # pushed updates come in any order and again on retries, so no offset can tell.
-APPEND_PUSHED = _APPEND_ONE + """
+APPEND_PUSHED = (
+    _APPEND_ONE
+    + """
 if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[7]) then
     return 0
 end
 append_one(ARGV[4], ARGV[5], ARGV[6])
 return 1
 """
+)
 
 
 class Poller:
@@ -114,12 +120,20 @@ class Poller:
     (Telegram answers getUpdates 409 while one is set).
     """
 
-    def __init__(self, bot: Bot, redis: aioredis.Redis, owner: str, *,
-                 request: BaseRequest | None = None, poll_timeout: int = POLL_TIMEOUT,
-                 lease_ttl_ms: int = keys.LEADER_TTL_MS,
-                 error_backoff: float = ERROR_BACKOFF, webhook_url: str | None = None,
-                 webhook_secret: str | None = None,
-                 ack_timeout_ms: int = keys.REPLICA_ACK_TIMEOUT_MS) -> None:
+    def __init__(
+        self,
+        bot: Bot,
+        redis: aioredis.Redis,
+        owner: str,
+        *,
+        request: BaseRequest | None = None,
+        poll_timeout: int = POLL_TIMEOUT,
+        lease_ttl_ms: int = keys.LEADER_TTL_MS,
+        error_backoff: float = ERROR_BACKOFF,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+        ack_timeout_ms: int = keys.REPLICA_ACK_TIMEOUT_MS,
+    ) -> None:
         if webhook_url is not None and not webhook_secret:
             raise ValueError("a webhook needs its secret")
         self.bot = bot
@@ -201,19 +215,25 @@ class Poller:
             logger.info("no webhook configured: deleted any webhook, polling")
             return
         assert self.webhook_secret is not None
-        parameters = {"url": self.webhook_url, "secret_token": self.webhook_secret,
-                      "allowed_updates": json.dumps(Update.ALL_TYPES),
-                      "max_connections": str(WEBHOOK_MAX_CONNECTIONS)}
+        parameters = {
+            "url": self.webhook_url,
+            "secret_token": self.webhook_secret,
+            "allowed_updates": json.dumps(Update.ALL_TYPES),
+            "max_connections": str(WEBHOOK_MAX_CONNECTIONS),
+        }
         # The query string, like getUpdates: the URL already holds the token and is
         # never logged.
         await self.request.post(
-            f"{self.bot.base_url}/setWebhook?{urllib.parse.urlencode(parameters)}")
+            f"{self.bot.base_url}/setWebhook?{urllib.parse.urlencode(parameters)}"
+        )
         logger.info("webhook set; Telegram pushes updates, nobody polls")
 
     async def get_updates(self, offset: int | None) -> list[dict[str, Any]]:
         """Long-poll Telegram once; the updates as the Bot API sent them (JSON objects)."""
-        parameters = {"timeout": str(self.poll_timeout),
-                      "allowed_updates": json.dumps(Update.ALL_TYPES)}
+        parameters = {
+            "timeout": str(self.poll_timeout),
+            "allowed_updates": json.dumps(Update.ALL_TYPES),
+        }
         if offset is not None:
             parameters["offset"] = str(offset)
         # BaseRequest.post is python-telegram-bot's seam below Bot: it maps error answers
@@ -221,7 +241,8 @@ class Poller:
         # result unparsed. The Bot API takes parameters in the query string too.
         result = await self.request.post(
             f"{self.bot.base_url}/getUpdates?{urllib.parse.urlencode(parameters)}",
-            read_timeout=self.poll_timeout + 3)
+            read_timeout=self.poll_timeout + 3,
+        )
         if not isinstance(result, list):
             raise TelegramError(f"getUpdates answered {type(result).__name__}, not a list")
         # As Bot.get_updates would at DEBUG, without the URL (it holds the token).
@@ -245,8 +266,7 @@ class Poller:
             # before the next getUpdates confirms these updates to Telegram, so that a
             # failover to the replica cannot lose them.
             async with self.redis.client() as connection:
-                await self._append(keys=[keys.UPDATES, keys.OFFSET], args=args,
-                                   client=connection)
+                await self._append(keys=[keys.UPDATES, keys.OFFSET], args=args, client=connection)
                 await wait_for_replicas(connection, self.ack_timeout_ms)
 
     async def step_down(self) -> None:
@@ -260,8 +280,9 @@ class Poller:
 
     def _set_leader(self, leader: bool) -> None:
         if leader != self.is_leader and self.webhook_url is not None:
-            logger.info("this replica %s the webhook's leader",
-                        "is now" if leader else "stopped being")
+            logger.info(
+                "this replica %s the webhook's leader", "is now" if leader else "stopped being"
+            )
         elif leader != self.is_leader:
             logger.info("this replica %s polling Telegram", "is now" if leader else "stopped")
         self.is_leader = leader
