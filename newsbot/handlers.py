@@ -20,7 +20,7 @@ from telegram.error import BadRequest, Forbidden, NetworkError
 from telegram.ext import (Application, ApplicationHandlerStop, ChatMemberHandler,
                           CommandHandler, ContextTypes, MessageHandler, TypeHandler, filters)
 
-from newsbot import filters as rules, opml, render, schedule
+from newsbot import alerts, filters as rules, opml, render, schedule
 from newsbot import quiet as quiet_hours
 from newsbot.cluster.ratelimit import SendDeferred
 from newsbot.config import Settings
@@ -55,6 +55,7 @@ HELP = """<b>Newsbot</b> brings you the news you choose: subreddits and RSS/Atom
 /subscribe <i>08:00</i> – a digest every day at 08:00 your time (<i>mon 08:00</i>: weekly)
 /unsubscribe – stop the digest
 /filter <i>python rust -"game dev"</i> – keep or drop items (<i>*</i>: every source)
+/alert <i>r/python</i> – each new item as it appears; /alert lists; /alert off <i>r/python</i>
 /export – your sources as an OPML file; send me an .opml file to import one
 /tz <i>Europe/Berlin</i> – your time zone (default UTC)
 /quiet <i>22:00-07:00</i> – hold digests at night, sent as one message when it ends; /quiet off
@@ -94,7 +95,7 @@ class Handlers:
             "fetch": self.fetch, "subscribe": self.subscribe,
             "unsubscribe": self.unsubscribe, "stop": self.stop,
             "filter": self.filter, "export": self.export, "import": self.import_,
-            "tz": self.tz, "quiet": self.quiet,
+            "tz": self.tz, "quiet": self.quiet, "alert": self.alert,
         }
         self.commands = frozenset(commands)
         for name, callback in commands.items():
@@ -195,11 +196,14 @@ class Handlers:
             await self.reply(update, context, _list_reply(await self.store.get_sources(chat_id)))
             return
         sources, refused = parse_sources(text)
-        if len(sources) > self.settings.max_sources:
+        # Alerts on other sources count toward the limit too.
+        extra = await alerts.alert_only_count(self.store, chat_id, [s.key for s in sources])
+        if len(sources) + extra > self.settings.max_sources:
             # Counted before any lookup: a list of dead host names must not hold the
             # shared resolver threads only to be refused for its length.
             refused.append(("", f"at most {self.settings.max_sources} sources, "
-                                f"you gave {len(sources)}"))
+                                f"you gave {len(sources)}"
+                                + (f" and have {extra} alerts" if extra else "")))
             sources = []
         sources, more_refused = await self.guard_sources(sources)
         refused += more_refused
@@ -222,7 +226,9 @@ class Handlers:
         new, refused = parse_sources(text)
         known = {source.key for source in current}
         new = [source for source in new if source.key not in known]
-        if len(current) + len(new) > self.settings.max_sources:
+        extra = await alerts.alert_only_count(self.store, chat_id,
+                                              [s.key for s in current + new])
+        if len(current) + len(new) + extra > self.settings.max_sources:
             refused.append(("", f"at most {self.settings.max_sources} sources; "
                                 f"you have {len(current)}"))
             new = []
@@ -347,6 +353,15 @@ class Handlers:
         await self.reply(update, context, f"Filters on {render.escape(name)} are now: "
                          f"<code>{render.escape(rules.render_rules(new))}</code>\n"
                          + _explain(new))
+
+    async def alert(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/alert [off] SOURCE...: watch sources for new items; without arguments, list."""
+        message = update.effective_message
+        thread_id = message.message_thread_id if message is not None else None
+        head, refused = await alerts.alert_command(
+            self.settings, self.store, self.news, self.guard_sources, _chat_id(update),
+            thread_id, _argument(update))
+        await self.reply(update, context, _with_refusals(head, refused))
 
     async def export(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/export: the chat's sources as an OPML file."""
