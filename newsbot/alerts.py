@@ -25,6 +25,7 @@ import hashlib
 import logging
 import math
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, cast
 
@@ -53,6 +54,10 @@ CHATS_AT_ONCE = 32
 IDLE_SECONDS = 1.0
 # The shortest window: with NEWSBOT_CACHE_TTL=0 a source is still checked only this often.
 MIN_WINDOW_SECONDS = 1.0
+# How long a delivery waits for another source's delivery to the same chat, and how
+# often it looks; past that the chat gets it next window.
+CHAT_WAIT_SECONDS = 10.0
+CHAT_POLL_SECONDS = 0.05
 # More new items of one source than this come as one message.
 COALESCE_OVER = 3
 
@@ -187,6 +192,7 @@ class Alerts:
         self.idle_seconds = idle_seconds
         self.claim_seconds = claim_seconds
         self.every = window(news.settings.cache_ttl)
+        self.owner = uuid.uuid4().hex
         self._in_hand: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -284,7 +290,24 @@ class Alerts:
 
     async def deliver(self, chat_id: int, digest: str, block: SourceNews,
                       now: float | None = None) -> None:
-        """Send (or hold) one chat's new items of a source, then record them as known."""
+        """Send (or hold) one chat's new items of a source, then record them as known.
+
+        One delivery to a chat at a time, across sources and replicas: the seen history
+        read and written around the send is the chat's, not the source's.
+        """
+        deadline = time.monotonic() + CHAT_WAIT_SECONDS
+        while not await self.store.lock_alert_chat(chat_id, self.owner):
+            if time.monotonic() > deadline:
+                logger.info("alert for chat %s waits for the next window", chat_id)
+                return
+            await asyncio.sleep(CHAT_POLL_SECONDS)
+        try:
+            await self._deliver(chat_id, digest, block, now)
+        finally:
+            await self.store.unlock_alert_chat(chat_id, self.owner)
+
+    async def _deliver(self, chat_id: int, digest: str, block: SourceNews,
+                       now: float | None) -> None:
         watching, thread_id, known = await self.store.alert_state(chat_id, digest)
         if not watching:
             return

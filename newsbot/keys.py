@@ -166,6 +166,11 @@ ALERT_SOURCES = PREFIX + "alert-sources"
 # Sorted set: source digest -> unix time of its next check. Claimed like DUE, so one
 # replica checks a source per window; each source keeps its own offset in the window.
 ALERT_CHECKS = PREFIX + "alert-checks"
+# Per chat while one replica delivers alerts to it, so two sources' checks (on any
+# replicas) never both find an article unseen and announce it twice. Outlives a delivery
+# (a few sends); a replica that dies holding it leaves it to expire.
+ALERT_LOCK = PREFIX + "alert-lock:{chat_id}"
+ALERT_LOCK_SECONDS = 30
 # A source check claimed by a replica comes back after this long if the replica dies
 # before it rescheduled it (the deliveries it finished are recorded per chat).
 ALERT_CLAIM_SECONDS = 30
@@ -174,7 +179,8 @@ ALERT_CLAIM_SECONDS = 30
 # Every key that belongs to one chat, for Store.forget_chat (a chat that blocked the bot,
 # left or was deleted keeps nothing). A new per-chat key must be added here.
 CHAT_KEYS = (CHAT, SEEN, HELD, RATE_CHAT, RATE_GROUP, RATE_HOLD, CHAT_LAST + "{chat_id}",
-             PARTS_SENT.replace("{scope}", "digest:{chat_id}"), ALERTS, ALERT_KNOWN)
+             PARTS_SENT.replace("{scope}", "digest:{chat_id}"), ALERTS, ALERT_KNOWN,
+             ALERT_LOCK)
 
 # --- readiness -----------------------------------------------------------------------
 # Written by each readiness check: only a write shows that Redis is out of memory

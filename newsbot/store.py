@@ -744,6 +744,15 @@ class Store:
             thread, ids = None, None  # another version's: start again from what is there
         return True, thread, None if ids is None else set(ids)
 
+    async def lock_alert_chat(self, chat_id: int, owner: str) -> bool:
+        """Take the right to deliver alerts to a chat; False if another delivery has it."""
+        key = keys.ALERT_LOCK.format(chat_id=chat_id)
+        return bool(await self.redis.set(key, owner, nx=True, ex=keys.ALERT_LOCK_SECONDS))
+
+    async def unlock_alert_chat(self, chat_id: int, owner: str) -> None:
+        """Give up the right to deliver alerts to a chat, if we still hold it."""
+        await self._release(keys=[keys.ALERT_LOCK.format(chat_id=chat_id)], args=[owner])
+
     async def set_alert_known(self, chat_id: int, digest: str, item_ids: Iterable[str]
                               ) -> None:
         """Bring the chat up to these items of the source, if it still watches it."""
