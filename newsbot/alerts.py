@@ -58,6 +58,9 @@ MIN_WINDOW_SECONDS = 1.0
 # often it looks; past that the chat gets it next window.
 CHAT_WAIT_SECONDS = 10.0
 CHAT_POLL_SECONDS = 0.05
+# A check comes this long after the source's cache entry went stale, so it fetches anew
+# (checked at its slot, an entry fetched a moment after the last slot is still fresh).
+STALE_MARGIN_SECONDS = 0.05
 # More new items of one source than this come as one message.
 COALESCE_OVER = 3
 
@@ -253,10 +256,15 @@ class Alerts:
                 (block,) = await self.news.get([source], limit=MAX_ITEMS)
                 if block.error is None:
                     await self._deliver_all(digest, block, chats, now)
-            # The claim covered the work; the next check keeps the source's offset.
+            # The next check at the source's offset in the window, but not before its
+            # cache entry is stale: then each check makes the window's one fetch.
             after = time.time() if now is None else now
-            await self.store.reschedule_alert_check(digest,
-                                                    next_check(after, self.every, digest))
+            due = next_check(after, self.every, digest)
+            cached = await self.store.get_cached(digest)
+            if cached is not None and cached.error is None:
+                due = max(due, cached.fetched_at + self.news.settings.cache_ttl
+                          + STALE_MARGIN_SECONDS)
+            await self.store.reschedule_alert_check(digest, due)
         except Exception:
             # Not rescheduled: the claim runs out and the source is checked again.
             logger.exception("checking alert source %s failed", digest[:8])
