@@ -444,7 +444,9 @@ class Handlers:
                 continue
             known.add(source.key)
             candidates.append(source)
-        room = max(0, self.settings.max_sources - len(current))
+        extra = await alerts.alert_only_count(self.store, chat_id,
+                                              [s.key for s in current + candidates])
+        room = max(0, self.settings.max_sources - len(current) - extra)
         refused += [(source.label, f"over the limit of {self.settings.max_sources} sources")
                     for source in candidates[room:]]
         # Only as many as fit are looked up: a file of a thousand dead hosts must not
