@@ -120,6 +120,14 @@ redis.call('HDEL', KEYS[3], ARGV[1])
 return 1
 """
 
+# Drop a chat from a source's watchers unless it watches it again by now (/alert off,
+# then /alert, while a check looked). KEYS: the chat's alerts hash, the watchers set.
+# ARGV: digest, chat id.
+_FORGET_WATCHER = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+return redis.call('SREM', KEYS[2], ARGV[2])
+"""
+
 # Release a lock only if we still hold it.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -269,6 +277,7 @@ class Store:
         self._release = redis.register_script(_RELEASE)
         self._release_held = redis.register_script(_RELEASE_HELD)
         self._drop_alert_source = redis.register_script(_DROP_ALERT_SOURCE)
+        self._forget_watcher = redis.register_script(_FORGET_WATCHER)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -735,7 +744,9 @@ class Store:
             pipe.hget(keys.ALERT_KNOWN.format(chat_id=chat_id), digest)
             alert, known = await pipe.execute()
         if alert is None:
-            await self.redis.srem(keys.ALERT_WATCHERS.format(digest=digest), chat_id)
+            await self._forget_watcher(keys=[keys.ALERTS.format(chat_id=chat_id),
+                                             keys.ALERT_WATCHERS.format(digest=digest)],
+                                       args=[digest, chat_id])
             return False, None, None
         try:
             thread = json.loads(alert).get("thread")
