@@ -64,11 +64,11 @@ STALE_MARGIN_SECONDS = 0.05
 # More new items of one source than this come as one message.
 COALESCE_OVER = 3
 
-GuardSources = Callable[[Sequence[Source]],
-                        Awaitable[tuple[list[Source], list[tuple[str, str]]]]]
+GuardSources = Callable[[Sequence[Source]], Awaitable[tuple[list[Source], list[tuple[str, str]]]]]
 
 
 # --- pure parts ----------------------------------------------------------------------
+
 
 def window(cache_ttl: float) -> float:
     """How often a watched source is checked."""
@@ -94,10 +94,12 @@ def new_items(items: Sequence[Item], known: set[str]) -> list[Item]:
 def render_alerts(source: Source, items: Sequence[Item]) -> list[str]:
     """One message per item; more than COALESCE_OVER come as one message."""
     if len(items) > COALESCE_OVER:
-        return render.render_news([SourceNews(source, tuple(items))],
-                                  heading=f"{len(items)} new items")
-    return [message for item in items
-            for message in render.render_news([SourceNews(source, (item,))])]
+        return render.render_news(
+            [SourceNews(source, tuple(items))], heading=f"{len(items)} new items"
+        )
+    return [
+        message for item in items for message in render.render_news([SourceNews(source, (item,))])
+    ]
 
 
 def alert_scope(chat_id: int, digest: str, known: set[str]) -> str:
@@ -108,15 +110,22 @@ def alert_scope(chat_id: int, digest: str, known: set[str]) -> str:
 
 # --- the command ---------------------------------------------------------------------
 
+
 async def alert_only_count(store: Store, chat_id: int, source_keys: Sequence[str]) -> int:
     """How many of the chat's alert sources are not among ``source_keys`` (the limit)."""
     alerts = await store.get_alerts(chat_id)
     return len({source.key for source, _ in alerts.values()} - set(source_keys))
 
 
-async def alert_command(settings: Settings, store: Store, news: News,
-                        guard_sources: GuardSources, chat_id: int, thread_id: int | None,
-                        text: str) -> tuple[str, list[tuple[str, str]]]:
+async def alert_command(
+    settings: Settings,
+    store: Store,
+    news: News,
+    guard_sources: GuardSources,
+    chat_id: int,
+    thread_id: int | None,
+    text: str,
+) -> tuple[str, list[tuple[str, str]]]:
     """Answer /alert [off] SOURCE...: the reply's head and the refused words."""
     alerts = await store.get_alerts(chat_id)
     words = text.split(maxsplit=1)
@@ -125,21 +134,30 @@ async def alert_command(settings: Settings, store: Store, news: News,
     if words[0].lower() == "off":
         gone, refused = parse_sources(words[1] if len(words) > 1 else "")
         digests = [source_digest(source) for source in gone]
-        refused += [(source.label, "no alert on it") for source, digest in zip(gone, digests)
-                    if digest not in alerts]
+        refused += [
+            (source.label, "no alert on it")
+            for source, digest in zip(gone, digests, strict=False)
+            if digest not in alerts
+        ]
         await store.remove_alerts(chat_id, [d for d in digests if d in alerts])
         for digest in digests:
             alerts.pop(digest, None)
         return _listing(alerts), refused
     sources, refused = parse_sources(text)
-    sources = [s for s in dict((s.key, s) for s in sources).values()
-               if source_digest(s) not in alerts]
+    sources = [
+        s for s in dict((s.key, s) for s in sources).values() if source_digest(s) not in alerts
+    ]
     watched = {source.key for source in await store.get_sources(chat_id)}
     watched |= {source.key for source, _ in alerts.values()}
     total = len(watched | {source.key for source in sources})
     if total > settings.max_sources:
-        refused.append(("", f"at most {settings.max_sources} sources and alerts together; "
-                            f"you have {len(watched)}"))
+        refused.append(
+            (
+                "",
+                f"at most {settings.max_sources} sources and alerts together; "
+                f"you have {len(watched)}",
+            )
+        )
         sources = []
     sources, more_refused = await guard_sources(sources)
     refused += more_refused
@@ -149,11 +167,17 @@ async def alert_command(settings: Settings, store: Store, news: News,
     digests = [source_digest(source) for source in sources]
     known: dict[str, list[str] | None] = {
         digest: None if block.error is not None else [item.id for item in block.items]
-        for digest, block in zip(digests, now_there)}
+        for digest, block in zip(digests, now_there, strict=False)
+    }
     now = time.time()
-    await store.add_alerts(chat_id, list(zip(digests, sources)), thread_id, known,
-                           {digest: next_check(now, every, digest) for digest in digests})
-    for digest, source in zip(digests, sources):
+    await store.add_alerts(
+        chat_id,
+        list(zip(digests, sources, strict=False)),
+        thread_id,
+        known,
+        {digest: next_check(now, every, digest) for digest in digests},
+    )
+    for digest, source in zip(digests, sources, strict=False):
         alerts[digest] = (source, thread_id)
     head = _listing(alerts)
     if sources:
@@ -169,6 +193,7 @@ def _listing(alerts: dict[str, tuple[Source, int | None]]) -> str:
 
 # --- the watcher ---------------------------------------------------------------------
 
+
 class _InTopic:
     """A bot that sends into one forum topic (the one /alert was sent in)."""
 
@@ -177,16 +202,25 @@ class _InTopic:
         self.thread_id = thread_id
 
     async def send_message(self, chat_id: int, text: str, **kwargs: Any) -> Any:
-        return await self.bot.send_message(chat_id, text, message_thread_id=self.thread_id,
-                                           **kwargs)
+        return await self.bot.send_message(
+            chat_id, text, message_thread_id=self.thread_id, **kwargs
+        )
 
 
 class Alerts:
     """Checks watched sources and sends what is new; timings are parameters for tests."""
 
-    def __init__(self, store: Store, news: News, bot: Bot, *, slots: int = ALERT_SLOTS,
-                 chats_at_once: int = CHATS_AT_ONCE, idle_seconds: float = IDLE_SECONDS,
-                 claim_seconds: float = keys.ALERT_CLAIM_SECONDS) -> None:
+    def __init__(
+        self,
+        store: Store,
+        news: News,
+        bot: Bot,
+        *,
+        slots: int = ALERT_SLOTS,
+        chats_at_once: int = CHATS_AT_ONCE,
+        idle_seconds: float = IDLE_SECONDS,
+        claim_seconds: float = keys.ALERT_CLAIM_SECONDS,
+    ) -> None:
         self.store = store
         self.news = news
         self.bot = bot
@@ -205,8 +239,9 @@ class Alerts:
             while not stop.is_set():
                 await self._fill()
                 if len(self._in_hand) >= self.slots:
-                    await asyncio.wait({*self._in_hand, stopping},
-                                       return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        {*self._in_hand, stopping}, return_when=asyncio.FIRST_COMPLETED
+                    )
                 else:
                     await asyncio.wait([stopping], timeout=self.idle_seconds)
             if self._in_hand:
@@ -262,15 +297,17 @@ class Alerts:
             due = next_check(after, self.every, digest)
             cached = await self.store.get_cached(digest)
             if cached is not None and cached.error is None:
-                due = max(due, cached.fetched_at + self.news.settings.cache_ttl
-                          + STALE_MARGIN_SECONDS)
+                due = max(
+                    due, cached.fetched_at + self.news.settings.cache_ttl + STALE_MARGIN_SECONDS
+                )
             await self.store.reschedule_alert_check(digest, due)
         except Exception:
             # Not rescheduled: the claim runs out and the source is checked again.
             logger.exception("checking alert source %s failed", digest[:8])
 
-    async def _deliver_all(self, digest: str, block: SourceNews, chats: Sequence[int],
-                           now: float | None) -> None:
+    async def _deliver_all(
+        self, digest: str, block: SourceNews, chats: Sequence[int], now: float | None
+    ) -> None:
         queue: asyncio.Queue[int] = asyncio.Queue()
         for chat_id in chats:
             queue.put_nowait(chat_id)
@@ -292,12 +329,14 @@ class Alerts:
                     # would deliver to the same chats at once.
                     touched[0] = time.monotonic()
                     await self.store.reschedule_alert_check(
-                        digest, time.time() + self.claim_seconds)
+                        digest, time.time() + self.claim_seconds
+                    )
 
         await asyncio.gather(*(worker() for _ in range(min(self.chats_at_once, len(chats)))))
 
-    async def deliver(self, chat_id: int, digest: str, block: SourceNews,
-                      now: float | None = None) -> None:
+    async def deliver(
+        self, chat_id: int, digest: str, block: SourceNews, now: float | None = None
+    ) -> None:
         """Send (or hold) one chat's new items of a source, then record them as known.
 
         One delivery to a chat at a time, across sources and replicas: the seen history
@@ -314,8 +353,9 @@ class Alerts:
         finally:
             await self.store.unlock_alert_chat(chat_id, self.owner)
 
-    async def _deliver(self, chat_id: int, digest: str, block: SourceNews,
-                       now: float | None) -> None:
+    async def _deliver(
+        self, chat_id: int, digest: str, block: SourceNews, now: float | None
+    ) -> None:
         watching, thread_id, known = await self.store.alert_state(chat_id, digest)
         if not watching:
             return
@@ -328,8 +368,11 @@ class Alerts:
         if not fresh:
             return
         if not await self.store.is_stopped(chat_id):
-            (shown,) = filters.apply([SourceNews(block.source, tuple(fresh))],
-                                     await self.store.get_filters(chat_id), len(fresh))
+            (shown,) = filters.apply(
+                [SourceNews(block.source, tuple(fresh))],
+                await self.store.get_filters(chat_id),
+                len(fresh),
+            )
             article = {item.id: item_key(block.source, item) for item in shown.items}
             unseen = await self.store.unseen(chat_id, list(article.values()))
             items = [item for item in shown.items if article[item.id] in unseen]
@@ -337,10 +380,16 @@ class Alerts:
                 messages = render_alerts(block.source, items)
                 held = await hold_if_quiet(self.store, chat_id, messages, now)
                 if not held:
-                    bot = self.bot if thread_id is None else cast(
-                        Bot, _InTopic(self.bot, thread_id))
-                    if not await send_messages(bot, self.store, chat_id, messages,
-                                               scope=alert_scope(chat_id, digest, known)):
+                    bot = (
+                        self.bot if thread_id is None else cast(Bot, _InTopic(self.bot, thread_id))
+                    )
+                    if not await send_messages(
+                        bot,
+                        self.store,
+                        chat_id,
+                        messages,
+                        scope=alert_scope(chat_id, digest, known),
+                    ):
                         return  # the chat is gone, its alerts with it
                 await self.store.mark_seen(chat_id, [article[item.id] for item in items])
         # Stopped chats too: silence means what came meanwhile is not sent after /start.

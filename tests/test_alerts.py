@@ -24,10 +24,14 @@ def rss(titles: list[str]) -> str:
     """A feed, newest first; each title's first word names its item."""
     entries = "".join(
         f"<item><title>{title}</title><link>https://example.org/a/{title.split()[0]}</link>"
-        f"<guid>a-{title.split()[0]}</guid></item>" for title in titles)
-    return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
-            f"<link>https://example.org/</link><description>d</description>{entries}"
-            f"</channel></rss>")
+        f"<guid>a-{title.split()[0]}</guid></item>"
+        for title in titles
+    )
+    return (
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
+        f"<link>https://example.org/</link><description>d</description>{entries}"
+        f"</channel></rss>"
+    )
 
 
 def env_for(telegram, redis_url, news, **overrides: str) -> dict[str, str]:
@@ -52,7 +56,8 @@ async def test_alert_sends_only_what_appears_later_each_item_once(telegram, news
     news.set_route("/a.xml", body=rss(["Old1 story", "Old2 story"]))
     async with running_bot(env_for(telegram, redis_url, news)):
         assert await say(telegram, "/alert") == (
-            "No alerts. For example: /alert r/python sends each new post as it appears.")
+            "No alerts. For example: /alert r/python sends each new post as it appears."
+        )
         reply = await say(telegram, f"/alert {news.url}/a.xml")
         assert reply.startswith(f"Alerts on:\n• {news.url}/a.xml")
         assert "New items come here as they appear." in reply
@@ -60,8 +65,9 @@ async def test_alert_sends_only_what_appears_later_each_item_once(telegram, news
         news.set_route("/a.xml", body=rss(["New1 story", "Old1 story", "Old2 story"]))
         (first,) = await next_messages(telegram, 1)
         assert "New1 story" in first and "Old" not in first
-        news.set_route("/a.xml", body=rss(["New2 story", "New3 story", "New1 story",
-                                           "Old1 story"]))
+        news.set_route(
+            "/a.xml", body=rss(["New2 story", "New3 story", "New1 story", "Old1 story"])
+        )
         second, third = await next_messages(telegram, 2)
         # Oldest first, each its own message.
         assert "New3 story" in second and "New2 story" in third
@@ -110,7 +116,8 @@ async def test_alert_off_stops_and_other_chats_go_on(telegram, news, redis_url):
         await say(telegram, f"/alert {feed}")
         await say(telegram, f"/alert {feed}", chat_id=OTHER)
         assert await say(telegram, f"/alert off {feed}") == (
-            "No alerts. For example: /alert r/python sends each new post as it appears.")
+            "No alerts. For example: /alert r/python sends each new post as it appears."
+        )
         mine = len(telegram.sent(CHAT))
         news.set_route("/a.xml", body=rss(["New1 story", "Old1 story"]))
         (theirs,) = await next_messages(telegram, 1, chat_id=OTHER)
@@ -163,11 +170,11 @@ async def test_sources_and_alerts_count_together_toward_the_limit(telegram, news
         assert "No alerts" in reply
         # A source in both lists counts once.
         assert (await say(telegram, "/alert python rust")).startswith(
-            "Alerts on:\n• python\n• rust")
+            "Alerts on:\n• python\n• rust"
+        )
         assert "At most 3 sources" in await say(telegram, "/add haskell")
         assert "At most 3 sources" in await say(telegram, "/source aaa bbb ccc")
-        assert (await say(telegram, "/source python golang")).startswith(
-            "Your sources are now:")
+        assert (await say(telegram, "/source python golang")).startswith("Your sources are now:")
 
 
 @pytest.mark.parametrize("ttl", [1.0, 300.0])
@@ -177,7 +184,7 @@ def test_checks_keep_their_offset_in_the_window(ttl: float):
     # Spread over one window after now, not all at once.
     assert all(1000.0 < first <= 1000.0 + ttl for first in firsts)
     assert len(set(firsts)) == len(digests)
-    for digest, first in zip(digests, firsts):
+    for digest, first in zip(digests, firsts, strict=False):
         # The next check is exactly one window later, at the same offset.
         assert alerts.next_check(first, ttl, digest) == pytest.approx(first + ttl)
 

@@ -24,10 +24,14 @@ TTL = 2
 def rss(titles: list[str]) -> str:
     entries = "".join(
         f"<item><title>{title}</title><link>https://example.org/c/{title.split()[0]}</link>"
-        f"<guid>c-{title.split()[0]}</guid></item>" for title in titles)
-    return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
-            f"<link>https://example.org/</link><description>d</description>{entries}"
-            f"</channel></rss>")
+        f"<guid>c-{title.split()[0]}</guid></item>"
+        for title in titles
+    )
+    return (
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
+        f"<link>https://example.org/</link><description>d</description>{entries}"
+        f"</channel></rss>"
+    )
 
 
 def command_all(telegram, text: str, timeout: float = 60) -> None:
@@ -40,8 +44,11 @@ def command_all(telegram, text: str, timeout: float = 60) -> None:
 
 
 def having(telegram, title: str) -> list[int]:
-    return [chat for chat in CHATS
-            if any(title in message.displayed for message in telegram.sent(chat))]
+    return [
+        chat
+        for chat in CHATS
+        if any(title in message.displayed for message in telegram.sent(chat))
+    ]
 
 
 def wait_all_have(telegram, title: str, timeout: float) -> None:
@@ -53,19 +60,22 @@ def wait_all_have(telegram, title: str, timeout: float) -> None:
 
 def alerts_of(telegram, chat: int) -> list[str]:
     """The chat's alert messages (their item titles), in the order they came."""
-    return [message.displayed.split("• ")[-1] for message in telegram.sent(chat)
-            if "• " in message.displayed and "story" in message.displayed]
+    return [
+        message.displayed.split("• ")[-1]
+        for message in telegram.sent(chat)
+        if "• " in message.displayed and "story" in message.displayed
+    ]
 
 
 @pytest.mark.cluster
 @pytest.mark.timeout(240)
 def test_three_replicas_alert_ten_chats_once_each_with_one_fetch_a_window(
-        telegram, news, tmp_path):
+    telegram, news, tmp_path
+):
     feed = "/c.xml"
     news.set_route(feed, body=rss(["Old1 story"]))
     with RedisProcess(tmp_path) as redis:
-        replicas = start_replicas(telegram, redis.url, 3, news,
-                                  NEWSBOT_CACHE_TTL=str(TTL))
+        replicas = start_replicas(telegram, redis.url, 3, news, NEWSBOT_CACHE_TTL=str(TTL))
         try:
             command_all(telegram, f"/alert {news.url}{feed}")
             fetched, started = news.count(feed), time.monotonic()
