@@ -321,7 +321,8 @@ class Store:
             while True:
                 try:
                     await pipe.watch(chat)
-                    before = _source_keys(await pipe.hget(chat, "sources"))
+                    raw: str | None = await pipe.hget(chat, "sources")  # type: ignore[assignment]
+                    before = _source_keys(raw)
                     after = {source.key for source in sources}
                     pipe.multi()
                     pipe.hset(chat, "sources", value)
@@ -479,7 +480,8 @@ class Store:
 
     async def forget_chat(self, chat_id: int) -> None:
         """Delete everything stored for a chat that blocked the bot, left or is gone."""
-        raw = await self.redis.hget(_chat(chat_id), "sources")
+        raw: str | None = await self.redis.hget(  # type: ignore[assignment]
+            _chat(chat_id), "sources")
         async with self.redis.pipeline(transaction=True) as pipe:
             for key in _source_keys(raw):
                 pipe.srem(_source_chats(key), chat_id)
@@ -656,7 +658,7 @@ class Store:
 
     async def chats_using(self, key: str) -> list[int]:
         """The chats that have a source (by its key) among their sources."""
-        members = await self.redis.smembers(_source_chats(key))  # type: ignore[misc]
+        members = await self.redis.smembers(_source_chats(key))
         return sorted(int(member) for member in members)
 
     async def note_source_health(self, digest: str, key: str, entry: CachedNews,
@@ -706,7 +708,7 @@ class Store:
 
     async def told_of_notice(self, notice: str) -> set[int]:
         """The chats a source notice was sent to."""
-        members = await self.redis.smembers(  # type: ignore[misc]
+        members = await self.redis.smembers(
             keys.SOURCE_NOTICE_TOLD.format(notice=notice))
         return {int(member) for member in members}
 
