@@ -68,6 +68,11 @@ FETCH_LOCK_SECONDS = 30
 # Store.set_sources, forget_chat and migrate_chat. No time-to-live: it is as durable as
 # the chats' own hashes.
 SOURCE_CHATS = PREFIX + "source-chats:{digest}"
+# Set once the index was built from the chats stored before it existed (by the one
+# replica that set it first). No time-to-live: built once per Redis.
+SOURCE_CHATS_BUILT = PREFIX + "source-chats-built"
+# Chat hashes read per SCAN step while the index is built.
+SOURCE_CHATS_SCAN = 500
 # Sorted set: digest of each failing source -> unix time of its last failed fetch, for the
 # newsbot_failing_sources gauge. A source nobody asks for is no longer fetched, so its
 # entry goes once its last failure is older than FAILING_FORGET_SECONDS (past the longest

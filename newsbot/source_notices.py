@@ -43,6 +43,13 @@ class SourceNotices:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Send notices until ``stop`` is set."""
+        try:
+            built = await self.store.build_source_index()
+            if built:
+                logger.info("indexed the sources of %s chats for source notices", built)
+        except Exception:
+            # Only chats that never change their sources go untold; the loop goes on.
+            logger.exception("indexing the chats' sources failed")
         while not stop.is_set():
             try:
                 await self.run_once()
@@ -78,8 +85,11 @@ class SourceNotices:
         for chat_id in chats:
             # The index is kept in step with the chat's list; the list has the label.
             label = next((s.label for s in sources[chat_id] if s.key == key), None)
-            if label is None or await self.store.is_stopped(chat_id):
-                continue  # dropped the source meanwhile, or asked for silence
+            if label is None:
+                await self.store.unindex_chat(key, chat_id)  # the index was behind
+                continue
+            if await self.store.is_stopped(chat_id):
+                continue  # asked for silence
             if kind == source_health.DEAD:
                 zone = await self.store.get_zone(chat_id)
                 text = source_health.dead_notice(label, data.get("reason", ""),

@@ -661,6 +661,34 @@ class Store:
         members = await self.redis.smembers(_source_chats(key))
         return sorted(int(member) for member in members)
 
+    async def unindex_chat(self, key: str, chat_id: int) -> None:
+        """Take a chat out of a source's index (it no longer has the source)."""
+        await self.redis.srem(_source_chats(key), chat_id)
+
+    async def build_source_index(self) -> int:
+        """Index the chats stored before the index existed, once per Redis.
+
+        Returns how many chats were read (0: built before, by this or another replica).
+        A chat changing its sources meanwhile may leave itself indexed for a source it
+        dropped; whoever reads the index checks the chat's own list (and unindexes it).
+        """
+        if not await self.redis.set(keys.SOURCE_CHATS_BUILT, str(time.time()), nx=True):
+            return 0
+        prefix = keys.CHAT.format(chat_id="")
+        read = 0
+        async for name in self.redis.scan_iter(match=prefix + "*",
+                                               count=keys.SOURCE_CHATS_SCAN, _type="hash"):
+            chat_id = name[len(prefix):]
+            if not chat_id.lstrip("-").isdigit():
+                continue  # not a chat hash
+            raw: str | None = await self.redis.hget(name, "sources")  # type: ignore[assignment]
+            read += 1
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in _source_keys(raw):
+                    pipe.sadd(_source_chats(key), chat_id)
+                await pipe.execute()
+        return read
+
     async def note_source_health(self, digest: str, key: str, entry: CachedNews,
                                  transition: str | None, notice: str | None) -> None:
         """Count a source as failing or not, and queue its chats' notice of a transition.

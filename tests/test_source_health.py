@@ -397,3 +397,15 @@ async def test_the_index_of_chats_follows_their_sources(stores: list[Store]) -> 
     await store.forget_chat(1)
     assert await store.chats_using("r/a") == []
     assert not await store.redis.exists(keys.SOURCE_CHATS.format(digest=source_digest(a)))
+
+
+async def test_chats_stored_before_the_index_are_indexed_once(stores: list[Store]) -> None:
+    store = stores[0]
+    # As an older version stored it: the chat hash alone.
+    await store.redis.hset(keys.CHAT.format(chat_id=-1009), "sources",
+                           '[{"kind": "reddit", "key": "r/a", "label": "a"}]')
+    await store.redis.hset(keys.CHAT.format(chat_id=8), "stopped", "1")
+    built = await asyncio.gather(stores[0].build_source_index(),
+                                 stores[1].build_source_index())
+    assert sorted(built) == [0, 2]  # one replica read both chats, the other nothing
+    assert await store.chats_using("r/a") == [-1009]
