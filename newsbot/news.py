@@ -163,7 +163,10 @@ class News:
                                              (previous.failing_since if previous else None)
                                              or entry.fetched_at)
             logger.info("source %s is %s", source.key, transition)
-        await self.store.note_source_health(digest, source.key, entry, transition, notice)
+        if entry.error is not None or (previous is not None and previous.error is not None):
+            # A source that was and is fine costs no write here.
+            await self.store.note_source_health(digest, source.key, entry, transition,
+                                                notice)
         return entry
 
     def _answers(self, cached: CachedNews, asked: float) -> bool:

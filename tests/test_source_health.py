@@ -409,3 +409,32 @@ async def test_chats_stored_before_the_index_are_indexed_once(stores: list[Store
                                  stores[1].build_source_index())
     assert sorted(built) == [0, 2]  # one replica read both chats, the other nothing
     assert await store.chats_using("r/a") == [-1009]
+
+
+async def test_the_running_bot_tells_a_chat_once_of_a_dead_source_and_its_return(
+        telegram: Any, news: Any, redis_url: str) -> None:
+    fail(news, "/down.xml")
+    down = f"{news.url}/down.xml"
+    env = bot_env(telegram, redis_url, news, NEWSBOT_CACHE_TTL="1",
+                  NEWSBOT_DEAD_SOURCE_AFTER="1")
+
+    async def fetch_until(text: str) -> None:
+        # Each /fetch past the (1 s) backoff tries the source again; the notice loop
+        # looks every few seconds.
+        for _ in range(40):
+            if any(text in message.displayed for message in telegram.sent(CHAT)):
+                return
+            await say(telegram, "/fetch")
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"no message with {text!r}")
+
+    async with running_bot(env):
+        await say(telegram, f"/source {down}")
+        await fetch_until("has not answered since")
+        answer(news, "/down.xml", "Back story")
+        await fetch_until("answers again: its news")
+        shown = [message.displayed for message in telegram.sent(CHAT)]
+    assert sum("has not answered since" in text for text in shown) == 1
+    assert sum("answers again: its news" in text for text in shown) == 1
+    assert shown.index(next(t for t in shown if "answers again: its news" in t)) > \
+        shown.index(next(t for t in shown if "has not answered" in t))
