@@ -158,11 +158,11 @@ class News:
         await self.store.put_cached(digest, entry)
         notice = None
         if transition is not None:
-            notice = source_health.notice_id(digest, transition,
-                                             entry.failing_since or
-                                             (previous.failing_since if previous else None)
-                                             or entry.fetched_at)
-            logger.info("source %s is %s", source.key, transition)
+            # A transition is named by the streak it ends or makes dead: its start.
+            streak = entry if transition == source_health.DEAD else previous
+            since = (streak.failing_since if streak else None) or entry.fetched_at
+            notice = source_health.notice_id(digest, transition, since)
+            logger.info("source %s is %s (failing since %s)", source.key, transition, since)
         if entry.error is not None or (previous is not None and previous.error is not None):
             # A source that was and is fine costs no write here.
             await self.store.note_source_health(digest, source.key, entry, transition,
