@@ -29,8 +29,13 @@ from newsbot import filters, keys, metrics, redis_url
 from newsbot.config import Settings
 from newsbot.models import Item, Source
 from newsbot.quiet import QuietHours, parse_quiet
-from newsbot.schedule import (LocalSchedule, Schedule, ScheduleError, parse_local_schedule,
-                              parse_zone)
+from newsbot.schedule import (
+    LocalSchedule,
+    Schedule,
+    ScheduleError,
+    parse_local_schedule,
+    parse_zone,
+)
 
 UTC = zoneinfo.ZoneInfo("UTC")
 
@@ -172,14 +177,21 @@ def connect(settings: Settings, max_connections: int = 64) -> aioredis.Redis:
         return _sentinel_client(redis_url.parse(settings.redis_url), max_connections)
     if settings.redis_url:
         pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=max_connections, timeout=POOL_WAIT_SECONDS,
-            decode_responses=True, health_check_interval=15, socket_timeout=10,
-            socket_connect_timeout=5)
+            settings.redis_url,
+            max_connections=max_connections,
+            timeout=POOL_WAIT_SECONDS,
+            decode_responses=True,
+            health_check_interval=15,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+        )
         return aioredis.Redis.from_pool(pool)
     import fakeredis  # only needed for the embedded default
 
-    logger.info("REDIS_URL is not set: using an embedded in-process store; "
-                "state is lost when the bot stops and replicas cannot share it")
+    logger.info(
+        "REDIS_URL is not set: using an embedded in-process store; "
+        "state is lost when the bot stops and replicas cannot share it"
+    )
     return fakeredis.FakeAsyncRedis(decode_responses=True)
 
 
@@ -200,18 +212,29 @@ def _sentinel_client(url: redis_url.SentinelURL, max_connections: int) -> aiored
     server that is no longer the master is dropped, so the next command goes to the
     new one: the bot needs no restart.
     """
-    sentinel = Sentinel(
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
         list(url.sentinels),
-        sentinel_kwargs={"username": url.sentinel_username,
-                         "password": url.sentinel_password,
-                         "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
-                         "socket_connect_timeout": SENTINEL_TIMEOUT_SECONDS,
-                         "decode_responses": True})
+        sentinel_kwargs={
+            "username": url.sentinel_username,
+            "password": url.sentinel_password,
+            "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
+            "socket_connect_timeout": SENTINEL_TIMEOUT_SECONDS,
+            "decode_responses": True,
+        },
+    )
     client: aioredis.Redis = sentinel.master_for(
-        url.master, connection_pool_class=_BlockingSentinelPool,
-        max_connections=max_connections, timeout=POOL_WAIT_SECONDS, db=url.db,
-        username=url.username, password=url.password, decode_responses=True,
-        health_check_interval=15, socket_timeout=10, socket_connect_timeout=5)
+        url.master,
+        connection_pool_class=_BlockingSentinelPool,
+        max_connections=max_connections,
+        timeout=POOL_WAIT_SECONDS,
+        db=url.db,
+        username=url.username,
+        password=url.password,
+        decode_responses=True,
+        health_check_interval=15,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+    )
     return client
 
 
@@ -223,7 +246,7 @@ async def sentinel_master(redis: aioredis.Redis) -> tuple[str, int] | None:
     pool = redis.connection_pool
     if not isinstance(pool, SentinelConnectionPool):
         return None
-    host, port = await pool.get_master_address()
+    host, port = await pool.get_master_address()  # type: ignore[no-untyped-call]
     return str(host), int(port)
 
 
@@ -288,8 +311,7 @@ class Store:
             return f"Redis refuses writes: {error}"  # e.g. READONLY: a replica, not the master
         except MasterNotFoundError:
             # Before RedisError: it is a ConnectionError, but the cure differs (sentinels).
-            return "Redis Sentinel names no master (a failover under way, or no sentinel " \
-                "answers)"
+            return "Redis Sentinel names no master (a failover under way, or no sentinel answers)"
         except (RedisError, OSError):
             return "Redis does not answer"
         return None
@@ -332,8 +354,7 @@ class Store:
         except ValueError:
             return {}  # unreadable: as if the chat had none, until it sets them again
 
-    async def set_filters(self, chat_id: int,
-                          chat_rules: filters.ChatRules) -> None:
+    async def set_filters(self, chat_id: int, chat_rules: filters.ChatRules) -> None:
         """Replace the chat's filter rules (none left: the field goes)."""
         data = filters.to_json(chat_rules)
         if data:
@@ -343,8 +364,9 @@ class Store:
 
     # --- subscriptions -----------------------------------------------------------------
 
-    async def subscribe(self, chat_id: int, interval: int, first_due: float,
-                        local: LocalSchedule | None = None) -> None:
+    async def subscribe(
+        self, chat_id: int, interval: int, first_due: float, local: LocalSchedule | None = None
+    ) -> None:
         """Send the chat a digest every ``interval`` seconds, the first at ``first_due``.
 
         With ``local``, the digest follows the chat's clock instead (``interval`` is its
@@ -375,7 +397,8 @@ class Store:
     async def get_schedule(self, chat_id: int) -> Schedule | None:
         """The chat's digest schedule (an interval or a local time), None without one."""
         values: list[str | None] = await self.redis.hmget(  # type: ignore[assignment]
-            _chat(chat_id), ["interval", "schedule"])
+            _chat(chat_id), ["interval", "schedule"]
+        )
         interval, local = values
         if not interval:
             return None
@@ -389,7 +412,8 @@ class Store:
     async def get_zone(self, chat_id: int) -> zoneinfo.ZoneInfo:
         """The chat's time zone (UTC unless it set one with /tz)."""
         name: str | None = await self.redis.hget(  # type: ignore[assignment]
-            _chat(chat_id), "zone")
+            _chat(chat_id), "zone"
+        )
         return _zone(name)
 
     async def set_zone(self, chat_id: int, zone: zoneinfo.ZoneInfo) -> None:
@@ -399,7 +423,8 @@ class Store:
     async def get_quiet(self, chat_id: int) -> QuietHours | None:
         """The chat's quiet hours, None without."""
         text: str | None = await self.redis.hget(  # type: ignore[assignment]
-            _chat(chat_id), "quiet")
+            _chat(chat_id), "quiet"
+        )
         return _quiet(text)
 
     async def set_quiet(self, chat_id: int, quiet: QuietHours | None) -> None:
@@ -412,12 +437,14 @@ class Store:
     async def get_clock(self, chat_id: int) -> tuple[zoneinfo.ZoneInfo, QuietHours | None]:
         """The chat's time zone and quiet hours, read at once."""
         values: list[str | None] = await self.redis.hmget(  # type: ignore[assignment]
-            _chat(chat_id), ["zone", "quiet"])
+            _chat(chat_id), ["zone", "quiet"]
+        )
         zone, quiet = values
         return _zone(zone), _quiet(quiet)
 
-    async def claim_due(self, now: float, limit: int,
-                        hold: float = keys.DIGEST_CLAIM_SECONDS) -> list[int]:
+    async def claim_due(
+        self, now: float, limit: int, hold: float = keys.DIGEST_CLAIM_SECONDS
+    ) -> list[int]:
         """Take up to ``limit`` chats whose digest is due; no other replica gets them.
 
         A claimed chat comes back ``hold`` seconds later unless it was rescheduled.
@@ -428,7 +455,8 @@ class Store:
     async def due_before(self, until: float, limit: int) -> list[int]:
         """Up to ``limit`` chats whose digest is due before ``until`` (claimed or not)."""
         chats: list[str] = await self.redis.zrangebyscore(  # type: ignore[assignment]
-            keys.DUE, "-inf", until, start=0, num=limit)
+            keys.DUE, "-inf", until, start=0, num=limit
+        )
         return [int(chat) for chat in chats]
 
     async def sources_of(self, chat_ids: Sequence[int]) -> dict[int, list[Source]]:
@@ -437,8 +465,10 @@ class Store:
             for chat_id in chat_ids:
                 pipe.hget(_chat(chat_id), "sources")
             raws = await pipe.execute()
-        return {chat_id: [Source.from_json(data) for data in json.loads(raw)] if raw else []
-                for chat_id, raw in zip(chat_ids, raws)}
+        return {
+            chat_id: [Source.from_json(data) for data in json.loads(raw)] if raw else []
+            for chat_id, raw in zip(chat_ids, raws)
+        }
 
     async def reschedule(self, chat_id: int, due: float) -> None:
         """Set when the chat's next digest is due, if it is still subscribed."""
@@ -457,8 +487,7 @@ class Store:
             pipe.delete(*(template.format(chat_id=chat_id) for template in keys.CHAT_KEYS))
             await pipe.execute()
 
-    async def migrate_chat(self, old_id: int, new_id: int,
-                           max_sources: int | None = None) -> None:
+    async def migrate_chat(self, old_id: int, new_id: int, max_sources: int | None = None) -> None:
         """Move a group's settings to its new supergroup id, merging with what is there.
 
         A supergroup with settings of its own keeps them: the group's sources are added
@@ -479,10 +508,10 @@ class Store:
                     new_due = await pipe.zscore(keys.DUE, new_id)
                     has_seen = bool(await pipe.exists(seen_old))
                     if not old_data and old_due is None and not has_seen:
-                        await pipe.unwatch()
+                        await pipe.unwatch()  # type: ignore[no-untyped-call]
                         return
                     merged = _merge_chat(old_data, new_data, max_sources)
-                    pipe.multi()
+                    pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.delete(old)
                     if merged != new_data:
                         pipe.delete(new)
@@ -517,8 +546,9 @@ class Store:
             pipe.zadd(keys.QUIET_END, {str(chat_id): until})
             await pipe.execute()
 
-    async def claim_quiet_ends(self, now: float, limit: int,
-                               hold: float = keys.DIGEST_CLAIM_SECONDS) -> list[int]:
+    async def claim_quiet_ends(
+        self, now: float, limit: int, hold: float = keys.DIGEST_CLAIM_SECONDS
+    ) -> list[int]:
         """Take up to ``limit`` chats whose quiet hours ended with messages held.
 
         As with ``claim_due``, no other replica gets them; a claimed chat comes back
@@ -530,13 +560,15 @@ class Store:
     async def held(self, chat_id: int) -> list[str]:
         """The messages held for the chat, oldest first."""
         messages: list[str] = await self.redis.lrange(  # type: ignore[assignment]
-            keys.HELD.format(chat_id=chat_id), 0, -1)
+            keys.HELD.format(chat_id=chat_id), 0, -1
+        )
         return messages
 
     async def release_held(self, chat_id: int, count: int) -> int:
         """Forget the first ``count`` held messages (delivered); return how many are left."""
-        left = await self._release_held(keys=[keys.HELD.format(chat_id=chat_id),
-                                              keys.QUIET_END], args=[chat_id, count])
+        left = await self._release_held(
+            keys=[keys.HELD.format(chat_id=chat_id), keys.QUIET_END], args=[chat_id, count]
+        )
         return int(left)
 
     async def reschedule_held(self, chat_id: int, due: float) -> None:
@@ -561,9 +593,10 @@ class Store:
             pipe.zmscore(key, [_seen_member(item_id) for item_id in ids] + ids)
             pipe.expire(key, keys.SEEN_TTL_SECONDS)
             scores, _ = await pipe.execute()
-        hashed, raw = scores[:len(ids)], scores[len(ids):]
-        return {item_id for item_id, mine, old in zip(ids, hashed, raw)
-                if mine is None and old is None}
+        hashed, raw = scores[: len(ids)], scores[len(ids) :]
+        return {
+            item_id for item_id, mine, old in zip(ids, hashed, raw) if mine is None and old is None
+        }
 
     async def mark_seen(self, chat_id: int, item_ids: Iterable[str]) -> int:
         """Remember items as sent to this chat; return how many the history keeps.
@@ -577,8 +610,16 @@ class Store:
             return 0
         kept = await self._mark_seen(
             keys=[keys.SEEN.format(chat_id=chat_id), _chat(chat_id)],
-            args=[int(time.time() * 1000), self.items_per_source, keys.SEEN_ROUNDS,
-                  keys.SEEN_MIN, keys.SEEN_COMPACT, keys.SEEN_TTL_SECONDS, *members])
+            args=[
+                int(time.time() * 1000),
+                self.items_per_source,
+                keys.SEEN_ROUNDS,
+                keys.SEEN_MIN,
+                keys.SEEN_COMPACT,
+                keys.SEEN_TTL_SECONDS,
+                *members,
+            ],
+        )
         return int(kept)
 
     # --- fetch cache -------------------------------------------------------------------
@@ -586,7 +627,8 @@ class Store:
     async def get_cached(self, digest: str) -> CachedNews | None:
         """A source's last fetch, however old."""
         data: dict[str, str] = await self.redis.hgetall(  # type: ignore[assignment]
-            keys.FEED.format(digest=digest))
+            keys.FEED.format(digest=digest)
+        )
         return _cached(data)
 
     async def get_cached_many(self, digests: Sequence[str]) -> list[CachedNews | None]:
@@ -622,8 +664,7 @@ class Store:
     async def sent_parts(self, scope: str) -> set[str]:
         """The parts of a reply Telegram already took (see keys.PARTS_SENT)."""
         members = await self.redis.smembers(keys.PARTS_SENT.format(scope=scope))
-        return {member.decode() if isinstance(member, bytes) else member
-                for member in members}
+        return {member.decode() if isinstance(member, bytes) else member for member in members}
 
     async def mark_part_sent(self, scope: str, part: str) -> None:
         """Remember that Telegram took this part of a reply."""
@@ -679,14 +720,21 @@ def _seen_member(item_id: str) -> str:
     return hashlib.sha256(item_id.encode()).hexdigest()[:16]
 
 
-def _merge_chat(old: dict[str, str], new: dict[str, str],
-                max_sources: int | None) -> dict[str, str]:
+def _merge_chat(
+    old: dict[str, str], new: dict[str, str], max_sources: int | None
+) -> dict[str, str]:
     """The fields of a supergroup's chat hash after a group's migration into it."""
     if not new:
         return dict(old)  # the usual case: the supergroup is new to the bot
     # Fields the supergroup lacks come from the group; its own stay as they are.
-    merged = {**{name: value for name, value in old.items()
-                 if name not in ("stopped", "interval", "schedule", "sources")}, **new}
+    merged = {
+        **{
+            name: value
+            for name, value in old.items()
+            if name not in ("stopped", "interval", "schedule", "sources")
+        },
+        **new,
+    }
     sources: dict[str, dict[str, Any]] = {}
     for raw in (new.get("sources"), old.get("sources")):
         for data in json.loads(raw) if raw else []:
@@ -714,8 +762,11 @@ def _merge_filters(old: str, new: str) -> str:
     merged = dict(mine)
     count = sum(len(rules) for rules in mine.values() if isinstance(rules, list))
     for key, rules in theirs.items():
-        if key not in merged and isinstance(rules, list) \
-                and count + len(rules) <= filters.MAX_RULES:
+        if (
+            key not in merged
+            and isinstance(rules, list)
+            and count + len(rules) <= filters.MAX_RULES
+        ):
             merged[key] = rules
             count += len(rules)
     return json.dumps(merged)
