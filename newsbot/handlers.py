@@ -13,14 +13,26 @@ import re
 import time
 import zoneinfo
 from collections.abc import Sequence
+from typing import Any
 
 from redis.exceptions import RedisError
 from telegram import ChatMember, Update
 from telegram.error import BadRequest, Forbidden, NetworkError
-from telegram.ext import (Application, ApplicationHandlerStop, ChatMemberHandler,
-                          CommandHandler, ContextTypes, MessageHandler, TypeHandler, filters)
+from telegram.ext import (
+    Application,
+    ApplicationHandlerStop,
+    ChatMemberHandler,
+    CommandHandler,
+    ContextTypes,
+    ExtBot,
+    JobQueue,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
 
-from newsbot import filters as rules, opml, render, schedule, source_health
+from newsbot import filters as rules
+from newsbot import opml, render, schedule, source_health
 from newsbot import quiet as quiet_hours
 from newsbot.cluster.ratelimit import SendDeferred
 from newsbot.config import Settings
@@ -33,6 +45,16 @@ from newsbot.sender import send_messages
 from newsbot.sources.base import parse_source, parse_sources
 from newsbot.sources.guard import Guard
 from newsbot.store import Store, update_scope
+
+# The python-telegram-bot application as Newsbot builds it: the library's default types.
+App = Application[
+    ExtBot[None],
+    ContextTypes.DEFAULT_TYPE,
+    dict[Any, Any],
+    dict[Any, Any],
+    dict[Any, Any],
+    JobQueue[ContextTypes.DEFAULT_TYPE],
+]
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +90,9 @@ http(s) URL; separate them with commas or spaces."""
 class Handlers:
     """Every chat command, wired to the store and the news."""
 
-    def __init__(self, settings: Settings, store: Store, news: News,
-                 guard: Guard | None = None) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, news: News, guard: Guard | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
         self.news = news
@@ -82,33 +105,48 @@ class Handlers:
         self.held: dict[int, float] = {}
         self.commands: frozenset[str] = frozenset()
 
-    def register(self, application: Application) -> None:
+    def register(self, application: App) -> None:
         """Add the handlers to a python-telegram-bot application."""
         # Before the gate, which lets only messages through: the bot's own membership.
-        application.add_handler(ChatMemberHandler(
-            self.my_chat_member, ChatMemberHandler.MY_CHAT_MEMBER), group=-2)
+        application.add_handler(
+            ChatMemberHandler(self.my_chat_member, ChatMemberHandler.MY_CHAT_MEMBER), group=-2
+        )
         application.add_handler(TypeHandler(Update, self.gate), group=-1)
         commands = {
-            "start": self.start, "help": self.help, "source": self.source,
-            "sources": self.source, "add": self.add, "remove": self.remove,
-            "fetch": self.fetch, "subscribe": self.subscribe,
-            "unsubscribe": self.unsubscribe, "stop": self.stop,
-            "filter": self.filter, "export": self.export, "import": self.import_,
-            "tz": self.tz, "quiet": self.quiet,
+            "start": self.start,
+            "help": self.help,
+            "source": self.source,
+            "sources": self.source,
+            "add": self.add,
+            "remove": self.remove,
+            "fetch": self.fetch,
+            "subscribe": self.subscribe,
+            "unsubscribe": self.unsubscribe,
+            "stop": self.stop,
+            "filter": self.filter,
+            "export": self.export,
+            "import": self.import_,
+            "tz": self.tz,
+            "quiet": self.quiet,
         }
         self.commands = frozenset(commands)
         for name, callback in commands.items():
             application.add_handler(CommandHandler(name, callback))
         application.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self.migrate))
         application.add_handler(MessageHandler(filters.Document.ALL, self.document))
-        application.add_handler(MessageHandler(
-            filters.ChatType.PRIVATE & filters.COMMAND, self.unknown))
-        application.add_handler(MessageHandler(
-            filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND, self.unknown))
+        application.add_handler(
+            MessageHandler(filters.ChatType.PRIVATE & filters.COMMAND, self.unknown)
+        )
+        application.add_handler(
+            MessageHandler(
+                filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND, self.unknown
+            )
+        )
         application.add_error_handler(self.error)
 
-    async def reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE,
-                    messages: str | Sequence[str]) -> bool:
+    async def reply(
+        self, update: Update, context: ContextTypes.DEFAULT_TYPE, messages: str | Sequence[str]
+    ) -> bool:
         """Send HTML to the chat the update came from.
 
         Each part goes once however often the update is handled. If the chat cannot be
@@ -122,8 +160,9 @@ class Handlers:
         if chat is None or not messages:
             return False
         try:
-            sent = await send_messages(context.bot, self.store, chat.id, messages,
-                                       scope=update_scope(update.update_id))
+            sent = await send_messages(
+                context.bot, self.store, chat.id, messages, scope=update_scope(update.update_id)
+            )
         except SendDeferred as deferred:
             logger.info("update %s deferred: %s", update.update_id, deferred)
             self.held[update.update_id] = deferred.wait_seconds
@@ -151,8 +190,11 @@ class Handlers:
             # In a group, what is not a command of ours (plain talk, or a command for
             # another bot) is none of this bot's business, however long it is.
             if chat.type == chat.PRIVATE or self._is_mine(message.text, context.bot.username):
-                await self.reply(update, context, "That message is too long for me to read. "
-                                 "Send fewer sources at a time.")
+                await self.reply(
+                    update,
+                    context,
+                    "That message is too long for me to read. Send fewer sources at a time.",
+                )
             raise ApplicationHandlerStop
 
     def _is_mine(self, text: str, username: str | None) -> bool:
@@ -170,8 +212,7 @@ class Handlers:
             return
         status = change.new_chat_member.status
         if status in (ChatMember.LEFT, ChatMember.BANNED):
-            logger.info("the bot is %s in chat %s; its state is deleted", status,
-                        change.chat.id)
+            logger.info("the bot is %s in chat %s; its state is deleted", status, change.chat.id)
             await self.store.forget_chat(change.chat.id)
             CHATS_FORGOTTEN.labels(reason=status).inc()
 
@@ -193,15 +234,17 @@ class Handlers:
         text = _argument(update)
         if not text:
             listed = await self.store.get_sources(chat_id)
-            await self.reply(update, context, _list_reply(listed, await self._marks(
-                chat_id, listed)))
+            await self.reply(
+                update, context, _list_reply(listed, await self._marks(chat_id, listed))
+            )
             return
         sources, refused = parse_sources(text)
         if len(sources) > self.settings.max_sources:
             # Counted before any lookup: a list of dead host names must not hold the
             # shared resolver threads only to be refused for its length.
-            refused.append(("", f"at most {self.settings.max_sources} sources, "
-                                f"you gave {len(sources)}"))
+            refused.append(
+                ("", f"at most {self.settings.max_sources} sources, you gave {len(sources)}")
+            )
             sources = []
         sources, more_refused = await self.guard_sources(sources)
         refused += more_refused
@@ -225,8 +268,9 @@ class Handlers:
         known = {source.key for source in current}
         new = [source for source in new if source.key not in known]
         if len(current) + len(new) > self.settings.max_sources:
-            refused.append(("", f"at most {self.settings.max_sources} sources; "
-                                f"you have {len(current)}"))
+            refused.append(
+                ("", f"at most {self.settings.max_sources} sources; you have {len(current)}")
+            )
             new = []
         new, more_refused = await self.guard_sources(new)
         refused += more_refused
@@ -257,15 +301,17 @@ class Handlers:
         chat_id = _chat_id(update)
         sources = await self.store.get_sources(chat_id)
         if not sources:
-            await self.reply(update, context, "You have no sources yet. "
-                             "Try: /source python, golang")
+            await self.reply(
+                update, context, "You have no sources yet. Try: /source python, golang"
+            )
             return
         news = await self.news.for_chat(chat_id, sources)
         merged = merge_news(news)
         if await self.reply(update, context, render.render_merged(merged)):
             # What /fetch showed is not news for the next digest, from any source.
-            await self.store.mark_seen(chat_id, [entry.key for block in merged
-                                                 for entry in block.entries])
+            await self.store.mark_seen(
+                chat_id, [entry.key for block in merged for entry in block.entries]
+            )
 
     async def subscribe(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/subscribe [interval | HH:MM | day HH:MM]: a digest of new items on a schedule."""
@@ -280,14 +326,18 @@ class Handlers:
         if isinstance(plan, schedule.LocalSchedule):
             nominal = 86_400 if plan.weekday is None else 7 * 86_400
             await self.store.subscribe(chat_id, nominal, first, plan)
-            text = (f"Subscribed: a digest of what is new "
-                    f"{schedule.describe_schedule(plan)} ({render.escape(zone.key)} time). "
-                    f"The first comes at {schedule.describe_local_time(first, zone)}.")
+            text = (
+                f"Subscribed: a digest of what is new "
+                f"{schedule.describe_schedule(plan)} ({render.escape(zone.key)} time). "
+                f"The first comes at {schedule.describe_local_time(first, zone)}."
+            )
         else:
             await self.store.subscribe(chat_id, plan, first)
-            text = (f"Subscribed: a digest of what is new every "
-                    f"{schedule.describe_interval(plan)}. The first comes at "
-                    f"{schedule.describe_local_time(first, zone)}.")
+            text = (
+                f"Subscribed: a digest of what is new every "
+                f"{schedule.describe_interval(plan)}. The first comes at "
+                f"{schedule.describe_local_time(first, zone)}."
+            )
         if not await self.store.get_sources(chat_id):
             text += "\nYou have no sources yet: add some with /source python, golang"
         await self.reply(update, context, text)
@@ -299,8 +349,11 @@ class Handlers:
 
     async def stop(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/stop: no digests, and silence in this chat until /start."""
-        await self.reply(update, context, "Stopped. No more digests, and I stay silent "
-                         "here until you send /start.")
+        await self.reply(
+            update,
+            context,
+            "Stopped. No more digests, and I stay silent here until you send /start.",
+        )
         await self.store.set_stopped(_chat_id(update), True)
 
     async def filter(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -312,20 +365,27 @@ class Handlers:
         if not text:
             await self.reply(update, context, _filters_reply(chat_rules, sources))
             return
-        word, rest = (text.split(maxsplit=1) + [""])[:2]
+        word, rest = ([*text.split(maxsplit=1), ""])[:2]
         rest = rest.strip()
         key = _filter_key(word, sources)
         if key is None:
-            await self.reply(update, context, f"{render.escape(word)} is not one of your "
-                             "sources. Name one of them, or * for all:\n"
-                             + render.bullet_list(s.label for s in sources)
-                             if sources else "You have no sources yet. "
-                             "Try: /source python, golang")
+            await self.reply(
+                update,
+                context,
+                f"{render.escape(word)} is not one of your "
+                "sources. Name one of them, or * for all:\n"
+                + render.bullet_list(s.label for s in sources)
+                if sources
+                else "You have no sources yet. Try: /source python, golang",
+            )
             return
         name = _source_name(key, sources)
         if not rest:
-            await self.reply(update, context, _filters_reply(
-                {key: chat_rules[key]} if key in chat_rules else {}, sources))
+            await self.reply(
+                update,
+                context,
+                _filters_reply({key: chat_rules[key]} if key in chat_rules else {}, sources),
+            )
             return
         if rest.lower() == rules.OFF:
             chat_rules.pop(key, None)
@@ -335,34 +395,48 @@ class Handlers:
         try:
             new = rules.parse_rules(rest)
         except rules.FilterError as error:
-            await self.reply(update, context, "Filters unchanged: "
-                             + render.escape(str(error)) + ".")
+            await self.reply(
+                update, context, "Filters unchanged: " + render.escape(str(error)) + "."
+            )
             return
         others = rules.count_rules({k: v for k, v in chat_rules.items() if k != key})
         if others + len(new) > rules.MAX_RULES:
-            await self.reply(update, context, f"Filters unchanged: at most {rules.MAX_RULES} "
-                             f"rules a chat; you have {others} on other sources and gave "
-                             f"{len(new)}.")
+            await self.reply(
+                update,
+                context,
+                f"Filters unchanged: at most {rules.MAX_RULES} "
+                f"rules a chat; you have {others} on other sources and gave "
+                f"{len(new)}.",
+            )
             return
         chat_rules[key] = new
         await self.store.set_filters(chat_id, chat_rules)
-        await self.reply(update, context, f"Filters on {render.escape(name)} are now: "
-                         f"<code>{render.escape(rules.render_rules(new))}</code>\n"
-                         + _explain(new))
+        await self.reply(
+            update,
+            context,
+            f"Filters on {render.escape(name)} are now: "
+            f"<code>{render.escape(rules.render_rules(new))}</code>\n" + _explain(new),
+        )
 
     async def export(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/export: the chat's sources as an OPML file."""
         chat_id = _chat_id(update)
         sources = await self.store.get_sources(chat_id)
         if not sources:
-            await self.reply(update, context, "You have no sources to export. "
-                             "Set some with /source python, golang")
+            await self.reply(
+                update,
+                context,
+                "You have no sources to export. Set some with /source python, golang",
+            )
             return
         try:
             await context.bot.send_document(
-                chat_id, document=opml.write_opml(sources), filename=opml.EXPORT_FILE_NAME,
+                chat_id,
+                document=opml.write_opml(sources),
+                filename=opml.EXPORT_FILE_NAME,
                 caption=f"Your {len(sources)} source{'s' if len(sources) != 1 else ''}. "
-                        "Send this file to me in any chat to import them there.")
+                "Send this file to me in any chat to import them there.",
+            )
         except Forbidden:
             # Blocked or kicked between the command and the answer, as sender handles it.
             logger.info("chat %s cannot be reached (blocked or kicked); forgotten", chat_id)
@@ -370,9 +444,13 @@ class Handlers:
 
     async def import_(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/import as a text: say how to send the file."""
-        await self.reply(update, context, "Send me an OPML file (.opml or .xml, at most "
-                         f"{opml.MAX_OPML_BYTES // 1024} KB) with the caption /import, and "
-                         "I add the feeds it names to your sources.")
+        await self.reply(
+            update,
+            context,
+            "Send me an OPML file (.opml or .xml, at most "
+            f"{opml.MAX_OPML_BYTES // 1024} KB) with the caption /import, and "
+            "I add the feeds it names to your sources.",
+        )
 
     async def document(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A document: import it when it is an .opml/.xml file or captioned /import."""
@@ -381,8 +459,11 @@ class Handlers:
         document = message.document
         if document is None:
             return
-        captioned = bool(message.caption) and _command(message.caption) == "import" \
+        captioned = (
+            bool(message.caption)
+            and _command(message.caption) == "import"
             and self._is_mine(message.caption or "", context.bot.username)
+        )
         named = (document.file_name or "").lower().endswith((".opml", ".xml"))
         # In a group only a file captioned /import: XML shared among members is theirs.
         if not captioned and not (named and chat.type == chat.PRIVATE):
@@ -399,8 +480,11 @@ class Handlers:
                 return
             data = bytes(await file.download_as_bytearray())
         except BadRequest as error:
-            await self.reply(update, context, "Telegram would not give me that file: "
-                             + render.escape(error.message))
+            await self.reply(
+                update,
+                context,
+                "Telegram would not give me that file: " + render.escape(error.message),
+            )
             return
         if len(data) > limit:
             await self.reply(update, context, too_big)
@@ -408,8 +492,9 @@ class Handlers:
         try:
             feeds = opml.read_opml(data)
         except opml.OpmlError as error:
-            await self.reply(update, context, "Nothing imported: "
-                             + render.escape(str(error)) + ".")
+            await self.reply(
+                update, context, "Nothing imported: " + render.escape(str(error)) + "."
+            )
             return
         await self.reply(update, context, await self._import(chat.id, feeds))
 
@@ -432,17 +517,23 @@ class Handlers:
             known.add(source.key)
             candidates.append(source)
         room = max(0, self.settings.max_sources - len(current))
-        refused += [(source.label, f"over the limit of {self.settings.max_sources} sources")
-                    for source in candidates[room:]]
+        refused += [
+            (source.label, f"over the limit of {self.settings.max_sources} sources")
+            for source in candidates[room:]
+        ]
         # Only as many as fit are looked up: a file of a thousand dead hosts must not
         # hold the resolver threads for sources that would be refused anyway.
         accepted, guarded = await self.guard_sources(candidates[:room])
-        refused += [(label, "private or local address" if "private" in reason else reason)
-                    for label, reason in guarded]
+        refused += [
+            (label, "private or local address" if "private" in reason else reason)
+            for label, reason in guarded
+        ]
         if accepted:
             await self.store.set_sources(chat_id, current + accepted)
-            head = (f"Imported {len(accepted)} source{'s' if len(accepted) != 1 else ''}:\n"
-                    + render.bullet_list(source.label for source in accepted))
+            head = (
+                f"Imported {len(accepted)} source{'s' if len(accepted) != 1 else ''}:\n"
+                + render.bullet_list(source.label for source in accepted)
+            )
         else:
             head = "Nothing imported: your sources are unchanged."
         if already:
@@ -457,9 +548,13 @@ class Handlers:
         text = _argument(update)
         if not text:
             zone = await self.store.get_zone(chat_id)
-            await self.reply(update, context, f"Your time zone is {render.escape(zone.key)} "
-                             f"(now {schedule.describe_local_time(time.time(), zone)}). "
-                             f"Change it with /tz {schedule.EXAMPLE_ZONE}")
+            await self.reply(
+                update,
+                context,
+                f"Your time zone is {render.escape(zone.key)} "
+                f"(now {schedule.describe_local_time(time.time(), zone)}). "
+                f"Change it with /tz {schedule.EXAMPLE_ZONE}",
+            )
             return
         try:
             zone = schedule.parse_zone(text)
@@ -467,15 +562,19 @@ class Handlers:
             await self.reply(update, context, _sentence(str(error)))
             return
         await self.store.set_zone(chat_id, zone)
-        reply = (f"Your time zone is now {render.escape(zone.key)} "
-                 f"(now {schedule.describe_local_time(time.time(), zone)}).")
+        reply = (
+            f"Your time zone is now {render.escape(zone.key)} "
+            f"(now {schedule.describe_local_time(time.time(), zone)})."
+        )
         plan = await self.store.get_schedule(chat_id)
         if isinstance(plan, schedule.LocalSchedule):
             # The digest follows the chat's clock: the new clock sets its next time.
             due = schedule.next_local_due(time.time(), plan, zone)
             await self.store.reschedule(chat_id, due)
-            reply += (f" Your digest ({schedule.describe_schedule(plan)}) next comes at "
-                      f"{schedule.describe_local_time(due, zone)}.")
+            reply += (
+                f" Your digest ({schedule.describe_schedule(plan)}) next comes at "
+                f"{schedule.describe_local_time(due, zone)}."
+            )
         await self._reschedule_held(chat_id)
         await self.reply(update, context, reply)
 
@@ -500,8 +599,10 @@ class Handlers:
         if window is None:
             reply = "Quiet hours are off. Anything held comes now."
         else:
-            reply = (f"{quiet_setting(window, zone)}. Digests due then wait, and come as one "
-                     f"message when the quiet hours end. Replies to commands never wait.")
+            reply = (
+                f"{quiet_setting(window, zone)}. Digests due then wait, and come as one "
+                f"message when the quiet hours end. Replies to commands never wait."
+            )
         await self._reschedule_held(chat_id)
         await self.reply(update, context, reply)
 
@@ -513,8 +614,9 @@ class Handlers:
         zone, window = await self.store.get_clock(chat_id)
         quiet_now = window is not None and quiet_hours.is_quiet(now, window, zone)
         await self.store.reschedule_held(
-            chat_id, quiet_hours.quiet_ends(now, window, zone)
-            if window is not None and quiet_now else now)
+            chat_id,
+            quiet_hours.quiet_ends(now, window, zone) if window is not None and quiet_now else now,
+        )
 
     async def migrate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A group became a supergroup: move its settings to the new id, merging.
@@ -534,13 +636,18 @@ class Handlers:
             await self.store.migrate_chat(old_id, new_id, self.settings.max_sources)
             allowed = self.settings.allowed_chats
             if allowed is not None and new_id not in allowed:
-                logger.warning("supergroup %s (formerly %s) is not in NEWSBOT_ALLOWED_CHATS: "
-                               "add it, or the bot ignores it", new_id, old_id)
+                logger.warning(
+                    "supergroup %s (formerly %s) is not in NEWSBOT_ALLOWED_CHATS: "
+                    "add it, or the bot ignores it",
+                    new_id,
+                    old_id,
+                )
 
     async def unknown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Anything else in a private chat: point to /help."""
-        await self.reply(update, context, "I did not understand that. Send /help to see "
-                         "what I can do.")
+        await self.reply(
+            update, context, "I did not understand that. Send /help to see what I can do."
+        )
 
     async def error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Log an error; tell the user it was ours, or retry the update after an outage."""
@@ -553,8 +660,11 @@ class Handlers:
             return
         logger.error("handling an update failed", exc_info=context.error)
         if isinstance(update, Update) and update.effective_chat is not None:
-            await self.reply(update, context, "Sorry, something went wrong on my side. "
-                             "Please try again in a minute.")
+            await self.reply(
+                update,
+                context,
+                "Sorry, something went wrong on my side. Please try again in a minute.",
+            )
 
     # --- helpers for the commands ----------------------------------------------------
 
@@ -582,13 +692,15 @@ class Handlers:
         accepted, more_refused = await self.guard_sources(sources)
         return accepted, refused + more_refused
 
-    async def guard_sources(self, sources: Sequence[Source]
-                            ) -> tuple[list[Source], list[tuple[str, str]]]:
+    async def guard_sources(
+        self, sources: Sequence[Source]
+    ) -> tuple[list[Source], list[tuple[str, str]]]:
         """Run the SSRF guard on parsed sources in parallel: the accepted and the refused."""
         checks = await asyncio.gather(*(self._check(source) for source in sources))
         accepted = [source for source, reason in zip(sources, checks) if reason is None]
-        refused = [(source.label, reason) for source, reason in zip(sources, checks)
-                   if reason is not None]
+        refused = [
+            (source.label, reason) for source, reason in zip(sources, checks) if reason is not None
+        ]
         return accepted, refused
 
     async def _check(self, source: Source) -> str | None:
@@ -639,8 +751,9 @@ def _list_reply(sources: Sequence[Source], marks: Sequence[str] = ()) -> str:
         return "You have no sources. Set some with /source python, golang"
     lines = render.bullet_list(source.label for source in sources).split("\n")
     # A mark is escaped markup of its own (source_health.listing_mark), one per source.
-    return "Your sources:\n" + "\n".join(line + mark for line, mark in
-                                         zip(lines, [*marks, *[""] * len(lines)]))
+    return "Your sources:\n" + "\n".join(
+        line + mark for line, mark in zip(lines, [*marks, *[""] * len(lines)])
+    )
 
 
 def _filter_key(word: str, sources: Sequence[Source]) -> str | None:
@@ -663,8 +776,9 @@ def _source_name(key: str, sources: Sequence[Source]) -> str:
     return next((source.label for source in sources if source.key == key), key)
 
 
-def _current_rules(chat_rules: dict[str, list[rules.Rule]],
-                   sources: Sequence[Source]) -> dict[str, list[rules.Rule]]:
+def _current_rules(
+    chat_rules: dict[str, list[rules.Rule]], sources: Sequence[Source]
+) -> dict[str, list[rules.Rule]]:
     """The rules of sources the chat still has (a removed source's rules go with it)."""
     keys = {source.key for source in sources} | {rules.ALL_SOURCES}
     return {key: found for key, found in chat_rules.items() if key in keys}
@@ -672,13 +786,17 @@ def _current_rules(chat_rules: dict[str, list[rules.Rule]],
 
 def _filters_reply(chat_rules: dict[str, list[rules.Rule]], sources: Sequence[Source]) -> str:
     if not chat_rules:
-        return ("No filters. For example: <code>/filter python rust -\"game dev\"</code> "
-                "keeps items naming rust and drops those naming game dev; "
-                "<code>/filter python off</code> clears them.")
+        return (
+            'No filters. For example: <code>/filter python rust -"game dev"</code> '
+            "keeps items naming rust and drops those naming game dev; "
+            "<code>/filter python off</code> clears them."
+        )
     lines = ["Your filters:"]
     for key, found in chat_rules.items():
-        lines.append(f"• {render.escape(_source_name(key, sources))}: "
-                     f"<code>{render.escape(rules.render_rules(found))}</code>")
+        lines.append(
+            f"• {render.escape(_source_name(key, sources))}: "
+            f"<code>{render.escape(rules.render_rules(found))}</code>"
+        )
     return "\n".join(lines)
 
 

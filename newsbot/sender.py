@@ -38,7 +38,7 @@ CHAT_NOT_FOUND = "chat not found"
 
 def part_id(index: int, text: str) -> str:
     """Name a part of a reply by its place and its text (a re-rendered reply differs)."""
-    return f"{index}:{hashlib.sha1(text.encode('utf-8')).hexdigest()[:16]}"
+    return f"{index}:{hashlib.sha1(text.encode('utf-8'), usedforsecurity=False).hexdigest()[:16]}"
 
 
 def is_chat_gone(error: BadRequest) -> bool:
@@ -46,8 +46,9 @@ def is_chat_gone(error: BadRequest) -> bool:
     return CHAT_NOT_FOUND in error.message.lower()
 
 
-async def send_messages(bot: Bot, store: Store, chat_id: int, messages: Sequence[str],
-                        scope: str | None = None) -> bool:
+async def send_messages(
+    bot: Bot, store: Store, chat_id: int, messages: Sequence[str], scope: str | None = None
+) -> bool:
     """Send HTML messages to a chat in order; False if the chat cannot be reached.
 
     With a ``scope`` and more than one part, the parts already sent under it are
@@ -64,8 +65,9 @@ async def send_messages(bot: Bot, store: Store, chat_id: int, messages: Sequence
             await bot.send_message(chat_id, text)
         except Forbidden as error:
             # Blocked by the user, kicked from the group: stop for good.
-            logger.info("chat %s cannot be reached (%s); its state is deleted",
-                        chat_id, error.message)
+            logger.info(
+                "chat %s cannot be reached (%s); its state is deleted", chat_id, error.message
+            )
             await store.forget_chat(chat_id)
             CHATS_FORGOTTEN.labels(reason="forbidden").inc()
             return False

@@ -29,8 +29,7 @@ DEAD: Transition = "dead"
 RECOVERED: Transition = "recovered"
 
 
-def retry_after(failures: int, cache_ttl: int,
-                first: int = keys.ERROR_TTL_SECONDS) -> int:
+def retry_after(failures: int, cache_ttl: int, first: int = keys.ERROR_TTL_SECONDS) -> int:
     """Seconds a source that failed ``failures`` times in a row answers from that failure.
 
     One failure: ``first`` (at most the TTL), as a blip is usual. Then the TTL, doubling
@@ -40,11 +39,12 @@ def retry_after(failures: int, cache_ttl: int,
     if failures <= 1:
         return min(cache_ttl, first)
     doublings = min(failures - 2, _MAX_DOUBLINGS)
-    return min(cache_ttl * 2 ** doublings, max(cache_ttl, MAX_BACKOFF_SECONDS))
+    return min(cache_ttl << doublings, max(cache_ttl, MAX_BACKOFF_SECONDS))
 
 
-def follow(previous: CachedNews | None, fetched: CachedNews,
-           dead_after: float) -> tuple[CachedNews, Transition | None]:
+def follow(
+    previous: CachedNews | None, fetched: CachedNews, dead_after: float
+) -> tuple[CachedNews, Transition | None]:
     """The entry to store after a fetch, with its streak, and the transition it made.
 
     ``previous`` is the entry before the fetch. A source becomes dead once it has failed
@@ -78,17 +78,21 @@ def listing_mark(entry: CachedNews | None, zone: zoneinfo.ZoneInfo) -> str:
     if entry is None or entry.error is None:
         return ""
     since = entry.failing_since or entry.fetched_at
-    return (f" ⚠️ {render.escape(entry.error)} (failing since "
-            f"{schedule.describe_local_time(since, zone)})")
+    return (
+        f" ⚠️ {render.escape(entry.error)} (failing since "
+        f"{schedule.describe_local_time(since, zone)})"
+    )
 
 
 def dead_notice(label: str, reason: str, since: float, zone: zoneinfo.ZoneInfo) -> str:
     """The message a chat gets when one of its sources has failed for too long."""
     name = render.escape(render.shorten(label, render.MAX_TITLE))
-    return (f"⚠️ <b>{name}</b> has not answered since "
-            f"{schedule.describe_local_time(since, zone)}: {render.escape(reason)}.\n"
-            f"I keep trying, less often, and tell you when it answers again. "
-            f"To drop it: /remove {name}")
+    return (
+        f"⚠️ <b>{name}</b> has not answered since "
+        f"{schedule.describe_local_time(since, zone)}: {render.escape(reason)}.\n"
+        f"I keep trying, less often, and tell you when it answers again. "
+        f"To drop it: /remove {name}"
+    )
 
 
 def recovered_notice(label: str) -> str:

@@ -34,8 +34,14 @@ BATCH = 16
 class SourceNotices:
     """Sends the queued dead/recovered notices; timings are parameters for tests."""
 
-    def __init__(self, store: Store, bot: Bot, *, every: float = EVERY_SECONDS,
-                 claim_seconds: float = keys.DIGEST_CLAIM_SECONDS) -> None:
+    def __init__(
+        self,
+        store: Store,
+        bot: Bot,
+        *,
+        every: float = EVERY_SECONDS,
+        claim_seconds: float = keys.DIGEST_CLAIM_SECONDS,
+    ) -> None:
         self.store = store
         self.bot = bot
         self.every = every
@@ -92,8 +98,9 @@ class SourceNotices:
                 continue  # asked for silence
             if kind == source_health.DEAD:
                 zone = await self.store.get_zone(chat_id)
-                text = source_health.dead_notice(label, data.get("reason", ""),
-                                                 float(data["since"]), zone)
+                text = source_health.dead_notice(
+                    label, data.get("reason", ""), float(data["since"]), zone
+                )
             else:
                 text = source_health.recovered_notice(label)
             # An error here leaves the notice claimed: it comes back for the chats left.

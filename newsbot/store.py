@@ -29,8 +29,13 @@ from newsbot import filters, keys, metrics, redis_url
 from newsbot.config import Settings
 from newsbot.models import Item, Source
 from newsbot.quiet import QuietHours, parse_quiet
-from newsbot.schedule import (LocalSchedule, Schedule, ScheduleError, parse_local_schedule,
-                              parse_zone)
+from newsbot.schedule import (
+    LocalSchedule,
+    Schedule,
+    ScheduleError,
+    parse_local_schedule,
+    parse_zone,
+)
 
 UTC = zoneinfo.ZoneInfo("UTC")
 
@@ -184,14 +189,21 @@ def connect(settings: Settings, max_connections: int = 64) -> aioredis.Redis:
         return _sentinel_client(redis_url.parse(settings.redis_url), max_connections)
     if settings.redis_url:
         pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=max_connections, timeout=POOL_WAIT_SECONDS,
-            decode_responses=True, health_check_interval=15, socket_timeout=10,
-            socket_connect_timeout=5)
+            settings.redis_url,
+            max_connections=max_connections,
+            timeout=POOL_WAIT_SECONDS,
+            decode_responses=True,
+            health_check_interval=15,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+        )
         return aioredis.Redis.from_pool(pool)
     import fakeredis  # only needed for the embedded default
 
-    logger.info("REDIS_URL is not set: using an embedded in-process store; "
-                "state is lost when the bot stops and replicas cannot share it")
+    logger.info(
+        "REDIS_URL is not set: using an embedded in-process store; "
+        "state is lost when the bot stops and replicas cannot share it"
+    )
     return fakeredis.FakeAsyncRedis(decode_responses=True)
 
 
@@ -212,18 +224,29 @@ def _sentinel_client(url: redis_url.SentinelURL, max_connections: int) -> aiored
     server that is no longer the master is dropped, so the next command goes to the
     new one: the bot needs no restart.
     """
-    sentinel = Sentinel(
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
         list(url.sentinels),
-        sentinel_kwargs={"username": url.sentinel_username,
-                         "password": url.sentinel_password,
-                         "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
-                         "socket_connect_timeout": SENTINEL_TIMEOUT_SECONDS,
-                         "decode_responses": True})
+        sentinel_kwargs={
+            "username": url.sentinel_username,
+            "password": url.sentinel_password,
+            "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
+            "socket_connect_timeout": SENTINEL_TIMEOUT_SECONDS,
+            "decode_responses": True,
+        },
+    )
     client: aioredis.Redis = sentinel.master_for(
-        url.master, connection_pool_class=_BlockingSentinelPool,
-        max_connections=max_connections, timeout=POOL_WAIT_SECONDS, db=url.db,
-        username=url.username, password=url.password, decode_responses=True,
-        health_check_interval=15, socket_timeout=10, socket_connect_timeout=5)
+        url.master,
+        connection_pool_class=_BlockingSentinelPool,
+        max_connections=max_connections,
+        timeout=POOL_WAIT_SECONDS,
+        db=url.db,
+        username=url.username,
+        password=url.password,
+        decode_responses=True,
+        health_check_interval=15,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+    )
     return client
 
 
@@ -235,7 +258,7 @@ async def sentinel_master(redis: aioredis.Redis) -> tuple[str, int] | None:
     pool = redis.connection_pool
     if not isinstance(pool, SentinelConnectionPool):
         return None
-    host, port = await pool.get_master_address()
+    host, port = await pool.get_master_address()  # type: ignore[no-untyped-call]
     return str(host), int(port)
 
 
@@ -300,8 +323,7 @@ class Store:
             return f"Redis refuses writes: {error}"  # e.g. READONLY: a replica, not the master
         except MasterNotFoundError:
             # Before RedisError: it is a ConnectionError, but the cure differs (sentinels).
-            return "Redis Sentinel names no master (a failover under way, or no sentinel " \
-                "answers)"
+            return "Redis Sentinel names no master (a failover under way, or no sentinel answers)"
         except (RedisError, OSError):
             return "Redis does not answer"
         return None
@@ -324,7 +346,7 @@ class Store:
                     raw: str | None = await pipe.hget(chat, "sources")  # type: ignore[assignment]
                     before = _source_keys(raw)
                     after = {source.key for source in sources}
-                    pipe.multi()
+                    pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.hset(chat, "sources", value)
                     for key in before - after:
                         pipe.srem(_source_chats(key), chat_id)
@@ -361,8 +383,7 @@ class Store:
         except ValueError:
             return {}  # unreadable: as if the chat had none, until it sets them again
 
-    async def set_filters(self, chat_id: int,
-                          chat_rules: filters.ChatRules) -> None:
+    async def set_filters(self, chat_id: int, chat_rules: filters.ChatRules) -> None:
         """Replace the chat's filter rules (none left: the field goes)."""
         data = filters.to_json(chat_rules)
         if data:
@@ -372,8 +393,9 @@ class Store:
 
     # --- subscriptions -----------------------------------------------------------------
 
-    async def subscribe(self, chat_id: int, interval: int, first_due: float,
-                        local: LocalSchedule | None = None) -> None:
+    async def subscribe(
+        self, chat_id: int, interval: int, first_due: float, local: LocalSchedule | None = None
+    ) -> None:
         """Send the chat a digest every ``interval`` seconds, the first at ``first_due``.
 
         With ``local``, the digest follows the chat's clock instead (``interval`` is its
@@ -404,7 +426,8 @@ class Store:
     async def get_schedule(self, chat_id: int) -> Schedule | None:
         """The chat's digest schedule (an interval or a local time), None without one."""
         values: list[str | None] = await self.redis.hmget(  # type: ignore[assignment]
-            _chat(chat_id), ["interval", "schedule"])
+            _chat(chat_id), ["interval", "schedule"]
+        )
         interval, local = values
         if not interval:
             return None
@@ -418,7 +441,8 @@ class Store:
     async def get_zone(self, chat_id: int) -> zoneinfo.ZoneInfo:
         """The chat's time zone (UTC unless it set one with /tz)."""
         name: str | None = await self.redis.hget(  # type: ignore[assignment]
-            _chat(chat_id), "zone")
+            _chat(chat_id), "zone"
+        )
         return _zone(name)
 
     async def set_zone(self, chat_id: int, zone: zoneinfo.ZoneInfo) -> None:
@@ -428,7 +452,8 @@ class Store:
     async def get_quiet(self, chat_id: int) -> QuietHours | None:
         """The chat's quiet hours, None without."""
         text: str | None = await self.redis.hget(  # type: ignore[assignment]
-            _chat(chat_id), "quiet")
+            _chat(chat_id), "quiet"
+        )
         return _quiet(text)
 
     async def set_quiet(self, chat_id: int, quiet: QuietHours | None) -> None:
@@ -441,12 +466,14 @@ class Store:
     async def get_clock(self, chat_id: int) -> tuple[zoneinfo.ZoneInfo, QuietHours | None]:
         """The chat's time zone and quiet hours, read at once."""
         values: list[str | None] = await self.redis.hmget(  # type: ignore[assignment]
-            _chat(chat_id), ["zone", "quiet"])
+            _chat(chat_id), ["zone", "quiet"]
+        )
         zone, quiet = values
         return _zone(zone), _quiet(quiet)
 
-    async def claim_due(self, now: float, limit: int,
-                        hold: float = keys.DIGEST_CLAIM_SECONDS) -> list[int]:
+    async def claim_due(
+        self, now: float, limit: int, hold: float = keys.DIGEST_CLAIM_SECONDS
+    ) -> list[int]:
         """Take up to ``limit`` chats whose digest is due; no other replica gets them.
 
         A claimed chat comes back ``hold`` seconds later unless it was rescheduled.
@@ -457,7 +484,8 @@ class Store:
     async def due_before(self, until: float, limit: int) -> list[int]:
         """Up to ``limit`` chats whose digest is due before ``until`` (claimed or not)."""
         chats: list[str] = await self.redis.zrangebyscore(  # type: ignore[assignment]
-            keys.DUE, "-inf", until, start=0, num=limit)
+            keys.DUE, "-inf", until, start=0, num=limit
+        )
         return [int(chat) for chat in chats]
 
     async def sources_of(self, chat_ids: Sequence[int]) -> dict[int, list[Source]]:
@@ -466,8 +494,10 @@ class Store:
             for chat_id in chat_ids:
                 pipe.hget(_chat(chat_id), "sources")
             raws = await pipe.execute()
-        return {chat_id: [Source.from_json(data) for data in json.loads(raw)] if raw else []
-                for chat_id, raw in zip(chat_ids, raws)}
+        return {
+            chat_id: [Source.from_json(data) for data in json.loads(raw)] if raw else []
+            for chat_id, raw in zip(chat_ids, raws)
+        }
 
     async def reschedule(self, chat_id: int, due: float) -> None:
         """Set when the chat's next digest is due, if it is still subscribed."""
@@ -481,7 +511,8 @@ class Store:
     async def forget_chat(self, chat_id: int) -> None:
         """Delete everything stored for a chat that blocked the bot, left or is gone."""
         raw: str | None = await self.redis.hget(  # type: ignore[assignment]
-            _chat(chat_id), "sources")
+            _chat(chat_id), "sources"
+        )
         async with self.redis.pipeline(transaction=True) as pipe:
             for key in _source_keys(raw):
                 pipe.srem(_source_chats(key), chat_id)
@@ -490,8 +521,7 @@ class Store:
             pipe.delete(*(template.format(chat_id=chat_id) for template in keys.CHAT_KEYS))
             await pipe.execute()
 
-    async def migrate_chat(self, old_id: int, new_id: int,
-                           max_sources: int | None = None) -> None:
+    async def migrate_chat(self, old_id: int, new_id: int, max_sources: int | None = None) -> None:
         """Move a group's settings to its new supergroup id, merging with what is there.
 
         A supergroup with settings of its own keeps them: the group's sources are added
@@ -512,10 +542,10 @@ class Store:
                     new_due = await pipe.zscore(keys.DUE, new_id)
                     has_seen = bool(await pipe.exists(seen_old))
                     if not old_data and old_due is None and not has_seen:
-                        await pipe.unwatch()
+                        await pipe.unwatch()  # type: ignore[no-untyped-call]
                         return
                     merged = _merge_chat(old_data, new_data, max_sources)
-                    pipe.multi()
+                    pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.delete(old)
                     if merged != new_data:
                         pipe.delete(new)
@@ -528,10 +558,7 @@ class Store:
                         due = old_due if old_due is not None else new_due
                         if due is not None:
                             pipe.zadd(keys.DUE, {str(new_id): due})
-                    for key in _source_keys(old_data.get("sources")):
-                        pipe.srem(_source_chats(key), old_id)
-                    for key in _source_keys(merged.get("sources")):
-                        pipe.sadd(_source_chats(key), new_id)
+                    _move_in_index(pipe, old_id, old_data, new_id, merged)
                     if has_seen:
                         pipe.zunionstore(seen_new, [seen_new, seen_old], aggregate="MAX")
                         pipe.zremrangebyrank(seen_new, 0, -keys.SEEN_MAX - 1)
@@ -554,8 +581,9 @@ class Store:
             pipe.zadd(keys.QUIET_END, {str(chat_id): until})
             await pipe.execute()
 
-    async def claim_quiet_ends(self, now: float, limit: int,
-                               hold: float = keys.DIGEST_CLAIM_SECONDS) -> list[int]:
+    async def claim_quiet_ends(
+        self, now: float, limit: int, hold: float = keys.DIGEST_CLAIM_SECONDS
+    ) -> list[int]:
         """Take up to ``limit`` chats whose quiet hours ended with messages held.
 
         As with ``claim_due``, no other replica gets them; a claimed chat comes back
@@ -567,13 +595,15 @@ class Store:
     async def held(self, chat_id: int) -> list[str]:
         """The messages held for the chat, oldest first."""
         messages: list[str] = await self.redis.lrange(  # type: ignore[assignment]
-            keys.HELD.format(chat_id=chat_id), 0, -1)
+            keys.HELD.format(chat_id=chat_id), 0, -1
+        )
         return messages
 
     async def release_held(self, chat_id: int, count: int) -> int:
         """Forget the first ``count`` held messages (delivered); return how many are left."""
-        left = await self._release_held(keys=[keys.HELD.format(chat_id=chat_id),
-                                              keys.QUIET_END], args=[chat_id, count])
+        left = await self._release_held(
+            keys=[keys.HELD.format(chat_id=chat_id), keys.QUIET_END], args=[chat_id, count]
+        )
         return int(left)
 
     async def reschedule_held(self, chat_id: int, due: float) -> None:
@@ -598,9 +628,10 @@ class Store:
             pipe.zmscore(key, [_seen_member(item_id) for item_id in ids] + ids)
             pipe.expire(key, keys.SEEN_TTL_SECONDS)
             scores, _ = await pipe.execute()
-        hashed, raw = scores[:len(ids)], scores[len(ids):]
-        return {item_id for item_id, mine, old in zip(ids, hashed, raw)
-                if mine is None and old is None}
+        hashed, raw = scores[: len(ids)], scores[len(ids) :]
+        return {
+            item_id for item_id, mine, old in zip(ids, hashed, raw) if mine is None and old is None
+        }
 
     async def mark_seen(self, chat_id: int, item_ids: Iterable[str]) -> int:
         """Remember items as sent to this chat; return how many the history keeps.
@@ -614,8 +645,16 @@ class Store:
             return 0
         kept = await self._mark_seen(
             keys=[keys.SEEN.format(chat_id=chat_id), _chat(chat_id)],
-            args=[int(time.time() * 1000), self.items_per_source, keys.SEEN_ROUNDS,
-                  keys.SEEN_MIN, keys.SEEN_COMPACT, keys.SEEN_TTL_SECONDS, *members])
+            args=[
+                int(time.time() * 1000),
+                self.items_per_source,
+                keys.SEEN_ROUNDS,
+                keys.SEEN_MIN,
+                keys.SEEN_COMPACT,
+                keys.SEEN_TTL_SECONDS,
+                *members,
+            ],
+        )
         return int(kept)
 
     # --- fetch cache -------------------------------------------------------------------
@@ -623,7 +662,8 @@ class Store:
     async def get_cached(self, digest: str) -> CachedNews | None:
         """A source's last fetch, however old."""
         data: dict[str, str] = await self.redis.hgetall(  # type: ignore[assignment]
-            keys.FEED.format(digest=digest))
+            keys.FEED.format(digest=digest)
+        )
         return _cached(data)
 
     async def get_cached_many(self, digests: Sequence[str]) -> list[CachedNews | None]:
@@ -676,9 +716,10 @@ class Store:
             return 0
         prefix = keys.CHAT.format(chat_id="")
         read = 0
-        async for name in self.redis.scan_iter(match=prefix + "*",
-                                               count=keys.SOURCE_CHATS_SCAN, _type="hash"):
-            chat_id = name[len(prefix):]
+        async for name in self.redis.scan_iter(
+            match=prefix + "*", count=keys.SOURCE_CHATS_SCAN, _type="hash"
+        ):
+            chat_id = name[len(prefix) :]
             if not chat_id.lstrip("-").isdigit():
                 continue  # not a chat hash
             raw: str | None = await self.redis.hget(name, "sources")  # type: ignore[assignment]
@@ -689,8 +730,9 @@ class Store:
                 await pipe.execute()
         return read
 
-    async def note_source_health(self, digest: str, key: str, entry: CachedNews,
-                                 transition: str | None, notice: str | None) -> None:
+    async def note_source_health(
+        self, digest: str, key: str, entry: CachedNews, transition: str | None, notice: str | None
+    ) -> None:
         """Count a source as failing or not, and queue its chats' notice of a transition.
 
         ``notice`` is the transition's id (source_health.notice_id): queued twice, it is
@@ -703,9 +745,15 @@ class Store:
                 pipe.zadd(keys.FAILING, {digest: entry.fetched_at})
             if transition is not None and notice is not None:
                 record = keys.SOURCE_NOTICE.format(notice=notice)
-                pipe.hset(record, mapping={
-                    "key": key, "kind": transition, "reason": entry.error or "",
-                    "since": repr(entry.failing_since or entry.fetched_at)})
+                pipe.hset(
+                    record,
+                    mapping={
+                        "key": key,
+                        "kind": transition,
+                        "reason": entry.error or "",
+                        "since": repr(entry.failing_since or entry.fetched_at),
+                    },
+                )
                 pipe.expire(record, keys.SOURCE_NOTICE_SECONDS)
                 pipe.zadd(keys.SOURCE_NOTICES, {notice: entry.fetched_at}, nx=True)
             await pipe.execute()
@@ -718,8 +766,9 @@ class Store:
             _, count = await pipe.execute()
         return int(count)
 
-    async def claim_source_notices(self, now: float, limit: int,
-                                   hold: float = keys.DIGEST_CLAIM_SECONDS) -> list[str]:
+    async def claim_source_notices(
+        self, now: float, limit: int, hold: float = keys.DIGEST_CLAIM_SECONDS
+    ) -> list[str]:
         """Take up to ``limit`` source notices to send; no other replica gets them.
 
         As with ``claim_due``, a claimed notice comes back ``hold`` seconds later unless
@@ -731,13 +780,13 @@ class Store:
     async def get_source_notice(self, notice: str) -> dict[str, str]:
         """What a source notice says: key, kind, reason, since ({} once it is stale)."""
         data: dict[str, str] = await self.redis.hgetall(  # type: ignore[assignment]
-            keys.SOURCE_NOTICE.format(notice=notice))
+            keys.SOURCE_NOTICE.format(notice=notice)
+        )
         return data
 
     async def told_of_notice(self, notice: str) -> set[int]:
         """The chats a source notice was sent to."""
-        members = await self.redis.smembers(
-            keys.SOURCE_NOTICE_TOLD.format(notice=notice))
+        members = await self.redis.smembers(keys.SOURCE_NOTICE_TOLD.format(notice=notice))
         return {int(member) for member in members}
 
     async def mark_told_of_notice(self, notice: str, chat_id: int) -> None:
@@ -760,8 +809,7 @@ class Store:
     async def sent_parts(self, scope: str) -> set[str]:
         """The parts of a reply Telegram already took (see keys.PARTS_SENT)."""
         members = await self.redis.smembers(keys.PARTS_SENT.format(scope=scope))
-        return {member.decode() if isinstance(member, bytes) else member
-                for member in members}
+        return {member.decode() if isinstance(member, bytes) else member for member in members}
 
     async def mark_part_sent(self, scope: str, part: str) -> None:
         """Remember that Telegram took this part of a reply."""
@@ -802,6 +850,16 @@ def _source_chats(key: str) -> str:
     return keys.SOURCE_CHATS.format(digest=feed_digest(key))
 
 
+def _move_in_index(
+    pipe: Any, old_id: int, old: dict[str, str], new_id: int, merged: dict[str, str]
+) -> None:
+    """Queue the index's side of a migration: the group out, the supergroup in."""
+    for key in _source_keys(old.get("sources")):
+        pipe.srem(_source_chats(key), old_id)
+    for key in _source_keys(merged.get("sources")):
+        pipe.sadd(_source_chats(key), new_id)
+
+
 def _source_keys(raw: str | None) -> set[str]:
     """The keys of the sources in a chat hash's ``sources`` field."""
     try:
@@ -834,14 +892,21 @@ def _seen_member(item_id: str) -> str:
     return hashlib.sha256(item_id.encode()).hexdigest()[:16]
 
 
-def _merge_chat(old: dict[str, str], new: dict[str, str],
-                max_sources: int | None) -> dict[str, str]:
+def _merge_chat(
+    old: dict[str, str], new: dict[str, str], max_sources: int | None
+) -> dict[str, str]:
     """The fields of a supergroup's chat hash after a group's migration into it."""
     if not new:
         return dict(old)  # the usual case: the supergroup is new to the bot
     # Fields the supergroup lacks come from the group; its own stay as they are.
-    merged = {**{name: value for name, value in old.items()
-                 if name not in ("stopped", "interval", "schedule", "sources")}, **new}
+    merged = {
+        **{
+            name: value
+            for name, value in old.items()
+            if name not in ("stopped", "interval", "schedule", "sources")
+        },
+        **new,
+    }
     sources: dict[str, dict[str, Any]] = {}
     for raw in (new.get("sources"), old.get("sources")):
         for data in json.loads(raw) if raw else []:
@@ -869,8 +934,11 @@ def _merge_filters(old: str, new: str) -> str:
     merged = dict(mine)
     count = sum(len(rules) for rules in mine.values() if isinstance(rules, list))
     for key, rules in theirs.items():
-        if key not in merged and isinstance(rules, list) \
-                and count + len(rules) <= filters.MAX_RULES:
+        if (
+            key not in merged
+            and isinstance(rules, list)
+            and count + len(rules) <= filters.MAX_RULES
+        ):
             merged[key] = rules
             count += len(rules)
     return json.dumps(merged)

@@ -21,7 +21,7 @@ import pytest
 
 from fakes.news import FakeNews
 from fakes.telegram_api import FakeTelegram
-from harness import stop_process
+from harness import REDIS_SERVER, stop_process
 
 # --- network guard ---------------------------------------------------------------------
 
@@ -116,8 +116,7 @@ def _free_port() -> int:
 
 def redis_command(port: int, *args: str, timeout: float = 2.0) -> bytes:
     """Send one command in RESP and return the first reply line (enough for PING/FLUSHALL)."""
-    request = f"*{len(args)}\r\n" + "".join(
-        f"${len(arg.encode())}\r\n{arg}\r\n" for arg in args)
+    request = f"*{len(args)}\r\n" + "".join(f"${len(arg.encode())}\r\n{arg}\r\n" for arg in args)
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
         connection.sendall(request.encode())
         reply = b""
@@ -135,9 +134,25 @@ def _start_redis(executable: str, directory: Path) -> tuple[subprocess.Popen[byt
         port = _free_port()
         log = directory / f"redis-{port}.log"
         process = subprocess.Popen(
-            [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(directory), "--logfile", str(log)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                executable,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(directory),
+                "--logfile",
+                str(log),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and process.poll() is None:
             try:
@@ -154,7 +169,7 @@ def _start_redis(executable: str, directory: Path) -> tuple[subprocess.Popen[byt
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """Run a real redis-server on a free loopback port for the whole session."""
-    executable = shutil.which("redis-server")
+    executable = shutil.which(REDIS_SERVER)
     if executable is None:
         pytest.skip("redis-server is not on PATH (apt-get install redis-server)")
     process, port = _start_redis(executable, tmp_path_factory.mktemp("redis"))

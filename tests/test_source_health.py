@@ -37,11 +37,16 @@ BROKEN = "the server failed (503)"
 
 
 def rss(titles: list[str], name: str) -> str:
-    items = "".join(f"<item><title>{title}</title><link>https://example.org/{name}/{n}</link>"
-                    f"<guid>{name}-{n}</guid></item>" for n, title in enumerate(titles))
-    return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>{name}</title>'
-            f"<link>https://example.org/</link><description>d</description>{items}"
-            f"</channel></rss>")
+    items = "".join(
+        f"<item><title>{title}</title><link>https://example.org/{name}/{n}</link>"
+        f"<guid>{name}-{n}</guid></item>"
+        for n, title in enumerate(titles)
+    )
+    return (
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>{name}</title>'
+        f"<link>https://example.org/</link><description>d</description>{items}"
+        f"</channel></rss>"
+    )
 
 
 def source(news: Any, path: str) -> Source:
@@ -54,8 +59,9 @@ def fail(news: Any, path: str) -> None:
 
 
 def answer(news: Any, path: str, title: str = "Back again") -> None:
-    news.set_route(path, body=rss([title], path.strip("/")),
-                   headers={"Content-Type": "application/rss+xml"})
+    news.set_route(
+        path, body=rss([title], path.strip("/")), headers={"Content-Type": "application/rss+xml"}
+    )
 
 
 async def elapse(store: Store, src: Source, seconds: float) -> None:
@@ -64,31 +70,39 @@ async def elapse(store: Store, src: Source, seconds: float) -> None:
     entry = await store.get_cached(digest)
     assert entry is not None
     since = entry.failing_since
-    await store.put_cached(digest, dataclasses.replace(
-        entry, fetched_at=entry.fetched_at - seconds,
-        failing_since=None if since is None else since - seconds))
+    await store.put_cached(
+        digest,
+        dataclasses.replace(
+            entry,
+            fetched_at=entry.fetched_at - seconds,
+            failing_since=None if since is None else since - seconds,
+        ),
+    )
 
 
 # --- the arithmetic ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("failures", "ttl", "seconds"), [
-    (0, 300, 60),          # an entry of an older version: one failure
-    (1, 300, 60),          # one failure is often a blip: asked again soon
-    (2, 300, 300),         # then the cache TTL...
-    (3, 300, 600),         # ...doubling with each failure
-    (4, 300, 1200),
-    (8, 300, 19_200),
-    (9, 300, 6 * HOUR),    # 38,400 capped at 6 hours
-    (10_000, 300, 6 * HOUR),
-    (1, 30, 30),           # never longer than the TTL for the first failure
-    (2, 30, 30),
-    (5, 30, 240),
-    (1, 0, 0),             # no cache: every ask fetches
-    (7, 0, 0),
-    (2, 86_400, 86_400),   # a TTL over 6 hours: never more often than a working source
-    (6, 86_400, 86_400),
-])
+@pytest.mark.parametrize(
+    "failures, ttl, seconds",
+    [
+        (0, 300, 60),  # an entry of an older version: one failure
+        (1, 300, 60),  # one failure is often a blip: asked again soon
+        (2, 300, 300),  # then the cache TTL...
+        (3, 300, 600),  # ...doubling with each failure
+        (4, 300, 1200),
+        (8, 300, 19_200),
+        (9, 300, 6 * HOUR),  # 38,400 capped at 6 hours
+        (10_000, 300, 6 * HOUR),
+        (1, 30, 30),  # never longer than the TTL for the first failure
+        (2, 30, 30),
+        (5, 30, 240),
+        (1, 0, 0),  # no cache: every ask fetches
+        (7, 0, 0),
+        (2, 86_400, 86_400),  # a TTL over 6 hours: never more often than a working source
+        (6, 86_400, 86_400),
+    ],
+)
 def test_retry_after(failures: int, ttl: int, seconds: int) -> None:
     assert source_health.retry_after(failures, ttl) == seconds
 
@@ -96,43 +110,57 @@ def test_retry_after(failures: int, ttl: int, seconds: int) -> None:
 T0 = 1_700_000_000.0
 
 
-def failed(at: float, failures: int = 0, since: float | None = None,
-           dead: bool = False) -> CachedNews:
-    return CachedNews(fetched_at=at, error=BROKEN, failures=failures, failing_since=since,
-                      dead=dead)
+def failed(
+    at: float, failures: int = 0, since: float | None = None, dead: bool = False
+) -> CachedNews:
+    return CachedNews(
+        fetched_at=at, error=BROKEN, failures=failures, failing_since=since, dead=dead
+    )
 
 
 GOOD = CachedNews(fetched_at=T0 + 500)
 
 
-@pytest.mark.parametrize(("previous", "fetched", "failures", "since", "dead", "transition"), [
-    (None, failed(T0), 1, T0, False, None),                             # first failure
-    (GOOD, failed(T0 + 600), 1, T0 + 600, False, None),                 # after news
-    (failed(T0, 1, T0), failed(T0 + 60), 2, T0, False, None),           # the streak goes on
-    (failed(T0, 0, None), failed(T0 + 60), 2, T0, False, None),         # an older entry
-    (failed(T0 + 50, 3, T0), failed(T0 + 100), 4, T0, True, "dead"),    # failed 100 s
-    (failed(T0 + 50, 3, T0), failed(T0 + 99), 4, T0, False, None),      # not quite
-    (failed(T0 + 200, 4, T0, True), failed(T0 + 900), 5, T0, True, None),  # told once
-    (failed(T0 + 200, 4, T0, True), GOOD, 0, None, False, "recovered"),
-    (failed(T0 + 20, 2, T0), GOOD, 0, None, False, None),               # never dead
-    (GOOD, CachedNews(fetched_at=T0 + 900), 0, None, False, None),
-])
+@pytest.mark.parametrize(
+    "previous, fetched, failures, since, dead, transition",
+    [
+        (None, failed(T0), 1, T0, False, None),  # first failure
+        (GOOD, failed(T0 + 600), 1, T0 + 600, False, None),  # after news
+        (failed(T0, 1, T0), failed(T0 + 60), 2, T0, False, None),  # the streak goes on
+        (failed(T0, 0, None), failed(T0 + 60), 2, T0, False, None),  # an older entry
+        (failed(T0 + 50, 3, T0), failed(T0 + 100), 4, T0, True, "dead"),  # failed 100 s
+        (failed(T0 + 50, 3, T0), failed(T0 + 99), 4, T0, False, None),  # not quite
+        (failed(T0 + 200, 4, T0, True), failed(T0 + 900), 5, T0, True, None),  # told once
+        (failed(T0 + 200, 4, T0, True), GOOD, 0, None, False, "recovered"),
+        (failed(T0 + 20, 2, T0), GOOD, 0, None, False, None),  # never dead
+        (GOOD, CachedNews(fetched_at=T0 + 900), 0, None, False, None),
+    ],
+)
 def test_follow_counts_the_streak_and_each_transition_once(
-        previous: CachedNews | None, fetched: CachedNews, failures: int,
-        since: float | None, dead: bool, transition: str | None) -> None:
+    previous: CachedNews | None,
+    fetched: CachedNews,
+    failures: int,
+    since: float | None,
+    dead: bool,
+    transition: str | None,
+) -> None:
     entry, made = source_health.follow(previous, fetched, dead_after=100)
-    assert (entry.failures, entry.failing_since, entry.dead, made) == \
-        (failures, since, dead, transition)
+    assert (entry.failures, entry.failing_since, entry.dead, made) == (
+        failures,
+        since,
+        dead,
+        transition,
+    )
     assert entry.fetched_at == fetched.fetched_at and entry.error == fetched.error
 
 
 def test_the_failed_line_ends_the_last_message_or_follows_it() -> None:
     line = "⚠️ <i>Failed, not in this digest: a &lt;b&gt;, c</i>"
-    assert source_health.with_failed_line(["<b>Your digest</b>"], ["a <b>", "c"]) == \
-        ["<b>Your digest</b>\n\n" + line]
+    assert source_health.with_failed_line(["<b>Your digest</b>"], ["a <b>", "c"]) == [
+        "<b>Your digest</b>\n\n" + line
+    ]
     full = "x" * 3990
-    assert source_health.with_failed_line(["one", full], ["a <b>", "c"]) == \
-        ["one", full, line]
+    assert source_health.with_failed_line(["one", full], ["a <b>", "c"]) == ["one", full, line]
     assert source_health.with_failed_line(["one"], []) == ["one"]
     many = source_health.failed_line([f"feed {n}" for n in range(8)])
     assert many.endswith("feed 4, 3 more</i>")
@@ -152,11 +180,13 @@ async def stores(redis_url: str) -> AsyncIterator[list[Store]]:
 
 
 async def test_a_dead_source_is_asked_less_and_less_often_then_normally_again(
-        news: Any, stores: list[Store]) -> None:
+    news: Any, stores: list[Store]
+) -> None:
     fail(news, "/down.xml")
     src = source(news, "/down.xml")
-    fetcher = News(Settings(reddit_url=news.url, allow_private_urls=True, cache_ttl=300),
-                   stores[0])
+    fetcher = News(
+        Settings(reddit_url=news.url, allow_private_urls=True, cache_ttl=300), stores[0]
+    )
     try:
         # A chat (or digest, or alert) asks once a minute for a day.
         asked_at: list[int] = []
@@ -203,7 +233,8 @@ async def say(telegram: Any, text: str, chat_id: int = CHAT) -> str:
 
 
 async def test_fetch_answers_from_the_failure_and_source_marks_it(
-        telegram: Any, news: Any, redis_url: str) -> None:
+    telegram: Any, news: Any, redis_url: str
+) -> None:
     fail(news, "/down.xml")
     answer(news, "/up.xml", "Good story")
     down, up = f"{news.url}/down.xml", f"{news.url}/up.xml"
@@ -224,12 +255,15 @@ async def test_fetch_answers_from_the_failure_and_source_marks_it(
         assert entry is not None and entry.failing_since is not None
         since = datetime.datetime.fromtimestamp(entry.failing_since, UTC)
         listing = await say(telegram, "/source")
-        assert listing == (f"Your sources:\n• {up}\n• {down} ⚠️ {BROKEN} (failing since "
-                           f"{since:%Y-%m-%d %H:%M} UTC)")
+        assert listing == (
+            f"Your sources:\n• {up}\n• {down} ⚠️ {BROKEN} (failing since "
+            f"{since:%Y-%m-%d %H:%M} UTC)"
+        )
         await say(telegram, "/tz Asia/Tokyo")
         tokyo = since.astimezone(zoneinfo.ZoneInfo("Asia/Tokyo"))
         assert (await say(telegram, "/source")).endswith(
-            f"(failing since {tokyo:%Y-%m-%d %H:%M} JST)")
+            f"(failing since {tokyo:%Y-%m-%d %H:%M} JST)"
+        )
 
 
 # --- digests and notices, with two replicas ----------------------------------------
@@ -247,8 +281,7 @@ class Replica:
 
 @pytest.fixture
 def settings(telegram: Any, news: Any, redis_url: str) -> Settings:
-    return Settings.from_env(bot_env(telegram, redis_url, news,
-                                     NEWSBOT_DEAD_SOURCE_AFTER="3600"))
+    return Settings.from_env(bot_env(telegram, redis_url, news, NEWSBOT_DEAD_SOURCE_AFTER="3600"))
 
 
 @pytest.fixture
@@ -270,7 +303,8 @@ async def replicas(settings: Settings) -> AsyncIterator[list[Replica]]:
 
 
 async def test_a_digest_ends_naming_its_failed_sources(
-        telegram: Any, news: Any, replicas: list[Replica]) -> None:
+    telegram: Any, news: Any, replicas: list[Replica]
+) -> None:
     replica = replicas[0]
     answer(news, "/up.xml", "Fresh story")
     fail(news, "/down.xml")
@@ -301,13 +335,15 @@ async def run_notices(replicas: list[Replica]) -> int:
 async def failing_gauge() -> str:
     health = HealthServer(0, time.monotonic, lambda: asyncio.sleep(0))  # type: ignore[arg-type]
     _, _, body = await health.answer("/metrics")
-    (line,) = [line for line in body.decode().splitlines()
-               if line.startswith("newsbot_failing_sources ")]
+    (line,) = [
+        line for line in body.decode().splitlines() if line.startswith("newsbot_failing_sources ")
+    ]
     return line
 
 
 async def test_each_chat_is_told_once_when_a_source_dies_and_once_when_it_answers(
-        telegram: Any, news: Any, replicas: list[Replica]) -> None:
+    telegram: Any, news: Any, replicas: list[Replica]
+) -> None:
     first, second = replicas
     fail(news, "/down.xml")
     answer(news, "/fine.xml", "Fine story")
@@ -351,9 +387,10 @@ async def test_each_chat_is_told_once_when_a_source_dies_and_once_when_it_answer
     assert await run_notices(replicas) == 1
     assert await failing_gauge() == "newsbot_failing_sources 0.0"
     for chat in CHATS:
-        dead, recovered = await wait_sent(telegram, 2, chat)
-        assert recovered.displayed == ("✅ Down Feed answers again: its news is back in "
-                                       "/fetch and your digests.")
+        _dead, recovered = await wait_sent(telegram, 2, chat)
+        assert recovered.displayed == (
+            "✅ Down Feed answers again: its news is back in /fetch and your digests."
+        )
 
     # Later rounds (and the source fetched again) send nothing more, to anyone.
     await elapse(first.store, down, 300)
@@ -365,7 +402,8 @@ async def test_each_chat_is_told_once_when_a_source_dies_and_once_when_it_answer
 
 
 async def test_a_notice_taken_over_mid_way_reaches_only_the_chats_left(
-        telegram: Any, news: Any, replicas: list[Replica]) -> None:
+    telegram: Any, news: Any, replicas: list[Replica]
+) -> None:
     dying, survivor = replicas
     fail(news, "/down.xml")
     down = Source("feed", f"{news.url}/down.xml", "Down Feed")
@@ -402,21 +440,23 @@ async def test_the_index_of_chats_follows_their_sources(stores: list[Store]) -> 
 async def test_chats_stored_before_the_index_are_indexed_once(stores: list[Store]) -> None:
     store = stores[0]
     # As an older version stored it: the chat hash alone.
-    await store.redis.hset(keys.CHAT.format(chat_id=-1009), "sources",
-                           '[{"kind": "reddit", "key": "r/a", "label": "a"}]')
+    await store.redis.hset(
+        keys.CHAT.format(chat_id=-1009),
+        "sources",
+        '[{"kind": "reddit", "key": "r/a", "label": "a"}]',
+    )
     await store.redis.hset(keys.CHAT.format(chat_id=8), "stopped", "1")
-    built = await asyncio.gather(stores[0].build_source_index(),
-                                 stores[1].build_source_index())
+    built = await asyncio.gather(stores[0].build_source_index(), stores[1].build_source_index())
     assert sorted(built) == [0, 2]  # one replica read both chats, the other nothing
     assert await store.chats_using("r/a") == [-1009]
 
 
 async def test_the_running_bot_tells_a_chat_once_of_a_dead_source_and_its_return(
-        telegram: Any, news: Any, redis_url: str) -> None:
+    telegram: Any, news: Any, redis_url: str
+) -> None:
     fail(news, "/down.xml")
     down = f"{news.url}/down.xml"
-    env = bot_env(telegram, redis_url, news, NEWSBOT_CACHE_TTL="1",
-                  NEWSBOT_DEAD_SOURCE_AFTER="1")
+    env = bot_env(telegram, redis_url, news, NEWSBOT_CACHE_TTL="1", NEWSBOT_DEAD_SOURCE_AFTER="1")
 
     async def fetch_until(text: str) -> None:
         # Each /fetch past the (1 s) backoff tries the source again; the notice loop
@@ -436,5 +476,6 @@ async def test_the_running_bot_tells_a_chat_once_of_a_dead_source_and_its_return
         shown = [message.displayed for message in telegram.sent(CHAT)]
     assert sum("has not answered since" in text for text in shown) == 1
     assert sum("answers again: its news" in text for text in shown) == 1
-    assert shown.index(next(t for t in shown if "answers again: its news" in t)) > \
-        shown.index(next(t for t in shown if "has not answered" in t))
+    assert shown.index(next(t for t in shown if "answers again: its news" in t)) > shown.index(
+        next(t for t in shown if "has not answered" in t)
+    )
