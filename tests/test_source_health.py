@@ -479,3 +479,25 @@ async def test_the_running_bot_tells_a_chat_once_of_a_dead_source_and_its_return
     assert shown.index(next(t for t in shown if "answers again: its news" in t)) > shown.index(
         next(t for t in shown if "has not answered" in t)
     )
+
+
+async def test_a_stopped_chat_and_one_that_dropped_the_source_are_not_told(
+    telegram: Any, news: Any, replicas: list[Replica]
+) -> None:
+    replica = replicas[0]
+    fail(news, "/down.xml")
+    down = Source("feed", f"{news.url}/down.xml", "Down Feed")
+    for chat in (7101, 7102, 7103):
+        await replica.store.set_sources(chat, [down])
+    await replica.store.set_stopped(7102, True)
+    # An index behind the chat's list (a source dropped while the index was built).
+    await replica.store.redis.hset(keys.CHAT.format(chat_id=7103), "sources", "[]")
+    await replica.news.get_one(down)
+    await elapse(replica.store, down, 3600)
+    await replica.news.get_one(down)
+    assert await replica.notices().run_once() == 1
+    await replica.bot.send_message(7102, "end of test")
+    await wait_sent(telegram, 1, 7102)
+    assert [len(telegram.sent(chat)) for chat in (7101, 7102, 7103)] == [1, 1, 0]
+    assert "has not answered" in telegram.sent(7101)[0].displayed
+    assert await replica.store.chats_using(down.key) == [7101, 7102]  # 7103 unindexed
