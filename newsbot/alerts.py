@@ -104,7 +104,7 @@ def render_alerts(source: Source, items: Sequence[Item]) -> list[str]:
 
 def alert_scope(chat_id: int, digest: str, known: set[str]) -> str:
     """The delivery scope of one batch: the chat, the source and the state it starts from."""
-    state = hashlib.sha1(",".join(sorted(known)).encode()).hexdigest()[:16]
+    state = hashlib.sha1(",".join(sorted(known)).encode(), usedforsecurity=False).hexdigest()[:16]
     return f"alert:{chat_id}:{digest[:16]}:{state}"
 
 
@@ -144,9 +144,7 @@ async def alert_command(
             alerts.pop(digest, None)
         return _listing(alerts), refused
     sources, refused = parse_sources(text)
-    sources = [
-        s for s in dict((s.key, s) for s in sources).values() if source_digest(s) not in alerts
-    ]
+    sources = [s for s in {s.key: s for s in sources}.values() if source_digest(s) not in alerts]
     watched = {source.key for source in await store.get_sources(chat_id)}
     watched |= {source.key for source, _ in alerts.values()}
     total = len(watched | {source.key for source in sources})
@@ -154,8 +152,10 @@ async def alert_command(
         refused.append(
             (
                 "",
-                f"at most {settings.max_sources} sources and alerts together; "
-                f"you have {len(watched)}",
+                (
+                    f"at most {settings.max_sources} sources and alerts together; "
+                    f"you have {len(watched)}"
+                ),
             )
         )
         sources = []
@@ -284,9 +284,8 @@ class Alerts:
         """Read one watched source and bring each watching chat up to date; reschedule."""
         try:
             source, chats = await self.store.alert_source(digest)
-            if source is None or not chats:
-                if await self.store.drop_alert_source(digest):
-                    return
+            if (source is None or not chats) and await self.store.drop_alert_source(digest):
+                return
             if source is not None and chats:
                 (block,) = await self.news.get([source], limit=MAX_ITEMS)
                 if block.error is None:

@@ -13,6 +13,7 @@ import re
 import time
 import zoneinfo
 from collections.abc import Sequence
+from typing import Any
 
 from redis.exceptions import RedisError
 from telegram import ChatMember, Update
@@ -23,12 +24,14 @@ from telegram.ext import (
     ChatMemberHandler,
     CommandHandler,
     ContextTypes,
+    ExtBot,
+    JobQueue,
     MessageHandler,
     TypeHandler,
     filters,
 )
 
-from newsbot import alerts, opml, render, schedule
+from newsbot import alerts, opml, render, schedule, source_health
 from newsbot import filters as rules
 from newsbot import quiet as quiet_hours
 from newsbot.cluster.ratelimit import SendDeferred
@@ -37,11 +40,21 @@ from newsbot.errors import InvalidSource
 from newsbot.merge import merge_news
 from newsbot.metrics import CHATS_FORGOTTEN
 from newsbot.models import Source
-from newsbot.news import News
+from newsbot.news import News, source_digest
 from newsbot.sender import send_messages
 from newsbot.sources.base import parse_source, parse_sources
 from newsbot.sources.guard import Guard
 from newsbot.store import Store, update_scope
+
+# The python-telegram-bot application as Newsbot builds it: the library's default types.
+App = Application[
+    ExtBot[None],
+    ContextTypes.DEFAULT_TYPE,
+    dict[Any, Any],
+    dict[Any, Any],
+    dict[Any, Any],
+    JobQueue[ContextTypes.DEFAULT_TYPE],
+]
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +106,7 @@ class Handlers:
         self.held: dict[int, float] = {}
         self.commands: frozenset[str] = frozenset()
 
-    def register(self, application: Application) -> None:
+    def register(self, application: App) -> None:
         """Add the handlers to a python-telegram-bot application."""
         # Before the gate, which lets only messages through: the bot's own membership.
         application.add_handler(
@@ -222,7 +235,10 @@ class Handlers:
         chat_id = _chat_id(update)
         text = _argument(update)
         if not text:
-            await self.reply(update, context, _list_reply(await self.store.get_sources(chat_id)))
+            listed = await self.store.get_sources(chat_id)
+            await self.reply(
+                update, context, _list_reply(listed, await self._marks(chat_id, listed))
+            )
             return
         sources, refused = parse_sources(text)
         # Alerts on other sources count toward the limit too.
@@ -679,6 +695,14 @@ class Handlers:
 
     # --- helpers for the commands ----------------------------------------------------
 
+    async def _marks(self, chat_id: int, sources: Sequence[Source]) -> list[str]:
+        """The ⚠️ mark of each failing source (reason, since when in the chat's zone)."""
+        if not sources:
+            return []
+        entries = await self.store.get_cached_many([source_digest(s) for s in sources])
+        zone = await self.store.get_zone(chat_id)
+        return [source_health.listing_mark(entry, zone) for entry in entries]
+
     async def drop_stale_filters(self, chat_id: int, sources: Sequence[Source]) -> None:
         """Forget the filter rules of sources the chat no longer has.
 
@@ -749,10 +773,14 @@ def quiet_setting(window: quiet_hours.QuietHours | None, zone: zoneinfo.ZoneInfo
     return f"Quiet hours: {window.text} ({render.escape(zone.key)} time)"
 
 
-def _list_reply(sources: Sequence[Source]) -> str:
+def _list_reply(sources: Sequence[Source], marks: Sequence[str] = ()) -> str:
     if not sources:
         return "You have no sources. Set some with /source python, golang"
-    return "Your sources:\n" + render.bullet_list(source.label for source in sources)
+    lines = render.bullet_list(source.label for source in sources).split("\n")
+    # A mark is escaped markup of its own (source_health.listing_mark), one per source.
+    return "Your sources:\n" + "\n".join(
+        line + mark for line, mark in zip(lines, [*marks, *[""] * len(lines)])
+    )
 
 
 def _filter_key(word: str, sources: Sequence[Source]) -> str | None:

@@ -25,14 +25,16 @@ from redis.exceptions import RedisError
 from telegram.error import InvalidToken, NetworkError
 
 from newsbot.alerts import ALERT_SLOTS, Alerts
-from newsbot.app import App, build_application, handle_update
+from newsbot.app import build_application, handle_update
 from newsbot.cluster.poller import Poller
 from newsbot.cluster.stream import MAX_IN_FLIGHT, Consumer
 from newsbot.config import Settings
 from newsbot.digests import DIGEST_SLOTS, PREFETCH_SLOTS, Digests
 from newsbot.errors import ConfigError
+from newsbot.handlers import App
 from newsbot.health import HealthServer
 from newsbot.news import News
+from newsbot.source_notices import SourceNotices
 from newsbot.sources.download import FETCH_THREADS
 from newsbot.sources.guard import Guard
 from newsbot.store import Store, connect, pool_size
@@ -125,6 +127,7 @@ async def serve(
     poller = Poller(application.bot, store.redis, name)
     digests = Digests(store, news, application.bot)
     watcher = Alerts(store, news, application.bot)
+    notices = SourceNotices(store, application.bot)
 
     ready = Readiness(store, consumer)
     health = HealthServer(settings.http_port, lambda: consumer.heartbeat, ready)
@@ -134,7 +137,7 @@ async def serve(
         if not await _start(application, consumer, stop):
             return
         logger.info("newsbot is running as @%s (replica %s)", application.bot.username, name)
-        await _run_until_stopped(stop, poller, consumer, digests, ready, watcher)
+        await _run_until_stopped(stop, poller, consumer, digests, ready, watcher, notices)
     finally:
         await health.stop()
         await application.shutdown()  # a no-op if it never started
@@ -172,6 +175,7 @@ async def _run_until_stopped(
     digests: Digests,
     ready: Readiness,
     watcher: Alerts | None = None,
+    notices: SourceNotices | None = None,
 ) -> None:
     polling: asyncio.Task[Any] = asyncio.create_task(poller.run(stop), name="poller")
     working: list[asyncio.Task[Any]] = [
@@ -181,6 +185,8 @@ async def _run_until_stopped(
     ]
     if watcher is not None:
         working.append(asyncio.create_task(watcher.run(stop), name="alerts"))
+    if notices is not None:
+        working.append(asyncio.create_task(notices.run(stop), name="source notices"))
     stopping: asyncio.Task[Any] = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait(
         [polling, stopping, *working], return_when=asyncio.FIRST_COMPLETED
