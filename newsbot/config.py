@@ -100,6 +100,8 @@ class Settings:
     # Webhook mode: Telegram pushes updates to this URL; the secret is required with it.
     webhook_url: str | None = None
     webhook_secret: str | None = None
+    # Seconds a source fails before each chat using it is told (source_health).
+    dead_source_after: int = 86_400
 
     def __repr__(self) -> str:
         # The token must never reach a log line, even through a debug repr.
@@ -142,6 +144,9 @@ class Settings:
             send_per_group_minute=env.number("NEWSBOT_SEND_PER_GROUP_MINUTE", 20.0, 1, 1e6),
             webhook_url=webhook_url,
             webhook_secret=webhook_secret,
+            # Up to 30 days: a failing source's streak lives in its cache entry, which
+            # each failed fetch (at most 6 hours apart) keeps for another week.
+            dead_source_after=env.integer("NEWSBOT_DEAD_SOURCE_AFTER", 86_400, 1, 30 * 86_400),
         )
         if settings.webhook_url and not settings.http_port:
             raise ConfigError(
@@ -415,7 +420,7 @@ def _redis_problem(value: str) -> str | None:
     try:
         from redis.connection import parse_url  # pure: parses, connects to nothing
 
-        parse_url(value)
+        parse_url(value)  # type: ignore[no-untyped-call]
     except ValueError as error:
         return str(error).rstrip(".")
     return None

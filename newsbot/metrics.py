@@ -62,3 +62,10 @@ WEBHOOK_REQUESTS = Counter(
     "Pushes from Telegram to the webhook, by outcome",
     ["outcome"],
 )
+FAILING_SOURCES = Gauge(
+    "newsbot_failing_sources",
+    "Sources whose last fetch failed (the same for every replica: counted in Redis)",
+)
+SOURCE_NOTICES = Counter(
+    "newsbot_source_notices_total", "Chats told a source died or answers again, by kind", ["kind"]
+)
