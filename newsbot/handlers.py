@@ -13,6 +13,7 @@ import re
 import time
 import zoneinfo
 from collections.abc import Sequence
+from typing import Any
 
 from redis.exceptions import RedisError
 from telegram import ChatMember, Update
@@ -23,13 +24,15 @@ from telegram.ext import (
     ChatMemberHandler,
     CommandHandler,
     ContextTypes,
+    ExtBot,
+    JobQueue,
     MessageHandler,
     TypeHandler,
     filters,
 )
 
+from newsbot import alerts, opml, render, schedule, source_health
 from newsbot import filters as rules
-from newsbot import opml, render, schedule
 from newsbot import quiet as quiet_hours
 from newsbot.cluster.ratelimit import SendDeferred
 from newsbot.config import Settings
@@ -37,12 +40,22 @@ from newsbot.errors import InvalidSource
 from newsbot.merge import merge_news
 from newsbot.metrics import CHATS_FORGOTTEN
 from newsbot.models import Source
-from newsbot.news import News
+from newsbot.news import News, source_digest
 from newsbot.sender import send_messages
 from newsbot.sources.base import parse_source, parse_sources
 from newsbot.sources.discovery import NO_FEED_LINK
 from newsbot.sources.guard import Guard
 from newsbot.store import Store, update_scope
+
+# The python-telegram-bot application as Newsbot builds it: the library's default types.
+App = Application[
+    ExtBot[None],
+    ContextTypes.DEFAULT_TYPE,
+    dict[Any, Any],
+    dict[Any, Any],
+    dict[Any, Any],
+    JobQueue[ContextTypes.DEFAULT_TYPE],
+]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +78,7 @@ HELP = """<b>Newsbot</b> brings you the news you choose: subreddits and RSS/Atom
 /subscribe <i>08:00</i> – a digest every day at 08:00 your time (<i>mon 08:00</i>: weekly)
 /unsubscribe – stop the digest
 /filter <i>python rust -"game dev"</i> – keep or drop items (<i>*</i>: every source)
+/alert <i>r/python</i> – each new item as it appears; /alert lists; /alert off <i>r/python</i>
 /export – your sources as an OPML file; send me an .opml file to import one
 /tz <i>Europe/Berlin</i> – your time zone (default UTC)
 /quiet <i>22:00-07:00</i> – hold digests at night, sent as one message when it ends; /quiet off
@@ -93,7 +107,7 @@ class Handlers:
         self.held: dict[int, float] = {}
         self.commands: frozenset[str] = frozenset()
 
-    def register(self, application: Application) -> None:
+    def register(self, application: App) -> None:
         """Add the handlers to a python-telegram-bot application."""
         # Before the gate, which lets only messages through: the bot's own membership.
         application.add_handler(
@@ -116,6 +130,7 @@ class Handlers:
             "import": self.import_,
             "tz": self.tz,
             "quiet": self.quiet,
+            "alert": self.alert,
         }
         self.commands = frozenset(commands)
         for name, callback in commands.items():
@@ -221,14 +236,23 @@ class Handlers:
         chat_id = _chat_id(update)
         text = _argument(update)
         if not text:
-            await self.reply(update, context, _list_reply(await self.store.get_sources(chat_id)))
+            listed = await self.store.get_sources(chat_id)
+            await self.reply(
+                update, context, _list_reply(listed, await self._marks(chat_id, listed))
+            )
             return
         sources, refused = parse_sources(text)
-        if len(sources) > self.settings.max_sources:
+        # Alerts on other sources count toward the limit too.
+        extra = await alerts.alert_only_count(self.store, chat_id, [s.key for s in sources])
+        if len(sources) + extra > self.settings.max_sources:
             # Counted before any lookup: a list of dead host names must not hold the
             # shared resolver threads only to be refused for its length.
             refused.append(
-                ("", f"at most {self.settings.max_sources} sources, you gave {len(sources)}")
+                (
+                    "",
+                    f"at most {self.settings.max_sources} sources, "
+                    f"you gave {len(sources)}" + (f" and have {extra} alerts" if extra else ""),
+                )
             )
             sources = []
         sources, more_refused = await self.guard_sources(sources)
@@ -254,7 +278,8 @@ class Handlers:
         new, refused = parse_sources(text)
         known = {source.key for source in current}
         new = [source for source in new if source.key not in known]
-        if len(current) + len(new) > self.settings.max_sources:
+        extra = await alerts.alert_only_count(self.store, chat_id, [s.key for s in current + new])
+        if len(current) + len(new) + extra > self.settings.max_sources:
             refused.append(
                 ("", f"at most {self.settings.max_sources} sources; you have {len(current)}")
             )
@@ -412,6 +437,21 @@ class Handlers:
             f"<code>{render.escape(rules.render_rules(new))}</code>\n" + _explain(new),
         )
 
+    async def alert(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/alert [off] SOURCE...: watch sources for new items; without arguments, list."""
+        message = update.effective_message
+        thread_id = message.message_thread_id if message is not None else None
+        head, refused = await alerts.alert_command(
+            self.settings,
+            self.store,
+            self.news,
+            self.guard_sources,
+            _chat_id(update),
+            thread_id,
+            _argument(update),
+        )
+        await self.reply(update, context, _with_refusals(head, refused))
+
     async def export(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/export: the chat's sources as an OPML file."""
         chat_id = _chat_id(update)
@@ -510,7 +550,10 @@ class Handlers:
                 continue
             known.add(source.key)
             candidates.append(source)
-        room = max(0, self.settings.max_sources - len(current))
+        extra = await alerts.alert_only_count(
+            self.store, chat_id, [s.key for s in current + candidates]
+        )
+        room = max(0, self.settings.max_sources - len(current) - extra)
         refused += [
             (source.label, f"over the limit of {self.settings.max_sources} sources")
             for source in candidates[room:]
@@ -662,6 +705,14 @@ class Handlers:
 
     # --- helpers for the commands ----------------------------------------------------
 
+    async def _marks(self, chat_id: int, sources: Sequence[Source]) -> list[str]:
+        """The ⚠️ mark of each failing source (reason, since when in the chat's zone)."""
+        if not sources:
+            return []
+        entries = await self.store.get_cached_many([source_digest(s) for s in sources])
+        zone = await self.store.get_zone(chat_id)
+        return [source_health.listing_mark(entry, zone) for entry in entries]
+
     async def drop_stale_filters(self, chat_id: int, sources: Sequence[Source]) -> None:
         """Forget the filter rules of sources the chat no longer has.
 
@@ -776,10 +827,14 @@ def quiet_setting(window: quiet_hours.QuietHours | None, zone: zoneinfo.ZoneInfo
     return f"Quiet hours: {window.text} ({render.escape(zone.key)} time)"
 
 
-def _list_reply(sources: Sequence[Source]) -> str:
+def _list_reply(sources: Sequence[Source], marks: Sequence[str] = ()) -> str:
     if not sources:
         return "You have no sources. Set some with /source python, golang"
-    return "Your sources:\n" + render.bullet_list(source.label for source in sources)
+    lines = render.bullet_list(source.label for source in sources).split("\n")
+    # A mark is escaped markup of its own (source_health.listing_mark), one per source.
+    return "Your sources:\n" + "\n".join(
+        line + mark for line, mark in zip(lines, [*marks, *[""] * len(lines)])
+    )
 
 
 def _filter_key(word: str, sources: Sequence[Source]) -> str | None:

@@ -66,6 +66,38 @@ ERROR_TTL_SECONDS = 60
 FETCH_LOCK = PREFIX + "lock:fetch:{digest}"
 FETCH_LOCK_SECONDS = 30
 
+# --- source health -------------------------------------------------------------------
+# A failing source's streak (failures in a row, since when, whether its chats were told it
+# is dead) lives in its FEED hash, written with each fetch, so it is read with the cache
+# entry and lives as long as it (FEED_TTL_SECONDS, renewed by each fetch).
+# Set per source: the ids of the chats that have it among their sources, kept in step by
+# Store.set_sources, forget_chat and migrate_chat. No time-to-live: it is as durable as
+# the chats' own hashes.
+SOURCE_CHATS = PREFIX + "source-chats:{digest}"
+# Set once the index was built from the chats stored before it existed (by the one
+# replica that set it first). No time-to-live: built once per Redis.
+SOURCE_CHATS_BUILT = PREFIX + "source-chats-built"
+# Chat hashes read per SCAN step while the index is built.
+SOURCE_CHATS_SCAN = 500
+# Sorted set: digest of each failing source -> unix time of its last failed fetch, for the
+# newsbot_failing_sources gauge. A source nobody asks for is no longer fetched, so its
+# entry goes once its last failure is older than FAILING_FORGET_SECONDS (past the longest
+# backoff, 6 hours, and an ask in it).
+FAILING = PREFIX + "failing-sources"
+FAILING_FORGET_SECONDS = 7 * 3600
+# Sorted set: id of each source notice to send ("<digest>:<dead|recovered>:<since>", one
+# per transition) -> unix time it is due; claimed like DUE (DIGEST_CLAIM_SECONDS), so one
+# replica sends it, and another after the claim if that one died.
+SOURCE_NOTICES = PREFIX + "source-notices"
+# Hash per notice: the source key, the kind, since when it failed and why. Kept a day:
+# a notice not sent by then is stale news.
+SOURCE_NOTICE = PREFIX + "source-notice:{notice}"
+SOURCE_NOTICE_SECONDS = 86_400
+# Set per notice: the chats that were sent it, so a notice taken over from a replica that
+# died part-way is sent only to the chats it had not reached. Kept as long as the notice
+# (and left to expire after it is done, so a notice queued again is not sent again).
+SOURCE_NOTICE_TOLD = PREFIX + "source-notice-told:{notice}"
+
 # --- updates -------------------------------------------------------------------------
 # The stream the leader appends Telegram updates to, and the group every replica reads.
 UPDATES = PREFIX + "updates"
@@ -86,6 +118,15 @@ UPDATE_LOCK = PREFIX + "update-lock:{update_id}"
 # order. Shorter-lived than UPDATE_DONE, so the update it names is still known when read.
 CHAT_LAST = PREFIX + "chat-last:"
 CHAT_LAST_SECONDS = 3600
+# Per update id, set by the webhook receiver in the same script that appends the update:
+# Telegram retries a push it did not see answered 200 (a replica killed mid-request, a
+# slow one), and a retry finding the mark is answered 200 without a second entry.
+# Telegram keeps an undelivered update for 24 hours; the mark outlives that.
+WEBHOOK_SEEN = PREFIX + "webhook-seen:"
+WEBHOOK_SEEN_SECONDS = 25 * 3600
+# How long a write that must survive a failover (a stored update, a done mark) waits for
+# a replica's WAIT acknowledgement before going on without it (store.wait_for_replicas).
+REPLICA_ACK_TIMEOUT_MS = 1_000
 # An entry pending this long with a consumer is taken over by another; the owner of a
 # live entry touches it more often than that (see cluster.stream).
 CLAIM_IDLE_MS = 10_000
@@ -154,6 +195,33 @@ RATE_MAX_WAIT_MS = 8_000
 PARTS_SENT = PREFIX + "parts:{scope}"
 PARTS_SENT_SECONDS = 3600
 
+# --- alerts --------------------------------------------------------------------------
+# Hash per chat: source digest (news.source_digest) -> JSON {"source": ..., "thread": the
+# message_thread_id of the /alert command or null}. No time-to-live: an alert lasts until
+# /alert off, and forget_chat removes it.
+ALERTS = PREFIX + "alerts:{chat_id}"
+# Hash per chat: source digest -> JSON list of the short hashes of that source's items
+# the chat has been brought up to (sent, held, filtered out or there at /alert time), or
+# null until the first good read sets it without sending (no backfill). Bounded by the
+# cache's items per source (100) per alert; no time-to-live, as ALERTS.
+ALERT_KNOWN = PREFIX + "alert-known:{chat_id}"
+# Set per source digest: the chats watching it. A chat forgotten since is dropped lazily
+# by the watcher (it has no ALERTS entry); the set goes with its last watcher.
+ALERT_WATCHERS = PREFIX + "alert-watchers:{digest}"
+# Hash: source digest -> the source (JSON), for the watcher to fetch it.
+ALERT_SOURCES = PREFIX + "alert-sources"
+# Sorted set: source digest -> unix time of its next check. Claimed like DUE, so one
+# replica checks a source per window; each source keeps its own offset in the window.
+ALERT_CHECKS = PREFIX + "alert-checks"
+# Per chat while one replica delivers alerts to it, so two sources' checks (on any
+# replicas) never both find an article unseen and announce it twice. Outlives a delivery
+# (a few sends); a replica that dies holding it leaves it to expire.
+ALERT_LOCK = PREFIX + "alert-lock:{chat_id}"
+ALERT_LOCK_SECONDS = 30
+# A source check claimed by a replica comes back after this long if the replica dies
+# before it rescheduled it (the deliveries it finished are recorded per chat).
+ALERT_CLAIM_SECONDS = 30
+
 # --- per chat, all together ----------------------------------------------------------
 # Every key that belongs to one chat, for Store.forget_chat (a chat that blocked the bot,
 # left or was deleted keeps nothing). A new per-chat key must be added here.
@@ -166,6 +234,9 @@ CHAT_KEYS = (
     RATE_HOLD,
     CHAT_LAST + "{chat_id}",
     PARTS_SENT.replace("{scope}", "digest:{chat_id}"),
+    ALERTS,
+    ALERT_KNOWN,
+    ALERT_LOCK,
 )
 
 # --- readiness -----------------------------------------------------------------------

@@ -38,7 +38,7 @@ CHAT_NOT_FOUND = "chat not found"
 
 def part_id(index: int, text: str) -> str:
     """Name a part of a reply by its place and its text (a re-rendered reply differs)."""
-    return f"{index}:{hashlib.sha1(text.encode('utf-8')).hexdigest()[:16]}"
+    return f"{index}:{hashlib.sha1(text.encode('utf-8'), usedforsecurity=False).hexdigest()[:16]}"
 
 
 def is_chat_gone(error: BadRequest) -> bool:

@@ -1,9 +1,13 @@
 """`newsbot run`: one replica of the bot, with every loop it runs and a clean shutdown.
 
 Every replica runs the same loops: the poller (only while it holds the lease), the
-consumer of the update stream, the digest sender, and the health server. SIGTERM stops
-intake first (the poller gives its lease up), lets the consumer finish and acknowledge
-the updates in hand, and exits well inside Kubernetes' grace period.
+consumer of the update stream, the digest sender, the alert watcher and the health
+server. SIGTERM stops intake first (the poller gives its lease up), lets the consumer
+finish and acknowledge the updates in hand, and exits well inside Kubernetes' grace period.
+
+In webhook mode (NEWSBOT_WEBHOOK_URL) the health server also takes Telegram's pushes
+(newsbot.webhook), on every replica; the poller then only holds the lease and sets the
+webhook when it takes it.
 
 Readiness is Redis taking writes and the consumer running. Redis out of memory
 (``maxmemory``) is its own reason, logged once when it starts and once when it ends,
@@ -24,17 +28,21 @@ from typing import Any
 from redis.exceptions import RedisError
 from telegram.error import InvalidToken, NetworkError
 
-from newsbot.app import App, build_application, handle_update
+from newsbot.alerts import ALERT_SLOTS, Alerts
+from newsbot.app import build_application, handle_update
 from newsbot.cluster.poller import Poller
 from newsbot.cluster.stream import MAX_IN_FLIGHT, Consumer
 from newsbot.config import Settings
 from newsbot.digests import DIGEST_SLOTS, PREFETCH_SLOTS, Digests
 from newsbot.errors import ConfigError
+from newsbot.handlers import App
 from newsbot.health import HealthServer
 from newsbot.news import News
+from newsbot.source_notices import SourceNotices
 from newsbot.sources.download import FETCH_THREADS
 from newsbot.sources.guard import Guard
 from newsbot.store import Store, connect, pool_size
+from newsbot.webhook import Webhook
 
 logger = logging.getLogger(__name__)
 
@@ -113,24 +121,37 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    connections = pool_size(MAX_IN_FLIGHT, DIGEST_SLOTS + PREFETCH_SLOTS, DOWNLOADS_IN_FLIGHT)
+    connections = pool_size(
+        MAX_IN_FLIGHT, DIGEST_SLOTS + PREFETCH_SLOTS + ALERT_SLOTS, DOWNLOADS_IN_FLIGHT
+    )
     store = Store(connect(settings, connections), settings.items_per_source)
     news = News(settings, store, guard)
     application, handlers = build_application(settings, store, news, settings.telegram_token)
     name = replica_name()
     consumer = Consumer(store.redis, name, functools.partial(handle_update, application, handlers))
-    poller = Poller(application.bot, store.redis, name)
+    poller = Poller(
+        application.bot,
+        store.redis,
+        name,
+        webhook_url=settings.webhook_url,
+        webhook_secret=settings.webhook_secret,
+    )
     digests = Digests(store, news, application.bot)
+    watcher = Alerts(store, news, application.bot)
+    notices = SourceNotices(store, application.bot)
+    webhook = None
+    if settings.webhook_url is not None and settings.webhook_secret is not None:
+        webhook = Webhook(store.redis, settings.webhook_url, settings.webhook_secret)
 
     ready = Readiness(store, consumer)
-    health = HealthServer(settings.http_port, lambda: consumer.heartbeat, ready)
+    health = HealthServer(settings.http_port, lambda: consumer.heartbeat, ready, webhook=webhook)
     if settings.http_port:
         await health.start()
     try:
         if not await _start(application, consumer, stop):
             return
         logger.info("newsbot is running as @%s (replica %s)", application.bot.username, name)
-        await _run_until_stopped(stop, poller, consumer, digests, ready)
+        await _run_until_stopped(stop, poller, consumer, digests, ready, watcher, notices)
     finally:
         await health.stop()
         await application.shutdown()  # a no-op if it never started
@@ -162,7 +183,13 @@ async def _start(application: App, consumer: Consumer, stop: asyncio.Event) -> b
 
 
 async def _run_until_stopped(
-    stop: asyncio.Event, poller: Poller, consumer: Consumer, digests: Digests, ready: Readiness
+    stop: asyncio.Event,
+    poller: Poller,
+    consumer: Consumer,
+    digests: Digests,
+    ready: Readiness,
+    watcher: Alerts | None = None,
+    notices: SourceNotices | None = None,
 ) -> None:
     polling: asyncio.Task[Any] = asyncio.create_task(poller.run(stop), name="poller")
     working: list[asyncio.Task[Any]] = [
@@ -170,6 +197,10 @@ async def _run_until_stopped(
         asyncio.create_task(digests.run(stop), name="digests"),
         asyncio.create_task(ready.watch(stop), name="redis watch"),
     ]
+    if watcher is not None:
+        working.append(asyncio.create_task(watcher.run(stop), name="alerts"))
+    if notices is not None:
+        working.append(asyncio.create_task(notices.run(stop), name="source notices"))
     stopping: asyncio.Task[Any] = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait(
         [polling, stopping, *working], return_when=asyncio.FIRST_COMPLETED

@@ -116,6 +116,23 @@ if left == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end
 return left
 """
 
+# Stop checking a source no chat watches any more; not if a chat began watching it
+# meanwhile. KEYS: watchers set, checks set, sources hash. ARGV: digest.
+_DROP_ALERT_SOURCE = """
+if redis.call('SCARD', KEYS[1]) > 0 then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+return 1
+"""
+
+# Drop a chat from a source's watchers unless it watches it again by now (/alert off,
+# then /alert, while a check looked). KEYS: the chat's alerts hash, the watchers set.
+# ARGV: digest, chat id.
+_FORGET_WATCHER = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+return redis.call('SREM', KEYS[2], ARGV[2])
+"""
+
 # Release a lock only if we still hold it.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -138,6 +155,11 @@ class CachedNews:
     # (a 301/308): what /source and /add store instead of the URL given.
     discovered: str | None = None
     moved_to: str | None = None
+    # The failure streak (source_health): failed fetches in a row, when the first of
+    # them was, and whether the source's chats were told it is dead.
+    failures: int = 0
+    failing_since: float | None = None
+    dead: bool = False
 
     def to_mapping(self) -> dict[str, str]:
         mapping = {
@@ -146,6 +168,9 @@ class CachedNews:
             "error": self.error or "",
             "etag": self.etag or "",
             "last_modified": self.last_modified or "",
+            "failures": str(self.failures),
+            "failing_since": "" if self.failing_since is None else repr(self.failing_since),
+            "dead": "1" if self.dead else "",
         }
         # Only when set: an entry without them is written exactly as before.
         if self.discovered:
@@ -164,6 +189,10 @@ class CachedNews:
             last_modified=data.get("last_modified") or None,
             discovered=data.get("discovered") or None,
             moved_to=data.get("moved_to") or None,
+            # Absent in entries written before streaks were kept: no streak yet.
+            failures=int(data.get("failures") or 0),
+            failing_since=float(data["failing_since"]) if data.get("failing_since") else None,
+            dead=data.get("dead") == "1",
         )
 
 
@@ -224,7 +253,7 @@ def _sentinel_client(url: redis_url.SentinelURL, max_connections: int) -> aiored
     server that is no longer the master is dropped, so the next command goes to the
     new one: the bot needs no restart.
     """
-    sentinel = Sentinel(
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
         list(url.sentinels),
         sentinel_kwargs={
             "username": url.sentinel_username,
@@ -258,7 +287,7 @@ async def sentinel_master(redis: aioredis.Redis) -> tuple[str, int] | None:
     pool = redis.connection_pool
     if not isinstance(pool, SentinelConnectionPool):
         return None
-    host, port = await pool.get_master_address()
+    host, port = await pool.get_master_address()  # type: ignore[no-untyped-call]
     return str(host), int(port)
 
 
@@ -294,6 +323,8 @@ class Store:
         self._mark_seen = redis.register_script(_MARK_SEEN)
         self._release = redis.register_script(_RELEASE)
         self._release_held = redis.register_script(_RELEASE_HELD)
+        self._drop_alert_source = redis.register_script(_DROP_ALERT_SOURCE)
+        self._forget_watcher = redis.register_script(_FORGET_WATCHER)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -337,9 +368,26 @@ class Store:
         return (await self.follow_moves({chat_id: sources}))[chat_id]
 
     async def set_sources(self, chat_id: int, sources: Sequence[Source]) -> None:
-        """Replace the chat's sources."""
+        """Replace the chat's sources (and keep the index source -> chats in step)."""
         value = json.dumps([source.to_json() for source in sources])
-        await self.redis.hset(_chat(chat_id), "sources", value)
+        chat = _chat(chat_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(chat)
+                    raw: str | None = await pipe.hget(chat, "sources")  # type: ignore[assignment]
+                    before = _source_keys(raw)
+                    after = {source.key for source in sources}
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.hset(chat, "sources", value)
+                    for key in before - after:
+                        pipe.srem(_source_chats(key), chat_id)
+                    for key in after - before:
+                        pipe.sadd(_source_chats(key), chat_id)
+                    await pipe.execute()
+                    return
+                except WatchError:
+                    continue  # the chat changed meanwhile: read its sources again
 
     async def is_stopped(self, chat_id: int) -> bool:
         """Tell whether the chat said /stop (and not /start since)."""
@@ -496,7 +544,12 @@ class Store:
 
     async def forget_chat(self, chat_id: int) -> None:
         """Delete everything stored for a chat that blocked the bot, left or is gone."""
+        raw: str | None = await self.redis.hget(  # type: ignore[assignment]
+            _chat(chat_id), "sources"
+        )
         async with self.redis.pipeline(transaction=True) as pipe:
+            for key in _source_keys(raw):
+                pipe.srem(_source_chats(key), chat_id)
             pipe.zrem(keys.DUE, chat_id)
             pipe.zrem(keys.QUIET_END, chat_id)
             pipe.delete(*(template.format(chat_id=chat_id) for template in keys.CHAT_KEYS))
@@ -523,10 +576,10 @@ class Store:
                     new_due = await pipe.zscore(keys.DUE, new_id)
                     has_seen = bool(await pipe.exists(seen_old))
                     if not old_data and old_due is None and not has_seen:
-                        await pipe.unwatch()
+                        await pipe.unwatch()  # type: ignore[no-untyped-call]
                         return
                     merged = _merge_chat(old_data, new_data, max_sources)
-                    pipe.multi()
+                    pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.delete(old)
                     if merged != new_data:
                         pipe.delete(new)
@@ -539,6 +592,7 @@ class Store:
                         due = old_due if old_due is not None else new_due
                         if due is not None:
                             pipe.zadd(keys.DUE, {str(new_id): due})
+                    _move_in_index(pipe, old_id, old_data, new_id, merged)
                     if has_seen:
                         pipe.zunionstore(seen_new, [seen_new, seen_old], aggregate="MAX")
                         pipe.zremrangebyrank(seen_new, 0, -keys.SEEN_MAX - 1)
@@ -676,10 +730,9 @@ class Store:
 
     # --- moved feeds -------------------------------------------------------------------
     #
-    # Lazily, when a chat's sources are read: no index says which chats hold a URL, and
-    # keeping one would touch every path that writes sources; a scan of every chat per
-    # move would let anyone with a redirecting URL make the bot read them all, once per
-    # cache window. Reading costs one MGET for a chat with feeds; the rewrite happens once.
+    # Lazily, when a chat's sources are read: a move costs nothing until then, and never
+    # a scan of every chat (which anyone with a redirecting URL could cause once a cache
+    # window). Reading costs one MGET for a chat with feeds; the rewrite happens once.
 
     async def record_move(self, old_key: str, new_key: str) -> None:
         """Remember that the feed at ``old_key`` moved for good to ``new_key``."""
@@ -728,7 +781,7 @@ class Store:
                         else [],
                         moves,
                     )
-                    pipe.multi()
+                    pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.hset(key, "sources", json.dumps([source.to_json() for source in sources]))
                     if raw_filters:
                         pipe.hset(key, "filters", _moved_filters(raw_filters, moves))
@@ -736,6 +789,116 @@ class Store:
                     return sources
                 except WatchError:
                     continue  # the chat changed meanwhile: rewrite what it has now
+
+    # --- source health -----------------------------------------------------------------
+
+    async def chats_using(self, key: str) -> list[int]:
+        """The chats that have a source (by its key) among their sources."""
+        members = await self.redis.smembers(_source_chats(key))
+        return sorted(int(member) for member in members)
+
+    async def unindex_chat(self, key: str, chat_id: int) -> None:
+        """Take a chat out of a source's index (it no longer has the source)."""
+        await self.redis.srem(_source_chats(key), chat_id)
+
+    async def build_source_index(self) -> int:
+        """Index the chats stored before the index existed, once per Redis.
+
+        Returns how many chats were read (0: built before, by this or another replica).
+        A chat changing its sources meanwhile may leave itself indexed for a source it
+        dropped; whoever reads the index checks the chat's own list (and unindexes it).
+        """
+        if not await self.redis.set(keys.SOURCE_CHATS_BUILT, str(time.time()), nx=True):
+            return 0
+        prefix = keys.CHAT.format(chat_id="")
+        read = 0
+        async for name in self.redis.scan_iter(
+            match=prefix + "*", count=keys.SOURCE_CHATS_SCAN, _type="hash"
+        ):
+            chat_id = name[len(prefix) :]
+            if not chat_id.lstrip("-").isdigit():
+                continue  # not a chat hash
+            raw: str | None = await self.redis.hget(name, "sources")  # type: ignore[assignment]
+            read += 1
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in _source_keys(raw):
+                    pipe.sadd(_source_chats(key), chat_id)
+                await pipe.execute()
+        return read
+
+    async def note_source_health(
+        self, digest: str, key: str, entry: CachedNews, transition: str | None, notice: str | None
+    ) -> None:
+        """Count a source as failing or not, and queue its chats' notice of a transition.
+
+        ``notice`` is the transition's id (source_health.notice_id): queued twice, it is
+        one notice.
+        """
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if entry.error is None:
+                pipe.zrem(keys.FAILING, digest)
+            else:
+                pipe.zadd(keys.FAILING, {digest: entry.fetched_at})
+            if transition is not None and notice is not None:
+                record = keys.SOURCE_NOTICE.format(notice=notice)
+                pipe.hset(
+                    record,
+                    mapping={
+                        "key": key,
+                        "kind": transition,
+                        "reason": entry.error or "",
+                        "since": repr(entry.failing_since or entry.fetched_at),
+                    },
+                )
+                pipe.expire(record, keys.SOURCE_NOTICE_SECONDS)
+                pipe.zadd(keys.SOURCE_NOTICES, {notice: entry.fetched_at}, nx=True)
+            await pipe.execute()
+
+    async def count_failing(self, now: float) -> int:
+        """How many sources fail now (forgetting those nobody asked for in a long while)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(keys.FAILING, "-inf", now - keys.FAILING_FORGET_SECONDS)
+            pipe.zcard(keys.FAILING)
+            _, count = await pipe.execute()
+        return int(count)
+
+    async def claim_source_notices(
+        self, now: float, limit: int, hold: float = keys.DIGEST_CLAIM_SECONDS
+    ) -> list[str]:
+        """Take up to ``limit`` source notices to send; no other replica gets them.
+
+        As with ``claim_due``, a claimed notice comes back ``hold`` seconds later unless
+        it was done.
+        """
+        found = await self._claim_due(keys=[keys.SOURCE_NOTICES], args=[now, hold, limit])
+        return [str(notice) for notice in found]
+
+    async def get_source_notice(self, notice: str) -> dict[str, str]:
+        """What a source notice says: key, kind, reason, since ({} once it is stale)."""
+        data: dict[str, str] = await self.redis.hgetall(  # type: ignore[assignment]
+            keys.SOURCE_NOTICE.format(notice=notice)
+        )
+        return data
+
+    async def told_of_notice(self, notice: str) -> set[int]:
+        """The chats a source notice was sent to."""
+        members = await self.redis.smembers(keys.SOURCE_NOTICE_TOLD.format(notice=notice))
+        return {int(member) for member in members}
+
+    async def mark_told_of_notice(self, notice: str, chat_id: int) -> None:
+        """Remember that a chat was sent a source notice."""
+        key = keys.SOURCE_NOTICE_TOLD.format(notice=notice)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(key, chat_id)
+            pipe.expire(key, keys.SOURCE_NOTICE_SECONDS)
+            await pipe.execute()
+
+    async def done_source_notice(self, notice: str) -> None:
+        """Forget a notice every chat was sent."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(keys.SOURCE_NOTICES, notice)
+            pipe.delete(keys.SOURCE_NOTICE.format(notice=notice))
+            await pipe.execute()
 
     # --- delivery ----------------------------------------------------------------------
 
@@ -751,6 +914,158 @@ class Store:
             pipe.sadd(key, part)
             pipe.expire(key, keys.PARTS_SENT_SECONDS)
             await pipe.execute()
+
+    # --- alerts ------------------------------------------------------------------------
+
+    async def get_alerts(self, chat_id: int) -> dict[str, tuple[Source, int | None]]:
+        """The chat's alerts: source digest -> (source, topic it was set in)."""
+        raw: dict[str, str] = await self.redis.hgetall(  # type: ignore[assignment]
+            keys.ALERTS.format(chat_id=chat_id)
+        )
+        alerts = {}
+        for digest, value in raw.items():
+            try:
+                data = json.loads(value)
+                alerts[digest] = (Source.from_json(data["source"]), data.get("thread"))
+            except (ValueError, KeyError, TypeError):
+                continue  # written by another version; /alert sets it again
+        return alerts
+
+    async def add_alerts(
+        self,
+        chat_id: int,
+        watched: Sequence[tuple[str, Source]],
+        thread_id: int | None,
+        known: dict[str, list[str] | None],
+        first_checks: dict[str, float],
+    ) -> None:
+        """Watch sources for the chat from the items ``known`` now (no backfill).
+
+        ``known`` maps each digest to the ids of the items there now (None: not read
+        yet); ``first_checks`` to when the source is first checked, if nobody checks it.
+        """
+        if not watched:
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for digest, source in watched:
+                pipe.hset(
+                    keys.ALERTS.format(chat_id=chat_id),
+                    digest,
+                    json.dumps({"source": source.to_json(), "thread": thread_id}),
+                )
+                ids = known.get(digest)
+                pipe.hset(
+                    keys.ALERT_KNOWN.format(chat_id=chat_id),
+                    digest,
+                    json.dumps(None if ids is None else sorted({_seen_member(i) for i in ids})),
+                )
+                pipe.sadd(keys.ALERT_WATCHERS.format(digest=digest), chat_id)
+                pipe.hset(keys.ALERT_SOURCES, digest, json.dumps(source.to_json()))
+                # NX: a source already watched keeps its place in the window.
+                pipe.zadd(keys.ALERT_CHECKS, {digest: first_checks[digest]}, nx=True)
+            await pipe.execute()
+
+    async def remove_alerts(self, chat_id: int, digests: Sequence[str]) -> None:
+        """Stop the chat's alerts on these sources (the watcher drops unwatched sources)."""
+        if not digests:
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(keys.ALERTS.format(chat_id=chat_id), *digests)
+            pipe.hdel(keys.ALERT_KNOWN.format(chat_id=chat_id), *digests)
+            for digest in digests:
+                pipe.srem(keys.ALERT_WATCHERS.format(digest=digest), chat_id)
+            await pipe.execute()
+
+    async def claim_alert_checks(
+        self, now: float, limit: int, hold: float = keys.ALERT_CLAIM_SECONDS
+    ) -> list[str]:
+        """Take up to ``limit`` sources due a check; no other replica gets them.
+
+        A claimed source comes back ``hold`` seconds later unless it was rescheduled.
+        """
+        found: list[str] = await self._claim_due(keys=[keys.ALERT_CHECKS], args=[now, hold, limit])
+        return found
+
+    async def reschedule_alert_check(self, digest: str, due: float) -> None:
+        """Set when the source is next checked, if it is still watched."""
+        await self.redis.zadd(keys.ALERT_CHECKS, {digest: due}, xx=True)
+
+    async def alert_source(self, digest: str) -> tuple[Source | None, list[int]]:
+        """A watched source and the chats watching it, read at once."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.ALERT_SOURCES, digest)
+            pipe.smembers(keys.ALERT_WATCHERS.format(digest=digest))
+            raw, chats = await pipe.execute()
+        try:
+            source = Source.from_json(json.loads(raw)) if raw else None
+        except (ValueError, KeyError, TypeError):
+            source = None  # written by another version: as if nobody watched it
+        return source, sorted(int(chat) for chat in chats)
+
+    async def drop_alert_source(self, digest: str) -> bool:
+        """Stop checking a source nobody watches; False if somebody does."""
+        return bool(
+            await self._drop_alert_source(
+                keys=[
+                    keys.ALERT_WATCHERS.format(digest=digest),
+                    keys.ALERT_CHECKS,
+                    keys.ALERT_SOURCES,
+                ],
+                args=[digest],
+            )
+        )
+
+    async def alert_state(
+        self, chat_id: int, digest: str
+    ) -> tuple[bool, int | None, set[str] | None]:
+        """Whether the chat watches the source, the topic, and the item hashes it knows.
+
+        A chat that no longer watches it (/alert off, forgotten) leaves its watchers.
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.ALERTS.format(chat_id=chat_id), digest)
+            pipe.hget(keys.ALERT_KNOWN.format(chat_id=chat_id), digest)
+            alert, known = await pipe.execute()
+        if alert is None:
+            await self._forget_watcher(
+                keys=[
+                    keys.ALERTS.format(chat_id=chat_id),
+                    keys.ALERT_WATCHERS.format(digest=digest),
+                ],
+                args=[digest, chat_id],
+            )
+            return False, None, None
+        try:
+            thread = json.loads(alert).get("thread")
+            ids = json.loads(known) if known else None
+        except (ValueError, AttributeError):
+            thread, ids = None, None  # another version's: start again from what is there
+        return True, thread, None if ids is None else set(ids)
+
+    async def lock_alert_chat(self, chat_id: int, owner: str) -> bool:
+        """Take the right to deliver alerts to a chat; False if another delivery has it."""
+        key = keys.ALERT_LOCK.format(chat_id=chat_id)
+        return bool(await self.redis.set(key, owner, nx=True, ex=keys.ALERT_LOCK_SECONDS))
+
+    async def unlock_alert_chat(self, chat_id: int, owner: str) -> None:
+        """Give up the right to deliver alerts to a chat, if we still hold it."""
+        await self._release(keys=[keys.ALERT_LOCK.format(chat_id=chat_id)], args=[owner])
+
+    async def set_alert_known(self, chat_id: int, digest: str, item_ids: Iterable[str]) -> None:
+        """Bring the chat up to these items of the source, if it still watches it."""
+        value = json.dumps(sorted({_seen_member(item_id) for item_id in item_ids}))
+        key = keys.ALERT_KNOWN.format(chat_id=chat_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hexists(keys.ALERTS.format(chat_id=chat_id), digest)
+            pipe.hset(key, digest, value)
+            watching, _ = await pipe.execute()
+        if not watching:  # /alert off meanwhile: what was written goes too
+            await self.redis.hdel(key, digest)
+
+
+def alert_member(item_id: str) -> str:
+    """An item id as the alerts' known lists store it (as the seen history does)."""
+    return _seen_member(item_id)
 
 
 def digest_scope(chat_id: int) -> str:
@@ -805,6 +1120,33 @@ def _moved_filters(raw: str, moves: dict[str, str]) -> str:
 
 def _chat(chat_id: int) -> str:
     return keys.CHAT.format(chat_id=chat_id)
+
+
+def feed_digest(key: str) -> str:
+    """The part of a source's keys that names it: a hash of its canonical name."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _source_chats(key: str) -> str:
+    return keys.SOURCE_CHATS.format(digest=feed_digest(key))
+
+
+def _move_in_index(
+    pipe: Any, old_id: int, old: dict[str, str], new_id: int, merged: dict[str, str]
+) -> None:
+    """Queue the index's side of a migration: the group out, the supergroup in."""
+    for key in _source_keys(old.get("sources")):
+        pipe.srem(_source_chats(key), old_id)
+    for key in _source_keys(merged.get("sources")):
+        pipe.sadd(_source_chats(key), new_id)
+
+
+def _source_keys(raw: str | None) -> set[str]:
+    """The keys of the sources in a chat hash's ``sources`` field."""
+    try:
+        return {data["key"] for data in json.loads(raw)} if raw else set()
+    except (ValueError, KeyError, TypeError):
+        return set()  # written by another version: nothing to index
 
 
 def _zone(name: str | None) -> zoneinfo.ZoneInfo:

@@ -256,6 +256,9 @@ async def test_forget_chat_deletes_every_key_of_the_chat(store: Store) -> None:
         await store.redis.set(keys.RATE_HOLD.format(chat_id=chat), "1", ex=60)
         await store.mark_part_sent(digest_scope(chat), "0:abc")
         await store.hold(chat, ["held in quiet hours"], T)  # and its quiet end
+        # An alert, what it knows, and a delivery's lock on the chat.
+        await store.add_alerts(chat, [("d1", PYTHON)], None, {"d1": []}, {"d1": T})
+        await store.lock_alert_chat(chat, "owner")
 
     def of_chat(chat: int, found: list[str]) -> list[str]:
         return [key for key in found if key.rsplit(":", 1)[-1] == str(chat)]
