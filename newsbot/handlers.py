@@ -14,12 +14,15 @@ import time
 from collections.abc import Sequence
 
 from redis.exceptions import RedisError
-from telegram import ChatMember, Update
+from telegram import Chat, ChatMember, InlineKeyboardMarkup, Update
 from telegram.error import BadRequest, NetworkError
 from telegram.ext import (Application, ApplicationHandlerStop, ChatMemberHandler,
                           CommandHandler, ContextTypes, MessageHandler, TypeHandler, filters)
 
 from newsbot import render, schedule
+from newsbot.admins import REFUSAL, Admins
+from newsbot.buttons import Buttons
+from newsbot.chats import INTRODUCTION, topic_of
 from newsbot.cluster.ratelimit import SendDeferred
 from newsbot.config import Settings
 from newsbot.errors import InvalidSource
@@ -50,6 +53,7 @@ HELP = """<b>Newsbot</b> brings you the news you choose: subreddits and RSS/Atom
 /fetch – the latest news from your sources
 /subscribe <i>6h</i> – a digest of what is new, every 30m, 6h, 1d… (default 1d)
 /unsubscribe – stop the digest
+/settings – digest, link previews and silent delivery, with buttons
 /stop – no digests, and silence here until /start
 /help – this message
 
@@ -71,6 +75,8 @@ class Handlers:
         # Updates whose handling met an outage; the consumer leaves them pending.
         self.deferred: set[int] = set()
         self.commands: frozenset[str] = frozenset()
+        self.admins = Admins(store)
+        self.buttons = Buttons(settings, store, self.admins, self.reply)
 
     def register(self, application: Application) -> None:
         """Add the handlers to a python-telegram-bot application."""
@@ -83,10 +89,12 @@ class Handlers:
             "sources": self.source, "add": self.add, "remove": self.remove,
             "fetch": self.fetch, "subscribe": self.subscribe,
             "unsubscribe": self.unsubscribe, "stop": self.stop,
+            "settings": self.buttons.settings_menu,
         }
         self.commands = frozenset(commands)
         for name, callback in commands.items():
             application.add_handler(CommandHandler(name, callback))
+        self.buttons.register(application)
         application.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self.migrate))
         application.add_handler(MessageHandler(
             filters.ChatType.PRIVATE & filters.COMMAND, self.unknown))
@@ -95,7 +103,8 @@ class Handlers:
         application.add_error_handler(self.error)
 
     async def reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE,
-                    messages: str | Sequence[str]) -> bool:
+                    messages: str | Sequence[str],
+                    markup: InlineKeyboardMarkup | None = None) -> bool:
         """Send HTML to the chat the update came from.
 
         Each part goes once however often the update is handled. If the chat cannot be
@@ -110,7 +119,8 @@ class Handlers:
             return False
         try:
             sent = await send_messages(context.bot, self.store, chat.id, messages,
-                                       scope=update_scope(update.update_id))
+                                       scope=update_scope(update.update_id),
+                                       thread_id=topic_of(update), markup=markup)
         except SendDeferred as deferred:
             logger.info("update %s deferred: %s", update.update_id, deferred)
             self.deferred.add(update.update_id)
@@ -130,6 +140,8 @@ class Handlers:
         if allowed is not None and chat.id not in allowed:
             logger.info("ignoring chat %s: not in NEWSBOT_ALLOWED_CHATS", chat.id)
             raise ApplicationHandlerStop
+        if update.callback_query is not None:
+            return  # a button press: the buttons check who pressed, and always answer
         if message.migrate_to_chat_id or message.migrate_from_chat_id:
             return  # the group's settings must move, stopped or not
         if _command(message.text) != "start" and await self.store.is_stopped(chat.id):
@@ -140,6 +152,16 @@ class Handlers:
             if chat.type == chat.PRIVATE or self._is_mine(message.text, context.bot.username):
                 await self.reply(update, context, "That message is too long for me to read. "
                                  "Send fewer sources at a time.")
+            raise ApplicationHandlerStop
+        await self.admin_gate(update, context)
+
+    async def admin_gate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """In a group, let a command that changes something through only from an admin."""
+        text = update.effective_message.text if update.effective_message else None
+        command = _command(text)
+        if command and self._is_mine(text or "", context.bot.username) and \
+                not await self.admins.may_run(context.bot, update, command, _argument(update)):
+            await self.reply(update, context, REFUSAL)
             raise ApplicationHandlerStop
 
     def _is_mine(self, text: str, username: str | None) -> bool:
@@ -161,6 +183,12 @@ class Handlers:
                         change.chat.id)
             await self.store.forget_chat(change.chat.id)
             CHATS_FORGOTTEN.labels(reason=status).inc()
+        elif (status in (ChatMember.MEMBER, ChatMember.ADMINISTRATOR)
+              and change.old_chat_member.status in (ChatMember.LEFT, ChatMember.BANNED)
+              and change.chat.type in (Chat.GROUP, Chat.SUPERGROUP)):
+            allowed = self.settings.allowed_chats
+            if allowed is None or change.chat.id in allowed:
+                await self.reply(update, context, INTRODUCTION)
 
     # --- commands --------------------------------------------------------------------
 
@@ -179,7 +207,7 @@ class Handlers:
         chat_id = _chat_id(update)
         text = _argument(update)
         if not text:
-            await self.reply(update, context, _list_reply(await self.store.get_sources(chat_id)))
+            await self.buttons.source_list(update, context)
             return
         sources, refused = parse_sources(text)
         if len(sources) > self.settings.max_sources:
@@ -258,6 +286,7 @@ class Handlers:
             return
         first = schedule.next_due(time.time(), interval)
         await self.store.subscribe(chat_id, interval, first)
+        await self.store.set_digest_thread(chat_id, topic_of(update))  # None: General
         text = (f"Subscribed: a digest of what is new every "
                 f"{schedule.describe_interval(interval)}. The first comes at "
                 f"{schedule.describe_time(first)}.")

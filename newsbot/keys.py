@@ -120,11 +120,27 @@ RATE_MAX_WAIT_MS = 8_000
 PARTS_SENT = PREFIX + "parts:{scope}"
 PARTS_SENT_SECONDS = 3600
 
+# --- groups, topics and the command menu ---------------------------------------------
+# Hash per group: user id -> "1" or "0" (administrator or not) and when it was asked,
+# as "1:<unix time>". An answer older than ADMIN_CACHE_SECONDS is asked again, so a busy
+# group costs one getChatMember per user per window, across replicas; a demoted admin
+# loses the right within that window. The hash expires a window after its last write.
+ADMINS = PREFIX + "admins:{chat_id}"
+ADMIN_CACHE_SECONDS = 300
+# The hash of the command lists last registered with setMyCommands: a replica that
+# starts with the same lists (the same deploy) does not register them again. No TTL.
+COMMANDS_SET = PREFIX + "commands"
+# The chat hash's fields for topics and delivery (see Store.delivery): the forum topic
+# the digest goes to, link previews on, silent delivery on.
+FIELD_DIGEST_THREAD = "digest_thread"
+FIELD_PREVIEWS = "previews"
+FIELD_SILENT = "silent"
+
 # --- per chat, all together ----------------------------------------------------------
 # Every key that belongs to one chat, for Store.forget_chat (a chat that blocked the bot,
 # left or was deleted keeps nothing). A new per-chat key must be added here.
 CHAT_KEYS = (CHAT, SEEN, RATE_CHAT, RATE_GROUP, RATE_HOLD, CHAT_LAST + "{chat_id}",
-             PARTS_SENT.replace("{scope}", "digest:{chat_id}"))
+             PARTS_SENT.replace("{scope}", "digest:{chat_id}"), ADMINS)
 
 # --- readiness -----------------------------------------------------------------------
 # Written by each readiness check: only a write shows that Redis is out of memory

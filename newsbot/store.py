@@ -24,7 +24,7 @@ from redis.exceptions import OutOfMemoryError, RedisError, ResponseError, WatchE
 
 from newsbot import keys
 from newsbot.config import Settings
-from newsbot.models import Item, Source
+from newsbot.models import Delivery, Item, Source
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,14 @@ if ok and encoding == 'skiplist' and redis.call('ZCARD', key) <= tonumber(ARGV[5
 end
 redis.call('EXPIRE', key, ARGV[6])
 return keep
+"""
+
+# Delete a hash field only if it still has the value given. KEYS: hash. ARGV: field, value.
+_DROP_FIELD = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+    return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
 """
 
 # Release a lock only if we still hold it.
@@ -173,6 +181,7 @@ class Store:
         self._claim_due = redis.register_script(_CLAIM_DUE)
         self._mark_seen = redis.register_script(_MARK_SEEN)
         self._release = redis.register_script(_RELEASE)
+        self._drop_field = redis.register_script(_DROP_FIELD)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -422,6 +431,67 @@ class Store:
             pipe.sadd(key, part)
             pipe.expire(key, keys.PARTS_SENT_SECONDS)
             await pipe.execute()
+
+    # --- groups, topics and settings ---------------------------------------------------
+
+    async def cached_admin(self, chat_id: int, user_id: int, now: float) -> bool | None:
+        """Whether a user administers a group, if asked within keys.ADMIN_CACHE_SECONDS."""
+        value: str | None = await self.redis.hget(  # type: ignore[assignment]
+            keys.ADMINS.format(chat_id=chat_id), str(user_id))
+        if not value:
+            return None
+        flag, _, asked = value.partition(":")
+        try:
+            if now - float(asked) > keys.ADMIN_CACHE_SECONDS:
+                return None
+        except ValueError:
+            return None  # written by another version: ask again
+        return flag == "1"
+
+    async def cache_admin(self, chat_id: int, user_id: int, admin: bool, now: float) -> None:
+        """Remember for keys.ADMIN_CACHE_SECONDS whether a user administers a group."""
+        key = keys.ADMINS.format(chat_id=chat_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, str(user_id), f"{int(admin)}:{now!r}")
+            pipe.expire(key, keys.ADMIN_CACHE_SECONDS)
+            await pipe.execute()
+
+    async def delivery(self, chat_id: int) -> Delivery:
+        """How the chat's messages go out (previews, silence, the digest's topic)."""
+        previews, silent, thread = await self.redis.hmget(
+            _chat(chat_id), [keys.FIELD_PREVIEWS, keys.FIELD_SILENT,
+                             keys.FIELD_DIGEST_THREAD])
+        return Delivery(previews=previews == "1", silent=silent == "1",
+                        digest_thread=int(thread) if thread else None)
+
+    async def set_flag(self, chat_id: int, field: str, on: bool) -> None:
+        """Turn a chat's delivery setting (keys.FIELD_PREVIEWS, FIELD_SILENT) on or off."""
+        if on:
+            await self.redis.hset(_chat(chat_id), field, "1")
+        else:
+            await self.redis.hdel(_chat(chat_id), field)
+
+    async def set_digest_thread(self, chat_id: int, thread_id: int | None) -> None:
+        """Send the chat's digest into a forum topic (None: the General topic)."""
+        if thread_id is None:
+            await self.redis.hdel(_chat(chat_id), keys.FIELD_DIGEST_THREAD)
+        else:
+            await self.redis.hset(_chat(chat_id), keys.FIELD_DIGEST_THREAD, thread_id)
+
+    async def drop_digest_thread(self, chat_id: int, thread_id: int) -> bool:
+        """Forget the digest's topic if it is still ``thread_id``; tell whether it was."""
+        dropped = await self._drop_field(
+            keys=[_chat(chat_id)], args=[keys.FIELD_DIGEST_THREAD, str(thread_id)])
+        return bool(dropped)
+
+    async def claim_commands(self, digest: str) -> bool:
+        """Record ``digest`` as the registered command lists; False if it already was."""
+        previous = await self.redis.set(keys.COMMANDS_SET, digest, get=True)
+        return previous != digest
+
+    async def unclaim_commands(self, digest: str) -> None:
+        """Forget a registration that failed, so the next start tries again."""
+        await self._release(keys=[keys.COMMANDS_SET], args=[digest])
 
 
 def digest_scope(chat_id: int) -> str:

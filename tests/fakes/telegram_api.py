@@ -551,8 +551,15 @@ class FakeTelegram:
             self._chats[chat_id] = chat
             if chat_type in ("group", "supergroup") and not anonymous:
                 # Whoever writes in a group is in it; an admin set earlier stays one.
-                self._members.setdefault(chat_id, {}).setdefault(
-                    user_id, {"user": user, "status": "member"})
+                # Someone made the group: with no creator or admin recorded yet, the
+                # first user heard in it is its creator (tests that are not about
+                # admins then run as the group's owner).
+                members = self._members.setdefault(chat_id, {})
+                ruled = any(m["status"] in ("creator", "administrator")
+                            and not m["user"].get("is_bot") for m in members.values())
+                members.setdefault(user_id, {"user": user, "status": (
+                    "member" if ruled else "creator"), **({} if ruled else {
+                        "is_anonymous": False})})
             message: dict[str, Any] = {
                 "message_id": self._next_message_id(chat_id),
                 "date": int(time.time()),
