@@ -75,7 +75,8 @@ def send_options(text: str, delivery: Delivery, thread_id: int | None,
     options: dict[str, Any] = {"disable_notification": delivery.silent}
     link = _FIRST_LINK.search(text) if delivery.previews else None
     if link is not None:
-        options["link_preview_options"] = LinkPreviewOptions(url=html.unescape(link.group(1)))
+        options["link_preview_options"] = LinkPreviewOptions(
+            is_disabled=False, url=html.unescape(link.group(1)))
     if thread_id is not None:
         options["message_thread_id"] = thread_id
     if markup is not None:

@@ -22,7 +22,7 @@ import uuid
 from typing import Any
 
 from redis.exceptions import RedisError
-from telegram.error import InvalidToken, NetworkError
+from telegram.error import InvalidToken, NetworkError, TelegramError
 
 from newsbot.app import App, build_application, handle_update
 from newsbot.cluster.poller import Poller
@@ -31,6 +31,7 @@ from newsbot.config import Settings
 from newsbot.digests import DIGEST_SLOTS, PREFETCH_SLOTS, Digests
 from newsbot.errors import ConfigError
 from newsbot.health import HealthServer
+from newsbot.menu import register_commands
 from newsbot.news import News
 from newsbot.sources.download import FETCH_THREADS
 from newsbot.sources.guard import Guard
@@ -128,6 +129,11 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None,
     try:
         if not await _start(application, consumer, stop):
             return
+        try:
+            await register_commands(application.bot, store)
+        except (TelegramError, RedisError) as error:
+            # Only the menu is missing: commands work without it. Retried at next start.
+            logger.warning("registering the command menu failed: %s", error)
         logger.info("newsbot is running as @%s (replica %s)", application.bot.username, name)
         await _run_until_stopped(stop, poller, consumer, digests, ready)
     finally:
