@@ -10,6 +10,10 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
+import redis
+
+from cluster_support import close_all, start_replicas, stream_settled
 from harness import bot_env, running_bot, wait_sent
 
 DATA = Path(__file__).parent / "data"
@@ -121,3 +125,30 @@ async def test_the_command_menu_is_registered_once_per_deploy(telegram, redis_ur
         every = {c["command"] for c in telegram.commands(scope)}
         assert every == {"fetch", "source", "add", "remove", "subscribe", "unsubscribe",
                          "settings", "help", "stop", "start"}
+
+
+@pytest.mark.cluster
+def test_three_replicas_answer_each_press_exactly_once(telegram, redis_url):
+    chats = range(5001, 5013)
+    replicas = start_replicas(telegram, redis_url, 3)
+    try:
+        for chat in chats:
+            telegram.push_message(chat, "/settings")
+        menus = {chat: telegram.wait_for_sent(1, chat, timeout=30)[0] for chat in chats}
+        presses = ["Digest 6h", "Silent on", "Link previews on", "Digest 1d"]
+        # Every other press is delivered twice, as after a lost getUpdates answer.
+        queries = [telegram.press(chat, menus[chat].message_id, button, twice=chat % 2 == 0)
+                   for button in presses for chat in chats]
+        answers = [telegram.wait_for_answer(query, timeout=30) for query in queries]
+        with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+            assert stream_settled(client), "updates left pending"
+        # After the stream settled no late second answer can come any more.
+        calls = [p for name, p in telegram.calls if name == "answerCallbackQuery"]
+    finally:
+        close_all(replicas)
+    assert len(calls) == len(queries) == len(telegram.answers)
+    assert [answer["text"] for answer in answers] == ["Saved."] * len(queries)
+    for chat in chats:
+        shown = telegram.message(chat, menus[chat].message_id).displayed
+        assert shown == ("Settings\nDigest: every 1 day\nLink previews: on\n"
+                         "Silent delivery: on"), chat

@@ -663,11 +663,13 @@ class FakeTelegram:
         return [button["text"] for row in markup.get("inline_keyboard", []) for button in row]
 
     def press(self, chat_id: int, message_id: int, button: str,
-              username: str = "alice", user_id: int | None = None) -> str:
+              username: str = "alice", user_id: int | None = None,
+              twice: bool = False) -> str:
         """Press the inline button whose text contains ``button``; return the query id.
 
         Queued as the callback_query update Telegram sends, carrying the button's
-        callback_data and the message as it is now.
+        callback_data and the message as it is now. With ``twice`` the same update is
+        queued twice, as Telegram delivers it again when a getUpdates answer was lost.
         """
         current = self.message(chat_id, message_id)
         rows = (current.reply_markup or {}).get("inline_keyboard", [])
@@ -686,12 +688,15 @@ class FakeTelegram:
             "reply_markup": current.reply_markup}
         if current.thread_id is not None:
             message.update(message_thread_id=current.thread_id, is_topic_message=True)
-        self.push_update({"callback_query": {
+        update = {"callback_query": {
             "id": query_id,
             "from": {"id": user_id, "is_bot": False, "first_name": username.capitalize(),
                      "username": username, "language_code": "en"},
             "message": message, "chat_instance": str(zlib.crc32(str(chat_id).encode())),
-            "data": found[0]["callback_data"]}})
+            "data": found[0]["callback_data"]}}
+        update_id = self.push_update(update)
+        if twice:
+            self.push_update({"update_id": update_id, **update})
         return query_id
 
     def wait_for_answer(self, query_id: str, timeout: float = 10) -> dict[str, Any]:
