@@ -92,8 +92,10 @@ class Handlers:
             "settings": self.buttons.settings_menu,
         }
         self.commands = frozenset(commands)
+        # Commands posted in a channel (channel_post) too: the channel's admins post them.
+        posts = filters.UpdateType.MESSAGES | filters.UpdateType.CHANNEL_POSTS
         for name, callback in commands.items():
-            application.add_handler(CommandHandler(name, callback))
+            application.add_handler(CommandHandler(name, callback, filters=posts))
         self.buttons.register(application)
         application.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self.migrate))
         application.add_handler(MessageHandler(

@@ -122,3 +122,21 @@ async def _answer(telegram, query_id: str) -> dict:
     import asyncio
 
     return await asyncio.to_thread(telegram.wait_for_answer, query_id)
+
+
+CHANNEL = -1001777000222
+
+
+async def test_commands_posted_in_a_channel_are_answered_there(telegram, news, redis_url):
+    telegram.make_chat(CHANNEL, "channel", username="mychannel")
+    bot_id = telegram.bot_user["id"]
+    telegram.set_member(CHANNEL, bot_id, "administrator", can_post_messages=True)
+    async with running_bot(bot_env(telegram, redis_url, news)):
+        telegram.push_message(CHANNEL, "/source python")
+        (reply,) = [m.displayed for m in await wait_sent(telegram, 1, CHANNEL)]
+        assert reply == "Your sources are now:\n• python"
+        telegram.push_message(CHANNEL, "/fetch")
+        fetched = (await wait_sent(telegram, 2, CHANNEL))[1].displayed
+        assert fetched.startswith("python\n")
+    # A channel's own post needs no question to Telegram: only its admins can post.
+    assert telegram.count("getChatMember") == 0
