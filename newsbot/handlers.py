@@ -22,6 +22,7 @@ from telegram.ext import (Application, ApplicationHandlerStop, ChatMemberHandler
 from newsbot import render, schedule
 from newsbot.admins import REFUSAL, Admins
 from newsbot.buttons import Buttons
+from newsbot.channels import aim_at_channel, named_channel, target
 from newsbot.chats import INTRODUCTION, topic_of
 from newsbot.cluster.ratelimit import SendDeferred
 from newsbot.config import Settings
@@ -106,7 +107,8 @@ class Handlers:
 
     async def reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE,
                     messages: str | Sequence[str],
-                    markup: InlineKeyboardMarkup | None = None) -> bool:
+                    markup: InlineKeyboardMarkup | None = None,
+                    into: int | None = None) -> bool:
         """Send HTML to the chat the update came from.
 
         Each part goes once however often the update is handled. If the chat cannot be
@@ -119,10 +121,12 @@ class Handlers:
         chat = update.effective_chat
         if chat is None or not messages:
             return False
+        into = chat.id if into is None else into  # a channel named in the private chat
         try:
-            sent = await send_messages(context.bot, self.store, chat.id, messages,
+            sent = await send_messages(context.bot, self.store, into, messages,
                                        scope=update_scope(update.update_id),
-                                       thread_id=topic_of(update), markup=markup)
+                                       thread_id=topic_of(update) if into == chat.id else None,
+                                       markup=markup)
         except SendDeferred as deferred:
             logger.info("update %s deferred: %s", update.update_id, deferred)
             self.deferred.add(update.update_id)
@@ -135,6 +139,7 @@ class Handlers:
 
     async def gate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Let through only allowed chats, and nothing but /start in a stopped chat."""
+        target.set(None)  # a channel named by an earlier update (the console) is not ours
         chat, message = update.effective_chat, update.effective_message
         if chat is None or message is None:
             raise ApplicationHandlerStop
@@ -164,6 +169,10 @@ class Handlers:
         if command and self._is_mine(text or "", context.bot.username) and \
                 not await self.admins.may_run(context.bot, update, command, _argument(update)):
             await self.reply(update, context, REFUSAL)
+            raise ApplicationHandlerStop
+        refusal = await aim_at_channel(context.bot, update, command, _argument(update))
+        if refusal is not None:
+            await self.reply(update, context, render.escape(refusal))
             raise ApplicationHandlerStop
 
     def _is_mine(self, text: str, username: str | None) -> bool:
@@ -274,7 +283,7 @@ class Handlers:
                              "Try: /source python, golang")
             return
         news = await self.news.get(sources)
-        if await self.reply(update, context, render.render_news(news)):
+        if await self.reply(update, context, render.render_news(news), into=chat_id):
             # What /fetch showed is not news for the next digest.
             await self.store.mark_seen(chat_id, [i.id for n in news for i in n.items])
 
@@ -384,15 +393,18 @@ def _command(text: str | None) -> str | None:
 
 
 def _argument(update: Update) -> str:
-    """Everything after the command, as typed."""
+    """Everything after the command, as typed (after the channel it named, if any)."""
     text = update.effective_message.text if update.effective_message else None
     parts = (text or "").split(maxsplit=1)
-    return parts[1].strip() if len(parts) == 2 else ""
+    argument = parts[1].strip() if len(parts) == 2 else ""
+    named = named_channel(argument) if target.get() is not None else None
+    return named[1] if named else argument
 
 
 def _chat_id(update: Update) -> int:
+    """The chat the command is about: this one, or the channel it named."""
     assert update.effective_chat is not None
-    return update.effective_chat.id
+    return target.get() or update.effective_chat.id
 
 
 def _list_reply(sources: Sequence[Source]) -> str:

@@ -140,3 +140,45 @@ async def test_commands_posted_in_a_channel_are_answered_there(telegram, news, r
         assert fetched.startswith("python\n")
     # A channel's own post needs no question to Telegram: only its admins can post.
     assert telegram.count("getChatMember") == 0
+
+
+async def test_a_channel_is_managed_from_the_private_chat_by_its_admin(
+        telegram, news, redis_url):
+    owner = 4242
+    telegram.make_chat(CHANNEL, "channel", username="mychannel")
+    telegram.set_member(CHANNEL, owner, "creator", username="alice")
+    telegram.set_member(CHANNEL, 5151, "member", username="bob")
+    bot_id = telegram.bot_user["id"]
+    async with running_bot(bot_env(telegram, redis_url, news)):
+        # Each failed check is named: the bot not in the channel, then without the right
+        # to post, then a user who is no admin of it, then no such channel.
+        (reply,) = await say(telegram, "/source @mychannel python", chat_id=owner)
+        assert reply.startswith("I am not in @mychannel: add me")
+        telegram.set_member(CHANNEL, bot_id, "administrator", can_post_messages=False)
+        (reply,) = await say(telegram, "/source @mychannel python", chat_id=owner)
+        assert reply.startswith("I cannot post in @mychannel")
+        telegram.set_member(CHANNEL, bot_id, "administrator", can_post_messages=True)
+        (reply,) = await say(telegram, "/source @mychannel python", chat_id=5151,
+                             username="bob")
+        assert reply == "Only an administrator of @mychannel can manage it."
+        (reply,) = await say(telegram, "/source @nosuchchannel python", chat_id=owner)
+        assert reply == "I cannot find the channel @nosuchchannel."
+        # The owner sets the channel's sources, by name and by id; her own stay apart.
+        (reply,) = await say(telegram, "/source @mychannel python", chat_id=owner)
+        assert reply == "Your sources are now:\n• python"
+        (reply,) = await say(telegram, f"/add {CHANNEL} golang", chat_id=owner)
+        assert reply == "Your sources:\n• python\n• golang"
+        (mine,) = await say(telegram, "/sources", chat_id=owner)
+        assert mine.startswith("You have no sources")
+        # /fetch @mychannel posts the news into the channel.
+        telegram.push_message(owner, "/fetch @mychannel")
+        (posted,) = [m.displayed for m in await wait_sent(telegram, 1, CHANNEL)]
+        assert posted.startswith("python\n") and "golang" in posted
+        (reply,) = await say(telegram, "/subscribe @mychannel 6h", chat_id=owner)
+        assert "every 6 hours" in reply
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        assert await client.zscore("newsbot:due", CHANNEL) is not None
+        assert await client.zscore("newsbot:due", owner) is None
+    finally:
+        await client.aclose()

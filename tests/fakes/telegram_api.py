@@ -468,7 +468,7 @@ class FakeTelegram:
             "setMyShortDescription": lambda p: True,
             "setMyName": lambda p: True,
             "setChatMenuButton": lambda p: True,
-            "getChat": lambda p: self._chat(_chat_id(p)),
+            "getChat": self._get_chat,
             "logOut": lambda p: True,
             "close": lambda p: True,
         }
@@ -1204,6 +1204,14 @@ class FakeTelegram:
                     raise ApiError(403, NOT_CHANNEL_MEMBER)
             return [member for member in self._members.get(chat_id, {}).values()
                     if member["status"] in ("creator", "administrator")]
+
+    def _get_chat(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = _chat_id(params)
+        if isinstance(chat_id, str):
+            with self._cond:
+                chat_id = self._known_chat(chat_id)  # an unknown @username: not found
+        # getChat answers a ChatFullInfo: the chat plus fields that object requires.
+        return {**self._chat(chat_id), "accent_color_id": 0, "max_reaction_count": 11}
 
     def _known_chat(self, chat_id: int | str) -> int | str:
         """The id of a chat named by id or @username (lock held); 400 if unknown."""
