@@ -11,10 +11,15 @@ handled in a task of its own).
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 
-from telegram import Bot, Chat, ChatMember, ChatMemberAdministrator, Update
+from telegram import Bot, Chat, ChatFullInfo, ChatMember, ChatMemberAdministrator, Update
+from telegram.ext import ContextTypes
 from telegram.error import BadRequest, Forbidden
+
+from newsbot import render
+from newsbot.store import Store
 
 # Commands that take a chat first.
 CHAT_COMMANDS = frozenset({"source", "sources", "add", "remove", "fetch", "subscribe",
@@ -31,8 +36,8 @@ def named_channel(argument: str) -> tuple[str, str] | None:
     return (first, rest.strip()) if _CHANNEL.fullmatch(first) else None
 
 
-async def check_channel(bot: Bot, user_id: int, name: str) -> int | str:
-    """The id of the channel ``name`` if the user administers it and the bot may post;
+async def check_channel(bot: Bot, user_id: int, name: str) -> ChatFullInfo | str:
+    """The channel ``name`` if the user administers it and the bot may post there;
     else the one line saying which check failed."""
     chat_ref: int | str = int(name) if name.lstrip("-").isdigit() else name
     try:
@@ -55,10 +60,10 @@ async def check_channel(bot: Bot, user_id: int, name: str) -> int | str:
     if not (me.status == ChatMember.OWNER or (
             isinstance(me, ChatMemberAdministrator) and me.can_post_messages)):
         return f"I cannot post in {name}: give me the right to post messages there."
-    return chat.id
+    return chat
 
 
-async def aim_at_channel(bot: Bot, update: Update, command: str | None,
+async def aim_at_channel(bot: Bot, store: Store, update: Update, command: str | None,
                          argument: str) -> str | None:
     """In a private chat, point the command at the channel it names, if it may be.
 
@@ -72,5 +77,37 @@ async def aim_at_channel(bot: Bot, update: Update, command: str | None,
     found = await check_channel(bot, user.id, named[0])
     if isinstance(found, str):
         return found
-    target.set(found)  # for this update only: each is handled in a task of its own
+    await store.remember_channel(user.id, found.id)
+    target.set(found.id)  # for this update only: each is handled in a task of its own
     return None
+
+
+async def list_channels(bot: Bot, store: Store, user_id: int) -> str:
+    """/channels: the channels a user manages through the bot, each checked again."""
+    lines = []
+    for channel_id in await store.channels_of(user_id):
+        found = await check_channel(bot, user_id, str(channel_id))
+        if isinstance(found, str):
+            lines.append(f"• {render.escape(found)}")  # the reason names the channel
+        else:
+            name = f" (@{found.username})" if found.username else ""
+            lines.append(f"• {render.escape(found.title or '')}{render.escape(name)}: "
+                         f"{channel_id}")
+    if not lines:
+        return ("You manage no channels through me yet. Add me to your channel as an "
+                "administrator, then name it first: /source @mychannel python")
+    return "Your channels:\n" + "\n".join(lines)
+
+
+class ChannelList:
+    """The /channels command: the channels this user manages through the bot."""
+
+    def __init__(self, store: Store, reply: Callable[..., Awaitable[bool]]) -> None:
+        self.store = store
+        self.reply = reply
+
+    async def channels(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/channels: each channel, checked again, or how to add one."""
+        assert update.effective_user is not None
+        await self.reply(update, context, await list_channels(
+            context.bot, self.store, update.effective_user.id))

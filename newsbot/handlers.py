@@ -22,7 +22,7 @@ from telegram.ext import (Application, ApplicationHandlerStop, ChatMemberHandler
 from newsbot import render, schedule
 from newsbot.admins import REFUSAL, Admins
 from newsbot.buttons import Buttons
-from newsbot.channels import aim_at_channel, named_channel, target
+from newsbot.channels import ChannelList, aim_at_channel, named_channel, target
 from newsbot.chats import INTRODUCTION, topic_of
 from newsbot.cluster.ratelimit import SendDeferred
 from newsbot.config import Settings
@@ -55,6 +55,7 @@ HELP = """<b>Newsbot</b> brings you the news you choose: subreddits and RSS/Atom
 /subscribe <i>6h</i> – a digest of what is new, every 30m, 6h, 1d… (default 1d)
 /unsubscribe – stop the digest
 /settings – digest, link previews and silent delivery, with buttons
+/channels – the channels you manage here (<code>/source @mychannel python</code>)
 /stop – no digests, and silence here until /start
 /help – this message
 
@@ -78,6 +79,7 @@ class Handlers:
         self.commands: frozenset[str] = frozenset()
         self.admins = Admins(store)
         self.buttons = Buttons(settings, store, self.admins, self.reply)
+        self.channel_list = ChannelList(store, self.reply)
 
     def register(self, application: Application) -> None:
         """Add the handlers to a python-telegram-bot application."""
@@ -90,7 +92,7 @@ class Handlers:
             "sources": self.source, "add": self.add, "remove": self.remove,
             "fetch": self.fetch, "subscribe": self.subscribe,
             "unsubscribe": self.unsubscribe, "stop": self.stop,
-            "settings": self.buttons.settings_menu,
+            "settings": self.buttons.settings_menu, "channels": self.channel_list.channels,
         }
         self.commands = frozenset(commands)
         # Commands posted in a channel (channel_post) too: the channel's admins post them.
@@ -170,7 +172,8 @@ class Handlers:
                 not await self.admins.may_run(context.bot, update, command, _argument(update)):
             await self.reply(update, context, REFUSAL)
             raise ApplicationHandlerStop
-        refusal = await aim_at_channel(context.bot, update, command, _argument(update))
+        refusal = await aim_at_channel(context.bot, self.store, update, command,
+                                       _argument(update))
         if refusal is not None:
             await self.reply(update, context, render.escape(refusal))
             raise ApplicationHandlerStop

@@ -130,6 +130,10 @@ ADMIN_CACHE_SECONDS = 300
 # The hash of the command lists last registered with setMyCommands: a replica that
 # starts with the same lists (the same deploy) does not register them again. No TTL.
 COMMANDS_SET = PREFIX + "commands"
+# Set per private chat (= user id): the channels that user manages through the bot, for
+# /channels. Written when a command naming a channel passed its checks. No TTL: it goes
+# with the private chat (CHAT_KEYS); /channels checks each again when it lists them.
+USER_CHANNELS = PREFIX + "channels:{chat_id}"
 # The chat hash's fields for topics and delivery (see Store.delivery): the forum topic
 # the digest goes to, link previews on, silent delivery on.
 FIELD_DIGEST_THREAD = "digest_thread"
@@ -140,7 +144,8 @@ FIELD_SILENT = "silent"
 # Every key that belongs to one chat, for Store.forget_chat (a chat that blocked the bot,
 # left or was deleted keeps nothing). A new per-chat key must be added here.
 CHAT_KEYS = (CHAT, SEEN, RATE_CHAT, RATE_GROUP, RATE_HOLD, CHAT_LAST + "{chat_id}",
-             PARTS_SENT.replace("{scope}", "digest:{chat_id}"), ADMINS)
+             PARTS_SENT.replace("{scope}", "digest:{chat_id}"), ADMINS,
+             USER_CHANNELS)
 
 # --- readiness -----------------------------------------------------------------------
 # Written by each readiness check: only a write shows that Redis is out of memory

@@ -35,6 +35,7 @@ EVERY = EVERYDAY[:2] + (
 ) + EVERYDAY[2:] + (
     ("stop", "No digests, and silence here until /start"),
     ("start", "Wake the bot up here"),
+    ("channels", "The channels you manage through the bot"),
 )
 MENUS: tuple[tuple[BotCommandScope, tuple[tuple[str, str], ...]], ...] = (
     (BotCommandScopeDefault(), EVERYDAY),

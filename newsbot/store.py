@@ -484,6 +484,19 @@ class Store:
             keys=[_chat(chat_id)], args=[keys.FIELD_DIGEST_THREAD, str(thread_id)])
         return bool(dropped)
 
+    async def remember_channel(self, user_id: int, channel_id: int) -> None:
+        """Note that a user manages a channel through the bot (for /channels)."""
+        await self.redis.sadd(keys.USER_CHANNELS.format(chat_id=user_id), channel_id)
+
+    async def channels_of(self, user_id: int) -> list[int]:
+        """The channels a user manages through the bot, in id order."""
+        members = await self.redis.smembers(keys.USER_CHANNELS.format(chat_id=user_id))
+        return sorted(int(member) for member in members)
+
+    async def forget_channel_of(self, user_id: int, channel_id: int) -> None:
+        """Drop a channel from a user's list (the bot left it, or the user is no admin)."""
+        await self.redis.srem(keys.USER_CHANNELS.format(chat_id=user_id), channel_id)
+
     async def claim_commands(self, digest: str) -> bool:
         """Record ``digest`` as the registered command lists; False if it already was."""
         previous = await self.redis.set(keys.COMMANDS_SET, digest, get=True)

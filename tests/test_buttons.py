@@ -124,7 +124,7 @@ async def test_the_command_menu_is_registered_once_per_deploy(telegram, redis_ur
     for scope in ("all_chat_administrators", "all_private_chats"):
         every = {c["command"] for c in telegram.commands(scope)}
         assert every == {"fetch", "source", "add", "remove", "subscribe", "unsubscribe",
-                         "settings", "help", "stop", "start"}
+                         "settings", "help", "stop", "start", "channels"}
 
 
 @pytest.mark.cluster

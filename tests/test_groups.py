@@ -176,6 +176,15 @@ async def test_a_channel_is_managed_from_the_private_chat_by_its_admin(
         assert posted.startswith("python\n") and "golang" in posted
         (reply,) = await say(telegram, "/subscribe @mychannel 6h", chat_id=owner)
         assert "every 6 hours" in reply
+        # The private chat lists the channels she manages, each checked again.
+        (listing,) = await say(telegram, "/channels", chat_id=owner)
+        assert listing == f"Your channels:\n• Test channel {CHANNEL} (@mychannel): {CHANNEL}"
+        telegram.set_member(CHANNEL, bot_id, "left")
+        (listing,) = await say(telegram, "/channels", chat_id=owner)
+        assert listing == f"Your channels:\n• I am not in {CHANNEL}: add me to the " \
+            "channel as an administrator with the right to post messages."
+        (listing,) = await say(telegram, "/channels", chat_id=5151, username="bob")
+        assert listing.startswith("You manage no channels through me yet.")
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
     try:
         assert await client.zscore("newsbot:due", CHANNEL) is not None

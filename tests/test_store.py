@@ -255,6 +255,7 @@ async def test_forget_chat_deletes_every_key_of_the_chat(store: Store) -> None:
         await store.redis.set(keys.RATE_HOLD.format(chat_id=chat), "1", ex=60)
         await store.mark_part_sent(digest_scope(chat), "0:abc")
         await store.cache_admin(chat, 7, True, T)  # a group admin check
+        await store.remember_channel(chat, -1009)  # a channel managed from this chat
 
     def of_chat(chat: int, found: list[str]) -> list[str]:
         return [key for key in found if key.rsplit(":", 1)[-1] == str(chat)]
