@@ -24,9 +24,9 @@ logger = logging.getLogger(__name__)
 REFUSAL = "Only this group's admins can change that."
 PRESS_REFUSAL = "Only this group's admins can change its settings."
 # Commands anyone may use, with or without arguments.
-FREE = frozenset({"help", "fetch", "settings", "channels"})
+FREE = frozenset({"help", "fetch", "settings", "channels", "export"})
 # Commands anyone may use without arguments (a listing), only admins with them.
-FREE_WITHOUT_ARGUMENTS = frozenset({"source", "sources", "filter", "alert"})
+FREE_WITHOUT_ARGUMENTS = frozenset({"source", "sources", "filter", "alert", "tz", "quiet"})
 ADMIN_STATUSES = (ChatMember.OWNER, ChatMember.ADMINISTRATOR)
 
 

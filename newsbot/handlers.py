@@ -166,7 +166,9 @@ class Handlers:
 
     async def admin_gate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """In a group, let a command that changes something through only from an admin."""
-        text = update.effective_message.text if update.effective_message else None
+        message = update.effective_message
+        # A caption counts too: a file sent with "/import" changes the sources.
+        text = (message.text or message.caption) if message else None
         command = _command(text)
         if command and self._is_mine(text or "", context.bot.username) and \
                 not await self.admins.may_run(context.bot, update, command, _argument(update)):
