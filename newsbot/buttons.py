@@ -23,6 +23,7 @@ from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
 from newsbot import keys, render, schedule
 from newsbot.admins import PRESS_REFUSAL, Admins
+from newsbot.channels import check_channel, target
 from newsbot.config import Settings
 from newsbot.models import Delivery, Source
 from newsbot.store import Store
@@ -54,11 +55,18 @@ def settings_text(interval: int | None, delivery: Delivery) -> str:
             f"Silent delivery: {'on' if delivery.silent else 'off'}")
 
 
-def settings_markup(interval: int | None, delivery: Delivery,
-                    min_interval: int) -> InlineKeyboardMarkup:
-    """Buttons for every value of every setting; the current one ticked."""
+def settings_markup(interval: int | None, delivery: Delivery, min_interval: int,
+                    channel: int | None = None) -> InlineKeyboardMarkup:
+    """Buttons for every value of every setting; the current one ticked.
+
+    The settings of a channel shown in the private chat name it at the end of their
+    data (``set:digest:3600:-1001234567890``, well within 64 bytes).
+    """
+    suffix = f":{channel}" if channel is not None else ""
+
     def button(label: str, current: bool, data: str) -> InlineKeyboardButton:
-        return InlineKeyboardButton(("✓ " if current else "") + label, callback_data=data)
+        return InlineKeyboardButton(("✓ " if current else "") + label,
+                                    callback_data=data + suffix)
 
     digest = [button(f"Digest {label}", (interval or 0) == seconds, f"set:digest:{seconds}")
               for label, seconds in INTERVALS if seconds == 0 or seconds >= min_interval]
@@ -77,13 +85,15 @@ def sources_text(sources: Sequence[Source]) -> str:
     return "Your sources:\n" + render.bullet_list(source.label for source in sources)
 
 
-def sources_markup(sources: Sequence[Source]) -> InlineKeyboardMarkup | None:
-    """One remove button per source."""
+def sources_markup(sources: Sequence[Source],
+                   channel: int | None = None) -> InlineKeyboardMarkup | None:
+    """One remove button per source (a channel's listing names it: ``rm:<token>:<id>``)."""
     if not sources:
         return None
+    suffix = f":{channel}" if channel is not None else ""
     return InlineKeyboardMarkup([[InlineKeyboardButton(
         "✕ " + render.shorten(source.label, MAX_BUTTON_LABEL),
-        callback_data=f"rm:{source_token(source)}")] for source in sources])
+        callback_data=f"rm:{source_token(source)}{suffix}")] for source in sources])
 
 
 class Buttons:
@@ -106,13 +116,16 @@ class Buttons:
 
     async def settings_menu(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/settings: the chat's settings, with a button for each value."""
-        text, markup = await self._settings_view(_chat_id(update))
+        chat_id = target.get()  # a channel named first, in the private chat
+        text, markup = await self._settings_view(chat_id or _chat_id(update), chat_id)
         await self.reply(update, context, text, markup=markup)
 
     async def source_list(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/source without arguments: the sources, each with a remove button."""
-        sources = await self.store.get_sources(_chat_id(update))
-        await self.reply(update, context, sources_text(sources), markup=sources_markup(sources))
+        channel = target.get()  # a channel named first, in the private chat
+        sources = await self.store.get_sources(channel or _chat_id(update))
+        await self.reply(update, context, sources_text(sources),
+                         markup=sources_markup(sources, channel))
 
     # --- presses -------------------------------------------------------------------
 
@@ -120,12 +133,13 @@ class Buttons:
         """A press on a /settings button: change that setting, show the new state."""
         query = update.callback_query
         assert query is not None and query.data is not None
-        if not await self._may_press(update, context):
+        _, name, value, channel = (query.data.split(":") + ["", "", ""])[:4]
+        channel_id = int(channel) if channel.lstrip("-").isdigit() else None
+        if not await self._may_press(update, context, channel_id):
             return
-        chat_id = _chat_id(update)
-        _, name, value = (query.data.split(":") + ["", ""])[:3]
+        chat_id = channel_id or _chat_id(update)
         changed = await self._apply(chat_id, name, value)
-        text, markup = await self._settings_view(chat_id)
+        text, markup = await self._settings_view(chat_id, channel_id)
         await _edit(query, text, markup)
         await _answer(query, "Saved." if changed else "It was already so.")
 
@@ -133,16 +147,17 @@ class Buttons:
         """A press on a remove button of the /source listing: remove that source."""
         query = update.callback_query
         assert query is not None and query.data is not None
-        if not await self._may_press(update, context):
+        _, token, channel = (query.data.split(":") + ["", ""])[:3]
+        channel_id = int(channel) if channel.lstrip("-").isdigit() else None
+        if not await self._may_press(update, context, channel_id):
             return
-        chat_id = _chat_id(update)
-        token = query.data.removeprefix("rm:")
+        chat_id = channel_id or _chat_id(update)
         current = await self.store.get_sources(chat_id)
         gone = [source for source in current if source_token(source) == token]
         kept = [source for source in current if source_token(source) != token]
         if gone:
             await self.store.set_sources(chat_id, kept)
-        await _edit(query, sources_text(kept), sources_markup(kept))
+        await _edit(query, sources_text(kept), sources_markup(kept, channel_id))
         await _answer(query, f"Removed {render.shorten(gone[0].label, 150)}." if gone
                       else "That source was already removed.")
 
@@ -152,14 +167,22 @@ class Buttons:
         await _answer(update.callback_query, "This button no longer works. "
                       "Send the command again.")
 
-    async def _may_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
-        """Refuse a press by a non-admin in a group, or in a stopped chat, with an alert."""
+    async def _may_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE,
+                         channel_id: int | None = None) -> bool:
+        """Refuse a press by a non-admin in a group (or of the channel the buttons are
+        about), or in a stopped chat, with an alert."""
         query = update.callback_query
         assert query is not None
         if not await self.admins.may_change(context.bot, update):
             await _answer(query, PRESS_REFUSAL, alert=True)
             return False
-        if await self.store.is_stopped(_chat_id(update)):
+        if channel_id is not None and channel_id != _chat_id(update):
+            # Rights change: asked again at every press, as when the channel was named.
+            found = await check_channel(context.bot, query.from_user.id, str(channel_id))
+            if isinstance(found, str):
+                await _answer(query, found, alert=True)
+                return False
+        if await self.store.is_stopped(channel_id or _chat_id(update)):
             await _answer(query, "I am stopped here: send /start first.", alert=True)
             return False
         return True
@@ -187,11 +210,14 @@ class Buttons:
             return True
         return False
 
-    async def _settings_view(self, chat_id: int) -> tuple[str, InlineKeyboardMarkup]:
+    async def _settings_view(self, chat_id: int, channel: int | None = None
+                             ) -> tuple[str, InlineKeyboardMarkup]:
         interval = await self.store.get_interval(chat_id)
         delivery = await self.store.delivery(chat_id)
-        return (settings_text(interval, delivery),
-                settings_markup(interval, delivery, self.settings.min_interval))
+        text = settings_text(interval, delivery)
+        if channel is not None:
+            text = text.replace("<b>Settings</b>", f"<b>Settings of {channel}</b>", 1)
+        return text, settings_markup(interval, delivery, self.settings.min_interval, channel)
 
 
 async def _edit(query: CallbackQuery, text: str, markup: InlineKeyboardMarkup | None) -> None:

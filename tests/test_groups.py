@@ -176,6 +176,22 @@ async def test_a_channel_is_managed_from_the_private_chat_by_its_admin(
         assert posted.startswith("python\n") and "golang" in posted
         (reply,) = await say(telegram, "/subscribe @mychannel 6h", chat_id=owner)
         assert "every 6 hours" in reply
+        # The channel's buttons in the private chat act on the channel.
+        (menu,) = await say(telegram, "/settings @mychannel", chat_id=owner)
+        assert menu.startswith(f"Settings of {CHANNEL}\nDigest: every 6 hours")
+        menu_id = telegram.sent(owner)[-1].message_id
+        query = telegram.press(owner, menu_id, "Silent on")
+        assert (await _answer(telegram, query))["text"] == "Saved."
+        assert "Silent delivery: on" in telegram.message(owner, menu_id).displayed
+        (listing,) = await say(telegram, "/source @mychannel", chat_id=owner)
+        assert listing == "Your sources:\n• python\n• golang"
+        query = telegram.press(owner, telegram.sent(owner)[-1].message_id, "golang")
+        assert (await _answer(telegram, query))["text"] == "Removed golang."
+        (mine,) = await say(telegram, "/settings", chat_id=owner)
+        assert "Silent delivery: off" in mine  # her own settings did not change
+        telegram.push_message(owner, "/fetch @mychannel")
+        posted = (await wait_sent(telegram, 2, CHANNEL))[1]
+        assert posted.silent and "golang" not in posted.displayed
         # The private chat lists the channels she manages, each checked again.
         (listing,) = await say(telegram, "/channels", chat_id=owner)
         assert listing == f"Your channels:\n• Test channel {CHANNEL} (@mychannel): {CHANNEL}"
