@@ -37,6 +37,9 @@ INTERVALS = (("off", 0), ("1h", 3600), ("6h", 6 * 3600), ("1d", 86_400))
 FLAGS = {"previews": keys.FIELD_PREVIEWS, "silent": keys.FIELD_SILENT}
 # Telegram's descriptions (lower-cased) of answers that need no action.
 NOT_MODIFIED = "message is not modified"
+# The pressed message cannot show the new state (too old, or deleted): the answer
+# still says what changed, and the next /settings shows it.
+CANNOT_EDIT = ("message can't be edited", "message to edit not found")
 QUERY_TOO_OLD = "query is too old"
 MAX_BUTTON_LABEL = 40
 
@@ -140,8 +143,10 @@ class Buttons:
         chat_id = channel_id or _chat_id(update)
         changed = await self._apply(chat_id, name, value)
         text, markup = await self._settings_view(chat_id, channel_id)
-        await _edit(query, text, markup)
-        await _answer(query, "Saved." if changed else "It was already so.")
+        try:
+            await _edit(query, text, markup)
+        finally:  # answered even if the edit failed, so the button stops spinning
+            await _answer(query, "Saved." if changed else "It was already so.")
 
     async def press_remove(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A press on a remove button of the /source listing: remove that source."""
@@ -157,9 +162,11 @@ class Buttons:
         kept = [source for source in current if source_token(source) != token]
         if gone:
             await self.store.set_sources(chat_id, kept)
-        await _edit(query, sources_text(kept), sources_markup(kept, channel_id))
-        await _answer(query, f"Removed {render.shorten(gone[0].label, 150)}." if gone
-                      else "That source was already removed.")
+        try:
+            await _edit(query, sources_text(kept), sources_markup(kept, channel_id))
+        finally:  # answered even if the edit failed, so the button stops spinning
+            await _answer(query, f"Removed {render.shorten(gone[0].label, 150)}." if gone
+                          else "That source was already removed.")
 
     async def press_unknown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A press on a button of an older version: answered, so it stops spinning."""
@@ -229,9 +236,12 @@ async def _edit(query: CallbackQuery, text: str, markup: InlineKeyboardMarkup | 
             # A listing sent in several parts: the buttons are on its last part only.
             await query.edit_message_reply_markup(reply_markup=markup)
     except BadRequest as error:
-        if NOT_MODIFIED not in error.message.lower():
+        reason = error.message.lower()
+        if any(known in reason for known in CANNOT_EDIT):
+            logger.info("the pressed message %s cannot be edited: %s", query.id, error.message)
+        elif NOT_MODIFIED not in reason:
             raise
-        # Another press (or replica) showed this very state already.
+        # Else another press (or replica) showed this very state already.
 
 
 async def _answer(query: CallbackQuery, text: str, alert: bool = False) -> None:

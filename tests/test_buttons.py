@@ -152,3 +152,14 @@ def test_three_replicas_answer_each_press_exactly_once(telegram, redis_url):
         shown = telegram.message(chat, menus[chat].message_id).displayed
         assert shown == ("Settings\nDigest: every 1 day\nLink previews: on\n"
                          "Silent delivery: on"), chat
+
+
+async def test_a_press_is_answered_even_when_its_message_cannot_be_edited(
+        telegram, redis_url):
+    async with running_bot(bot_env(telegram, redis_url)):
+        menu = await say(telegram, "/settings")
+        telegram.fail_next("editMessageText", 400, "Bad Request: message can't be edited")
+        answer = await press(telegram, menu, "Silent on")
+        assert answer["text"] == "Saved."
+        shown = await say(telegram, "/settings")
+        assert "Silent delivery: on" in shown.displayed
