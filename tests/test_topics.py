@@ -69,3 +69,15 @@ async def test_digest_goes_to_its_topic_and_to_general_once_the_topic_is_gone(
     assert len(into_topic) == 4
     assert len([m for m in telegram.sent(FORUM) if m.thread_id == NEWS_TOPIC]) == 3
     assert sum("gone" in m.displayed for m in telegram.sent(FORUM)) == 1
+
+
+async def test_a_reply_to_a_topic_deleted_meanwhile_goes_to_general(telegram, redis_url):
+    telegram.add_topic(FORUM, CHAT_TOPIC, "Chat")
+    async with running_bot(bot_env(telegram, redis_url)):
+        # The topic is deleted between the command and the answer.
+        telegram.fail_next("sendMessage", 400, "Bad Request: message thread not found",
+                           chat_id=FORUM)
+        telegram.push_message(FORUM, "/help", thread_id=CHAT_TOPIC)
+        notice, helped = await wait_sent(telegram, 2, FORUM)
+    assert notice.thread_id is None and "gone" in notice.displayed
+    assert helped.thread_id is None and helped.displayed.startswith("Newsbot brings you")
