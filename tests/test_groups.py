@@ -7,6 +7,8 @@ by command or by button. Telegram is asked once per user per cache window.
 
 from __future__ import annotations
 
+import asyncio
+
 import redis.asyncio as aioredis
 
 from harness import bot_env, running_bot, wait_sent
@@ -119,8 +121,6 @@ async def test_a_group_that_adds_the_bot_gets_an_introduction(telegram, redis_ur
 
 
 async def _answer(telegram, query_id: str) -> dict:
-    import asyncio
-
     return await asyncio.to_thread(telegram.wait_for_answer, query_id)
 
 
