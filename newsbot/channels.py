@@ -23,7 +23,7 @@ from newsbot.store import Store
 
 # Commands that take a chat first.
 CHAT_COMMANDS = frozenset({"source", "sources", "add", "remove", "fetch", "subscribe",
-                           "unsubscribe", "settings"})
+                           "unsubscribe", "settings", "filter", "export", "tz", "quiet"})
 _CHANNEL = re.compile(r"@[A-Za-z][A-Za-z0-9_]{3,31}|-100\d{5,16}")
 
 # The chat the command being handled is about, when it named a channel.

@@ -105,14 +105,25 @@ async def check(settings: Settings) -> int:
     from telegram import Bot
     from telegram.error import TelegramError
 
-    from newsbot.store import Store, connect
+    from redis.asyncio.sentinel import MasterNotFoundError
+
+    from newsbot.store import Store, connect, sentinel_master
 
     print("configuration: ok")
     if settings.redis_url:
         store = Store(connect(settings))
+        where = redis_location(settings.redis_url)  # never the URL: it may hold a password
+        try:
+            master = await sentinel_master(store.redis)
+        except MasterNotFoundError:
+            await store.close()
+            print(f"newsbot: no sentinel names a master: {where} (REDIS_URL)",
+                  file=sys.stderr)
+            return 1
         reachable = await store.ping()
         await store.close()
-        where = redis_location(settings.redis_url)  # never the URL: it may hold a password
+        if master is not None:
+            where = f"{where}: master at {master[0]}:{master[1]}"
         if not reachable:
             print(f"newsbot: Redis at {where} does not answer (REDIS_URL)", file=sys.stderr)
             return 1

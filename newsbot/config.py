@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Mapping
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
+from newsbot import redis_url as sentinel_url
 from newsbot.errors import ConfigError
 
 DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org"
@@ -171,7 +172,10 @@ def url_secrets(url: str) -> list[str]:
 
 
 def redis_location(url: str) -> str:
-    """Where a Redis URL points, without credentials: its host, or its socket's path."""
+    """Where a Redis URL points, without credentials: its host, its socket's path, or
+    the sentinels and the master they are asked for."""
+    if sentinel_url.is_sentinel(url):
+        return sentinel_url.parse(url).location
     parts = urlsplit(url)
     if parts.scheme == "unix":
         return parts.path
@@ -225,17 +229,23 @@ class _Env:
         return value.rstrip("/")
 
     def redis_url(self) -> str | None:
-        """REDIS_URL: redis://, rediss:// or unix://, with a database that exists."""
+        """REDIS_URL: redis://, rediss://, unix:// or redis+sentinel://, with a database
+        that exists."""
         value = self.text("REDIS_URL")
         if value is None:
             return None
-        problem = _url_problem(value, ("redis", "rediss", "unix"))
-        if problem is None:
-            problem = _redis_problem(value)
+        if sentinel_url.is_sentinel(value):
+            problem = _sentinel_problem(value)
+        else:
+            problem = _url_problem(value, ("redis", "rediss", "unix"))
+            if problem is None:
+                problem = _redis_problem(value)
         if problem is not None:
             raise ConfigError.invalid(
                 "REDIS_URL", _masked(value),
-                f"a redis://, rediss:// or unix:// URL, e.g. redis://redis:6379/0; {problem}")
+                "a redis://, rediss://, unix:// or redis+sentinel:// URL, e.g. "
+                "redis://redis:6379/0 or redis+sentinel://s1:26379,s2:26379/mymaster/0; "
+                f"{problem}")
         return value
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:
@@ -343,6 +353,19 @@ def _redis_problem(value: str) -> str | None:
         parse_url(value)
     except ValueError as error:
         return str(error).rstrip(".")
+    return None
+
+
+def _sentinel_problem(value: str) -> str | None:
+    """What is wrong with a redis+sentinel:// URL, or None."""
+    if len(value) > MAX_URL_LENGTH:
+        return f"at most {MAX_URL_LENGTH} characters"
+    if _UNSAFE.search(value):
+        return "no spaces or control characters"
+    try:
+        sentinel_url.parse(value, REDIS_DATABASES)
+    except ValueError as error:
+        return str(error)
     return None
 
 

@@ -9,6 +9,12 @@ full, a new one claimed as soon as one finishes, so a digest waiting for a slow 
 holds one slot, not everyone. Ahead of that, the sources of the digests due in the next
 minutes are fetched through the shared cache (``News`` fetches each once), so when a
 digest is due its news is already there and the fan-out runs at Telegram's send limit.
+
+An article comes once however many of the chat's sources carry it (``merge``), and counts
+as seen by its canonical key, so a second source does not bring it back tomorrow. A digest
+on a local schedule is next due at the chat's next local time (``schedule.next_run``); one
+due in the chat's quiet hours is held (``held``), and the held batches whose window ended
+are claimed and delivered here too, from the same pool of slots.
 """
 
 from __future__ import annotations
@@ -16,11 +22,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 from redis.exceptions import OutOfMemoryError
 from telegram import Bot
 
 from newsbot import keys, render, schedule
+from newsbot.held import deliver_held, hold_if_quiet
+from newsbot.merge import MergedNews, drop_seen, merge_news
 from newsbot.metrics import DIGESTS, DIGESTS_IN_HAND
 from newsbot.models import Source, SourceNews
 from newsbot.news import News
@@ -53,6 +63,17 @@ def only_new(news: list[SourceNews], unseen: set[str]) -> list[SourceNews]:
         if items:
             kept.append(SourceNews(block.source, items))
     return kept
+
+
+def fresh_entries(blocks: list[MergedNews], unseen: set[str]) -> list[MergedNews]:
+    """Keep the articles not sent before; drop blocks with nothing new.
+
+    An article was sent before if its key is not in ``unseen``, or the id of its item is
+    not: marks made before articles counted by their key name items by id.
+    """
+    seen = {entry.key for block in blocks for entry in block.entries
+            if entry.key not in unseen or entry.item.id not in unseen}
+    return [block for block in drop_seen(blocks, seen) if block.entries]
 
 
 def distinct_sources(chat_sources: dict[int, list[Source]]) -> list[Source]:
@@ -117,7 +138,7 @@ class Digests:
         if free <= 0:
             return
         try:
-            chats = await self.store.claim_due(time.time(), free, self.claim_seconds)
+            chats: list[int] = await self.store.claim_due(time.time(), free, self.claim_seconds)
         except OutOfMemoryError:
             return  # Redis is full: said once by the readiness watch (service.Readiness)
         except Exception:
@@ -125,9 +146,26 @@ class Digests:
             logger.exception("claiming due digests failed")
             return
         for chat_id in chats:
-            task = asyncio.create_task(self.send_digest(chat_id), name=f"digest {chat_id}")
-            self._in_hand.add(task)
-            task.add_done_callback(self._done)
+            self._start(self.send_digest(chat_id), f"digest {chat_id}")
+        free -= len(chats)
+        if free <= 0:
+            return  # full: held batches wait for the next free slot, as digests do
+        try:
+            # Quiet hours that ended: what they held goes out, from the same slots.
+            ended = await self.store.claim_quiet_ends(time.time(), free, self.claim_seconds)
+        except OutOfMemoryError:
+            return  # as above: said once by the readiness watch
+        except Exception:
+            # Redis away for a moment: claimed batches come back after their claim.
+            logger.exception("claiming held messages failed")
+            return
+        for chat_id in ended:
+            self._start(deliver_held(self.bot, self.store, chat_id), f"held {chat_id}")
+
+    def _start(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._in_hand.add(task)
+        task.add_done_callback(self._done)
         DIGESTS_IN_HAND.set(len(self._in_hand))
 
     def _done(self, task: asyncio.Task[None]) -> None:
@@ -135,9 +173,16 @@ class Digests:
         DIGESTS_IN_HAND.set(len(self._in_hand))
 
     async def run_once(self, now: float | None = None) -> int:
-        """Claim the digests due now (up to ``slots``), send them; return how many."""
+        """Claim the digests due now (up to ``slots``), send them; return how many.
+
+        The batches of quiet hours that ended by ``now`` are delivered too (not counted).
+        """
         chats = await self.store.claim_due(now or time.time(), self.slots, self.claim_seconds)
-        await asyncio.gather(*(self.send_digest(chat_id) for chat_id in chats))
+        ended = await self.store.claim_quiet_ends(now or time.time(), self.slots,
+                                                  self.claim_seconds)
+        await asyncio.gather(*(self.send_digest(chat_id, now) for chat_id in chats),
+                             *(deliver_held(self.bot, self.store, chat_id, now)
+                               for chat_id in ended))
         return len(chats)
 
     async def prefetch(self, stop: asyncio.Event) -> None:
@@ -183,24 +228,34 @@ class Digests:
         await asyncio.gather(*(worker() for _ in range(workers)))
         return len(sources)
 
-    async def send_digest(self, chat_id: int) -> None:
-        """Build and send one chat's digest, then schedule the next."""
+    async def send_digest(self, chat_id: int, now: float | None = None) -> None:
+        """Build and send (or, in quiet hours, hold) one chat's digest; schedule the next.
+
+        ``now`` is the clock's reading for tests; the real time without it.
+        """
         try:
-            interval = await self.store.get_interval(chat_id)
-            if interval is None:
+            plan = await self.store.get_schedule(chat_id)
+            if plan is None:
                 return  # unsubscribed while due
-            news = await self.news.get(await self.store.get_sources(chat_id))
-            unseen = await self.store.unseen(chat_id, [i.id for n in news for i in n.items])
-            fresh = only_new(news, unseen)
+            news = await self.news.for_chat(chat_id, await self.store.get_sources(chat_id))
+            merged = merge_news(news)
+            entries = [entry for block in merged for entry in block.entries]
+            unseen = await self.store.unseen(
+                chat_id, [e.key for e in entries] + [e.item.id for e in entries])
+            fresh = fresh_entries(merged, unseen)
             if fresh:
-                messages = render.render_news(fresh, heading="Your digest")
-                if await send_messages(self.bot, self.store, chat_id, messages,
-                                       scope=digest_scope(chat_id)):
-                    await self.store.mark_seen(chat_id, unseen)
-                DIGESTS.labels(outcome="sent").inc()
+                messages = render.render_merged(fresh, heading="Your digest")
+                held = await hold_if_quiet(self.store, chat_id, messages, now)
+                if held or await send_messages(self.bot, self.store, chat_id, messages,
+                                               scope=digest_scope(chat_id)):
+                    await self.store.mark_seen(
+                        chat_id, [entry.key for block in fresh for entry in block.entries])
+                DIGESTS.labels(outcome="held" if held else "sent").inc()
             else:
                 DIGESTS.labels(outcome="nothing new").inc()
-            await self.store.reschedule(chat_id, schedule.next_due(time.time(), interval))
+            zone = await self.store.get_zone(chat_id)
+            after = time.time() if now is None else now
+            await self.store.reschedule(chat_id, schedule.next_run(after, plan, zone))
         except Exception:
             # Not rescheduled: the claim runs out and the digest is tried again.
             DIGESTS.labels(outcome="failed").inc()

@@ -8,7 +8,9 @@ the edge, once, so the rest of the code speaks one language::
     ├── SourceError        a source the bot cannot use; its message is shown to the user
     │   ├── InvalidSource  refused when it is set (bad name, bad URL, SSRF guard)
     │   └── FetchError     failed when fetched (missing, private, dead, slow, too big...)
-    └── Deferred           an update met an outage; it is handled again later
+    ├── Deferred           an update met an outage; it is handled again later
+    │   └── Held           its reply must wait out a rate limit; not a failed try
+    └── BadUpdate          an update that cannot be parsed; it is set aside, not retried
 """
 
 from __future__ import annotations
@@ -45,3 +47,19 @@ class FetchError(SourceError):
 
 class Deferred(NewsbotError):
     """An update could not be handled because Redis or Telegram was unreachable."""
+
+
+class Held(Deferred):
+    """An update's reply must wait out a rate limit: handled again once it has passed.
+
+    Not an outage and not a failed try: a chat Telegram holds for minutes must not use
+    up the tries that set a poison update aside.
+    """
+
+    def __init__(self, message: str, wait_seconds: float) -> None:
+        super().__init__(message)
+        self.wait_seconds = wait_seconds
+
+
+class BadUpdate(NewsbotError):
+    """An update the bot cannot read (e.g. of another Bot API version): never retried."""

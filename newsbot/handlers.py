@@ -11,15 +11,17 @@ import asyncio
 import logging
 import re
 import time
+import zoneinfo
 from collections.abc import Sequence
 
 from redis.exceptions import RedisError
 from telegram import Chat, ChatMember, InlineKeyboardMarkup, Update
-from telegram.error import BadRequest, NetworkError
+from telegram.error import BadRequest, Forbidden, NetworkError
 from telegram.ext import (Application, ApplicationHandlerStop, ChatMemberHandler,
                           CommandHandler, ContextTypes, MessageHandler, TypeHandler, filters)
 
-from newsbot import render, schedule
+from newsbot import filters as rules, opml, render, schedule
+from newsbot import quiet as quiet_hours
 from newsbot.admins import REFUSAL, Admins
 from newsbot.buttons import Buttons
 from newsbot.channels import ChannelList, aim_at_channel, named_channel, target
@@ -27,11 +29,12 @@ from newsbot.chats import INTRODUCTION, topic_of
 from newsbot.cluster.ratelimit import SendDeferred
 from newsbot.config import Settings
 from newsbot.errors import InvalidSource
+from newsbot.merge import merge_news
 from newsbot.metrics import CHATS_FORGOTTEN
 from newsbot.models import Source
 from newsbot.news import News
 from newsbot.sender import send_messages
-from newsbot.sources.base import parse_sources
+from newsbot.sources.base import parse_source, parse_sources
 from newsbot.sources.guard import Guard
 from newsbot.store import Store, update_scope
 
@@ -53,7 +56,12 @@ HELP = """<b>Newsbot</b> brings you the news you choose: subreddits and RSS/Atom
 /remove <i>golang</i> – remove sources
 /fetch – the latest news from your sources
 /subscribe <i>6h</i> – a digest of what is new, every 30m, 6h, 1d… (default 1d)
+/subscribe <i>08:00</i> – a digest every day at 08:00 your time (<i>mon 08:00</i>: weekly)
 /unsubscribe – stop the digest
+/filter <i>python rust -"game dev"</i> – keep or drop items (<i>*</i>: every source)
+/export – your sources as an OPML file; send me an .opml file to import one
+/tz <i>Europe/Berlin</i> – your time zone (default UTC)
+/quiet <i>22:00-07:00</i> – hold digests at night, sent as one message when it ends; /quiet off
 /settings – digest, link previews and silent delivery, with buttons
 /channels – the channels you manage here (<code>/source @mychannel python</code>)
 /stop – no digests, and silence here until /start
@@ -76,6 +84,8 @@ class Handlers:
         self.guard = guard or news.guard
         # Updates whose handling met an outage; the consumer leaves them pending.
         self.deferred: set[int] = set()
+        # Updates whose reply must wait out a rate limit, and for how long (seconds).
+        self.held: dict[int, float] = {}
         self.commands: frozenset[str] = frozenset()
         self.admins = Admins(store)
         self.buttons = Buttons(settings, store, self.admins, self.reply)
@@ -93,6 +103,8 @@ class Handlers:
             "fetch": self.fetch, "subscribe": self.subscribe,
             "unsubscribe": self.unsubscribe, "stop": self.stop,
             "settings": self.buttons.settings_menu, "channels": self.channel_list.channels,
+            "filter": self.filter, "export": self.export, "import": self.import_,
+            "tz": self.tz, "quiet": self.quiet,
         }
         self.commands = frozenset(commands)
         # Commands posted in a channel (channel_post) too: the channel's admins post them.
@@ -101,6 +113,7 @@ class Handlers:
             application.add_handler(CommandHandler(name, callback, filters=posts))
         self.buttons.register(application)
         application.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self.migrate))
+        application.add_handler(MessageHandler(filters.Document.ALL, self.document))
         application.add_handler(MessageHandler(
             filters.ChatType.PRIVATE & filters.COMMAND, self.unknown))
         application.add_handler(MessageHandler(
@@ -131,7 +144,7 @@ class Handlers:
                                        markup=markup)
         except SendDeferred as deferred:
             logger.info("update %s deferred: %s", update.update_id, deferred)
-            self.deferred.add(update.update_id)
+            self.held[update.update_id] = deferred.wait_seconds
             raise ApplicationHandlerStop from None
         if not sent:
             raise ApplicationHandlerStop  # the chat is gone; nothing more to do for it
@@ -236,6 +249,7 @@ class Handlers:
         refused += more_refused
         if sources:
             await self.store.set_sources(chat_id, sources)
+            await self.drop_stale_filters(chat_id, sources)
             head = "Your sources are now:\n" + render.bullet_list(s.label for s in sources)
         else:
             head = "Your sources are unchanged."
@@ -277,6 +291,7 @@ class Handlers:
         refused += [(s.label, "not in your list") for s in gone if s.key in missing]
         if len(kept) != len(current):
             await self.store.set_sources(chat_id, kept)
+            await self.drop_stale_filters(chat_id, kept)
         await self.reply(update, context, _with_refusals(_list_reply(kept), refused))
 
     async def fetch(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -287,25 +302,35 @@ class Handlers:
             await self.reply(update, context, "You have no sources yet. "
                              "Try: /source python, golang")
             return
-        news = await self.news.get(sources)
-        if await self.reply(update, context, render.render_news(news), into=chat_id):
-            # What /fetch showed is not news for the next digest.
-            await self.store.mark_seen(chat_id, [i.id for n in news for i in n.items])
+        news = await self.news.for_chat(chat_id, sources)
+        merged = merge_news(news)
+        if await self.reply(update, context, render.render_merged(merged), into=chat_id):
+            # What /fetch showed is not news for the next digest, from any source.
+            await self.store.mark_seen(chat_id, [entry.key for block in merged
+                                                 for entry in block.entries])
 
     async def subscribe(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """/subscribe [interval]: a digest of new items every interval."""
+        """/subscribe [interval | HH:MM | day HH:MM]: a digest of new items on a schedule."""
         chat_id = _chat_id(update)
         try:
-            interval = schedule.parse_interval(_argument(update), self.settings.min_interval)
-        except schedule.IntervalError as error:
-            await self.reply(update, context, render.escape(str(error).capitalize() + "."))
+            plan = schedule.parse_schedule(_argument(update), self.settings.min_interval)
+        except ValueError as error:  # IntervalError or ScheduleError: the text says why
+            await self.reply(update, context, _sentence(str(error)))
             return
-        first = schedule.next_due(time.time(), interval)
-        await self.store.subscribe(chat_id, interval, first)
+        zone = await self.store.get_zone(chat_id)
+        first = schedule.next_run(time.time(), plan, zone)
+        if isinstance(plan, schedule.LocalSchedule):
+            nominal = 86_400 if plan.weekday is None else 7 * 86_400
+            await self.store.subscribe(chat_id, nominal, first, plan)
+            text = (f"Subscribed: a digest of what is new "
+                    f"{schedule.describe_schedule(plan)} ({render.escape(zone.key)} time). "
+                    f"The first comes at {schedule.describe_local_time(first, zone)}.")
+        else:
+            await self.store.subscribe(chat_id, plan, first)
+            text = (f"Subscribed: a digest of what is new every "
+                    f"{schedule.describe_interval(plan)}. The first comes at "
+                    f"{schedule.describe_local_time(first, zone)}.")
         await self.store.set_digest_thread(chat_id, topic_of(update))  # None: General
-        text = (f"Subscribed: a digest of what is new every "
-                f"{schedule.describe_interval(interval)}. The first comes at "
-                f"{schedule.describe_time(first)}.")
         if not await self.store.get_sources(chat_id):
             text += "\nYou have no sources yet: add some with /source python, golang"
         await self.reply(update, context, text)
@@ -320,6 +345,221 @@ class Handlers:
         await self.reply(update, context, "Stopped. No more digests, and I stay silent "
                          "here until you send /start.")
         await self.store.set_stopped(_chat_id(update), True)
+
+    async def filter(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/filter SOURCE RULES: set a source's rules; /filter lists; SOURCE off clears."""
+        chat_id = _chat_id(update)
+        text = _argument(update)
+        sources = await self.store.get_sources(chat_id)
+        chat_rules = _current_rules(await self.store.get_filters(chat_id), sources)
+        if not text:
+            await self.reply(update, context, _filters_reply(chat_rules, sources))
+            return
+        word, rest = (text.split(maxsplit=1) + [""])[:2]
+        rest = rest.strip()
+        key = _filter_key(word, sources)
+        if key is None:
+            await self.reply(update, context, f"{render.escape(word)} is not one of your "
+                             "sources. Name one of them, or * for all:\n"
+                             + render.bullet_list(s.label for s in sources)
+                             if sources else "You have no sources yet. "
+                             "Try: /source python, golang")
+            return
+        name = _source_name(key, sources)
+        if not rest:
+            await self.reply(update, context, _filters_reply(
+                {key: chat_rules[key]} if key in chat_rules else {}, sources))
+            return
+        if rest.lower() == rules.OFF:
+            chat_rules.pop(key, None)
+            await self.store.set_filters(chat_id, chat_rules)
+            await self.reply(update, context, f"No filters on {render.escape(name)} now.")
+            return
+        try:
+            new = rules.parse_rules(rest)
+        except rules.FilterError as error:
+            await self.reply(update, context, "Filters unchanged: "
+                             + render.escape(str(error)) + ".")
+            return
+        others = rules.count_rules({k: v for k, v in chat_rules.items() if k != key})
+        if others + len(new) > rules.MAX_RULES:
+            await self.reply(update, context, f"Filters unchanged: at most {rules.MAX_RULES} "
+                             f"rules a chat; you have {others} on other sources and gave "
+                             f"{len(new)}.")
+            return
+        chat_rules[key] = new
+        await self.store.set_filters(chat_id, chat_rules)
+        await self.reply(update, context, f"Filters on {render.escape(name)} are now: "
+                         f"<code>{render.escape(rules.render_rules(new))}</code>\n"
+                         + _explain(new))
+
+    async def export(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/export: the chat's sources as an OPML file."""
+        chat_id = _chat_id(update)
+        sources = await self.store.get_sources(chat_id)
+        if not sources:
+            await self.reply(update, context, "You have no sources to export. "
+                             "Set some with /source python, golang")
+            return
+        assert update.effective_chat is not None
+        chat_id = update.effective_chat.id  # the file comes here, for a channel too
+        try:
+            await context.bot.send_document(
+                chat_id, document=opml.write_opml(sources), filename=opml.EXPORT_FILE_NAME,
+                caption=f"Your {len(sources)} source{'s' if len(sources) != 1 else ''}. "
+                        "Send this file to me in any chat to import them there.")
+        except Forbidden:
+            # Blocked or kicked between the command and the answer, as sender handles it.
+            logger.info("chat %s cannot be reached (blocked or kicked); forgotten", chat_id)
+            await self.store.forget_chat(chat_id)
+
+    async def import_(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/import as a text: say how to send the file."""
+        await self.reply(update, context, "Send me an OPML file (.opml or .xml, at most "
+                         f"{opml.MAX_OPML_BYTES // 1024} KB) with the caption /import, and "
+                         "I add the feeds it names to your sources.")
+
+    async def document(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A document: import it when it is an .opml/.xml file or captioned /import."""
+        message, chat = update.effective_message, update.effective_chat
+        assert message is not None and chat is not None
+        document = message.document
+        if document is None:
+            return
+        captioned = bool(message.caption) and _command(message.caption) == "import" \
+            and self._is_mine(message.caption or "", context.bot.username)
+        named = (document.file_name or "").lower().endswith((".opml", ".xml"))
+        # In a group only a file captioned /import: XML shared among members is theirs.
+        if not captioned and not (named and chat.type == chat.PRIVATE):
+            return
+        limit = opml.MAX_OPML_BYTES
+        too_big = f"That file is too big to import: at most {limit // 1024} KB."
+        if document.file_size is not None and document.file_size > limit:
+            await self.reply(update, context, too_big)  # not even fetched
+            return
+        try:
+            file = await context.bot.get_file(document.file_id)
+            if file.file_size is not None and file.file_size > limit:
+                await self.reply(update, context, too_big)
+                return
+            data = bytes(await file.download_as_bytearray())
+        except BadRequest as error:
+            await self.reply(update, context, "Telegram would not give me that file: "
+                             + render.escape(error.message))
+            return
+        if len(data) > limit:
+            await self.reply(update, context, too_big)
+            return
+        try:
+            feeds = opml.read_opml(data)
+        except opml.OpmlError as error:
+            await self.reply(update, context, "Nothing imported: "
+                             + render.escape(str(error)) + ".")
+            return
+        await self.reply(update, context, await self._import(chat.id, feeds))
+
+    async def _import(self, chat_id: int, feeds: Sequence[opml.Feed]) -> str:
+        """Add an OPML file's feeds to the chat's sources; the reply."""
+        current = await self.store.get_sources(chat_id)
+        known = {source.key for source in current}
+        candidates: list[Source] = []
+        refused: list[tuple[str, str]] = []
+        already = 0
+        for feed in feeds:
+            try:
+                source = opml.source_of(feed.url)
+            except InvalidSource as error:
+                refused.append((feed.url, f"invalid: {error}"))
+                continue
+            if source.key in known:
+                already += 1
+                continue
+            known.add(source.key)
+            candidates.append(source)
+        room = max(0, self.settings.max_sources - len(current))
+        refused += [(source.label, f"over the limit of {self.settings.max_sources} sources")
+                    for source in candidates[room:]]
+        # Only as many as fit are looked up: a file of a thousand dead hosts must not
+        # hold the resolver threads for sources that would be refused anyway.
+        accepted, guarded = await self.guard_sources(candidates[:room])
+        refused += [(label, "private or local address" if "private" in reason else reason)
+                    for label, reason in guarded]
+        if accepted:
+            await self.store.set_sources(chat_id, current + accepted)
+            head = (f"Imported {len(accepted)} source{'s' if len(accepted) != 1 else ''}:\n"
+                    + render.bullet_list(source.label for source in accepted))
+        else:
+            head = "Nothing imported: your sources are unchanged."
+        if already:
+            head += f"\n{already} already in your list."
+        if not feeds:
+            head += "\nThe file names no feeds (no outline with an xmlUrl)."
+        return _with_refusals(head, refused)
+
+    async def tz(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/tz [zone]: set the chat's time zone (IANA name); without one, show it."""
+        chat_id = _chat_id(update)
+        text = _argument(update)
+        if not text:
+            zone = await self.store.get_zone(chat_id)
+            await self.reply(update, context, f"Your time zone is {render.escape(zone.key)} "
+                             f"(now {schedule.describe_local_time(time.time(), zone)}). "
+                             f"Change it with /tz {schedule.EXAMPLE_ZONE}")
+            return
+        try:
+            zone = schedule.parse_zone(text)
+        except schedule.ScheduleError as error:
+            await self.reply(update, context, _sentence(str(error)))
+            return
+        await self.store.set_zone(chat_id, zone)
+        reply = (f"Your time zone is now {render.escape(zone.key)} "
+                 f"(now {schedule.describe_local_time(time.time(), zone)}).")
+        plan = await self.store.get_schedule(chat_id)
+        if isinstance(plan, schedule.LocalSchedule):
+            # The digest follows the chat's clock: the new clock sets its next time.
+            due = schedule.next_local_due(time.time(), plan, zone)
+            await self.store.reschedule(chat_id, due)
+            reply += (f" Your digest ({schedule.describe_schedule(plan)}) next comes at "
+                      f"{schedule.describe_local_time(due, zone)}.")
+        await self._reschedule_held(chat_id)
+        await self.reply(update, context, reply)
+
+    async def quiet(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/quiet [HH:MM-HH:MM | off]: hold digests in those local hours; without, show them."""
+        chat_id = _chat_id(update)
+        text = _argument(update)
+        if not text:
+            zone, window = await self.store.get_clock(chat_id)
+            reply = quiet_setting(window, zone)
+            if window is None:
+                reply += ". Set them with /quiet 22:00-07:00"
+            await self.reply(update, context, reply)
+            return
+        try:
+            window = quiet_hours.parse_quiet(text)
+        except schedule.ScheduleError as error:
+            await self.reply(update, context, _sentence(str(error)))
+            return
+        await self.store.set_quiet(chat_id, window)
+        zone = await self.store.get_zone(chat_id)
+        if window is None:
+            reply = "Quiet hours are off. Anything held comes now."
+        else:
+            reply = (f"{quiet_setting(window, zone)}. Digests due then wait, and come as one "
+                     f"message when the quiet hours end. Replies to commands never wait.")
+        await self._reschedule_held(chat_id)
+        await self.reply(update, context, reply)
+
+    async def _reschedule_held(self, chat_id: int) -> None:
+        """After /quiet or /tz: what is held comes when the chat's (new) quiet hours end."""
+        if await self.store.held_due(chat_id) is None:
+            return
+        now = time.time()
+        zone, window = await self.store.get_clock(chat_id)
+        quiet_now = window is not None and quiet_hours.is_quiet(now, window, zone)
+        await self.store.reschedule_held(
+            chat_id, quiet_hours.quiet_ends(now, window, zone)
+            if window is not None and quiet_now else now)
 
     async def migrate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A group became a supergroup: move its settings to the new id, merging.
@@ -362,6 +602,16 @@ class Handlers:
                              "Please try again in a minute.")
 
     # --- helpers for the commands ----------------------------------------------------
+
+    async def drop_stale_filters(self, chat_id: int, sources: Sequence[Source]) -> None:
+        """Forget the filter rules of sources the chat no longer has.
+
+        Otherwise a source removed and added again later would come back filtered.
+        """
+        chat_rules = await self.store.get_filters(chat_id)
+        current = _current_rules(chat_rules, sources)
+        if current != chat_rules:
+            await self.store.set_filters(chat_id, current)
 
     async def check_sources(self, text: str) -> tuple[list[Source], list[tuple[str, str]]]:
         """Parse sources and run the SSRF guard on the feeds, all in parallel."""
@@ -412,10 +662,72 @@ def _chat_id(update: Update) -> int:
     return target.get() or update.effective_chat.id
 
 
+def _sentence(text: str) -> str:
+    """An error's text as an escaped reply sentence: capitalized, with a full stop."""
+    return render.escape(text[:1].upper() + text[1:] + ".")
+
+
+def quiet_setting(window: quiet_hours.QuietHours | None, zone: zoneinfo.ZoneInfo) -> str:
+    """The chat's quiet hours as a settings line: 'Quiet hours: 22:00-07:00 (Europe/Berlin)'."""
+    if window is None:
+        return "Quiet hours: off"
+    return f"Quiet hours: {window.text} ({render.escape(zone.key)} time)"
+
+
 def _list_reply(sources: Sequence[Source]) -> str:
     if not sources:
         return "You have no sources. Set some with /source python, golang"
     return "Your sources:\n" + render.bullet_list(source.label for source in sources)
+
+
+def _filter_key(word: str, sources: Sequence[Source]) -> str | None:
+    """The key /filter means by a word: ``*``, or one of the chat's sources by label or key."""
+    if word == rules.ALL_SOURCES:
+        return word
+    for source in sources:
+        if word in (source.label, source.key):
+            return source.key
+    try:
+        key = parse_source(word).key
+    except InvalidSource:
+        return None
+    return key if any(source.key == key for source in sources) else None
+
+
+def _source_name(key: str, sources: Sequence[Source]) -> str:
+    if key == rules.ALL_SOURCES:
+        return "all sources"
+    return next((source.label for source in sources if source.key == key), key)
+
+
+def _current_rules(chat_rules: dict[str, list[rules.Rule]],
+                   sources: Sequence[Source]) -> dict[str, list[rules.Rule]]:
+    """The rules of sources the chat still has (a removed source's rules go with it)."""
+    keys = {source.key for source in sources} | {rules.ALL_SOURCES}
+    return {key: found for key, found in chat_rules.items() if key in keys}
+
+
+def _filters_reply(chat_rules: dict[str, list[rules.Rule]], sources: Sequence[Source]) -> str:
+    if not chat_rules:
+        return ("No filters. For example: <code>/filter python rust -\"game dev\"</code> "
+                "keeps items naming rust and drops those naming game dev; "
+                "<code>/filter python off</code> clears them.")
+    lines = ["Your filters:"]
+    for key, found in chat_rules.items():
+        lines.append(f"• {render.escape(_source_name(key, sources))}: "
+                     f"<code>{render.escape(rules.render_rules(found))}</code>")
+    return "\n".join(lines)
+
+
+def _explain(found: Sequence[rules.Rule]) -> str:
+    """What a source's rules do, in a sentence."""
+    keep = any(not rule.drop for rule in found)
+    drop = any(rule.drop for rule in found)
+    if keep and drop:
+        return "Shown: items matching a keep rule and no - rule."
+    if keep:
+        return "Shown: only items matching one of these."
+    return "Shown: every item but those matching a - rule."
 
 
 def _with_refusals(head: str, refused: list[tuple[str, str]]) -> str:

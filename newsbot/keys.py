@@ -8,7 +8,10 @@ from __future__ import annotations
 PREFIX = "newsbot:"
 
 # --- chats -------------------------------------------------------------------------
-# Hash per chat: its sources (JSON list), the stop flag and the digest interval.
+# Hash per chat: its sources (JSON list), the stop flag and the digest interval; its
+# filter rules (JSON: source key or "*" -> the rules as written); its time zone (an
+# IANA name; absent: UTC), a local digest schedule ("08:00", "mon 08:00"; with it,
+# ``interval`` holds the nominal day or week) and quiet hours ("22:00-07:00").
 CHAT = PREFIX + "chat:{chat_id}"
 # Sorted set: chat id -> unix time its next digest is due.
 DUE = PREFIX + "due"
@@ -28,6 +31,15 @@ SEEN_MAX = SEEN_COMPACT
 # so a subscribed chat never loses its history between two digests; a chat that stopped
 # using the bot loses it after this long.
 SEEN_TTL_SECONDS = 40 * 86_400
+# List per chat: messages (Telegram HTML) held during its quiet hours, oldest first. No
+# time-to-live: each is delivered when the window ends, and forget_chat removes them.
+HELD = PREFIX + "held:{chat_id}"
+# The most messages one chat's hold keeps (the oldest go first): a few nights of hourly
+# digests, and a bound on what a chat can make Redis keep.
+HELD_MAX = 100
+# Sorted set: chat id -> unix time its held messages are due (the end of its quiet hours).
+# Claimed like DUE (DIGEST_CLAIM_SECONDS), so exactly one replica delivers a batch.
+QUIET_END = PREFIX + "quiet-end"
 # A digest claimed by a replica is held for this long; if the replica dies before it
 # has sent the digest, another replica picks it up after this many seconds.
 DIGEST_CLAIM_SECONDS = 120
@@ -63,14 +75,30 @@ UPDATE_DONE_SECONDS = 24 * 3600
 # Per update id while a replica works on it, so a duplicate entry is not run twice at
 # once. Its time-to-live is set and renewed by cluster.stream (LOCK_MS).
 UPDATE_LOCK = PREFIX + "update-lock:{update_id}"
-# Per chat: the id of its last update appended to the stream. Each entry carries its
-# chat's previous update id, so replicas handle a chat's updates in order. Shorter-lived
-# than UPDATE_DONE, so the update it names is always still known when it is read.
+# Per chat: "<update id> <stream entry id>" of its last update appended to the stream.
+# Each entry carries its chat's previous ones, so replicas handle a chat's updates in
+# order. Shorter-lived than UPDATE_DONE, so the update it names is still known when read.
 CHAT_LAST = PREFIX + "chat-last:"
 CHAT_LAST_SECONDS = 3600
 # An entry pending this long with a consumer is taken over by another; the owner of a
 # live entry touches it more often than that (see cluster.stream).
 CLAIM_IDLE_MS = 10_000
+# An entry of a chat that already has its share in hand (or a consumer stopping) is given
+# back: it stays pending, not counted as a try, and becomes claimable this much sooner
+# than CLAIM_IDLE_MS, i.e. after CLAIM_IDLE_MS - SET_ASIDE_MS of idleness.
+SET_ASIDE_MS = 8_000
+# Entries of one chat a replica holds in hand at once; the chat's later entries wait in
+# the stream, so one chat's backlog cannot fill a replica (see cluster.stream).
+CHAT_IN_HAND = 8
+# An update delivered this many times without being handled (outages, crashing replicas)
+# is a poison update: it goes to the dead-letter stream instead of being tried again.
+UPDATE_MAX_TRIES = 10
+# Updates that could not be parsed or handled, kept for an operator to look at. The
+# stream's time-to-live is renewed by every update added, so it goes away a week after
+# the last poison update; MAXLEN bounds it meanwhile.
+DEAD_UPDATES = PREFIX + "updates:dead"
+DEAD_UPDATES_SECONDS = 7 * 24 * 3600
+DEAD_UPDATES_MAXLEN = 10_000
 
 # --- leadership ----------------------------------------------------------------------
 # The poller's lease. A dead leader is replaced after at most this long.
@@ -143,7 +171,7 @@ FIELD_SILENT = "silent"
 # --- per chat, all together ----------------------------------------------------------
 # Every key that belongs to one chat, for Store.forget_chat (a chat that blocked the bot,
 # left or was deleted keeps nothing). A new per-chat key must be added here.
-CHAT_KEYS = (CHAT, SEEN, RATE_CHAT, RATE_GROUP, RATE_HOLD, CHAT_LAST + "{chat_id}",
+CHAT_KEYS = (CHAT, SEEN, HELD, RATE_CHAT, RATE_GROUP, RATE_HOLD, CHAT_LAST + "{chat_id}",
              PARTS_SENT.replace("{scope}", "digest:{chat_id}"), ADMINS,
              USER_CHANNELS)
 

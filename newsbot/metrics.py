@@ -6,6 +6,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 UPDATES = Counter("newsbot_updates_total", "Telegram updates handled, by outcome",
                   ["outcome"])
+DEAD_UPDATES = Counter("newsbot_dead_updates_total",
+                       "Poison updates moved to the dead-letter stream, by reason", ["reason"])
 HANDLER_SECONDS = Histogram("newsbot_handler_seconds", "Time to handle one update",
                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 MESSAGES_SENT = Counter("newsbot_messages_sent_total", "Messages sent to Telegram")
@@ -32,3 +34,9 @@ LEADER = Gauge("newsbot_leader", "1 while this replica polls Telegram")
 STREAM_LAG = Gauge("newsbot_stream_lag", "Updates in the stream not yet read by the group")
 STREAM_PENDING = Gauge("newsbot_stream_pending",
                        "Updates read by a replica and not yet acknowledged")
+REPLICA_ACK_SKIPPED = Counter(
+    "newsbot_replica_ack_skipped_total",
+    "Writes a replica should have acknowledged (WAIT), made while none was attached")
+REPLICA_ACK_TIMEOUTS = Counter(
+    "newsbot_replica_ack_timeouts_total",
+    "Writes no replica acknowledged within the WAIT timeout")

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from newsbot import keys
+from newsbot import filters, keys
 from newsbot.config import Settings
 from newsbot.errors import SourceError
 from newsbot.metrics import CACHE_HITS, UPSTREAM_FETCHES
@@ -85,6 +85,16 @@ class News:
             self._entry(source, digest, entry, asked)
             for source, digest, entry in zip(sources, digests, cached)))
         return [_news(source, entry, limit) for source, entry in zip(sources, entries)]
+
+    async def for_chat(self, chat_id: int, sources: Sequence[Source]) -> list[SourceNews]:
+        """A chat's news: each source's whole list through the chat's filters, then cut.
+
+        The one place filters apply, so /fetch and digests cannot disagree.
+        """
+        # The cache holds up to MAX_ITEMS a source: filters pick from all of them.
+        news = await self.get(sources, limit=max(MAX_ITEMS, self.settings.items_per_source))
+        chat_rules = await self.store.get_filters(chat_id)
+        return filters.apply(news, chat_rules, self.settings.items_per_source)
 
     async def get_one(self, source: Source) -> SourceNews:
         """News for one source, cached or freshly fetched."""

@@ -1,4 +1,5 @@
-"""Newsbot's state in Redis: chats, sources, subscriptions, seen items and the fetch cache.
+"""Newsbot's state in Redis: chats, sources, subscriptions, seen items, messages held in
+quiet hours and the fetch cache.
 
 Every Redis command about chats and news lives here (the cluster modules keep their own
 keys). Each chat is one hash, so a chat's settings move or vanish together; its seen
@@ -16,15 +17,22 @@ import hashlib
 import json
 import logging
 import time
+import zoneinfo
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError, WatchError
 
-from newsbot import keys
+from newsbot import filters, keys, metrics, redis_url
 from newsbot.config import Settings
 from newsbot.models import Delivery, Item, Source
+from newsbot.quiet import QuietHours, parse_quiet
+from newsbot.schedule import (LocalSchedule, Schedule, ScheduleError, parse_local_schedule,
+                              parse_zone)
+
+UTC = zoneinfo.ZoneInfo("UTC")
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +109,16 @@ end
 return 0
 """
 
+# Drop the held messages a replica delivered, and the chat's quiet end with the last of
+# them; messages held meanwhile stay, due at the end their hold set. KEYS: held list, quiet
+# end set. ARGV: chat id, how many were delivered. Returns how many are left.
+_RELEASE_HELD = """
+redis.call('LTRIM', KEYS[1], tonumber(ARGV[2]), -1)
+local left = redis.call('LLEN', KEYS[1])
+if left == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end
+return left
+"""
+
 # Release a lock only if we still hold it.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -158,6 +176,8 @@ def connect(settings: Settings, max_connections: int = 64) -> aioredis.Redis:
     Its pool holds at most ``max_connections`` connections and, when all are busy, a
     command waits for one (``BlockingConnectionPool``) instead of raising.
     """
+    if settings.redis_url and redis_url.is_sentinel(settings.redis_url):
+        return _sentinel_client(redis_url.parse(settings.redis_url), max_connections)
     if settings.redis_url:
         pool = aioredis.BlockingConnectionPool.from_url(
             settings.redis_url, max_connections=max_connections, timeout=POOL_WAIT_SECONDS,
@@ -171,6 +191,71 @@ def connect(settings: Settings, max_connections: int = 64) -> aioredis.Redis:
     return fakeredis.FakeAsyncRedis(decode_responses=True)
 
 
+class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """The master's pool as the sentinels name it, waiting for a free connection as
+    ``BlockingConnectionPool`` does (Sentinel's own pool raises when all are busy)."""
+
+
+# A sentinel that does not answer is skipped for the next one; waiting long on it would
+# stretch every lookup of the master during a failover.
+SENTINEL_TIMEOUT_SECONDS = 2.0
+
+
+def _sentinel_client(url: redis_url.SentinelURL, max_connections: int) -> aioredis.Redis:
+    """A client of the master the sentinels name, following it through failovers.
+
+    Each new connection asks the sentinels where the master is, and a connection to a
+    server that is no longer the master is dropped, so the next command goes to the
+    new one: the bot needs no restart.
+    """
+    sentinel = Sentinel(
+        list(url.sentinels),
+        sentinel_kwargs={"username": url.sentinel_username,
+                         "password": url.sentinel_password,
+                         "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
+                         "socket_connect_timeout": SENTINEL_TIMEOUT_SECONDS,
+                         "decode_responses": True})
+    client: aioredis.Redis = sentinel.master_for(
+        url.master, connection_pool_class=_BlockingSentinelPool,
+        max_connections=max_connections, timeout=POOL_WAIT_SECONDS, db=url.db,
+        username=url.username, password=url.password, decode_responses=True,
+        health_check_interval=15, socket_timeout=10, socket_connect_timeout=5)
+    return client
+
+
+async def sentinel_master(redis: aioredis.Redis) -> tuple[str, int] | None:
+    """The master's address as the sentinels name it now; None for a plain Redis URL.
+
+    Raises MasterNotFoundError when no sentinel names one (``newsbot check``).
+    """
+    pool = redis.connection_pool
+    if not isinstance(pool, SentinelConnectionPool):
+        return None
+    host, port = await pool.get_master_address()
+    return str(host), int(port)
+
+
+async def wait_for_replicas(redis: aioredis.Redis, timeout_ms: int) -> int | None:
+    """Wait until a replica has what this connection wrote; how many have (None: none
+    is attached, counted in ``newsbot_replica_ack_skipped_total``).
+
+    ``WAIT`` waits for the writes of the connection it runs on, so ``redis`` must be the
+    one that wrote: a single-connection client (``async with redis.client() as
+    conn``) or a pipeline's connection. 0 means the timeout passed unacknowledged (a
+    slow or cut-off replica): the write is on the master and the caller goes on, as it
+    would with no replica. With no replica attached ``WAIT`` would only sleep out its
+    timeout, so it is not sent.
+    """
+    info = await redis.info("replication")
+    if not int(info.get("connected_slaves", 0)):
+        metrics.REPLICA_ACK_SKIPPED.inc()
+        return None
+    acknowledged = int(await redis.wait(1, timeout_ms))
+    if not acknowledged:
+        metrics.REPLICA_ACK_TIMEOUTS.inc()
+    return acknowledged
+
+
 class Store:
     """Chats, subscriptions, seen items and the fetch cache."""
 
@@ -182,9 +267,13 @@ class Store:
         self._mark_seen = redis.register_script(_MARK_SEEN)
         self._release = redis.register_script(_RELEASE)
         self._drop_field = redis.register_script(_DROP_FIELD)
+        self._release_held = redis.register_script(_RELEASE_HELD)
 
     async def close(self) -> None:
         await self.redis.aclose()
+        manager = getattr(self.redis.connection_pool, "sentinel_manager", None)
+        if isinstance(manager, Sentinel):
+            await manager.aclose()  # its own connections to the sentinels
 
     async def ping(self) -> bool:
         """Tell whether Redis answers."""
@@ -206,6 +295,10 @@ class Store:
             return f"Redis is out of memory: OOM {str(error).rstrip('.')}"
         except ResponseError as error:
             return f"Redis refuses writes: {error}"  # e.g. READONLY: a replica, not the master
+        except MasterNotFoundError:
+            # Before RedisError: it is a ConnectionError, but the cure differs (sentinels).
+            return "Redis Sentinel names no master (a failover under way, or no sentinel " \
+                "answers)"
         except (RedisError, OSError):
             return "Redis does not answer"
         return None
@@ -231,25 +324,54 @@ class Store:
         if stopped:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(_chat(chat_id), "stopped", "1")
-                pipe.hdel(_chat(chat_id), "interval")
+                pipe.hdel(_chat(chat_id), "interval", "schedule")
                 pipe.zrem(keys.DUE, chat_id)
+                # Silent means silent: what quiet hours held is not sent later either.
+                pipe.delete(keys.HELD.format(chat_id=chat_id))
+                pipe.zrem(keys.QUIET_END, chat_id)
                 await pipe.execute()
         else:
             await self.redis.hdel(_chat(chat_id), "stopped")
 
+    async def get_filters(self, chat_id: int) -> dict[str, list[filters.Rule]]:
+        """The chat's filter rules: source key (or ``*``) -> its rules."""
+        raw = await self.redis.hget(_chat(chat_id), "filters")
+        try:
+            return filters.from_json(json.loads(raw)) if raw else {}
+        except ValueError:
+            return {}  # unreadable: as if the chat had none, until it sets them again
+
+    async def set_filters(self, chat_id: int,
+                          chat_rules: filters.ChatRules) -> None:
+        """Replace the chat's filter rules (none left: the field goes)."""
+        data = filters.to_json(chat_rules)
+        if data:
+            await self.redis.hset(_chat(chat_id), "filters", json.dumps(data))
+        else:
+            await self.redis.hdel(_chat(chat_id), "filters")
+
     # --- subscriptions -----------------------------------------------------------------
 
-    async def subscribe(self, chat_id: int, interval: int, first_due: float) -> None:
-        """Send the chat a digest every ``interval`` seconds, the first at ``first_due``."""
+    async def subscribe(self, chat_id: int, interval: int, first_due: float,
+                        local: LocalSchedule | None = None) -> None:
+        """Send the chat a digest every ``interval`` seconds, the first at ``first_due``.
+
+        With ``local``, the digest follows the chat's clock instead (``interval`` is its
+        nominal day or week, which a replica without local schedules still understands).
+        """
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(_chat(chat_id), "interval", interval)
+            if local is None:
+                pipe.hdel(_chat(chat_id), "schedule")
+            else:
+                pipe.hset(_chat(chat_id), "schedule", local.text)
             pipe.zadd(keys.DUE, {str(chat_id): first_due})
             await pipe.execute()
 
     async def unsubscribe(self, chat_id: int) -> bool:
         """Stop the chat's digest; tell whether it had one."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(_chat(chat_id), "interval")
+            pipe.hdel(_chat(chat_id), "interval", "schedule")
             pipe.zrem(keys.DUE, chat_id)
             removed, _ = await pipe.execute()
         return bool(removed)
@@ -258,6 +380,50 @@ class Store:
         """The chat's digest interval in seconds, or None without a subscription."""
         value = await self.redis.hget(_chat(chat_id), "interval")
         return int(value) if value else None
+
+    async def get_schedule(self, chat_id: int) -> Schedule | None:
+        """The chat's digest schedule (an interval or a local time), None without one."""
+        values: list[str | None] = await self.redis.hmget(  # type: ignore[assignment]
+            _chat(chat_id), ["interval", "schedule"])
+        interval, local = values
+        if not interval:
+            return None
+        if local:
+            try:
+                return parse_local_schedule(local)
+            except ScheduleError:
+                pass  # written by another version: its nominal interval still works
+        return int(interval)
+
+    async def get_zone(self, chat_id: int) -> zoneinfo.ZoneInfo:
+        """The chat's time zone (UTC unless it set one with /tz)."""
+        name: str | None = await self.redis.hget(  # type: ignore[assignment]
+            _chat(chat_id), "zone")
+        return _zone(name)
+
+    async def set_zone(self, chat_id: int, zone: zoneinfo.ZoneInfo) -> None:
+        """Set the chat's time zone."""
+        await self.redis.hset(_chat(chat_id), "zone", zone.key)
+
+    async def get_quiet(self, chat_id: int) -> QuietHours | None:
+        """The chat's quiet hours, None without."""
+        text: str | None = await self.redis.hget(  # type: ignore[assignment]
+            _chat(chat_id), "quiet")
+        return _quiet(text)
+
+    async def set_quiet(self, chat_id: int, quiet: QuietHours | None) -> None:
+        """Set the chat's quiet hours, or end them with None."""
+        if quiet is None:
+            await self.redis.hdel(_chat(chat_id), "quiet")
+        else:
+            await self.redis.hset(_chat(chat_id), "quiet", quiet.text)
+
+    async def get_clock(self, chat_id: int) -> tuple[zoneinfo.ZoneInfo, QuietHours | None]:
+        """The chat's time zone and quiet hours, read at once."""
+        values: list[str | None] = await self.redis.hmget(  # type: ignore[assignment]
+            _chat(chat_id), ["zone", "quiet"])
+        zone, quiet = values
+        return _zone(zone), _quiet(quiet)
 
     async def claim_due(self, now: float, limit: int,
                         hold: float = keys.DIGEST_CLAIM_SECONDS) -> list[int]:
@@ -296,6 +462,7 @@ class Store:
         """Delete everything stored for a chat that blocked the bot, left or is gone."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zrem(keys.DUE, chat_id)
+            pipe.zrem(keys.QUIET_END, chat_id)
             pipe.delete(*(template.format(chat_id=chat_id) for template in keys.CHAT_KEYS))
             await pipe.execute()
 
@@ -345,6 +512,49 @@ class Store:
                     return
                 except WatchError:
                     continue  # the other replica moved it meanwhile: look again
+
+    # --- messages held during quiet hours ---------------------------------------------
+
+    async def hold(self, chat_id: int, messages: Sequence[str], until: float) -> None:
+        """Keep messages for the chat until ``until`` (its quiet hours end), durably."""
+        if not messages:
+            return
+        held = keys.HELD.format(chat_id=chat_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(held, *messages)
+            pipe.ltrim(held, -keys.HELD_MAX, -1)
+            pipe.zadd(keys.QUIET_END, {str(chat_id): until})
+            await pipe.execute()
+
+    async def claim_quiet_ends(self, now: float, limit: int,
+                               hold: float = keys.DIGEST_CLAIM_SECONDS) -> list[int]:
+        """Take up to ``limit`` chats whose quiet hours ended with messages held.
+
+        As with ``claim_due``, no other replica gets them; a claimed chat comes back
+        ``hold`` seconds later unless its messages were released.
+        """
+        chats = await self._claim_due(keys=[keys.QUIET_END], args=[now, hold, limit])
+        return [int(chat) for chat in chats]
+
+    async def held(self, chat_id: int) -> list[str]:
+        """The messages held for the chat, oldest first."""
+        messages: list[str] = await self.redis.lrange(  # type: ignore[assignment]
+            keys.HELD.format(chat_id=chat_id), 0, -1)
+        return messages
+
+    async def release_held(self, chat_id: int, count: int) -> int:
+        """Forget the first ``count`` held messages (delivered); return how many are left."""
+        left = await self._release_held(keys=[keys.HELD.format(chat_id=chat_id),
+                                              keys.QUIET_END], args=[chat_id, count])
+        return int(left)
+
+    async def reschedule_held(self, chat_id: int, due: float) -> None:
+        """Move when the chat's held messages are due, if it has any."""
+        await self.redis.zadd(keys.QUIET_END, {str(chat_id): due}, xx=True)
+
+    async def held_due(self, chat_id: int) -> float | None:
+        """When the chat's held messages are due, None if nothing is held."""
+        return await self.redis.zscore(keys.QUIET_END, chat_id)
 
     # --- seen items --------------------------------------------------------------------
 
@@ -528,6 +738,20 @@ def _chat(chat_id: int) -> str:
     return keys.CHAT.format(chat_id=chat_id)
 
 
+def _zone(name: str | None) -> zoneinfo.ZoneInfo:
+    try:
+        return parse_zone(name) if name else UTC
+    except ScheduleError:
+        return UTC  # a zone this tz database lacks (written by a newer one): UTC
+
+
+def _quiet(text: str | None) -> QuietHours | None:
+    try:
+        return parse_quiet(text) if text else None
+    except ScheduleError:
+        return None  # written by another version: no quiet hours rather than a failure
+
+
 def _seen_member(item_id: str) -> str:
     """An item id as the seen history stores it: 16 hex digits, whatever its length.
 
@@ -545,7 +769,7 @@ def _merge_chat(old: dict[str, str], new: dict[str, str],
         return dict(old)  # the usual case: the supergroup is new to the bot
     # Fields the supergroup lacks come from the group; its own stay as they are.
     merged = {**{name: value for name, value in old.items()
-                 if name not in ("stopped", "interval", "sources")}, **new}
+                 if name not in ("stopped", "interval", "schedule", "sources")}, **new}
     sources: dict[str, dict[str, Any]] = {}
     for raw in (new.get("sources"), old.get("sources")):
         for data in json.loads(raw) if raw else []:
@@ -555,4 +779,26 @@ def _merge_chat(old: dict[str, str], new: dict[str, str],
         merged["sources"] = json.dumps(chosen)
     if "interval" not in new and "interval" in old and "stopped" not in new:
         merged["interval"] = old["interval"]
+        if "schedule" in old:
+            merged["schedule"] = old["schedule"]
+    if "filters" in old and "filters" in new:
+        merged["filters"] = _merge_filters(old["filters"], new["filters"])
     return merged
+
+
+def _merge_filters(old: str, new: str) -> str:
+    """The supergroup's filter rules, then the group's for sources it has none for."""
+    try:
+        mine, theirs = json.loads(new), json.loads(old)
+    except ValueError:
+        return new
+    if not isinstance(mine, dict) or not isinstance(theirs, dict):
+        return new
+    merged = dict(mine)
+    count = sum(len(rules) for rules in mine.values() if isinstance(rules, list))
+    for key, rules in theirs.items():
+        if key not in merged and isinstance(rules, list) \
+                and count + len(rules) <= filters.MAX_RULES:
+            merged[key] = rules
+            count += len(rules)
+    return json.dumps(merged)

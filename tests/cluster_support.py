@@ -34,6 +34,14 @@ READY_LINE = "newsbot is running"
 REAL_LIMITS = {"NEWSBOT_SEND_PER_SECOND": "30", "NEWSBOT_SEND_PER_CHAT_SECOND": "1",
                "NEWSBOT_SEND_PER_GROUP_MINUTE": "20"}
 MARKER = re.compile(r"\bq\d{5}\b")
+# A poll update as a Bot API server before 9.6 sends it: its options have no
+# persistent_id, which python-telegram-bot 22.8 requires ("a required argument since Bot
+# API 9.6"). Pushed with FakeTelegram.push_update, it is an update the bot cannot parse.
+OLD_API_POLL: dict[str, Any] = {"poll": {
+    "id": "5432101", "question": "Lunch?",
+    "options": [{"text": "Pizza", "voter_count": 2}, {"text": "Salad", "voter_count": 1}],
+    "total_voter_count": 3, "is_closed": False, "is_anonymous": True, "type": "regular",
+    "allows_multiple_answers": False}}
 # Consumer groups, leases and claims are Newsbot's; these keys are only read here.
 LEADER_KEY = "newsbot:leader"
 UPDATES_KEY = "newsbot:updates"

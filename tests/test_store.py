@@ -256,6 +256,7 @@ async def test_forget_chat_deletes_every_key_of_the_chat(store: Store) -> None:
         await store.mark_part_sent(digest_scope(chat), "0:abc")
         await store.cache_admin(chat, 7, True, T)  # a group admin check
         await store.remember_channel(chat, -1009)  # a channel managed from this chat
+        await store.hold(chat, ["held in quiet hours"], T)  # and its quiet end
 
     def of_chat(chat: int, found: list[str]) -> list[str]:
         return [key for key in found if key.rsplit(":", 1)[-1] == str(chat)]
@@ -266,6 +267,7 @@ async def test_forget_chat_deletes_every_key_of_the_chat(store: Store) -> None:
     after = [key async for key in store.redis.scan_iter()]
     assert of_chat(-1005, after) == []
     assert await store.next_due(-1005) is None
+    assert await store.held_due(-1005) is None
     # The other chat keeps everything.
     assert sorted(of_chat(-1006, after)) == sorted(of_chat(-1006, before))
     assert await store.next_due(-1006) == T

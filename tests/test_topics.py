@@ -14,7 +14,7 @@ NEWS_TOPIC, CHAT_TOPIC = 7, 9
 
 def _feed(titles: list[str]) -> bytes:
     items = "".join(
-        f"<item><title>{title}</title><link>https://example.org/{n}-{len(titles)}</link>"
+        f"<item><title>{title}</title><link>https://example.org/{title.replace(' ', '-')}</link>"
         f"<guid>https://example.org/{title.replace(' ', '-')}</guid>"
         f"<pubDate>Tue, 26 Nov 2024 {23 - n:02d}:00:00 +0000</pubDate></item>"
         for n, title in enumerate(titles))

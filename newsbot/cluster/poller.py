@@ -5,6 +5,12 @@ a time polls. It appends each update to the stream *before* the offset moves pas
 in one atomic script that also skips updates already appended: a poller that dies at
 any point, or a deposed leader that polls once more, loses nothing and adds no
 duplicate.
+
+Updates go into the stream as Telegram sent them: ``getUpdates`` is called through
+python-telegram-bot's request layer (``BaseRequest``), not ``Bot.get_updates``, which
+parses the whole batch and fails it all on one update it cannot read (e.g. a shape of
+another Bot API version). Only the update id and chat id are read here, defensively;
+each update is parsed alone by the consumer, where one that cannot be is set aside.
 """
 
 from __future__ import annotations
@@ -12,11 +18,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import urllib.parse
 from collections.abc import Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from telegram import Bot, Update
 from telegram.error import Conflict, InvalidToken, RetryAfter, TelegramError
+from telegram.request import BaseRequest, HTTPXRequest
 
 from newsbot import keys
 from newsbot.cluster.lease import Lease
@@ -32,22 +41,35 @@ ERROR_BACKOFF = 1.0
 
 # KEYS: stream, offset. ARGV: maxlen, the chat-last key prefix and its TTL, then
 # (update_id, chat_id, json) triples. Each entry also names its chat's previous update
-# ("after"), so that replicas can keep a chat's updates in order. (The per-chat keys
-# are built here rather than passed in KEYS: Newsbot does not run on Redis Cluster.)
+# ("after") and that update's stream entry ("after_entry"), so that replicas can keep a
+# chat's updates in order. (The per-chat keys are built here rather than passed in KEYS:
+# Newsbot does not run on Redis Cluster.)
 _APPEND = """
 local offset = tonumber(redis.call('GET', KEYS[2]) or '0')
 local next_offset = offset
 for i = 4, #ARGV, 3 do
     local update_id = tonumber(ARGV[i])
     if update_id >= offset then
-        local after = ''
+        local after, after_entry, last = '', '', nil
         if ARGV[i + 1] ~= '0' then
-            local last = ARGV[2] .. ARGV[i + 1]
-            after = redis.call('GET', last) or ''
-            redis.call('SET', last, ARGV[i], 'EX', ARGV[3])
+            last = ARGV[2] .. ARGV[i + 1]
+            local previous = redis.call('GET', last)
+            if previous then
+                local space = string.find(previous, ' ', 1, true)
+                if space then
+                    after = string.sub(previous, 1, space - 1)
+                    after_entry = string.sub(previous, space + 1)
+                else
+                    after = previous
+                end
+            end
         end
-        redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'update_id', ARGV[i],
-                   'chat_id', ARGV[i + 1], 'after', after, 'update', ARGV[i + 2])
+        local entry = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+                                 'update_id', ARGV[i], 'chat_id', ARGV[i + 1], 'after', after,
+                                 'after_entry', after_entry, 'update', ARGV[i + 2])
+        if last then
+            redis.call('SET', last, ARGV[i] .. ' ' .. entry, 'EX', ARGV[3])
+        end
     end
     if update_id + 1 > next_offset then next_offset = update_id + 1 end
 end
@@ -57,17 +79,28 @@ return next_offset
 
 
 class Poller:
-    """Polls Telegram while this replica holds the lease."""
+    """Polls Telegram while this replica holds the lease.
 
-    def __init__(self, bot: Bot, redis: aioredis.Redis, owner: str) -> None:
+    ``request`` carries the long polls (a connection of their own by default, so sends
+    never wait behind a poll); timings default to the module's and keys.py's.
+    """
+
+    def __init__(self, bot: Bot, redis: aioredis.Redis, owner: str, *,
+                 request: BaseRequest | None = None, poll_timeout: int = POLL_TIMEOUT,
+                 lease_ttl_ms: int = keys.LEADER_TTL_MS,
+                 error_backoff: float = ERROR_BACKOFF) -> None:
         self.bot = bot
         self.redis = redis
-        self.lease = Lease(redis, keys.LEADER, owner, keys.LEADER_TTL_MS)
+        self.lease = Lease(redis, keys.LEADER, owner, lease_ttl_ms)
+        self.poll_timeout = poll_timeout
+        self.error_backoff = error_backoff
+        self.request = request or HTTPXRequest(connection_pool_size=1)
         self._append = redis.register_script(_APPEND)
         self.is_leader = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set, then give the lease up."""
+        await self.request.initialize()
         try:
             while not stop.is_set():
                 try:
@@ -79,9 +112,10 @@ class Poller:
                     # expires if this goes on, and another replica takes over.
                     logger.exception("polling failed")
                     self._set_leader(False)
-                    await _sleep_or_stop(stop, ERROR_BACKOFF)
+                    await _sleep_or_stop(stop, self.error_backoff)
         finally:
             await self.step_down()
+            await self.request.shutdown()
 
     async def run_once(self) -> int:
         """Take or renew the lease and, as leader, poll once; return updates appended."""
@@ -92,14 +126,12 @@ class Poller:
         self._set_leader(True)
         offset = await self.redis.get(keys.OFFSET)
         try:
-            updates = await self.bot.get_updates(
-                offset=int(offset) if offset else None, timeout=POLL_TIMEOUT,
-                read_timeout=POLL_TIMEOUT + 3, allowed_updates=Update.ALL_TYPES)
+            updates = await self.get_updates(int(offset) if offset else None)
         except Conflict:
             # Another getUpdates is live: the old leader's last poll, or another bot
             # instance outside this cluster. Back off and let the lease decide.
             logger.warning("Telegram reports a concurrent getUpdates (409); backing off")
-            await asyncio.sleep(ERROR_BACKOFF)
+            await asyncio.sleep(self.error_backoff)
             return 0
         except RetryAfter as error:
             # python-telegram-bot sends getUpdates past the rate limiter: wait here.
@@ -109,19 +141,44 @@ class Poller:
             return 0
         except TelegramError as error:
             logger.warning("getUpdates failed: %s", error)
-            await asyncio.sleep(ERROR_BACKOFF)
+            await asyncio.sleep(self.error_backoff)
             return 0
         if updates:
             await self.append(updates)
         return len(updates)
 
-    async def append(self, updates: Sequence[Update]) -> None:
+    async def get_updates(self, offset: int | None) -> list[dict[str, Any]]:
+        """Long-poll Telegram once; the updates as the Bot API sent them (JSON objects)."""
+        parameters = {"timeout": str(self.poll_timeout),
+                      "allowed_updates": json.dumps(Update.ALL_TYPES)}
+        if offset is not None:
+            parameters["offset"] = str(offset)
+        # BaseRequest.post is python-telegram-bot's seam below Bot: it maps error answers
+        # (409, 429, 401, 5xx) to telegram.error like Bot.get_updates, but leaves the
+        # result unparsed. The Bot API takes parameters in the query string too.
+        result = await self.request.post(
+            f"{self.bot.base_url}/getUpdates?{urllib.parse.urlencode(parameters)}",
+            read_timeout=self.poll_timeout + 3)
+        if not isinstance(result, list):
+            raise TelegramError(f"getUpdates answered {type(result).__name__}, not a list")
+        # As Bot.get_updates would at DEBUG, without the URL (it holds the token).
+        logger.debug("getUpdates (offset %s) gave %d updates", offset, len(result))
+        return [update for update in result if isinstance(update, dict)]
+
+    async def append(self, updates: Sequence[dict[str, Any] | Update]) -> None:
         """Append updates to the stream and move the offset past them, atomically."""
         args: list[str | int] = [keys.UPDATES_MAXLEN, keys.CHAT_LAST, keys.CHAT_LAST_SECONDS]
         for update in updates:
-            chat = update.effective_chat
-            args += [update.update_id, chat.id if chat else 0, json.dumps(update.to_dict())]
-        await self._append(keys=[keys.UPDATES, keys.OFFSET], args=args)
+            raw = update.to_dict() if isinstance(update, Update) else update
+            update_id = raw.get("update_id")
+            if not isinstance(update_id, int) or isinstance(update_id, bool):
+                # Without its id it can be neither ordered nor skipped by the offset;
+                # the ids of the others move the offset past it.
+                logger.error("getUpdates gave an update without an update_id; skipped")
+                continue
+            args += [update_id, chat_id(raw), json.dumps(raw)]
+        if len(args) > 3:
+            await self._append(keys=[keys.UPDATES, keys.OFFSET], args=args)
 
     async def step_down(self) -> None:
         """Release the lease so another replica can poll at once."""
@@ -137,6 +194,24 @@ class Poller:
             logger.info("this replica %s polling Telegram", "is now" if leader else "stopped")
         self.is_leader = leader
         LEADER.set(1 if leader else 0)
+
+
+def chat_id(update: dict[str, Any]) -> int:
+    """The id of the chat an update belongs to, read defensively; 0 if none or unknown.
+
+    Most kinds carry ``chat`` (message, edited_message, channel_post, my_chat_member,
+    chat_join_request, message_reaction, ...); a callback query carries it in its
+    ``message``. Inline queries, polls and the like have none.
+    """
+    for key, value in update.items():
+        if key == "update_id" or not isinstance(value, dict):
+            continue
+        for holder in (value, value.get("message")):
+            chat = holder.get("chat") if isinstance(holder, dict) else None
+            found = chat.get("id") if isinstance(chat, dict) else None
+            if isinstance(found, int) and not isinstance(found, bool):
+                return found
+    return 0
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

@@ -8,15 +8,29 @@ update was appended twice. So, per update id:
 * a "done" mark, written with the XACK in one transaction: a redelivered entry is
   acknowledged without being handled again.
 
-Order: a replica handles one chat's updates one after another; across replicas, each
-entry names its chat's previous update (see cluster.poller) and waits until that one
-is done, so "/source x" followed at once by "/fetch" fetches x wherever each lands.
+Order: a replica keeps one queue per chat with one runner, so a chat's updates are
+handled one after another; across replicas, each entry names its chat's previous update
+(see cluster.poller) and waits until that one is done, so "/source x" followed at once
+by "/fetch" fetches x wherever each lands.
 
-A replica that dies leaves its entries pending; after ``CLAIM_IDLE_MS`` another replica
-claims them (XAUTOCLAIM). A live replica keeps its slow entries from being claimed by
-touching them (XCLAIM to itself) while it works, and renews its locks with each touch;
-a dead one's locks run out before its entries can be claimed, so the claimer is not
-turned away.
+Fairness: capacity counts work that can run. At most ``max_running`` handlers run at
+once; a handler that only waits (its chat's previous update, a rate-limit slot, a
+``retry_after``: see ``waiting``) gives its share to other chats meanwhile. A chat holds
+at most ``chat_in_hand`` entries in hand; its later entries are given back to the stream
+(pending, not counted as a try) and come back by claim when the chat has room, so one
+chat's backlog never fills a replica.
+
+Poison updates: an update that cannot be parsed, that makes its handler fail, or that
+was delivered ``max_tries`` times (the stream's delivery count: outages, crashing
+replicas) is logged once, counted, moved to the dead-letter stream and acknowledged with
+its done mark, so neither a claim nor a restart brings it back.
+
+A replica that dies leaves its entries pending; after ``claim_idle_ms`` another replica
+claims them. A live replica keeps its entries from being claimed by touching them
+(XCLAIM to itself) while they are in hand, and renews its locks with each touch; a dead
+one's locks run out before its entries can be claimed, so the claimer is not turned
+away. A replica that stops interrupts the handlers that only wait and gives their
+entries, and those not started, back at once: whichever replica claims them answers.
 """
 
 from __future__ import annotations
@@ -25,29 +39,32 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from newsbot import keys
-from newsbot.errors import Deferred
+from newsbot.cluster.capacity import Capacity, Slot
+from newsbot.cluster.deadletter import DeadLetters
+from newsbot.cluster.pending import Entry, Item, PendingList
+from newsbot.errors import BadUpdate, Deferred, Held
 from newsbot.metrics import HANDLER_SECONDS, STREAM_LAG, STREAM_PENDING, UPDATES
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
-# Updates a replica handles at once. Reading goes on while they run, so one slow
-# /fetch does not hold up the updates behind it (except its own chat's).
+# Handlers a replica runs at once (those only waiting do not count); the Redis pool is
+# sized from it. Reading goes on while they run, so one slow /fetch does not hold up
+# the updates behind it.
 MAX_IN_FLIGHT = 32
+# Entries a replica holds in hand at once, over all chats.
+MAX_IN_HAND = 256
 BLOCK_MS = 1000
 CLAIM_EVERY_SECONDS = 2.0
-TOUCH_EVERY_SECONDS = keys.CLAIM_IDLE_MS / 3000
-# An update's lock lives twice the touch period, renewed at every touch: it outlives a
-# late touch, yet a dead holder's lock is gone before its entry idles long enough to be
-# claimed (CLAIM_IDLE_MS).
-LOCK_MS = keys.CLAIM_IDLE_MS * 2 // 3
 ERROR_BACKOFF = 1.0
 # How long a replica keeps trying to record a handled update while Redis is away.
 FINISH_RETRY_SECONDS = 30.0
@@ -55,6 +72,9 @@ FINISH_RETRY_SECONDS = 30.0
 # Past that (the other replica died, or Redis failed it) it goes ahead: better a reply
 # out of order than none.
 ORDER_WAIT_SECONDS = 15.0
+# When stopping, handlers get this long to finish before those still waiting for
+# Telegram are interrupted; well inside service.DRAIN_SECONDS.
+DRAIN_GRACE_SECONDS = 3.0
 
 # KEYS: done mark, lock, done mark of the chat's previous update (or "" if none).
 # 'done' if the update was handled, 'wait' while the chat's previous update is not,
@@ -68,34 +88,63 @@ redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 'mine'
 """
 
-# Extend the locks among KEYS that ARGV[1] still holds to ARGV[2] ms.
-_RENEW = """
-for _, key in ipairs(KEYS) do
-    if redis.call('GET', key) == ARGV[1] then redis.call('PEXPIRE', key, ARGV[2]) end
-end
-return 0
-"""
 
-Entry = tuple[str, dict[str, str]]
+@dataclass
+class _Chat:
+    """One chat's entries in hand, in order, and the task working through them."""
+
+    queue: deque[Item] = field(default_factory=deque)
+    runner: asyncio.Task[None] | None = None
+    # While later than now, new entries of this chat are given back too: its earlier
+    # ones were, and must come first.
+    aside_until: float = 0.0
 
 
 class Consumer:
     """Reads the update stream as one consumer of the group and handles each update.
 
     Each chat's updates are handled one after another, in order; different chats side
-    by side, up to MAX_IN_FLIGHT at a time.
+    by side, up to ``max_running`` at a time. Timings default to keys.py's; tests pass
+    short ones.
     """
 
-    def __init__(self, redis: aioredis.Redis, name: str, handle: Handler) -> None:
+    def __init__(self, redis: aioredis.Redis, name: str, handle: Handler, *,
+                 max_running: int = MAX_IN_FLIGHT, max_in_hand: int = MAX_IN_HAND,
+                 chat_in_hand: int = keys.CHAT_IN_HAND, max_tries: int = keys.UPDATE_MAX_TRIES,
+                 block_ms: int = BLOCK_MS, claim_every: float = CLAIM_EVERY_SECONDS,
+                 claim_idle_ms: int = keys.CLAIM_IDLE_MS,
+                 set_aside_ms: int = keys.SET_ASIDE_MS,
+                 order_wait: float = ORDER_WAIT_SECONDS,
+                 drain_grace: float = DRAIN_GRACE_SECONDS,
+                 error_backoff: float = ERROR_BACKOFF) -> None:
         self.redis = redis
         self.name = name
         self.handle = handle
+        self.max_in_hand = max_in_hand
+        self.chat_in_hand = chat_in_hand
+        self.max_tries = max_tries
+        self.block_ms = block_ms
+        self.claim_every = claim_every
+        self.claim_idle_ms = claim_idle_ms
+        # A given-back entry is claimable after (claim_idle_ms - set_aside_ms) idle.
+        self.set_aside_ms = min(set_aside_ms, claim_idle_ms)
+        self.touch_every = claim_idle_ms / 3000
+        # An update's lock lives twice the touch period, renewed at every touch: it
+        # outlives a late touch, yet a dead holder's lock is gone before its entry idles
+        # long enough to be claimed.
+        self.lock_ms = claim_idle_ms * 2 // 3
+        self.order_wait = order_wait
+        self.drain_grace = drain_grace
+        self.error_backoff = error_backoff
+        self._capacity = Capacity(max_running)
+        self._dead = DeadLetters(redis, name)
+        self._pending = PendingList(redis, name, claim_idle_ms)
         self._begin = redis.register_script(_BEGIN)
-        self._renew = redis.register_script(_RENEW)
         self._last_claim = 0.0
-        self._in_flight: dict[str, Entry] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._chat_tails: dict[str, asyncio.Task[None]] = {}
+        self._chats: dict[str, _Chat] = {}
+        self._in_hand = 0
+        self._progress = asyncio.Event()
+        self._stopping = False
         self.running = False
         self.heartbeat = time.monotonic()
 
@@ -110,92 +159,180 @@ class Consumer:
     async def run(self, stop: asyncio.Event, once: bool = False) -> None:
         """Consume until ``stop`` is set (or one read, with ``once``), then drain."""
         self.running = True
+        self._stopping = False
         toucher = asyncio.create_task(self._touch())
         try:
             while not stop.is_set():
                 try:
-                    await self.read_once()
+                    await self.read_once(stop=stop)
                 except RedisError:
                     # Redis restarting or unreachable: readiness says so; keep trying.
                     self.running = False
                     logger.warning("reading updates failed; retrying", exc_info=True)
-                    await asyncio.sleep(ERROR_BACKOFF)
+                    await _sleep_or_stop(stop, self.error_backoff)
                     await self._recreate_group()
                 else:
                     self.running = True
                 if once:
                     break
-            # Stopping: no more reads; finish and acknowledge what is in hand.
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.drain(interrupt=not once)
         finally:
             toucher.cancel()
             self.running = False
 
-    async def read_once(self, block_ms: int = BLOCK_MS) -> int:
-        """Read entries (claimed stale ones first) and start handling them; return how many."""
+    async def drain(self, interrupt: bool = True) -> None:
+        """Finish the handlers at work; interrupt those that still wait; give the rest back.
+
+        Handlers get ``drain_grace`` seconds; one still only waiting then (a long
+        ``retry_after``) is interrupted and its update left pending, given back with
+        those not started, for whichever replica claims them.
+        """
+        if not interrupt:
+            await asyncio.gather(*self._runners(), return_exceptions=True)
+        self._stopping = True
+        if self._runners():
+            await asyncio.wait(self._runners(), timeout=self.drain_grace)
+        self._capacity.interrupt_waiting()
+        await asyncio.gather(*self._runners(), return_exceptions=True)
+        left = [item for chat in self._chats.values() for item in chat.queue]
+        self._chats.clear()
+        self._in_hand = 0
+        if left:
+            try:
+                await self._pending.give_back(left, self.claim_idle_ms, release_locks=True)
+                logger.info("stopping: %d updates left for another replica", len(left))
+            except RedisError:
+                pass  # they stay pending and are claimed once idle, just later
+
+    def _runners(self) -> list[asyncio.Task[None]]:
+        return [chat.runner for chat in self._chats.values() if chat.runner is not None]
+
+    async def read_once(self, block_ms: int | None = None,
+                        stop: asyncio.Event | None = None) -> int:
+        """Read entries (claimed stale ones first) and take them in hand; return how many."""
         self.heartbeat = time.monotonic()
-        while len(self._in_flight) >= MAX_IN_FLIGHT:
-            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
-        room = MAX_IN_FLIGHT - len(self._in_flight)
-        entries: list[Entry] = []
-        if time.monotonic() - self._last_claim > CLAIM_EVERY_SECONDS:
+        while self._in_hand >= self.max_in_hand:
+            # A full hand is not a stuck loop: the heartbeat goes on while it waits.
+            self._progress.clear()
+            progress = asyncio.wait_for(self._progress.wait(), self.block_ms / 1000)
+            try:
+                if not await _wait_or_stop(progress, stop):
+                    return 0
+            except TimeoutError:
+                pass
+            self.heartbeat = time.monotonic()
+        room = self.max_in_hand - self._in_hand
+        items: list[Item] = []
+        if time.monotonic() - self._last_claim > self.claim_every:
             self._last_claim = time.monotonic()
-            entries = await self._claim_stale(room)
+            items = await self._pending.claim(room)
             await self._update_gauges()
-        if not entries:
-            reply: list[tuple[str, list[Entry]]]
-            reply = await self.redis.xreadgroup(  # type: ignore[assignment]
-                keys.GROUP, self.name, {keys.UPDATES: ">"}, count=room, block=block_ms)
-            entries = [entry for _, stream_entries in reply for entry in stream_entries]
-        for entry in entries:
-            self._start(entry)
+        claimed = bool(items)
+        if not items:
+            read = self.redis.xreadgroup(keys.GROUP, self.name, {keys.UPDATES: ">"},
+                                         count=room, block=block_ms or self.block_ms)
+            reply: list[tuple[str, list[Entry]]] | None = await _wait_or_stop(read, stop)
+            items = [Item(entry_id, fields) for _, entries in reply or ()
+                     for entry_id, fields in entries]
+        await self._take(items, claimed)
         self.heartbeat = time.monotonic()
-        return len(entries)
+        return len(items)
 
-    def _start(self, entry: Entry) -> None:
-        """Handle an entry after the chat's entries already in hand."""
-        entry_id, fields = entry
-        if entry_id in self._in_flight:
-            return  # claimed back while still in hand
-        chat = fields.get("chat_id", "0")
-        task = asyncio.create_task(self._handle_after(self._chat_tails.get(chat), entry))
-        self._in_flight[entry_id] = entry
-        self._tasks.add(task)
-        self._chat_tails[chat] = task
+    async def _take(self, items: list[Item], claimed: bool) -> None:
+        """Queue each item behind its chat's, bury the worn out, give back a chat's excess.
 
-        def forget(done: asyncio.Task[None]) -> None:
-            self._tasks.discard(done)
-            self._in_flight.pop(entry_id, None)
-            if self._chat_tails.get(chat) is done:
-                del self._chat_tails[chat]
+        A claimed entry whose chat's previous entry is still pending and not in our hand
+        (given back, or worked on elsewhere) is given back too: claims come in order of
+        idleness, not of arrival, and the chat's order must hold.
+        """
+        in_hand = {item.entry_id for chat in self._chats.values() for item in chat.queue}
+        waiting_for = await self._pending.still_pending(
+            [item.after_entry for item in items if claimed and item.after_entry
+             and item.after_entry not in in_hand]) if claimed else set()
+        aside: list[Item] = []
+        now = time.monotonic()
+        for item in items:
+            if not item.fields or item.entry_id in in_hand:
+                continue  # trimmed from the stream meanwhile, or claimed back while in hand
+            if item.tries > self.max_tries:
+                await self.bury(item, f"tried {item.tries - 1} times without success",
+                                "too many tries")
+                continue
+            chat = self._chats.setdefault(item.chat, _Chat())
+            behind = (item.after_entry in waiting_for and item.after_entry not in in_hand
+                      if claimed else chat.aside_until > now)
+            if behind or len(chat.queue) >= self.chat_in_hand:
+                aside.append(item)
+                chat.aside_until = now + (self.claim_idle_ms - self.set_aside_ms) / 1000 \
+                    + 2 * self.claim_every
+                continue
+            chat.queue.append(item)
+            in_hand.add(item.entry_id)
+            self._in_hand += 1
+            if chat.runner is None:
+                chat.runner = asyncio.create_task(self._run_chat(item.chat, chat))
+        for chat_id in [key for key, chat in self._chats.items() if not chat.queue]:
+            if self._chats[chat_id].aside_until <= now:
+                del self._chats[chat_id]
+        if aside:
+            await self._pending.give_back(aside, self.set_aside_ms)
 
-        task.add_done_callback(forget)
-
-    async def _handle_after(self, previous: asyncio.Task[None] | None, entry: Entry) -> None:
-        if previous is not None:
-            await asyncio.wait([previous])
+    async def _run_chat(self, chat_id: str, chat: _Chat) -> None:
+        """Handle a chat's entries in hand one after another."""
         try:
-            await self._handle_entry(*entry)
-        except RedisError:
-            # Left pending: claimed and handled again once Redis answers.
-            logger.warning("update %s left pending: Redis failed", entry[1].get("update_id"),
-                           exc_info=True)
+            while chat.queue and not self._stopping:
+                item = chat.queue[0]
+                handled = False
+                try:
+                    handled = await self._handle_item(item)
+                except RedisError:
+                    # Left pending: claimed and handled again once Redis answers.
+                    logger.warning("update %s left pending: Redis failed", item.update_id,
+                                   exc_info=True)
+                except Exception:
+                    # Not the handler's error (that one is buried): ours. The runner must
+                    # go on, or the chat's entries would sit in hand, touched, forever.
+                    logger.exception("update %s left pending", item.update_id)
+                chat.queue.popleft()
+                self._in_hand -= 1
+                if not handled and chat.queue:
+                    await self._give_back_chat(chat)
+                self._progress.set()
+        finally:
+            chat.runner = None
 
-    async def _handle_entry(self, entry_id: str, fields: dict[str, str]) -> None:
-        update_id = fields.get("update_id", "")
-        done_key = keys.UPDATE_DONE.format(update_id=update_id)
-        lock_key = keys.UPDATE_LOCK.format(update_id=update_id)
-        previous = fields.get("after", "")
+    async def _give_back_chat(self, chat: _Chat) -> None:
+        """Give back the chat's entries behind one left pending: they must wait for it.
+
+        They come back by claim only after it (see _take), so the chat keeps its order.
+        """
+        later = list(chat.queue)
+        chat.queue.clear()
+        self._in_hand -= len(later)
+        chat.aside_until = time.monotonic() + self.claim_idle_ms / 1000 + 2 * self.claim_every
+        try:
+            await self._pending.give_back(later, self.set_aside_ms)
+        except RedisError:
+            pass  # not touched any more: claimed once idle all the same
+
+    async def _handle_item(self, item: Item) -> bool:
+        """Handle one entry; False if it was left pending (an outage, a duplicate)."""
+        async with self._capacity.slot(item.entry_id) as slot:
+            return await self._handle_entry(item, slot)
+
+    async def _handle_entry(self, item: Item, slot: Slot) -> bool:
+        done_key = keys.UPDATE_DONE.format(update_id=item.update_id)
+        previous = item.fields.get("after", "")
         previous_done = keys.UPDATE_DONE.format(update_id=previous) if previous else ""
         waited, pause = 0.0, 0.005
         while True:
-            state = await self._begin(keys=[done_key, lock_key, previous_done],
-                                      args=[self.name, LOCK_MS])
+            state = await self._begin(keys=[done_key, item.lock_key, previous_done],
+                                      args=[self.name, self.lock_ms])
             if state != "wait":
                 break
-            if waited > ORDER_WAIT_SECONDS:
+            if waited > self.order_wait:
                 logger.warning("update %s goes ahead of update %s of the same chat",
-                               update_id, previous)
+                               item.update_id, previous)
                 previous_done = ""
                 continue
             # Another replica handles the chat's previous update: let it finish first.
@@ -203,27 +340,51 @@ class Consumer:
             waited += pause
             pause = min(pause * 2, 0.2)
         if state == "busy":
-            return  # a duplicate being handled elsewhere; claimed again later, then 'done'
-        if state == "mine":
-            try:
-                with HANDLER_SECONDS.time():
-                    await self.handle(json.loads(fields["update"]))
-                UPDATES.labels(outcome="handled").inc()
-            except Deferred:
-                # Redis or Telegram was away: not done; the entry stays pending and is
-                # claimed and handled again once it has been idle long enough.
-                await self.redis.delete(lock_key)
-                return
-            except RedisError:
-                raise  # as above, and this consumer backs off too
-            except Exception:
-                # A bug, not an outage: handling it again would fail again. Log it and
-                # acknowledge, or it would come back forever.
-                UPDATES.labels(outcome="failed").inc()
-                logger.exception("update %s could not be handled", update_id)
-        else:
+            return False  # a duplicate handled elsewhere; claimed again later, then 'done'
+        if state == "done":
             UPDATES.labels(outcome="duplicate").inc()
-        await self._finish(entry_id, done_key, lock_key)
+            await self._finish(item.entry_id, done_key, item.lock_key)
+            return True
+        try:
+            update = json.loads(item.fields.get("update", ""))
+        except ValueError as error:
+            await self.bury(item, f"not JSON: {error}", "unparseable")
+            return True
+        await slot.start_working()
+        try:
+            with HANDLER_SECONDS.time():
+                await self.handle(update)
+        except Held as held:
+            # A rate limit, not a failure: back to the stream with this delivery not
+            # counted, claimable once the wait is over (or after the usual idle time).
+            UPDATES.labels(outcome="deferred").inc()
+            sooner_ms = max(0, self.claim_idle_ms - int(held.wait_seconds * 1000))
+            await self._pending.give_back([item], sooner_ms, release_locks=True)
+            return False
+        except Deferred:
+            # Redis or Telegram was away: not done; the entry stays pending and is
+            # claimed and handled again once idle, up to max_tries deliveries.
+            UPDATES.labels(outcome="deferred").inc()
+            await self._pending.release_lock(item)
+            return False
+        except RedisError:
+            raise  # as above, and this consumer backs off too
+        except BadUpdate as error:
+            await self.bury(item, str(error) or type(error).__name__, "unparseable")
+            return True
+        except Exception as error:
+            # A bug, not an outage: handling it again would fail again. Set it aside,
+            # or it would come back forever.
+            logger.exception("update %s could not be handled", item.update_id)
+            await self.bury(item, f"{type(error).__name__}: {error}", "failed", log=False)
+            return True
+        UPDATES.labels(outcome="handled").inc()
+        await self._finish(item.entry_id, done_key, item.lock_key)
+        return True
+
+    async def bury(self, item: Item, reason: str, kind: str, log: bool = True) -> None:
+        """Move a poison update to the dead-letter stream and acknowledge it, once."""
+        await self._dead.bury(item.entry_id, item.fields, item.tries, reason, kind, log)
 
     async def _finish(self, entry_id: str, done_key: str, lock_key: str) -> None:
         """Mark an update done and acknowledge it, waiting out a short Redis outage.
@@ -243,32 +404,22 @@ class Consumer:
             except RedisError:
                 if time.monotonic() > deadline:
                     raise
-                await asyncio.sleep(ERROR_BACKOFF / 2)
-
-    async def _claim_stale(self, count: int) -> list[Entry]:
-        _, claimed, *_ = await self.redis.xautoclaim(
-            keys.UPDATES, keys.GROUP, self.name, min_idle_time=keys.CLAIM_IDLE_MS,
-            start_id="0-0", count=count)
-        entries = [(entry_id, fields) for entry_id, fields in claimed if fields]
-        if entries:
-            logger.info("claimed %d updates left by a stopped replica", len(entries))
-        return entries
+                await asyncio.sleep(self.error_backoff / 2)
 
     async def _touch(self) -> None:
         """Reset the idle time of the entries in hand and renew their locks, forever."""
         while True:
-            await asyncio.sleep(TOUCH_EVERY_SECONDS)
-            if not self._in_flight:
+            await asyncio.sleep(self.touch_every)
+            items = [item for chat in self._chats.values() for item in chat.queue]
+            if not items:
                 continue
-            entry_ids = list(self._in_flight)
-            locks = [keys.UPDATE_LOCK.format(update_id=fields.get("update_id", ""))
-                     for _, fields in self._in_flight.values()]
             try:
-                await self.redis.xclaim(keys.UPDATES, keys.GROUP, self.name, min_idle_time=0,
-                                        message_ids=list[Any](entry_ids), justid=True)
-                await self._renew(keys=locks, args=[self.name, LOCK_MS])
+                await self._pending.touch(items, self.lock_ms)
             except RedisError:
                 pass  # Redis is away; the work in hand notices and waits or backs off
+            except Exception:
+                # Never end this loop: untouched entries in hand would be claimed away.
+                logger.exception("touching the updates in hand failed")
 
     async def _update_gauges(self) -> None:
         for group in await self.redis.xinfo_groups(keys.UPDATES):
@@ -281,6 +432,31 @@ class Consumer:
             await self.ensure_group()
         except RedisError:
             pass  # still down; the next round tries again
+
+
+async def _wait_or_stop(awaitable: Awaitable[Any], stop: asyncio.Event | None) -> Any:
+    """Await, unless ``stop`` is set first: then cancel it and return None."""
+    work = asyncio.ensure_future(awaitable)
+    if stop is None:
+        return await work
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if work.done():
+        return work.result()
+    # A read cut off here may have been delivered: it stays pending, claimed once idle.
+    work.cancel()
+    await asyncio.gather(work, return_exceptions=True)
+    return None
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass  # the usual case: slept the whole time
 
 
 async def wait_idle(redis: aioredis.Redis, timeout: float = 30.0) -> bool:

@@ -29,6 +29,8 @@ OAUTH_API_URL = "https://oauth.reddit.com"
 USER_AGENT = f"python:newsbot:{__version__} (self-hosted Telegram news bot)"
 # Stickied posts sit on top of "hot" forever; ask for a few more so N real ones remain.
 STICKY_MARGIN = 3
+# A link post's target longer than this is not an article's address (and is not kept).
+MAX_LINKED_URL = 2048
 # Reddit's largest page; the shared cache keeps the whole of it for filters.
 MAX_LIMIT = 100
 # The longest wait any header can impose. Reddit's windows are ten minutes; a server
@@ -75,9 +77,14 @@ def _item(post: Mapping[str, Any]) -> Item:
     published = None
     if isinstance(created, int | float) and math.isfinite(created):
         published = float(created)
+    url = post.get("url")
+    # A link post counts as the article it links to (a self post's url is itself).
+    linked = None
+    if isinstance(url, str) and 0 < len(url) <= MAX_LINKED_URL and not post.get("is_self"):
+        linked = url
     return Item(id=hashlib.sha256(identity.encode()).hexdigest()[:16],
                 title=" ".join(str(post["title"]).split()),
-                link=post_link(post), published=published)
+                link=post_link(post), published=published, linked_url=linked)
 
 
 def post_link(post: Mapping[str, Any]) -> str:

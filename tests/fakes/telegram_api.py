@@ -10,6 +10,11 @@ test talks to it through nothing but ``TELEGRAM_API_URL``:
   limits of the Bot API FAQ, strictly: 30 messages in any 1 s window overall, 1/s per
   chat with a burst of 3 ("we may allow short bursts"), 20 in any 60 s window per group,
   answered ``429`` with ``parameters.retry_after`` for that chat only;
+- files: ``push_document`` sends the bot a ``document`` message (a caption with its
+  command entity); ``getFile`` answers a ``File`` (``400 file is too big`` over 20 MB,
+  ``400 invalid file_id``) and ``/file/bot{token}/{file_path}`` serves the bytes;
+  ``sendDocument`` takes a multipart upload (or a known ``file_id``), checks it as
+  Telegram does and keeps the file, so a test can send it back (``file_bytes``);
 - failures can be injected (``fail_next``, optionally for one chat and after some
   successes, ``drop_next``, ``block_chat``, ``delete_chat``, ``migrate_chat``,
   ``flood_chat``), ``my_chat_member`` updates pushed as Telegram shapes them, and
@@ -50,6 +55,10 @@ from typing import Any, Callable
 DEFAULT_TOKEN = "123456:TEST-secret-token"
 BOT_USERNAME = "newsbot_test_bot"
 MAX_MESSAGE_LENGTH = 4096
+MAX_CAPTION_LENGTH = 1024
+# Bots download files of at most 20 MB (getFile) and upload at most 50 MB.
+MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 CONFLICT = (
     "Conflict: terminated by other getUpdates request; "
     "make sure that only one bot instance is running"
@@ -117,6 +126,48 @@ class SentMessage:
     silent: bool = False                  # sent with disable_notification
     preview_url: str | None = None        # link_preview_options.url, when previews are on
     reply_markup: dict[str, Any] | None = None  # current inline keyboard (after edits)
+    document: dict[str, Any] | None = None  # sendDocument: the Document (text = caption)
+
+
+class Upload(bytes):
+    """The bytes of a multipart file part, with the file name the client gave it."""
+
+    filename: str = ""
+    content_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file Telegram holds: what a user sent the bot, or what the bot uploaded."""
+
+    file_id: str
+    file_unique_id: str
+    data: bytes
+    file_name: str | None
+    mime_type: str | None
+    file_path: str
+    report_size: bool = True   # Telegram's file_size is optional; False leaves it out
+
+    def document(self) -> dict[str, Any]:
+        """The Document object the Bot API gives for this file."""
+        document: dict[str, Any] = {"file_id": self.file_id,
+                                    "file_unique_id": self.file_unique_id}
+        if self.file_name is not None:
+            document["file_name"] = self.file_name
+        if self.mime_type is not None:
+            document["mime_type"] = self.mime_type
+        if self.report_size:
+            document["file_size"] = len(self.data)
+        return document
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """An answer that is not JSON: a file download."""
+
+    status: int
+    body: bytes
+    content_type: str
 
 
 # --- HTML parse mode -------------------------------------------------------------------
@@ -271,7 +322,10 @@ def _parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
         payload = part.get_payload(decode=True)
         data = payload if isinstance(payload, bytes) else b""
         if part.get_filename():
-            params[name] = data  # an uploaded file: keep the bytes
+            upload = Upload(data)  # an uploaded file: keep the bytes and its name
+            upload.filename = str(part.get_filename())
+            upload.content_type = part.get_content_type()
+            params[name] = upload
         else:
             params[name] = data.decode(part.get_content_charset() or "utf-8")
     return params
@@ -444,6 +498,8 @@ class FakeTelegram:
         # (chat, message id) -> the message as it is now, after edits.
         self._current: dict[tuple[int | str, int], SentMessage] = {}
         self._next_query = 1
+        self._files: dict[str, StoredFile] = {}
+        self.downloads: list[str] = []  # file paths fetched from /file/bot<token>/
         self._stopping = False
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -456,6 +512,8 @@ class FakeTelegram:
             "answerCallbackQuery": self._answer_callback_query,
             "getChatMember": self._get_chat_member,
             "getChatAdministrators": self._get_chat_administrators,
+            "sendDocument": self._send_document,
+            "getFile": self._get_file,
             "deleteMessage": lambda p: True,
             "sendChatAction": lambda p: True,
             "deleteWebhook": self._delete_webhook,
@@ -711,6 +769,67 @@ class FakeTelegram:
                 self._cond.wait(remaining)
             return self.answers[query_id]
 
+    def add_file(self, data: bytes, file_name: str | None = None,
+                 mime_type: str | None = None, report_size: bool = True) -> StoredFile:
+        """Keep a file as Telegram would (a user's upload); return it with its file_id."""
+        with self._cond:
+            number = len(self._files) + 1
+            suffix = ""
+            if file_name and "." in file_name:
+                suffix = "." + file_name.rsplit(".", 1)[1]
+            stored = StoredFile(
+                file_id=f"BQACAgIAAxkBAAI{number:08d}{zlib.crc32(data):08x}",
+                file_unique_id=f"AgAD{number:06d}", data=bytes(data), file_name=file_name,
+                mime_type=mime_type, file_path=f"documents/file_{number}{suffix}",
+                report_size=report_size)
+            self._files[stored.file_id] = stored
+            return stored
+
+    def file_bytes(self, file_id: str) -> bytes:
+        """The content of a file Telegram holds (e.g. one the bot sent)."""
+        with self._cond:
+            return self._files[file_id].data
+
+    def push_document(self, chat_id: int, data: bytes | None = None,
+                      file_name: str | None = "file.opml", caption: str | None = None,
+                      file_id: str | None = None, mime_type: str | None = None,
+                      report_size: bool = True, chat_type: str | None = None,
+                      username: str = "alice") -> int:
+        """Queue a document message from a user: new bytes, or a file_id Telegram holds."""
+        if file_id is not None:
+            with self._cond:
+                known = self._files[file_id]
+            stored = StoredFile(known.file_id, known.file_unique_id, known.data,
+                                file_name if file_name is not None else known.file_name,
+                                mime_type or known.mime_type, known.file_path, report_size)
+        else:
+            stored = self.add_file(data or b"", file_name, mime_type, report_size)
+        if chat_type is None:
+            chat_type = "private" if chat_id > 0 else (
+                "supergroup" if str(chat_id).startswith("-100") else "group")
+        user_id = chat_id if chat_type == "private" else (
+            zlib.crc32(username.encode()) % 900_000_000 + 100_000_000)
+        user = {"id": user_id, "is_bot": False, "first_name": username.capitalize(),
+                "username": username, "language_code": "en"}
+        chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
+        if chat_type == "private":
+            chat.update(first_name=user["first_name"], username=username)
+        else:
+            chat["title"] = f"Test {chat_type} {chat_id}"
+        with self._cond:
+            self._chats[chat_id] = chat
+            message: dict[str, Any] = {"message_id": self._next_message_id(chat_id),
+                                       "date": int(time.time()), "chat": chat, "from": user,
+                                       "document": stored.document()}
+        if caption is not None:
+            message["caption"] = caption
+            command = _COMMAND.match(caption)
+            if command:
+                length = len(command.group().encode("utf-16-le")) // 2
+                message["caption_entities"] = [
+                    {"type": "bot_command", "offset": 0, "length": length}]
+        return self.push_update({"message": message})
+
     @property
     def pending_updates(self) -> int:
         """Number of updates not yet confirmed by an offset."""
@@ -901,6 +1020,9 @@ class FakeTelegram:
             if params is None:
                 return 400, {"ok": False, "error": "the control API takes a JSON object"}
             return self._control(http_method, path, query, params)
+        download = re.fullmatch(r"/file/bot([^/]*)/(.+)", path)
+        if download:
+            return self._download(*(urllib.parse.unquote(part) for part in download.groups()))
         match = re.fullmatch(r"/bot([^/]*)/([^/]*)", path)
         if not match:
             return _error(ApiError(404, "Not Found"))
@@ -1235,6 +1357,85 @@ class FakeTelegram:
             self._cond.notify_all()
         return True
 
+    def _get_file(self, params: dict[str, Any]) -> dict[str, Any]:
+        file_id = params.get("file_id")
+        if not isinstance(file_id, str) or not file_id:
+            raise ApiError(400, "Bad Request: file_id is empty" if not file_id
+                           else "Bad Request: invalid file_id")
+        with self._cond:
+            stored = self._files.get(file_id)
+        if stored is None:
+            raise ApiError(400, "Bad Request: invalid file_id")
+        if len(stored.data) > MAX_DOWNLOAD_BYTES:
+            raise ApiError(400, "Bad Request: file is too big")
+        result: dict[str, Any] = {"file_id": stored.file_id,
+                                  "file_unique_id": stored.file_unique_id,
+                                  "file_path": stored.file_path}
+        if stored.report_size:
+            result["file_size"] = len(stored.data)
+        return result
+
+    def _download(self, token: str, file_path: str) -> Any:
+        """GET /file/bot<token>/<file_path>: the file's bytes, or Telegram's 404."""
+        with self._cond:
+            self.downloads.append(file_path)
+            found = next((f for f in self._files.values() if f.file_path == file_path), None)
+        if token != self.token or found is None:
+            return _error(ApiError(404, "Not Found"))
+        return _Raw(200, found.data, found.mime_type or "application/octet-stream")
+
+    def _send_document(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = _chat_id(params)
+        with self._cond:
+            if chat_id in self._blocked:
+                raise ApiError(403, "Forbidden: bot was blocked by the user")
+            if chat_id in self._migrated:
+                raise ApiError(400, "Bad Request: group chat was upgraded to a supergroup chat",
+                               {"migrate_to_chat_id": self._migrated[chat_id]})
+        document = params.get("document")
+        if isinstance(document, Upload):
+            if not document:
+                raise ApiError(400, "Bad Request: file must be non-empty")
+            if len(document) > MAX_UPLOAD_BYTES:
+                raise ApiError(413, "Request Entity Too Large")
+            stored = self.add_file(bytes(document), document.filename or None,
+                                   document.content_type)
+        elif isinstance(document, str) and document:
+            with self._cond:
+                known = self._files.get(document)
+            if known is None:
+                raise ApiError(400, "Bad Request: wrong file identifier/HTTP URL specified")
+            stored = known
+        else:
+            raise ApiError(400, "Bad Request: there is no document in the request")
+        caption, displayed, parse_mode = "", "", None
+        if params.get("caption"):
+            caption, displayed, parse_mode = self._displayed(
+                {"text": params["caption"], "parse_mode": params.get("parse_mode")})
+            if len(displayed) > MAX_CAPTION_LENGTH:
+                raise ApiError(400, "Bad Request: message caption is too long")
+        chat = self._chat(chat_id)
+        with self._cond:
+            now = self.clock()
+            if self.enforce_limits:
+                retry_after = self._limits.retry_after(chat_id, now)
+                if retry_after is not None:
+                    raise ApiError(429, f"Too Many Requests: retry after {retry_after}",
+                                   {"retry_after": retry_after})
+            self._limits.record(chat_id, now)
+            message_id = self._next_message_id(chat_id)
+            self._sent.append(SentMessage(
+                chat_id=chat_id, message_id=message_id, text=caption, displayed=displayed,
+                parse_mode=parse_mode, previews_disabled=False, sent_at=now,
+                document=stored.document()))
+            self._cond.notify_all()
+        message: dict[str, Any] = {"message_id": message_id, "from": self.bot_user,
+                                   "chat": chat, "date": int(time.time()),
+                                   "document": stored.document()}
+        if displayed:
+            message["caption"] = displayed
+        return message
+
     def _edit_message_reply_markup(self, params: dict[str, Any]) -> dict[str, Any] | bool:
         if "inline_message_id" in params:
             return True
@@ -1458,6 +1659,15 @@ class _Handler(BaseHTTPRequestHandler):
         answer = self.server.answer(self.command, path, query, params, self._client_gone)
         if answer is _DROP:
             self.close_connection = True
+            return
+        if isinstance(answer, _Raw):
+            head = (f"HTTP/1.1 {answer.status} OK\r\nServer: fake-telegram\r\n"
+                    f"Content-Type: {answer.content_type}\r\n"
+                    f"Content-Length: {len(answer.body)}\r\n")
+            try:
+                self.wfile.write(head.encode("latin-1") + b"\r\n" + answer.body)
+            except OSError:
+                self.close_connection = True  # the client went away mid-download
             return
         status, payload = answer
         data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
