@@ -27,7 +27,7 @@ from typing import Any
 
 import redis
 
-from harness import BotProcess, bot_env, stop_process
+from harness import REDIS_SERVER, BotProcess, bot_env, stop_process
 
 READY_LINE = "newsbot is running"
 # Telegram's real limits, for the tests about them (tests/harness.py relaxes them).
@@ -67,7 +67,7 @@ class RedisProcess:
     """
 
     def __init__(self, directory: Path, appendonly: bool = True) -> None:
-        executable = shutil.which("redis-server")
+        executable = shutil.which(REDIS_SERVER)
         if executable is None:
             raise RuntimeError("redis-server is not on PATH")
         self.executable = executable

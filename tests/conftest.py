@@ -21,7 +21,7 @@ import pytest
 
 from fakes.news import FakeNews
 from fakes.telegram_api import FakeTelegram
-from harness import stop_process
+from harness import REDIS_SERVER, stop_process
 
 # --- network guard ---------------------------------------------------------------------
 
@@ -154,7 +154,7 @@ def _start_redis(executable: str, directory: Path) -> tuple[subprocess.Popen[byt
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """Run a real redis-server on a free loopback port for the whole session."""
-    executable = shutil.which("redis-server")
+    executable = shutil.which(REDIS_SERVER)
     if executable is None:
         pytest.skip("redis-server is not on PATH (apt-get install redis-server)")
     process, port = _start_redis(executable, tmp_path_factory.mktemp("redis"))

@@ -21,6 +21,9 @@ from newsbot.config import Settings
 from newsbot.service import serve
 
 ROOT = Path(__file__).resolve().parent.parent
+# The redis-server every test starts: NEWSBOT_REDIS_SERVER names another build (the
+# workflow's Redis matrix runs the suite on the oldest version the bot supports).
+REDIS_SERVER = os.environ.get("NEWSBOT_REDIS_SERVER", "redis-server")
 
 
 def bot_env(telegram: Any, redis_url: str | None, news: Any = None,

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from cluster_support import free_port
-from harness import ROOT, BotProcess, bot_env, stop_process
+from harness import REDIS_SERVER, ROOT, BotProcess, bot_env, stop_process
 
 CHAT = 515
 
@@ -230,7 +230,7 @@ def locked_redis() -> Iterator[tuple[int, str]]:
     socket_path = os.path.join(directory, "redis.sock")
     port = free_port()
     process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", directory, "--unixsocket", socket_path,
          "--requirepass", REDIS_PASSWORD],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

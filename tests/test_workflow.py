@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from checktools import INSTALL, find_tool, import_yaml, missing
+from harness import REDIS_SERVER
 
 yaml: Any = import_yaml()
 
@@ -92,6 +94,15 @@ def commands(job: str) -> list[str]:
     """The lines the `run:` steps of a job execute."""
     return [line.strip() for step in steps(job) if "run" in step
             for line in step["run"].splitlines() if line.strip()]
+
+
+def make_commands(target: str) -> list[str]:
+    """The commands `make TARGET` runs (make -n: printed, not run), as CI's python runs them."""
+    if shutil.which("make") is None:
+        missing("make is not installed (apt-get install make)")
+    result = run("make", "--dry-run", "--silent", target, "PYTHON=python")
+    assert result.returncode == 0, report(result)
+    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
 
 
 def step_using(job: str, action: str) -> dict[str, Any]:
@@ -223,9 +234,12 @@ def test_run_steps_take_no_expressions() -> None:
 
 
 def test_jobs_run_the_documented_commands() -> None:
-    for job in ("lint", "test", "container"):
+    for job in ("test", "container"):
         assert INSTALL_PROJECT in commands(job), job
-    assert "flake8" in commands("lint")
+    # The lint job runs the Makefile's targets; they install and lint as documented.
+    assert commands("lint") == ["make install", "make lint", "make typecheck"]
+    assert any(INSTALL_PROJECT in command for command in make_commands("install"))
+    assert "python -m flake8" in make_commands("lint")
     assert UNIT_TESTS in commands("test")
     assert CONTAINER_TESTS in commands("container")
     assert "bash .ci/tools.sh" in commands("test")
@@ -281,8 +295,12 @@ def test_readme_and_ci_run_use_the_workflow_test_command() -> None:
         assert command in readme, f"README.md does not show `{command}`"
     ci_run = source(".ci/run", f"it must run the tests with `{TEST_COMMAND}`")
     lines = [line for line in ci_run.splitlines() if not line.lstrip().startswith("#")]
-    assert any(re.search(r"(^|[\s/])python -m pytest\b", line) for line in lines), \
-        f".ci/run does not run `{TEST_COMMAND}`"
+    # Directly, or through a make target (`make coverage`) that runs it.
+    for target in ("test", "coverage"):
+        if any(re.fullmatch(rf"\s*make {target}\s*", line) for line in lines):
+            lines += make_commands(target)
+    assert any(re.search(r"(^|[\s/])python -m (coverage run -m )?pytest\b", line)
+               for line in lines), f".ci/run does not run `{TEST_COMMAND}`"
 
 
 def test_readme_documents_the_deployment() -> None:
@@ -309,3 +327,26 @@ def test_dockerfile_takes_the_label_arguments() -> None:
     dockerfile = source("Dockerfile", "the workflow builds it")
     declared = set(re.findall(r"(?m)^ARG\s+(\w+)", dockerfile))
     assert {"VERSION", "REVISION"} <= declared, "the workflow passes VERSION and REVISION"
+
+
+# -- the Redis matrix -----------------------------------------------------------
+
+def test_test_job_runs_the_oldest_supported_redis_and_a_7() -> None:
+    readme = source("README.md", "it must state the oldest Redis the bot supports")
+    [minimum] = set(re.findall(r"Redis (\d+\.\d+) or newer", readme))
+    job = workflow()["jobs"]["test"]
+    versions = [entry["redis"] for entry in job["strategy"]["matrix"]["include"]]
+    assert min(versions, key=lambda v: tuple(map(int, v.split(".")))) == minimum, versions
+    assert any(version.startswith("7.") for version in versions), versions
+    [test] = [step for step in steps("test") if UNIT_TESTS in step.get("run", "")]
+    assert "NEWSBOT_REDIS_SERVER" in test["env"], "the tests would use PATH's redis-server"
+
+
+def test_the_session_redis_is_the_one_named(redis_server: Any) -> None:
+    # What the matrix relies on: NEWSBOT_REDIS_SERVER (or PATH's redis-server) is what runs.
+    executable = shutil.which(REDIS_SERVER)
+    assert executable is not None
+    result = run(executable, "--version")
+    [version] = re.findall(r"\bv=(\S+)", result.stdout)
+    with redis.Redis(port=redis_server.port) as client:
+        assert client.info("server")["redis_version"] == version
