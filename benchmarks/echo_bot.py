@@ -21,8 +21,12 @@ async def echo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 def main() -> None:
     """Poll the Bot API at TELEGRAM_API_URL until SIGTERM."""
-    application = (Application.builder().token(os.environ["TELEGRAM_TOKEN"])
-                   .base_url(os.environ["TELEGRAM_API_URL"] + "/bot").build())
+    application = (
+        Application.builder()
+        .token(os.environ["TELEGRAM_TOKEN"])
+        .base_url(os.environ["TELEGRAM_API_URL"] + "/bot")
+        .build()
+    )
     application.add_handler(MessageHandler(filters.TEXT, echo))
     application.run_polling(allowed_updates=Update.ALL_TYPES)
 

@@ -42,16 +42,27 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
 import telegram  # noqa: E402
 
-from cluster_support import (REAL_LIMITS, MARKER, Pusher, RedisProcess,  # noqa: E402
-                             Replica, close_all, marked_commands, start_replicas)
+from cluster_support import (  # noqa: E402
+    MARKER,
+    REAL_LIMITS,
+    Pusher,
+    RedisProcess,
+    Replica,
+    close_all,
+    marked_commands,
+    start_replicas,
+)
 from fakes.news import FakeNews  # noqa: E402
 from fakes.telegram_api import FakeTelegram  # noqa: E402
 from harness import stop_process  # noqa: E402
 
 # Telegram's pacing is switched off where a benchmark is not about it: otherwise every
 # figure would read "30 messages a second".
-UNPACED = {"NEWSBOT_SEND_PER_SECOND": "100000", "NEWSBOT_SEND_PER_CHAT_SECOND": "100000",
-           "NEWSBOT_SEND_PER_GROUP_MINUTE": "600000"}
+UNPACED = {
+    "NEWSBOT_SEND_PER_SECOND": "100000",
+    "NEWSBOT_SEND_PER_CHAT_SECOND": "100000",
+    "NEWSBOT_SEND_PER_GROUP_MINUTE": "600000",
+}
 CHATS = 100
 
 
@@ -88,8 +99,12 @@ class EchoBot:
     def __init__(self, fake: FakeTelegram) -> None:
         env = {**os.environ, "TELEGRAM_TOKEN": fake.token, "TELEGRAM_API_URL": fake.url}
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "benchmarks" / "echo_bot.py")], env=env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [sys.executable, str(ROOT / "benchmarks" / "echo_bot.py")],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def close(self) -> None:
         stop_process(self.process, 15)
@@ -103,8 +118,9 @@ def redis_server() -> Iterator[RedisProcess]:
 
 
 @contextlib.contextmanager
-def replicas(fake: FakeTelegram, redis_url: str, count: int, news: Any = None,
-             **env: str) -> Iterator[list[Replica]]:
+def replicas(
+    fake: FakeTelegram, redis_url: str, count: int, news: Any = None, **env: str
+) -> Iterator[list[Replica]]:
     """Replicas that run until the block ends, then get SIGTERM."""
     started = start_replicas(fake, redis_url, count, news, **env)
     try:
@@ -136,8 +152,11 @@ def burst_rate(fake: FakeTelegram, count: int, text: Callable[[int], str]) -> fl
 
 def rss_kib(pid: int) -> tuple[int, int]:
     """Resident set size now and at its peak, in KiB (Linux /proc)."""
-    fields = dict(line.split(":", 1) for line in
-                  Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    fields = dict(
+        line.split(":", 1)
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if ":" in line
+    )
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
@@ -168,11 +187,21 @@ def throughput(count: int = 2000, rounds: int = 3) -> list[Row]:
             finally:
                 echo.close()
     newsbot, echo_rate = max(rates["newsbot"]), max(rates["echo"])
-    print(f"throughput: newsbot {fmt(rates['newsbot'])} updates/s, "
-          f"echo bot {fmt(rates['echo'])} updates/s ({count} updates per round)")
+    print(
+        f"throughput: newsbot {fmt(rates['newsbot'])} updates/s, "
+        f"echo bot {fmt(rates['echo'])} updates/s ({count} updates per round)"
+    )
     ratio = newsbot / echo_rate
-    return [Row("(a) throughput, 1 replica ÷ PTB echo bot", f"{newsbot:.0f} updates/s",
-                f"{echo_rate:.0f} updates/s", ratio, ">= 0.8", ratio >= 0.8)]
+    return [
+        Row(
+            "(a) throughput, 1 replica ÷ PTB echo bot",
+            f"{newsbot:.0f} updates/s",
+            f"{echo_rate:.0f} updates/s",
+            ratio,
+            ">= 0.8",
+            ratio >= 0.8,
+        )
+    ]
 
 
 # --- (b) scaling out when replies are slow --------------------------------------------------
@@ -188,12 +217,21 @@ def scaling(count: int = 1500, delay: float = 0.05, rounds: int = 2) -> list[Row
                     warm_up(fake, 60)
                     rates[size].append(burst_rate(fake, count, lambda i: f"hello {i}"))
     one, three = max(rates[1]), max(rates[3])
-    print(f"scaling: 1 replica {fmt(rates[1])}, 3 replicas {fmt(rates[3])} updates/s "
-          f"({count} updates from {CHATS} chats, {delay * 1000:.0f} ms per reply)")
+    print(
+        f"scaling: 1 replica {fmt(rates[1])}, 3 replicas {fmt(rates[3])} updates/s "
+        f"({count} updates from {CHATS} chats, {delay * 1000:.0f} ms per reply)"
+    )
     ratio = three / one
-    return [Row(f"(b) scaling, 3 ÷ 1 replica, {delay * 1000:.0f} ms I/O per update",
-                f"{three:.0f} updates/s", f"{one:.0f} updates/s", ratio, ">= 2.5",
-                ratio >= 2.5)]
+    return [
+        Row(
+            f"(b) scaling, 3 ÷ 1 replica, {delay * 1000:.0f} ms I/O per update",
+            f"{three:.0f} updates/s",
+            f"{one:.0f} updates/s",
+            ratio,
+            ">= 2.5",
+            ratio >= 2.5,
+        )
+    ]
 
 
 # --- (c) digest fan-out at Telegram's limits ------------------------------------------------
@@ -230,14 +268,22 @@ def fanout(count: int = 2000, size: int = 3) -> list[Row]:
     span = sent[count - 1].sent_at - sent[0].sent_at
     rate = (count - 1) / span
     from_due = count / (sent[count - 1].sent_at - due_at)
-    print(f"fanout: {count} digests by {size} replicas in {span:.1f} s: {rate:.2f} msg/s "
-          f"between first and last, {from_due:.2f} msg/s from the due time; "
-          f"{total} messages in all, {too_many} × 429")
+    print(
+        f"fanout: {count} digests by {size} replicas in {span:.1f} s: {rate:.2f} msg/s "
+        f"between first and last, {from_due:.2f} msg/s from the due time; "
+        f"{total} messages in all, {too_many} × 429"
+    )
     ratio = rate / 30
-    return [Row(f"(c) digest fan-out to {count} chats, {size} replicas, ÷ 30 msg/s",
-                f"{rate:.2f} msg/s, {too_many} × 429, {total - count} extra", "30 msg/s",
-                ratio, ">= 0.95, 0 × 429", ratio >= 0.95 and too_many == 0
-                and total == count)]
+    return [
+        Row(
+            f"(c) digest fan-out to {count} chats, {size} replicas, ÷ 30 msg/s",
+            f"{rate:.2f} msg/s, {too_many} × 429, {total - count} extra",
+            "30 msg/s",
+            ratio,
+            ">= 0.95, 0 × 429",
+            ratio >= 0.95 and too_many == 0 and total == count,
+        )
+    ]
 
 
 # --- (d) latency at a steady 100 updates/s --------------------------------------------------
@@ -263,15 +309,27 @@ def latency(rate: float = 100, seconds: float = 10, sizes: Sequence[int] = (1, 3
                         for marker in wanted.intersection(MARKER.findall(message.displayed)):
                             answered.setdefault(marker, message.sent_at)
                     time.sleep(0.2)
-            waits = [(answered[marker] - pushed) * 1000
-                     for marker, pushed in pusher.pushed_at.items() if marker in answered]
+            waits = [
+                (answered[marker] - pushed) * 1000
+                for marker, pushed in pusher.pushed_at.items()
+                if marker in answered
+            ]
             p50, p99 = percentile(waits, 0.50), percentile(waits, 0.99)
-            print(f"latency, {size} replica(s), {rate:.0f} updates/s for {seconds:.0f} s: "
-                  f"p50 {p50:.1f} ms, p90 {percentile(waits, 0.9):.1f} ms, p99 {p99:.1f} ms, "
-                  f"max {max(waits):.1f} ms, {len(commands) - len(waits)} unanswered")
-            rows.append(Row(f"(d) latency at {rate:.0f} updates/s, {size} replica(s)",
-                            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms", "-", p99,
-                            "p99 <= 50 ms", p99 <= 50 and len(waits) == len(commands)))
+            print(
+                f"latency, {size} replica(s), {rate:.0f} updates/s for {seconds:.0f} s: "
+                f"p50 {p50:.1f} ms, p90 {percentile(waits, 0.9):.1f} ms, p99 {p99:.1f} ms, "
+                f"max {max(waits):.1f} ms, {len(commands) - len(waits)} unanswered"
+            )
+            rows.append(
+                Row(
+                    f"(d) latency at {rate:.0f} updates/s, {size} replica(s)",
+                    f"p50 {p50:.1f} ms, p99 {p99:.1f} ms",
+                    "-",
+                    p99,
+                    "p99 <= 50 ms",
+                    p99 <= 50 and len(waits) == len(commands),
+                )
+            )
     return rows
 
 
@@ -284,10 +342,17 @@ def memory(size: int = 3, updates: int = 1000, digests: int = 300) -> list[Row]:
         with replicas(fake, server.url, size, news, **UNPACED) as running:
             warm_up(fake)
             idle = [rss_kib(replica.pid) for replica in running]
-            texts = ["/source python, golang, news", "/fetch", "/help", "/add r/emptysub",
-                     "/fetch", "/subscribe 1d"]
-            commands = [(1 + i % CHATS, texts[(i // CHATS) % len(texts)], "")
-                        for i in range(updates)]
+            texts = [
+                "/source python, golang, news",
+                "/fetch",
+                "/help",
+                "/add r/emptysub",
+                "/fetch",
+                "/subscribe 1d",
+            ]
+            commands = [
+                (1 + i % CHATS, texts[(i // CHATS) % len(texts)], "") for i in range(updates)
+            ]
             before = len(fake.sent())
             with Pusher(fake, commands, 200):
                 pass
@@ -297,21 +362,31 @@ def memory(size: int = 3, updates: int = 1000, digests: int = 300) -> list[Row]:
             loaded = [rss_kib(replica.pid) for replica in running]
     idle_mib = max(now for now, _ in idle) / 1024
     peak_mib = max(peak for _, peak in loaded) / 1024
-    print(f"memory: idle RSS {', '.join(f'{now / 1024:.1f}' for now, _ in idle)} MiB; after "
-          f"{updates} updates and {digests} digests: RSS "
-          f"{', '.join(f'{now / 1024:.1f}' for now, _ in loaded)} MiB, peak "
-          f"{', '.join(f'{peak / 1024:.1f}' for _, peak in loaded)} MiB")
+    print(
+        f"memory: idle RSS {', '.join(f'{now / 1024:.1f}' for now, _ in idle)} MiB; after "
+        f"{updates} updates and {digests} digests: RSS "
+        f"{', '.join(f'{now / 1024:.1f}' for now, _ in loaded)} MiB, peak "
+        f"{', '.join(f'{peak / 1024:.1f}' for _, peak in loaded)} MiB"
+    )
     peak_mb = peak_mib * 1.048576
-    return [Row(f"(e) resident memory per replica ({size} replicas)",
-                f"peak {peak_mib:.1f} MiB = {peak_mb:.1f} MB", f"idle {idle_mib:.1f} MiB",
-                peak_mb, "<= 80 MB", peak_mb <= 80)]
+    return [
+        Row(
+            f"(e) resident memory per replica ({size} replicas)",
+            f"peak {peak_mib:.1f} MiB = {peak_mb:.1f} MB",
+            f"idle {idle_mib:.1f} MiB",
+            peak_mb,
+            "<= 80 MB",
+            peak_mb <= 80,
+        )
+    ]
 
 
 # --- (g) digests with slow feeds at Telegram's limits ---------------------------------------
 
 
-def slowfeeds(count: int = 2000, slow_share: float = 0.01, delay: float = 3.0,
-              lead: float = 25.0) -> list[Row]:
+def slowfeeds(
+    count: int = 2000, slow_share: float = 0.01, delay: float = 3.0, lead: float = 25.0
+) -> list[Row]:
     """``count`` digests due at once, each from a feed of its own, 1 % of them slow.
 
     Each chat has its own feed, so every digest needs a fetch of its own and a slow feed
@@ -324,9 +399,12 @@ def slowfeeds(count: int = 2000, slow_share: float = 0.01, delay: float = 3.0,
         fake.enforce_limits = True
         slow_every = round(1 / slow_share)
         for n in range(count):
-            news.set_route(f"/own/{n}.xml", body=_feed_xml(f"feed {n}", 0),
-                           delay=delay if n % slow_every == 0 else 0.0,
-                           headers={"Content-Type": "application/rss+xml"})
+            news.set_route(
+                f"/own/{n}.xml",
+                body=_feed_xml(f"feed {n}", 0),
+                delay=delay if n % slow_every == 0 else 0.0,
+                headers={"Content-Type": "application/rss+xml"},
+            )
         env = {**REAL_LIMITS, "NEWSBOT_FETCH_TIMEOUT": "10"}
         with replicas(fake, server.url, 1, news, **env):
             due_at = time.monotonic() + lead
@@ -339,14 +417,22 @@ def slowfeeds(count: int = 2000, slow_share: float = 0.01, delay: float = 3.0,
     span = sent[count - 1].sent_at - sent[0].sent_at
     rate = (count - 1) / span
     late = sent[0].sent_at - due_at
-    print(f"slowfeeds: {count} digests, {count // slow_every} slow feeds ({delay:.0f} s), "
-          f"in {span:.1f} s: {rate:.2f} msg/s between first and last, the first "
-          f"{late:.1f} s after the due time; {total} messages in all, {too_many} × 429")
+    print(
+        f"slowfeeds: {count} digests, {count // slow_every} slow feeds ({delay:.0f} s), "
+        f"in {span:.1f} s: {rate:.2f} msg/s between first and last, the first "
+        f"{late:.1f} s after the due time; {total} messages in all, {too_many} × 429"
+    )
     ratio = rate / 30
-    return [Row(f"(g) {count} due digests, 1 % of feeds slow ({delay:.0f} s), ÷ 30 msg/s",
-                f"{rate:.2f} msg/s, {too_many} × 429, {total - count} extra", "30 msg/s",
-                ratio, ">= 0.95, 0 × 429", ratio >= 0.95 and too_many == 0
-                and total == count)]
+    return [
+        Row(
+            f"(g) {count} due digests, 1 % of feeds slow ({delay:.0f} s), ÷ 30 msg/s",
+            f"{rate:.2f} msg/s, {too_many} × 429, {total - count} extra",
+            "30 msg/s",
+            ratio,
+            ">= 0.95, 0 × 429",
+            ratio >= 0.95 and too_many == 0 and total == count,
+        )
+    ]
 
 
 def _feed_xml(name: str, round_number: int, items: int = 5) -> str:
@@ -354,14 +440,18 @@ def _feed_xml(name: str, round_number: int, items: int = 5) -> str:
     entries = "".join(
         f"<item><title>{name}, story {round_number}.{n}</title>"
         f"<link>https://example.org/{name.replace(' ', '-')}/{round_number}/{n}</link></item>"
-        for n in range(items))
-    return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>{name}</title>'
-            f"<link>https://example.org/</link><description>-</description>{entries}"
-            f"</channel></rss>")
+        for n in range(items)
+    )
+    return (
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>{name}</title>'
+        f"<link>https://example.org/</link><description>-</description>{entries}"
+        f"</channel></rss>"
+    )
 
 
-async def _subscribe_each(redis_url: str, chats: Sequence[int], feeds: Sequence[str],
-                          due: float) -> None:
+async def _subscribe_each(
+    redis_url: str, chats: Sequence[int], feeds: Sequence[str], due: float
+) -> None:
     """Give each chat its own feed and a daily digest first due at ``due``."""
     import redis.asyncio as aioredis
 
@@ -370,7 +460,7 @@ async def _subscribe_each(redis_url: str, chats: Sequence[int], feeds: Sequence[
 
     store = Store(aioredis.Redis.from_url(redis_url, decode_responses=True))
     try:
-        for chat_id, url in zip(chats, feeds):
+        for chat_id, url in zip(chats, feeds, strict=False):
             await store.set_sources(chat_id, [Source("feed", url, url)])
             await store.subscribe(chat_id, 86_400, due)
     finally:
@@ -393,19 +483,30 @@ def statesize(chats: int = 20, digests: int = 100, shapes: Sequence[int] = (5, 2
     rows = []
     for sources in shapes:
         with redis_server() as server, FakeTelegram() as fake:
-            per_chat, feeds = asyncio.run(_measure_state(server.url, fake, chats, sources,
-                                                         digests))
-        print(f"statesize: {chats} chats with {sources} sources each, after {digests} "
-              f"digests: {per_chat:.0f} bytes a chat; the shared feed cache "
-              f"{feeds / sources:.0f} bytes a source")
-        rows.append(Row(f"(i) Redis bytes per chat after {digests} digests, {sources} sources",
-                        f"{per_chat / 1000:.1f} KB", "main: ~252 KB (2,000 seen ids)",
-                        per_chat / 1000, "<= 10 KB", per_chat <= 10_000))
+            per_chat, feeds = asyncio.run(
+                _measure_state(server.url, fake, chats, sources, digests)
+            )
+        print(
+            f"statesize: {chats} chats with {sources} sources each, after {digests} "
+            f"digests: {per_chat:.0f} bytes a chat; the shared feed cache "
+            f"{feeds / sources:.0f} bytes a source"
+        )
+        rows.append(
+            Row(
+                f"(i) Redis bytes per chat after {digests} digests, {sources} sources",
+                f"{per_chat / 1000:.1f} KB",
+                "main: ~252 KB (2,000 seen ids)",
+                per_chat / 1000,
+                "<= 10 KB",
+                per_chat <= 10_000,
+            )
+        )
     return rows
 
 
-async def _measure_state(redis_url: str, fake: FakeTelegram, chats: int, sources: int,
-                         digests: int) -> tuple[float, float]:
+async def _measure_state(
+    redis_url: str, fake: FakeTelegram, chats: int, sources: int, digests: int
+) -> tuple[float, float]:
     from prometheus_client import REGISTRY
 
     from newsbot import keys
@@ -418,11 +519,21 @@ async def _measure_state(redis_url: str, fake: FakeTelegram, chats: int, sources
     from newsbot.service import DOWNLOADS_IN_FLIGHT
     from newsbot.store import CachedNews, Store, connect, pool_size
 
-    settings = Settings.from_env({"TELEGRAM_TOKEN": fake.token, "TELEGRAM_API_URL": fake.url,
-                                  "REDIS_URL": redis_url, **UNPACED})
+    settings = Settings.from_env(
+        {
+            "TELEGRAM_TOKEN": fake.token,
+            "TELEGRAM_API_URL": fake.url,
+            "REDIS_URL": redis_url,
+            **UNPACED,
+        }
+    )
     # The client a replica has: a blocking pool of the size newsbot.service gives it.
-    store = Store(connect(settings, pool_size(MAX_IN_FLIGHT, DIGEST_SLOTS + PREFETCH_SLOTS,
-                                              DOWNLOADS_IN_FLIGHT)), settings.items_per_source)
+    store = Store(
+        connect(
+            settings, pool_size(MAX_IN_FLIGHT, DIGEST_SLOTS + PREFETCH_SLOTS, DOWNLOADS_IN_FLIGHT)
+        ),
+        settings.items_per_source,
+    )
     news = News(settings, store)
     assert settings.telegram_token is not None
     application, _ = build_application(settings, store, news, settings.telegram_token)
@@ -440,10 +551,18 @@ async def _measure_state(redis_url: str, fake: FakeTelegram, chats: int, sources
         for round_number in range(digests):
             for n, source in enumerate(chosen):
                 link = f"https://example.org/feed-{n}/{round_number}/"
-                items = tuple(Item(f"{link}{i}", f"Feed {n}, story {round_number}.{i}",
-                                   f"{link}{i}", time.time()) for i in range(5))
-                await store.put_cached(source_digest(source),
-                                       CachedNews(fetched_at=time.time(), items=items))
+                items = tuple(
+                    Item(
+                        f"{link}{i}",
+                        f"Feed {n}, story {round_number}.{i}",
+                        f"{link}{i}",
+                        time.time(),
+                    )
+                    for i in range(5)
+                )
+                await store.put_cached(
+                    source_digest(source), CachedNews(fetched_at=time.time(), items=items)
+                )
             # Every chat is due again: the next round's "now" is past its next due time.
             claimed = await sender.run_once(now=time.time() + 2 * 86_400 * (round_number + 1))
             assert claimed == chats, claimed
@@ -455,7 +574,7 @@ async def _measure_state(redis_url: str, fake: FakeTelegram, chats: int, sources
         for chat_id in chat_ids:
             for template in keys.CHAT_KEYS:
                 total += await redis.memory_usage(template.format(chat_id=chat_id)) or 0
-        total += (await redis.memory_usage(keys.DUE) or 0)
+        total += await redis.memory_usage(keys.DUE) or 0
         feeds = 0
         for source in chosen:
             feeds += await redis.memory_usage(keys.FEED.format(digest=source_digest(source))) or 0
@@ -469,8 +588,9 @@ async def _measure_state(redis_url: str, fake: FakeTelegram, chats: int, sources
 # --- (f) a /fetch burst of many chats with many cached sources ------------------------------
 
 
-async def cache_sources(redis_url: str, chats: Sequence[int], per_chat: int,
-                        items: int = 5) -> None:
+async def cache_sources(
+    redis_url: str, chats: Sequence[int], per_chat: int, items: int = 5
+) -> None:
     """Give each chat ``per_chat`` feeds of its own, every one fresh in the shared cache."""
     import redis.asyncio as aioredis
 
@@ -481,13 +601,23 @@ async def cache_sources(redis_url: str, chats: Sequence[int], per_chat: int,
     store = Store(aioredis.Redis.from_url(redis_url, decode_responses=True))
     try:
         for chat_id in chats:
-            sources = [Source("feed", url, url) for url in
-                       (f"https://feeds{n}.example/c{chat_id}.xml" for n in range(per_chat))]
+            sources = [
+                Source("feed", url, url)
+                for url in (f"https://feeds{n}.example/c{chat_id}.xml" for n in range(per_chat))
+            ]
             await store.set_sources(chat_id, sources)
             for source in sources:
-                news = CachedNews(fetched_at=time.time(), items=tuple(
-                    Item(id=f"{source.key}#{i}", title=f"Story {i}",
-                         link=f"https://example.org/{i}") for i in range(items)))
+                news = CachedNews(
+                    fetched_at=time.time(),
+                    items=tuple(
+                        Item(
+                            id=f"{source.key}#{i}",
+                            title=f"Story {i}",
+                            link=f"https://example.org/{i}",
+                        )
+                        for i in range(items)
+                    ),
+                )
                 await store.put_cached(source_digest(source), news)
     finally:
         await store.close()
@@ -516,11 +646,20 @@ def burst(chats: int = 64, per_chat: int = 20, rounds: int = 3) -> list[Row]:
                     sent = fake.wait_for_sent(before[chat] + parts, chat, timeout=100)
                     waits.append((sent[before[chat] + parts - 1].sent_at - pushed) * 1000)
     p50, p99 = percentile(waits, 0.50), percentile(waits, 0.99)
-    print(f"burst: {chats} chats × {per_chat} cached sources, {rounds} rounds, {parts} "
-          f"messages a reply: p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {max(waits):.0f} ms")
-    return [Row(f"(f) /fetch burst, {chats} chats × {per_chat} cached sources, 1 replica",
-                f"p50 {p50:.0f} ms, p99 {p99:.0f} ms", "-", p99, "p99 <= 5000 ms",
-                p99 <= 5000)]
+    print(
+        f"burst: {chats} chats × {per_chat} cached sources, {rounds} rounds, {parts} "
+        f"messages a reply: p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {max(waits):.0f} ms"
+    )
+    return [
+        Row(
+            f"(f) /fetch burst, {chats} chats × {per_chat} cached sources, 1 replica",
+            f"p50 {p50:.0f} ms, p99 {p99:.0f} ms",
+            "-",
+            p99,
+            "p99 <= 5000 ms",
+            p99 <= 5000,
+        )
+    ]
 
 
 # --- (h) refreshing many distinct feeds -----------------------------------------------------
@@ -535,10 +674,23 @@ def slow_feed_servers(hosts: int, delay: float) -> Iterator[list[str]]:
     try:
         for n in range(hosts):
             host, port = f"127.0.0.{n + 2}", free_port()
-            processes.append(subprocess.Popen(
-                [sys.executable, str(ROOT / "tests" / "fakes" / "news.py"), "--host", host,
-                 "--port", str(port), "--slow-seconds", str(delay)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(ROOT / "tests" / "fakes" / "news.py"),
+                        "--host",
+                        host,
+                        "--port",
+                        str(port),
+                        "--slow-seconds",
+                        str(delay),
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
             urls.append(f"http://{host}:{port}")
         for process in processes:
             assert process.stdout is not None
@@ -558,8 +710,9 @@ async def refresh_feeds(redis_url: str, urls: Sequence[str], in_flight: int) -> 
     from newsbot.news import News
     from newsbot.store import Store
 
-    pool = aioredis.BlockingConnectionPool.from_url(redis_url, decode_responses=True,
-                                                    max_connections=in_flight, timeout=60)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        redis_url, decode_responses=True, max_connections=in_flight, timeout=60
+    )
     store = Store(aioredis.Redis(connection_pool=pool))
     news = News(Settings(allow_private_urls=True), store)
     gate = asyncio.Semaphore(in_flight)
@@ -578,8 +731,9 @@ async def refresh_feeds(redis_url: str, urls: Sequence[str], in_flight: int) -> 
         await store.close()
 
 
-def refresh(feeds: int = 5000, delays: Sequence[float] = (0.1, 0.5), hosts: int = 10,
-            in_flight: int = 256) -> list[Row]:
+def refresh(
+    feeds: int = 5000, delays: Sequence[float] = (0.1, 0.5), hosts: int = 10, in_flight: int = 256
+) -> list[Row]:
     """Time to fetch ``feeds`` distinct feeds from ``hosts`` servers ÷ NEWSBOT_CACHE_TTL."""
     from newsbot.config import Settings
 
@@ -590,12 +744,21 @@ def refresh(feeds: int = 5000, delays: Sequence[float] = (0.1, 0.5), hosts: int 
             urls = [f"{bases[n % hosts]}/slow?feed={n}" for n in range(feeds)]
             seconds, errors = asyncio.run(refresh_feeds(server.url, urls, in_flight))
         ratio = seconds / ttl
-        print(f"refresh: {feeds} feeds on {hosts} hosts at {delay * 1000:.0f} ms: "
-              f"{seconds:.1f} s ({feeds / seconds:.0f} feeds/s), {errors} failed; "
-              f"÷ {ttl} s TTL = {ratio:.3f}")
-        rows.append(Row(f"(h) refresh of {feeds} feeds at {delay * 1000:.0f} ms, ÷ cache TTL",
-                        f"{seconds:.1f} s, {errors} failed", f"{ttl} s", ratio,
-                        "<= 0.2 at 500 ms", errors == 0 and (delay < 0.5 or ratio <= 0.2)))
+        print(
+            f"refresh: {feeds} feeds on {hosts} hosts at {delay * 1000:.0f} ms: "
+            f"{seconds:.1f} s ({feeds / seconds:.0f} feeds/s), {errors} failed; "
+            f"÷ {ttl} s TTL = {ratio:.3f}"
+        )
+        rows.append(
+            Row(
+                f"(h) refresh of {feeds} feeds at {delay * 1000:.0f} ms, ÷ cache TTL",
+                f"{seconds:.1f} s, {errors} failed",
+                f"{ttl} s",
+                ratio,
+                "<= 0.2 at 500 ms",
+                errors == 0 and (delay < 0.5 or ratio <= 0.2),
+            )
+        )
     return rows
 
 
@@ -603,8 +766,14 @@ def refresh(feeds: int = 5000, delays: Sequence[float] = (0.1, 0.5), hosts: int 
 
 
 BENCHMARKS: dict[str, Callable[[], list[Row]]] = {
-    "throughput": throughput, "scaling": scaling, "fanout": fanout, "latency": latency,
-    "memory": memory, "burst": burst, "slowfeeds": slowfeeds, "refresh": refresh,
+    "throughput": throughput,
+    "scaling": scaling,
+    "fanout": fanout,
+    "latency": latency,
+    "memory": memory,
+    "burst": burst,
+    "slowfeeds": slowfeeds,
+    "refresh": refresh,
     "statesize": statesize,
 }
 
@@ -614,11 +783,15 @@ def fmt(values: Sequence[float]) -> str:
 
 
 def table(rows: Sequence[Row]) -> str:
-    lines = ["| benchmark | Newsbot | reference | ratio or value | target | met |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| benchmark | Newsbot | reference | ratio or value | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in rows:
-        lines.append(f"| {row.name} | {row.measured} | {row.reference} | {row.value:.2f} | "
-                     f"{row.target} | {'yes' if row.met else 'no'} |")
+        lines.append(
+            f"| {row.name} | {row.measured} | {row.reference} | {row.value:.2f} | "
+            f"{row.target} | {'yes' if row.met else 'no'} |"
+        )
     return "\n".join(lines)
 
 
@@ -627,8 +800,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("name", nargs="?", default="all", choices=[*BENCHMARKS, "all"])
     args = parser.parse_args(argv)
     names = list(BENCHMARKS) if args.name == "all" else [args.name]
-    print(f"python {platform.python_version()}, python-telegram-bot {telegram.__version__}, "
-          f"{os.cpu_count()} CPUs, {platform.platform()}")
+    print(
+        f"python {platform.python_version()}, python-telegram-bot {telegram.__version__}, "
+        f"{os.cpu_count()} CPUs, {platform.platform()}"
+    )
     rows: list[Row] = []
     for name in names:
         started = time.monotonic()

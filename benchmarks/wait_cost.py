@@ -61,10 +61,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nb-wait-") as directory:
         with SentinelSet(Path(directory)) as cluster:
             plain, waited = asyncio.run(measure(cluster.url(), updates))
-    print(f"| writes per update | without WAIT | with WAIT (INFO + WAIT 1 after each) "
-          f"| cost per update |\n|---|---|---|---|\n"
-          f"| 2 | {plain * 1e6:.0f} µs | {waited * 1e6:.0f} µs "
-          f"| +{(waited - plain) * 1e6:.0f} µs ({waited / plain:.2f}×) |")
+    print(
+        f"| writes per update | without WAIT | with WAIT (INFO + WAIT 1 after each) "
+        f"| cost per update |\n|---|---|---|---|\n"
+        f"| 2 | {plain * 1e6:.0f} µs | {waited * 1e6:.0f} µs "
+        f"| +{(waited - plain) * 1e6:.0f} µs ({waited / plain:.2f}×) |"
+    )
     print(f"\n{updates} updates one after another, median of {ROUNDS} rounds.")
 
 

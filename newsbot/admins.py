@@ -86,8 +86,12 @@ class Admins:
         if chat.type == Chat.PRIVATE:
             return True
         message = update.effective_message
-        if (update.callback_query is None and message is not None
-                and message.sender_chat is not None and message.sender_chat.id == chat.id):
+        if (
+            update.callback_query is None
+            and message is not None
+            and message.sender_chat is not None
+            and message.sender_chat.id == chat.id
+        ):
             # An anonymous admin, or a channel's own post. Not for a button press: the
             # message then is the bot's own, which in a channel is "from" the channel.
             return True

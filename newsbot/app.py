@@ -26,9 +26,14 @@ os.environ.setdefault("PTB_TIMEDELTA", "true")
 App = Application
 
 
-def build_application(settings: Settings, store: Store, news: News, token: str,
-                      request: BaseRequest | None = None,
-                      rate_limited: bool = True) -> tuple[App, Handlers]:
+def build_application(
+    settings: Settings,
+    store: Store,
+    news: News,
+    token: str,
+    request: BaseRequest | None = None,
+    rate_limited: bool = True,
+) -> tuple[App, Handlers]:
     """Build the python-telegram-bot application with Newsbot's handlers.
 
     There is no Updater: updates arrive through the Redis stream (see cluster.stream),
@@ -40,8 +45,12 @@ def build_application(settings: Settings, store: Store, news: News, token: str,
         .base_url(f"{settings.telegram_api_url}/bot")
         .base_file_url(f"{settings.telegram_api_url}/file/bot")
         .updater(None)
-        .defaults(Defaults(parse_mode=ParseMode.HTML,
-                           link_preview_options=LinkPreviewOptions(is_disabled=True)))
+        .defaults(
+            Defaults(
+                parse_mode=ParseMode.HTML,
+                link_preview_options=LinkPreviewOptions(is_disabled=True),
+            )
+        )
     )
     if request is not None:
         builder = builder.request(request).get_updates_request(request)
@@ -51,8 +60,7 @@ def build_application(settings: Settings, store: Store, news: News, token: str,
         # connection it keeps, so more would only slow each send down.
         builder = builder.connection_pool_size(16).pool_timeout(10)
     if rate_limited:
-        builder = builder.rate_limiter(
-            WaitingRateLimiter(RedisRateLimiter(store.redis, settings)))
+        builder = builder.rate_limiter(WaitingRateLimiter(RedisRateLimiter(store.redis, settings)))
     application = builder.build()
     handlers = Handlers(settings, store, news)
     handlers.register(application)
@@ -88,13 +96,15 @@ class WaitingRateLimiter(BaseRateLimiter[Any]):
         rate_limit_args: Any,
     ) -> bool | dict[str, Any] | list[dict[str, Any]]:
         """Let the inner limiter pace and retry the call; only its waits are waits."""
+
         async def call(*call_args: Any, **call_kwargs: Any) -> Any:
             async with committing():
                 return await callback(*call_args, **call_kwargs)
 
         async with waiting():
-            return await self.inner.process_request(call, args, kwargs, endpoint, data,
-                                                    rate_limit_args)
+            return await self.inner.process_request(
+                call, args, kwargs, endpoint, data, rate_limit_args
+            )
 
 
 async def handle_update(application: App, handlers: Handlers, data: dict[str, Any]) -> None:
@@ -108,8 +118,9 @@ async def handle_update(application: App, handlers: Handlers, data: dict[str, An
     except Exception as error:
         # Whatever the library raises on a shape it does not know (TypeError, KeyError,
         # ValueError...): this one update is unreadable, the others are not.
-        raise BadUpdate(f"update {data.get('update_id')} cannot be parsed: "
-                        f"{type(error).__name__}: {error}") from error
+        raise BadUpdate(
+            f"update {data.get('update_id')} cannot be parsed: {type(error).__name__}: {error}"
+        ) from error
     await application.process_update(update)
     wait = handlers.held.pop(update.update_id, None)
     if wait is not None:

@@ -52,14 +52,17 @@ def source_token(source: Source) -> str:
 def settings_text(interval: int | None, delivery: Delivery) -> str:
     """The /settings message: each setting and its value."""
     digest = f"every {schedule.describe_interval(interval)}" if interval else "off"
-    return ("<b>Settings</b>\n"
-            f"Digest: {render.escape(digest)}\n"
-            f"Link previews: {'on' if delivery.previews else 'off'}\n"
-            f"Silent delivery: {'on' if delivery.silent else 'off'}")
+    return (
+        "<b>Settings</b>\n"
+        f"Digest: {render.escape(digest)}\n"
+        f"Link previews: {'on' if delivery.previews else 'off'}\n"
+        f"Silent delivery: {'on' if delivery.silent else 'off'}"
+    )
 
 
-def settings_markup(interval: int | None, delivery: Delivery, min_interval: int,
-                    channel: int | None = None) -> InlineKeyboardMarkup:
+def settings_markup(
+    interval: int | None, delivery: Delivery, min_interval: int, channel: int | None = None
+) -> InlineKeyboardMarkup:
     """Buttons for every value of every setting; the current one ticked.
 
     The settings of a channel shown in the private chat name it at the end of their
@@ -68,16 +71,24 @@ def settings_markup(interval: int | None, delivery: Delivery, min_interval: int,
     suffix = f":{channel}" if channel is not None else ""
 
     def button(label: str, current: bool, data: str) -> InlineKeyboardButton:
-        return InlineKeyboardButton(("✓ " if current else "") + label,
-                                    callback_data=data + suffix)
+        return InlineKeyboardButton(("✓ " if current else "") + label, callback_data=data + suffix)
 
-    digest = [button(f"Digest {label}", (interval or 0) == seconds, f"set:digest:{seconds}")
-              for label, seconds in INTERVALS if seconds == 0 or seconds >= min_interval]
+    digest = [
+        button(f"Digest {label}", (interval or 0) == seconds, f"set:digest:{seconds}")
+        for label, seconds in INTERVALS
+        if seconds == 0 or seconds >= min_interval
+    ]
     rows = [digest]
-    for name, title, on in (("previews", "Link previews", delivery.previews),
-                            ("silent", "Silent", delivery.silent)):
-        rows.append([button(f"{title} on", on, f"set:{name}:1"),
-                     button(f"{title} off", not on, f"set:{name}:0")])
+    for name, title, on in (
+        ("previews", "Link previews", delivery.previews),
+        ("silent", "Silent", delivery.silent),
+    ):
+        rows.append(
+            [
+                button(f"{title} on", on, f"set:{name}:1"),
+                button(f"{title} off", not on, f"set:{name}:0"),
+            ]
+        )
     return InlineKeyboardMarkup(rows)
 
 
@@ -88,22 +99,30 @@ def sources_text(sources: Sequence[Source]) -> str:
     return "Your sources:\n" + render.bullet_list(source.label for source in sources)
 
 
-def sources_markup(sources: Sequence[Source],
-                   channel: int | None = None) -> InlineKeyboardMarkup | None:
+def sources_markup(
+    sources: Sequence[Source], channel: int | None = None
+) -> InlineKeyboardMarkup | None:
     """One remove button per source (a channel's listing names it: ``rm:<token>:<id>``)."""
     if not sources:
         return None
     suffix = f":{channel}" if channel is not None else ""
-    return InlineKeyboardMarkup([[InlineKeyboardButton(
-        "✕ " + render.shorten(source.label, MAX_BUTTON_LABEL),
-        callback_data=f"rm:{source_token(source)}{suffix}")] for source in sources])
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(
+                    "✕ " + render.shorten(source.label, MAX_BUTTON_LABEL),
+                    callback_data=f"rm:{source_token(source)}{suffix}",
+                )
+            ]
+            for source in sources
+        ]
+    )
 
 
 class Buttons:
     """The commands that show buttons, and the presses on them."""
 
-    def __init__(self, settings: Settings, store: Store, admins: Admins,
-                 reply: Reply) -> None:
+    def __init__(self, settings: Settings, store: Store, admins: Admins, reply: Reply) -> None:
         self.settings = settings
         self.store = store
         self.admins = admins
@@ -127,8 +146,9 @@ class Buttons:
         """/source without arguments: the sources, each with a remove button."""
         channel = target.get()  # a channel named first, in the private chat
         sources = await self.store.get_sources(channel or _chat_id(update))
-        await self.reply(update, context, sources_text(sources),
-                         markup=sources_markup(sources, channel))
+        await self.reply(
+            update, context, sources_text(sources), markup=sources_markup(sources, channel)
+        )
 
     # --- presses -------------------------------------------------------------------
 
@@ -136,7 +156,7 @@ class Buttons:
         """A press on a /settings button: change that setting, show the new state."""
         query = update.callback_query
         assert query is not None and query.data is not None
-        _, name, value, channel = (query.data.split(":") + ["", "", ""])[:4]
+        _, name, value, channel = ([*query.data.split(":"), "", "", ""])[:4]
         channel_id = int(channel) if channel.lstrip("-").isdigit() else None
         if not await self._may_press(update, context, channel_id):
             return
@@ -152,7 +172,7 @@ class Buttons:
         """A press on a remove button of the /source listing: remove that source."""
         query = update.callback_query
         assert query is not None and query.data is not None
-        _, token, channel = (query.data.split(":") + ["", ""])[:3]
+        _, token, channel = ([*query.data.split(":"), "", ""])[:3]
         channel_id = int(channel) if channel.lstrip("-").isdigit() else None
         if not await self._may_press(update, context, channel_id):
             return
@@ -165,17 +185,23 @@ class Buttons:
         try:
             await _edit(query, sources_text(kept), sources_markup(kept, channel_id))
         finally:  # answered even if the edit failed, so the button stops spinning
-            await _answer(query, f"Removed {render.shorten(gone[0].label, 150)}." if gone
-                          else "That source was already removed.")
+            await _answer(
+                query,
+                f"Removed {render.shorten(gone[0].label, 150)}."
+                if gone
+                else "That source was already removed.",
+            )
 
     async def press_unknown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A press on a button of an older version: answered, so it stops spinning."""
         assert update.callback_query is not None
-        await _answer(update.callback_query, "This button no longer works. "
-                      "Send the command again.")
+        await _answer(
+            update.callback_query, "This button no longer works. Send the command again."
+        )
 
-    async def _may_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE,
-                         channel_id: int | None = None) -> bool:
+    async def _may_press(
+        self, update: Update, context: ContextTypes.DEFAULT_TYPE, channel_id: int | None = None
+    ) -> bool:
         """Refuse a press by a non-admin in a group (or of the channel the buttons are
         about), or in a stopped chat, with an alert."""
         query = update.callback_query
@@ -203,8 +229,9 @@ class Buttons:
             if (await self.store.get_interval(chat_id) or 0) == seconds:
                 return False
             if seconds:
-                await self.store.subscribe(chat_id, seconds,
-                                           schedule.next_due(time.time(), seconds))
+                await self.store.subscribe(
+                    chat_id, seconds, schedule.next_due(time.time(), seconds)
+                )
             else:
                 await self.store.unsubscribe(chat_id)
             return True
@@ -217,8 +244,9 @@ class Buttons:
             return True
         return False
 
-    async def _settings_view(self, chat_id: int, channel: int | None = None
-                             ) -> tuple[str, InlineKeyboardMarkup]:
+    async def _settings_view(
+        self, chat_id: int, channel: int | None = None
+    ) -> tuple[str, InlineKeyboardMarkup]:
         interval = await self.store.get_interval(chat_id)
         delivery = await self.store.delivery(chat_id)
         text = settings_text(interval, delivery)

@@ -19,26 +19,54 @@ TRACKING_PREFIXES = (
     "utm_",  # Google Analytics / Urchin campaigns: utm_source, utm_medium, utm_campaign, …
     "mtm_",  # Matomo campaigns: mtm_source, mtm_campaign, …
 )
-TRACKING_PARAMETERS = frozenset({
-    # Ad-click identifiers: Facebook, Google Ads (gclid, gclsrc, dclid, gbraid, wbraid),
-    # Microsoft Ads, Yandex, X/Twitter, TikTok, LinkedIn, Reddit Ads, Google Shopping.
-    "fbclid", "gclid", "gclsrc", "dclid", "gbraid", "wbraid", "msclkid", "yclid",
-    "twclid", "ttclid", "li_fat_id", "rdt_cid", "srsltid",
-    # Google Analytics cross-domain linker.
-    "_ga", "_gl",
-    # Share-link identifiers added by apps (Instagram).
-    "igshid",
-    # Newsletter tools: Mailchimp, HubSpot, Marketo, Vero, Omeda.
-    "mc_cid", "mc_eid",
-    "_hsenc", "_hsmi", "__hstc", "__hssc", "__hsfp", "hsctatracking",
-    "mkt_tok",
-    "vero_id", "vero_conv",
-    "oly_enc_id", "oly_anon_id",
-    # Piwik's (Matomo's older) campaign names.
-    "pk_campaign", "pk_kwd", "pk_source", "pk_medium", "pk_content",
-    # Referrer tags: the generic ref, and X/Twitter's ref_src and ref_url.
-    "ref", "ref_src", "ref_url",
-})
+TRACKING_PARAMETERS = frozenset(
+    {
+        # Ad-click identifiers: Facebook, Google Ads (gclid, gclsrc, dclid, gbraid, wbraid),
+        # Microsoft Ads, Yandex, X/Twitter, TikTok, LinkedIn, Reddit Ads, Google Shopping.
+        "fbclid",
+        "gclid",
+        "gclsrc",
+        "dclid",
+        "gbraid",
+        "wbraid",
+        "msclkid",
+        "yclid",
+        "twclid",
+        "ttclid",
+        "li_fat_id",
+        "rdt_cid",
+        "srsltid",
+        # Google Analytics cross-domain linker.
+        "_ga",
+        "_gl",
+        # Share-link identifiers added by apps (Instagram).
+        "igshid",
+        # Newsletter tools: Mailchimp, HubSpot, Marketo, Vero, Omeda.
+        "mc_cid",
+        "mc_eid",
+        "_hsenc",
+        "_hsmi",
+        "__hstc",
+        "__hssc",
+        "__hsfp",
+        "hsctatracking",
+        "mkt_tok",
+        "vero_id",
+        "vero_conv",
+        "oly_enc_id",
+        "oly_anon_id",
+        # Piwik's (Matomo's older) campaign names.
+        "pk_campaign",
+        "pk_kwd",
+        "pk_source",
+        "pk_medium",
+        "pk_content",
+        # Referrer tags: the generic ref, and X/Twitter's ref_src and ref_url.
+        "ref",
+        "ref_src",
+        "ref_url",
+    }
+)
 
 # Hosts of Reddit itself: a post "linking" there links to Reddit, not to an article.
 REDDIT_HOSTS = ("reddit.com", "redd.it")
@@ -88,8 +116,9 @@ def _canonical(text: str) -> str | None:
     if port is not None and port != DEFAULT_PORTS[scheme]:
         netloc += f":{port}"
     path = _escapes(parts.path).rstrip("/") or "/"
-    query = "&".join(_escapes(field) for field in parts.query.split("&")
-                     if field and not _is_tracking(field))
+    query = "&".join(
+        _escapes(field) for field in parts.query.split("&") if field and not _is_tracking(field)
+    )
     return f"{scheme}://{netloc}{path}" + (f"?{query}" if query else "")
 
 
@@ -128,7 +157,7 @@ def _escapes(text: str) -> str:
     while index < len(text):
         char = text[index]
         if char == "%" and _is_escape(text, index):
-            pair = text[index + 1:index + 3]
+            pair = text[index + 1 : index + 3]
             decoded = chr(int(pair, 16))
             out.append(decoded if decoded in _UNRESERVED else "%" + pair.upper())
             index += 3

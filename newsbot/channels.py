@@ -15,15 +15,29 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 
 from telegram import Bot, Chat, ChatFullInfo, ChatMember, ChatMemberAdministrator, Update
-from telegram.ext import ContextTypes
 from telegram.error import BadRequest, Forbidden
+from telegram.ext import ContextTypes
 
 from newsbot import render
 from newsbot.store import Store
 
 # Commands that take a chat first.
-CHAT_COMMANDS = frozenset({"source", "sources", "add", "remove", "fetch", "subscribe",
-                           "unsubscribe", "settings", "filter", "export", "tz", "quiet"})
+CHAT_COMMANDS = frozenset(
+    {
+        "source",
+        "sources",
+        "add",
+        "remove",
+        "fetch",
+        "subscribe",
+        "unsubscribe",
+        "settings",
+        "filter",
+        "export",
+        "tz",
+        "quiet",
+    }
+)
 _CHANNEL = re.compile(r"@[A-Za-z][A-Za-z0-9_]{3,31}|-100\d{5,16}")
 
 # The chat the command being handled is about, when it named a channel.
@@ -50,21 +64,27 @@ async def check_channel(bot: Bot, user_id: int, name: str) -> ChatFullInfo | str
         user = await bot.get_chat_member(chat.id, user_id)
         me = await bot.get_chat_member(chat.id, bot.id)
     except Forbidden:
-        return (f"I am not in {name}: add me to the channel as an administrator "
-                "with the right to post messages.")
+        return (
+            f"I am not in {name}: add me to the channel as an administrator "
+            "with the right to post messages."
+        )
     except BadRequest:
-        return (f"I am not an administrator of {name}: make me one, with the right "
-                "to post messages.")
+        return (
+            f"I am not an administrator of {name}: make me one, with the right to post messages."
+        )
     if user.status not in (ChatMember.OWNER, ChatMember.ADMINISTRATOR):
         return f"Only an administrator of {name} can manage it."
-    if not (me.status == ChatMember.OWNER or (
-            isinstance(me, ChatMemberAdministrator) and me.can_post_messages)):
+    if not (
+        me.status == ChatMember.OWNER
+        or (isinstance(me, ChatMemberAdministrator) and me.can_post_messages)
+    ):
         return f"I cannot post in {name}: give me the right to post messages there."
     return chat
 
 
-async def aim_at_channel(bot: Bot, store: Store, update: Update, command: str | None,
-                         argument: str) -> str | None:
+async def aim_at_channel(
+    bot: Bot, store: Store, update: Update, command: str | None, argument: str
+) -> str | None:
     """In a private chat, point the command at the channel it names, if it may be.
 
     Returns the refusal (which check failed), or None: the command goes on, at the
@@ -91,11 +111,14 @@ async def list_channels(bot: Bot, store: Store, user_id: int) -> str:
             lines.append(f"• {render.escape(found)}")  # the reason names the channel
         else:
             name = f" (@{found.username})" if found.username else ""
-            lines.append(f"• {render.escape(found.title or '')}{render.escape(name)}: "
-                         f"{channel_id}")
+            lines.append(
+                f"• {render.escape(found.title or '')}{render.escape(name)}: {channel_id}"
+            )
     if not lines:
-        return ("You manage no channels through me yet. Add me to your channel as an "
-                "administrator, then name it first: /source @mychannel python")
+        return (
+            "You manage no channels through me yet. Add me to your channel as an "
+            "administrator, then name it first: /source @mychannel python"
+        )
     return "Your channels:\n" + "\n".join(lines)
 
 
@@ -109,5 +132,6 @@ class ChannelList:
     async def channels(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/channels: each channel, checked again, or how to add one."""
         assert update.effective_user is not None
-        await self.reply(update, context, await list_channels(
-            context.bot, self.store, update.effective_user.id))
+        await self.reply(
+            update, context, await list_channels(context.bot, self.store, update.effective_user.id)
+        )

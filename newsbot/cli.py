@@ -23,23 +23,38 @@ EXIT_CONFIG = 2
 def parser() -> argparse.ArgumentParser:
     """The command line, with --help for each command."""
     top = argparse.ArgumentParser(
-        prog="newsbot", description="A Telegram bot that brings you the news you choose: "
-        "subreddits and RSS/Atom feeds. Configured by environment variables (see README).")
+        prog="newsbot",
+        description="A Telegram bot that brings you the news you choose: "
+        "subreddits and RSS/Atom feeds. Configured by environment variables (see README).",
+    )
     top.add_argument("--version", action="version", version=f"newsbot {__version__}")
     commands = top.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("run", help="run the bot against Telegram (the default)",
-                        description="Run the bot against Telegram. Needs TELEGRAM_TOKEN.")
-    commands.add_parser("console", help="chat with the bot in this terminal, no token needed",
-                        description="Chat with the bot in the terminal: the same commands "
-                        "and state, no Telegram account or token needed.")
-    fetch = commands.add_parser("fetch", help="print the current news for sources",
-                                description="Print the current news for sources, e.g. "
-                                "newsbot fetch r/python https://example.org/feed.xml")
-    fetch.add_argument("sources", nargs="+", metavar="SOURCE",
-                       help="a subreddit (python, r/python) or a feed URL")
-    commands.add_parser("check", help="check the configuration and reach Redis and Telegram",
-                        description="Validate the configuration and reach Redis and "
-                        "Telegram; exit non-zero with a one-line reason if something fails.")
+    commands.add_parser(
+        "run",
+        help="run the bot against Telegram (the default)",
+        description="Run the bot against Telegram. Needs TELEGRAM_TOKEN.",
+    )
+    commands.add_parser(
+        "console",
+        help="chat with the bot in this terminal, no token needed",
+        description="Chat with the bot in the terminal: the same commands "
+        "and state, no Telegram account or token needed.",
+    )
+    fetch = commands.add_parser(
+        "fetch",
+        help="print the current news for sources",
+        description="Print the current news for sources, e.g. "
+        "newsbot fetch r/python https://example.org/feed.xml",
+    )
+    fetch.add_argument(
+        "sources", nargs="+", metavar="SOURCE", help="a subreddit (python, r/python) or a feed URL"
+    )
+    commands.add_parser(
+        "check",
+        help="check the configuration and reach Redis and Telegram",
+        description="Validate the configuration and reach Redis and "
+        "Telegram; exit non-zero with a one-line reason if something fails.",
+    )
     return top
 
 
@@ -70,8 +85,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 def run(settings: Settings) -> int:
     """`newsbot run`."""
     if settings.telegram_token is None:
-        raise ConfigError("TELEGRAM_TOKEN", "TELEGRAM_TOKEN is not set: get a token from "
-                          "@BotFather, or try `newsbot console`, which needs none")
+        raise ConfigError(
+            "TELEGRAM_TOKEN",
+            "TELEGRAM_TOKEN is not set: get a token from "
+            "@BotFather, or try `newsbot console`, which needs none",
+        )
     from newsbot.service import serve
 
     asyncio.run(serve(settings))
@@ -102,10 +120,9 @@ async def fetch(settings: Settings, words: Sequence[str]) -> int:
 
 async def check(settings: Settings) -> int:
     """`newsbot check`: configuration, Redis and Telegram, one line each."""
+    from redis.asyncio.sentinel import MasterNotFoundError
     from telegram import Bot
     from telegram.error import TelegramError
-
-    from redis.asyncio.sentinel import MasterNotFoundError
 
     from newsbot.store import Store, connect, sentinel_master
 
@@ -117,8 +134,7 @@ async def check(settings: Settings) -> int:
             master = await sentinel_master(store.redis)
         except MasterNotFoundError:
             await store.close()
-            print(f"newsbot: no sentinel names a master: {where} (REDIS_URL)",
-                  file=sys.stderr)
+            print(f"newsbot: no sentinel names a master: {where} (REDIS_URL)", file=sys.stderr)
             return 1
         reachable = await store.ping()
         await store.close()
@@ -134,11 +150,15 @@ async def check(settings: Settings) -> int:
         print("telegram: TELEGRAM_TOKEN not set (needed by `newsbot run`)")
         return 0
     try:
-        async with Bot(settings.telegram_token,
-                       base_url=f"{settings.telegram_api_url}/bot") as bot:
+        async with Bot(
+            settings.telegram_token, base_url=f"{settings.telegram_api_url}/bot"
+        ) as bot:
             print(f"telegram: ok (@{bot.username})")
     except TelegramError as error:
-        print(f"newsbot: Telegram refused or cannot be reached: "
-              f"{redact(str(error), settings.secrets)}", file=sys.stderr)
+        print(
+            f"newsbot: Telegram refused or cannot be reached: "
+            f"{redact(str(error), settings.secrets)}",
+            file=sys.stderr,
+        )
         return 1
     return 0

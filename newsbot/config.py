@@ -33,8 +33,10 @@ _FALSE = {"0", "false", "no", "off", ""}
 _TOKEN = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{1,100}")
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
-_HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"
-                        r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?")
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"
+    r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?"
+)
 _UNSAFE = re.compile(r"[\x00-\x20\x7f]")  # white space and control characters
 MAX_URL_LENGTH = 2000
 # Reddit's app ids and secrets are a few dozen characters.
@@ -54,11 +56,11 @@ _REDIS_QUERY: dict[str, Callable[[str], bool]] = {
     "username": lambda value: True,
     "client_name": lambda value: bool(_WORD.fullmatch(value)),
     "socket_timeout": lambda value: bool(_SECONDS.fullmatch(value)) and float(value) > 0,
-    "socket_connect_timeout": lambda value: bool(_SECONDS.fullmatch(value))
-    and float(value) > 0,
+    "socket_connect_timeout": lambda value: bool(_SECONDS.fullmatch(value)) and float(value) > 0,
     "health_check_interval": lambda value: bool(_SECONDS.fullmatch(value)),
-    "max_connections": lambda value: value.isascii() and value.isdigit()
-    and 1 <= int(value) <= 100_000,
+    "max_connections": lambda value: (
+        value.isascii() and value.isdigit() and 1 <= int(value) <= 100_000
+    ),
     "retry_on_timeout": lambda value: value.lower() in _TRUE | _FALSE - {""},
     "protocol": lambda value: value in ("2", "3"),
 }
@@ -200,8 +202,11 @@ class _Env:
         """An app id or secret: one word of printable characters, never shown back."""
         value = self.text(name)
         if value is not None and (len(value) > MAX_CREDENTIAL or _UNSAFE.search(value)):
-            raise ConfigError(name, f"{name} is not valid: expected at most "
-                              f"{MAX_CREDENTIAL} characters without spaces")
+            raise ConfigError(
+                name,
+                f"{name} is not valid: expected at most "
+                f"{MAX_CREDENTIAL} characters without spaces",
+            )
         return value
 
     def token(self) -> str | None:
@@ -211,8 +216,11 @@ class _Env:
                 continue
             if not _TOKEN.fullmatch(value):
                 # The value itself is not printed: it may be a real token, mistyped.
-                raise ConfigError(name, f"{name} is not a bot token: expected the form "
-                                  "123456789:AAE... that @BotFather gives")
+                raise ConfigError(
+                    name,
+                    f"{name} is not a bot token: expected the form "
+                    "123456789:AAE... that @BotFather gives",
+                )
             return value
         return None
 
@@ -242,10 +250,12 @@ class _Env:
                 problem = _redis_problem(value)
         if problem is not None:
             raise ConfigError.invalid(
-                "REDIS_URL", _masked(value),
+                "REDIS_URL",
+                _masked(value),
                 "a redis://, rediss://, unix:// or redis+sentinel:// URL, e.g. "
                 "redis://redis:6379/0 or redis+sentinel://s1:26379,s2:26379/mymaster/0; "
-                f"{problem}")
+                f"{problem}",
+            )
         return value
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:
@@ -295,12 +305,16 @@ class _Env:
         # commas in a row mean an id went missing (a typo, or an unset shell variable).
         ids = [part.strip() for part in value.strip(", \t\n").split(",")]
         words = [word for part in ids for word in part.split()]
-        valid = all(ids) and all(_INTEGER.fullmatch(word) and 0 < abs(int(word)) < MAX_CHAT_ID
-                                 for word in words)
+        valid = all(ids) and all(
+            _INTEGER.fullmatch(word) and 0 < abs(int(word)) < MAX_CHAT_ID for word in words
+        )
         if not valid or not words:
             raise ConfigError.invalid(
-                name, value, "comma-separated chat ids, e.g. 12345,-100678 (non-zero "
-                "integers of at most 52 bits, no empty entries)")
+                name,
+                value,
+                "comma-separated chat ids, e.g. 12345,-100678 (non-zero "
+                "integers of at most 52 bits, no empty entries)",
+            )
         return frozenset(int(word) for word in words)
 
 
@@ -344,8 +358,7 @@ def _redis_problem(value: str) -> str | None:
         if name == "db":
             databases.append(given)
     for database in databases:
-        if not (database.isascii() and database.isdigit()
-                and int(database) < REDIS_DATABASES):
+        if not (database.isascii() and database.isdigit() and int(database) < REDIS_DATABASES):
             return f"the database must be a number from 0 to {REDIS_DATABASES - 1}"
     try:
         from redis.connection import parse_url  # pure: parses, connects to nothing

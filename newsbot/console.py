@@ -46,8 +46,14 @@ class ConsoleRequest(BaseRequest):
     def read_timeout(self) -> float | None:
         return None
 
-    async def do_request(self, url: str, method: str, request_data: RequestData | None = None,
-                         *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+    async def do_request(
+        self,
+        url: str,
+        method: str,
+        request_data: RequestData | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> tuple[int, bytes]:
         endpoint = url.rsplit("/", 1)[-1]
         params = request_data.parameters if request_data else {}
         result: Any = True
@@ -58,16 +64,22 @@ class ConsoleRequest(BaseRequest):
             text = str(params.get("text", ""))
             self.out.write("\n" + render.to_plain(text) + "\n\n")
             self.out.flush()
-            result = {"message_id": self.message_id, "date": int(time.time()),
-                      "chat": {"id": params.get("chat_id"), "type": "private"},
-                      "from": BOT_USER, "text": render.to_plain(text)}
+            result = {
+                "message_id": self.message_id,
+                "date": int(time.time()),
+                "chat": {"id": params.get("chat_id"), "type": "private"},
+                "from": BOT_USER,
+                "text": render.to_plain(text),
+            }
         return 200, json.dumps({"ok": True, "result": result}).encode()
 
 
 def message_update(update_id: int, text: str) -> dict[str, Any]:
     """The update Telegram would send for a text typed in a private chat."""
     message: dict[str, Any] = {
-        "message_id": update_id, "date": int(time.time()), "text": text,
+        "message_id": update_id,
+        "date": int(time.time()),
+        "text": text,
         "chat": {"id": CHAT_ID, "type": "private", "first_name": "you"},
         "from": {"id": CHAT_ID, "is_bot": False, "first_name": "you"},
     }
@@ -81,14 +93,17 @@ async def chat(settings: Settings, lines: TextIO = sys.stdin, out: TextIO = sys.
     """Read commands from ``lines`` until end of input, printing the bot's replies."""
     store = Store(connect(settings))
     news = News(settings, store)
-    application, _ = build_application(settings, store, news, CONSOLE_TOKEN,
-                                       request=ConsoleRequest(out), rate_limited=False)
+    application, _ = build_application(
+        settings, store, news, CONSOLE_TOKEN, request=ConsoleRequest(out), rate_limited=False
+    )
     stop = asyncio.Event()
     await application.initialize()
     digests = asyncio.create_task(Digests(store, news, application.bot).run(stop))
     where = "Redis at REDIS_URL" if settings.redis_url else "memory (set REDIS_URL to keep it)"
-    out.write(f"Newsbot console: type /help, or /source python then /fetch. "
-              f"State is kept in {where}. Ctrl-D quits.\n")
+    out.write(
+        f"Newsbot console: type /help, or /source python then /fetch. "
+        f"State is kept in {where}. Ctrl-D quits.\n"
+    )
     try:
         # Unique across sessions, like Telegram's: a kept store remembers which replies
         # of which update went out (keys.PARTS_SENT), and must not take a new /help for
@@ -103,8 +118,7 @@ async def chat(settings: Settings, lines: TextIO = sys.stdin, out: TextIO = sys.
                 break
             if line.strip():
                 update_id += 1
-                update = Update.de_json(message_update(update_id, line.strip()),
-                                        application.bot)
+                update = Update.de_json(message_update(update_id, line.strip()), application.bot)
                 await application.process_update(update)
     finally:
         stop.set()

@@ -71,8 +71,12 @@ def fresh_entries(blocks: list[MergedNews], unseen: set[str]) -> list[MergedNews
     An article was sent before if its key is not in ``unseen``, or the id of its item is
     not: marks made before articles counted by their key name items by id.
     """
-    seen = {entry.key for block in blocks for entry in block.entries
-            if entry.key not in unseen or entry.item.id not in unseen}
+    seen = {
+        entry.key
+        for block in blocks
+        for entry in block.entries
+        if entry.key not in unseen or entry.item.id not in unseen
+    }
     return [block for block in drop_seen(blocks, seen) if block.entries]
 
 
@@ -88,12 +92,19 @@ def distinct_sources(chat_sources: dict[int, list[Source]]) -> list[Source]:
 class Digests:
     """Sends the digests that are due; timings and sizes are parameters for tests."""
 
-    def __init__(self, store: Store, news: News, bot: Bot, *, slots: int = DIGEST_SLOTS,
-                 idle_seconds: float = IDLE_SECONDS,
-                 claim_seconds: float = keys.DIGEST_CLAIM_SECONDS,
-                 prefetch_seconds: float = PREFETCH_SECONDS,
-                 prefetch_every: float = PREFETCH_EVERY_SECONDS,
-                 prefetch_slots: int = PREFETCH_SLOTS) -> None:
+    def __init__(
+        self,
+        store: Store,
+        news: News,
+        bot: Bot,
+        *,
+        slots: int = DIGEST_SLOTS,
+        idle_seconds: float = IDLE_SECONDS,
+        claim_seconds: float = keys.DIGEST_CLAIM_SECONDS,
+        prefetch_seconds: float = PREFETCH_SECONDS,
+        prefetch_every: float = PREFETCH_EVERY_SECONDS,
+        prefetch_slots: int = PREFETCH_SLOTS,
+    ) -> None:
         self.store = store
         self.news = news
         self.bot = bot
@@ -116,8 +127,9 @@ class Digests:
                 await self._fill()
                 if len(self._in_hand) >= self.slots:
                     # Full: the next claim waits for a free slot, not for the slowest.
-                    await asyncio.wait({*self._in_hand, stopping},
-                                       return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        {*self._in_hand, stopping}, return_when=asyncio.FIRST_COMPLETED
+                    )
                 else:
                     # Fewer were due than there was room for (or Redis failed): nothing
                     # more is due now; look again a little later.
@@ -129,8 +141,7 @@ class Digests:
             # comes back when its claim runs out and is sent then, by whoever claims it.
             for task in (*self._in_hand, stopping, prefetching):
                 task.cancel()
-            await asyncio.gather(*self._in_hand, prefetching, stopping,
-                                 return_exceptions=True)
+            await asyncio.gather(*self._in_hand, prefetching, stopping, return_exceptions=True)
 
     async def _fill(self) -> None:
         """Claim as many due digests as there are free slots, and start them."""
@@ -178,11 +189,13 @@ class Digests:
         The batches of quiet hours that ended by ``now`` are delivered too (not counted).
         """
         chats = await self.store.claim_due(now or time.time(), self.slots, self.claim_seconds)
-        ended = await self.store.claim_quiet_ends(now or time.time(), self.slots,
-                                                  self.claim_seconds)
-        await asyncio.gather(*(self.send_digest(chat_id, now) for chat_id in chats),
-                             *(deliver_held(self.bot, self.store, chat_id, now)
-                               for chat_id in ended))
+        ended = await self.store.claim_quiet_ends(
+            now or time.time(), self.slots, self.claim_seconds
+        )
+        await asyncio.gather(
+            *(self.send_digest(chat_id, now) for chat_id in chats),
+            *(deliver_held(self.bot, self.store, chat_id, now) for chat_id in ended),
+        )
         return len(chats)
 
     async def prefetch(self, stop: asyncio.Event) -> None:
@@ -205,10 +218,12 @@ class Digests:
         now = now or time.time()
         # A chat prefetched less than a window ago is still fresh in the cache: skip it,
         # so a big fan-out does not read the same chats' sources every round.
-        self._prefetched = {chat: at for chat, at in self._prefetched.items()
-                            if at > now - self.prefetch_seconds}
-        due = await self.store.due_before(now + self.prefetch_seconds,
-                                          PREFETCH_CHATS + len(self._prefetched))
+        self._prefetched = {
+            chat: at for chat, at in self._prefetched.items() if at > now - self.prefetch_seconds
+        }
+        due = await self.store.due_before(
+            now + self.prefetch_seconds, PREFETCH_CHATS + len(self._prefetched)
+        )
         chats = [chat for chat in due if chat not in self._prefetched][:PREFETCH_CHATS]
         if not chats:
             return 0
@@ -241,15 +256,18 @@ class Digests:
             merged = merge_news(news)
             entries = [entry for block in merged for entry in block.entries]
             unseen = await self.store.unseen(
-                chat_id, [e.key for e in entries] + [e.item.id for e in entries])
+                chat_id, [e.key for e in entries] + [e.item.id for e in entries]
+            )
             fresh = fresh_entries(merged, unseen)
             if fresh:
                 messages = render.render_merged(fresh, heading="Your digest")
                 held = await hold_if_quiet(self.store, chat_id, messages, now)
-                if held or await send_messages(self.bot, self.store, chat_id, messages,
-                                               scope=digest_scope(chat_id)):
+                if held or await send_messages(
+                    self.bot, self.store, chat_id, messages, scope=digest_scope(chat_id)
+                ):
                     await self.store.mark_seen(
-                        chat_id, [entry.key for block in fresh for entry in block.entries])
+                        chat_id, [entry.key for block in fresh for entry in block.entries]
+                    )
                 DIGESTS.labels(outcome="held" if held else "sent").inc()
             else:
                 DIGESTS.labels(outcome="nothing new").inc()

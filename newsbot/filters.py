@@ -48,8 +48,9 @@ class Rule:
 
     def render(self) -> str:
         """The rule as the user writes it: ``word``, ``-"a phrase"``, ``/re/``."""
-        body = {"word": self.text, "phrase": f'"{self.text}"',
-                "regex": f"/{self.text}/"}[self.kind]
+        body = {"word": self.text, "phrase": f'"{self.text}"', "regex": f"/{self.text}/"}[
+            self.kind
+        ]
         return "-" + body if self.drop else body
 
 
@@ -79,11 +80,11 @@ def _parse_one(text: str, start: int) -> tuple[Rule, int]:
     if text.startswith('"', body):
         close = text.find('"', body + 1)
         if close < 0:
-            raise FilterError(f"{_excerpt(text, start)}: a phrase needs a closing \"")
+            raise FilterError(f'{_excerpt(text, start)}: a phrase needs a closing "')
         after = close + 1
         if after < len(text) and not text[after].isspace():
-            raise FilterError(f"{_excerpt(text, start)}: put a space after the closing \"")
-        return Rule("phrase", text[body + 1:close], drop), after
+            raise FilterError(f'{_excerpt(text, start)}: put a space after the closing "')
+        return Rule("phrase", text[body + 1 : close], drop), after
     if text.startswith("/", body):
         # A regex ends at the first "/" followed by a space or the end: "/" inside one
         # is fine as long as a space does not follow it (write "\/ " for that).
@@ -95,13 +96,13 @@ def _parse_one(text: str, start: int) -> tuple[Rule, int]:
             if close + 1 == len(text) or text[close + 1].isspace():
                 break
             close += 1
-        return Rule("regex", text[body + 1:close], drop), close + 1
+        return Rule("regex", text[body + 1 : close], drop), close + 1
     stop = body
     while stop < len(text) and not text[stop].isspace():
         stop += 1
     word = text[body:stop]
     if not word:
-        raise FilterError("a lone - is not a rule: write -word, -\"a phrase\" or -/regex/")
+        raise FilterError('a lone - is not a rule: write -word, -"a phrase" or -/regex/')
     return Rule("word", word, drop), stop
 
 
@@ -119,12 +120,13 @@ def validate(rule: Rule) -> None:
         if not rule.text.strip():
             raise FilterError(f"{shown}: the phrase is empty")
         if '"' in rule.text:
-            raise FilterError(f"{shown}: a phrase cannot hold a \"")
+            raise FilterError(f'{shown}: a phrase cannot hold a "')
     else:
         if not rule.text:
             raise FilterError(f"{shown}: the regex is empty")
-        if any(rule.text[i] == "/" and rule.text[i + 1].isspace()
-               for i in range(len(rule.text) - 1)):
+        if any(
+            rule.text[i] == "/" and rule.text[i + 1].isspace() for i in range(len(rule.text) - 1)
+        ):
             raise FilterError(f"{shown}: write \\/ for a / before a space")
         try:
             _compile(rule.text)
@@ -156,7 +158,7 @@ def _excerpt(text: str, start: int) -> str:
 
 def _shorten(text: str, width: int = 40) -> str:
     """A rule cut for an error message, so a reply stays short."""
-    return text if len(text) <= width else text[:width - 1] + "…"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 # --- matching --------------------------------------------------------------------------
@@ -172,8 +174,9 @@ class Matcher:
     @classmethod
     def of(cls, rules: Iterable[Rule]) -> Matcher:
         rules = list(rules)
-        return cls(keep=tuple(r for r in rules if not r.drop),
-                   drop=tuple(r for r in rules if r.drop))
+        return cls(
+            keep=tuple(r for r in rules if not r.drop), drop=tuple(r for r in rules if r.drop)
+        )
 
     def shows(self, item: Item) -> bool:
         """Tell whether the rules let an item through."""
@@ -226,8 +229,7 @@ def apply(news: Sequence[SourceNews], chat_rules: ChatRules, limit: int) -> list
 
 def to_json(chat_rules: ChatRules) -> dict[str, list[str]]:
     """A chat's rules as stored: source key -> the rules as written."""
-    return {key: [rule.render() for rule in rules] for key, rules in chat_rules.items()
-            if rules}
+    return {key: [rule.render() for rule in rules] for key, rules in chat_rules.items() if rules}
 
 
 def from_json(data: Any) -> dict[str, list[Rule]]:

@@ -17,10 +17,19 @@ from collections.abc import Sequence
 from redis.exceptions import RedisError
 from telegram import Chat, ChatMember, InlineKeyboardMarkup, Update
 from telegram.error import BadRequest, Forbidden, NetworkError
-from telegram.ext import (Application, ApplicationHandlerStop, ChatMemberHandler,
-                          CommandHandler, ContextTypes, MessageHandler, TypeHandler, filters)
+from telegram.ext import (
+    Application,
+    ApplicationHandlerStop,
+    ChatMemberHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
 
-from newsbot import filters as rules, opml, render, schedule
+from newsbot import filters as rules
+from newsbot import opml, render, schedule
 from newsbot import quiet as quiet_hours
 from newsbot.admins import REFUSAL, Admins
 from newsbot.buttons import Buttons
@@ -74,8 +83,9 @@ http(s) URL; separate them with commas or spaces."""
 class Handlers:
     """Every chat command, wired to the store and the news."""
 
-    def __init__(self, settings: Settings, store: Store, news: News,
-                 guard: Guard | None = None) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, news: News, guard: Guard | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
         self.news = news
@@ -94,17 +104,28 @@ class Handlers:
     def register(self, application: Application) -> None:
         """Add the handlers to a python-telegram-bot application."""
         # Before the gate, which lets only messages through: the bot's own membership.
-        application.add_handler(ChatMemberHandler(
-            self.my_chat_member, ChatMemberHandler.MY_CHAT_MEMBER), group=-2)
+        application.add_handler(
+            ChatMemberHandler(self.my_chat_member, ChatMemberHandler.MY_CHAT_MEMBER), group=-2
+        )
         application.add_handler(TypeHandler(Update, self.gate), group=-1)
         commands = {
-            "start": self.start, "help": self.help, "source": self.source,
-            "sources": self.source, "add": self.add, "remove": self.remove,
-            "fetch": self.fetch, "subscribe": self.subscribe,
-            "unsubscribe": self.unsubscribe, "stop": self.stop,
-            "settings": self.buttons.settings_menu, "channels": self.channel_list.channels,
-            "filter": self.filter, "export": self.export, "import": self.import_,
-            "tz": self.tz, "quiet": self.quiet,
+            "start": self.start,
+            "help": self.help,
+            "source": self.source,
+            "sources": self.source,
+            "add": self.add,
+            "remove": self.remove,
+            "fetch": self.fetch,
+            "subscribe": self.subscribe,
+            "unsubscribe": self.unsubscribe,
+            "stop": self.stop,
+            "settings": self.buttons.settings_menu,
+            "channels": self.channel_list.channels,
+            "filter": self.filter,
+            "export": self.export,
+            "import": self.import_,
+            "tz": self.tz,
+            "quiet": self.quiet,
         }
         self.commands = frozenset(commands)
         # Commands posted in a channel (channel_post) too: the channel's admins post them.
@@ -114,16 +135,24 @@ class Handlers:
         self.buttons.register(application)
         application.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self.migrate))
         application.add_handler(MessageHandler(filters.Document.ALL, self.document))
-        application.add_handler(MessageHandler(
-            filters.ChatType.PRIVATE & filters.COMMAND, self.unknown))
-        application.add_handler(MessageHandler(
-            filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND, self.unknown))
+        application.add_handler(
+            MessageHandler(filters.ChatType.PRIVATE & filters.COMMAND, self.unknown)
+        )
+        application.add_handler(
+            MessageHandler(
+                filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND, self.unknown
+            )
+        )
         application.add_error_handler(self.error)
 
-    async def reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE,
-                    messages: str | Sequence[str],
-                    markup: InlineKeyboardMarkup | None = None,
-                    into: int | None = None) -> bool:
+    async def reply(
+        self,
+        update: Update,
+        context: ContextTypes.DEFAULT_TYPE,
+        messages: str | Sequence[str],
+        markup: InlineKeyboardMarkup | None = None,
+        into: int | None = None,
+    ) -> bool:
         """Send HTML to the chat the update came from.
 
         Each part goes once however often the update is handled. If the chat cannot be
@@ -138,10 +167,15 @@ class Handlers:
             return False
         into = chat.id if into is None else into  # a channel named in the private chat
         try:
-            sent = await send_messages(context.bot, self.store, into, messages,
-                                       scope=update_scope(update.update_id),
-                                       thread_id=topic_of(update) if into == chat.id else None,
-                                       markup=markup)
+            sent = await send_messages(
+                context.bot,
+                self.store,
+                into,
+                messages,
+                scope=update_scope(update.update_id),
+                thread_id=topic_of(update) if into == chat.id else None,
+                markup=markup,
+            )
         except SendDeferred as deferred:
             logger.info("update %s deferred: %s", update.update_id, deferred)
             self.held[update.update_id] = deferred.wait_seconds
@@ -172,8 +206,11 @@ class Handlers:
             # In a group, what is not a command of ours (plain talk, or a command for
             # another bot) is none of this bot's business, however long it is.
             if chat.type == chat.PRIVATE or self._is_mine(message.text, context.bot.username):
-                await self.reply(update, context, "That message is too long for me to read. "
-                                 "Send fewer sources at a time.")
+                await self.reply(
+                    update,
+                    context,
+                    "That message is too long for me to read. Send fewer sources at a time.",
+                )
             raise ApplicationHandlerStop
         await self.admin_gate(update, context)
 
@@ -183,12 +220,14 @@ class Handlers:
         # A caption counts too: a file sent with "/import" changes the sources.
         text = (message.text or message.caption) if message else None
         command = _command(text)
-        if command and self._is_mine(text or "", context.bot.username) and \
-                not await self.admins.may_run(context.bot, update, command, _argument(update)):
+        if (
+            command
+            and self._is_mine(text or "", context.bot.username)
+            and not await self.admins.may_run(context.bot, update, command, _argument(update))
+        ):
             await self.reply(update, context, REFUSAL)
             raise ApplicationHandlerStop
-        refusal = await aim_at_channel(context.bot, self.store, update, command,
-                                       _argument(update))
+        refusal = await aim_at_channel(context.bot, self.store, update, command, _argument(update))
         if refusal is not None:
             await self.reply(update, context, render.escape(refusal))
             raise ApplicationHandlerStop
@@ -208,13 +247,14 @@ class Handlers:
             return
         status = change.new_chat_member.status
         if status in (ChatMember.LEFT, ChatMember.BANNED):
-            logger.info("the bot is %s in chat %s; its state is deleted", status,
-                        change.chat.id)
+            logger.info("the bot is %s in chat %s; its state is deleted", status, change.chat.id)
             await self.store.forget_chat(change.chat.id)
             CHATS_FORGOTTEN.labels(reason=status).inc()
-        elif (status in (ChatMember.MEMBER, ChatMember.ADMINISTRATOR)
-              and change.old_chat_member.status in (ChatMember.LEFT, ChatMember.BANNED)
-              and change.chat.type in (Chat.GROUP, Chat.SUPERGROUP)):
+        elif (
+            status in (ChatMember.MEMBER, ChatMember.ADMINISTRATOR)
+            and change.old_chat_member.status in (ChatMember.LEFT, ChatMember.BANNED)
+            and change.chat.type in (Chat.GROUP, Chat.SUPERGROUP)
+        ):
             allowed = self.settings.allowed_chats
             if allowed is None or change.chat.id in allowed:
                 await self.reply(update, context, INTRODUCTION)
@@ -242,8 +282,9 @@ class Handlers:
         if len(sources) > self.settings.max_sources:
             # Counted before any lookup: a list of dead host names must not hold the
             # shared resolver threads only to be refused for its length.
-            refused.append(("", f"at most {self.settings.max_sources} sources, "
-                                f"you gave {len(sources)}"))
+            refused.append(
+                ("", f"at most {self.settings.max_sources} sources, you gave {len(sources)}")
+            )
             sources = []
         sources, more_refused = await self.guard_sources(sources)
         refused += more_refused
@@ -267,8 +308,9 @@ class Handlers:
         known = {source.key for source in current}
         new = [source for source in new if source.key not in known]
         if len(current) + len(new) > self.settings.max_sources:
-            refused.append(("", f"at most {self.settings.max_sources} sources; "
-                                f"you have {len(current)}"))
+            refused.append(
+                ("", f"at most {self.settings.max_sources} sources; you have {len(current)}")
+            )
             new = []
         new, more_refused = await self.guard_sources(new)
         refused += more_refused
@@ -299,15 +341,17 @@ class Handlers:
         chat_id = _chat_id(update)
         sources = await self.store.get_sources(chat_id)
         if not sources:
-            await self.reply(update, context, "You have no sources yet. "
-                             "Try: /source python, golang")
+            await self.reply(
+                update, context, "You have no sources yet. Try: /source python, golang"
+            )
             return
         news = await self.news.for_chat(chat_id, sources)
         merged = merge_news(news)
         if await self.reply(update, context, render.render_merged(merged), into=chat_id):
             # What /fetch showed is not news for the next digest, from any source.
-            await self.store.mark_seen(chat_id, [entry.key for block in merged
-                                                 for entry in block.entries])
+            await self.store.mark_seen(
+                chat_id, [entry.key for block in merged for entry in block.entries]
+            )
 
     async def subscribe(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/subscribe [interval | HH:MM | day HH:MM]: a digest of new items on a schedule."""
@@ -322,14 +366,18 @@ class Handlers:
         if isinstance(plan, schedule.LocalSchedule):
             nominal = 86_400 if plan.weekday is None else 7 * 86_400
             await self.store.subscribe(chat_id, nominal, first, plan)
-            text = (f"Subscribed: a digest of what is new "
-                    f"{schedule.describe_schedule(plan)} ({render.escape(zone.key)} time). "
-                    f"The first comes at {schedule.describe_local_time(first, zone)}.")
+            text = (
+                f"Subscribed: a digest of what is new "
+                f"{schedule.describe_schedule(plan)} ({render.escape(zone.key)} time). "
+                f"The first comes at {schedule.describe_local_time(first, zone)}."
+            )
         else:
             await self.store.subscribe(chat_id, plan, first)
-            text = (f"Subscribed: a digest of what is new every "
-                    f"{schedule.describe_interval(plan)}. The first comes at "
-                    f"{schedule.describe_local_time(first, zone)}.")
+            text = (
+                f"Subscribed: a digest of what is new every "
+                f"{schedule.describe_interval(plan)}. The first comes at "
+                f"{schedule.describe_local_time(first, zone)}."
+            )
         await self.store.set_digest_thread(chat_id, topic_of(update))  # None: General
         if not await self.store.get_sources(chat_id):
             text += "\nYou have no sources yet: add some with /source python, golang"
@@ -342,8 +390,11 @@ class Handlers:
 
     async def stop(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/stop: no digests, and silence in this chat until /start."""
-        await self.reply(update, context, "Stopped. No more digests, and I stay silent "
-                         "here until you send /start.")
+        await self.reply(
+            update,
+            context,
+            "Stopped. No more digests, and I stay silent here until you send /start.",
+        )
         await self.store.set_stopped(_chat_id(update), True)
 
     async def filter(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -355,20 +406,27 @@ class Handlers:
         if not text:
             await self.reply(update, context, _filters_reply(chat_rules, sources))
             return
-        word, rest = (text.split(maxsplit=1) + [""])[:2]
+        word, rest = ([*text.split(maxsplit=1), ""])[:2]
         rest = rest.strip()
         key = _filter_key(word, sources)
         if key is None:
-            await self.reply(update, context, f"{render.escape(word)} is not one of your "
-                             "sources. Name one of them, or * for all:\n"
-                             + render.bullet_list(s.label for s in sources)
-                             if sources else "You have no sources yet. "
-                             "Try: /source python, golang")
+            await self.reply(
+                update,
+                context,
+                f"{render.escape(word)} is not one of your "
+                "sources. Name one of them, or * for all:\n"
+                + render.bullet_list(s.label for s in sources)
+                if sources
+                else "You have no sources yet. Try: /source python, golang",
+            )
             return
         name = _source_name(key, sources)
         if not rest:
-            await self.reply(update, context, _filters_reply(
-                {key: chat_rules[key]} if key in chat_rules else {}, sources))
+            await self.reply(
+                update,
+                context,
+                _filters_reply({key: chat_rules[key]} if key in chat_rules else {}, sources),
+            )
             return
         if rest.lower() == rules.OFF:
             chat_rules.pop(key, None)
@@ -378,36 +436,50 @@ class Handlers:
         try:
             new = rules.parse_rules(rest)
         except rules.FilterError as error:
-            await self.reply(update, context, "Filters unchanged: "
-                             + render.escape(str(error)) + ".")
+            await self.reply(
+                update, context, "Filters unchanged: " + render.escape(str(error)) + "."
+            )
             return
         others = rules.count_rules({k: v for k, v in chat_rules.items() if k != key})
         if others + len(new) > rules.MAX_RULES:
-            await self.reply(update, context, f"Filters unchanged: at most {rules.MAX_RULES} "
-                             f"rules a chat; you have {others} on other sources and gave "
-                             f"{len(new)}.")
+            await self.reply(
+                update,
+                context,
+                f"Filters unchanged: at most {rules.MAX_RULES} "
+                f"rules a chat; you have {others} on other sources and gave "
+                f"{len(new)}.",
+            )
             return
         chat_rules[key] = new
         await self.store.set_filters(chat_id, chat_rules)
-        await self.reply(update, context, f"Filters on {render.escape(name)} are now: "
-                         f"<code>{render.escape(rules.render_rules(new))}</code>\n"
-                         + _explain(new))
+        await self.reply(
+            update,
+            context,
+            f"Filters on {render.escape(name)} are now: "
+            f"<code>{render.escape(rules.render_rules(new))}</code>\n" + _explain(new),
+        )
 
     async def export(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/export: the chat's sources as an OPML file."""
         chat_id = _chat_id(update)
         sources = await self.store.get_sources(chat_id)
         if not sources:
-            await self.reply(update, context, "You have no sources to export. "
-                             "Set some with /source python, golang")
+            await self.reply(
+                update,
+                context,
+                "You have no sources to export. Set some with /source python, golang",
+            )
             return
         assert update.effective_chat is not None
         chat_id = update.effective_chat.id  # the file comes here, for a channel too
         try:
             await context.bot.send_document(
-                chat_id, document=opml.write_opml(sources), filename=opml.EXPORT_FILE_NAME,
+                chat_id,
+                document=opml.write_opml(sources),
+                filename=opml.EXPORT_FILE_NAME,
                 caption=f"Your {len(sources)} source{'s' if len(sources) != 1 else ''}. "
-                        "Send this file to me in any chat to import them there.")
+                "Send this file to me in any chat to import them there.",
+            )
         except Forbidden:
             # Blocked or kicked between the command and the answer, as sender handles it.
             logger.info("chat %s cannot be reached (blocked or kicked); forgotten", chat_id)
@@ -415,9 +487,13 @@ class Handlers:
 
     async def import_(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/import as a text: say how to send the file."""
-        await self.reply(update, context, "Send me an OPML file (.opml or .xml, at most "
-                         f"{opml.MAX_OPML_BYTES // 1024} KB) with the caption /import, and "
-                         "I add the feeds it names to your sources.")
+        await self.reply(
+            update,
+            context,
+            "Send me an OPML file (.opml or .xml, at most "
+            f"{opml.MAX_OPML_BYTES // 1024} KB) with the caption /import, and "
+            "I add the feeds it names to your sources.",
+        )
 
     async def document(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A document: import it when it is an .opml/.xml file or captioned /import."""
@@ -426,8 +502,11 @@ class Handlers:
         document = message.document
         if document is None:
             return
-        captioned = bool(message.caption) and _command(message.caption) == "import" \
+        captioned = (
+            bool(message.caption)
+            and _command(message.caption) == "import"
             and self._is_mine(message.caption or "", context.bot.username)
+        )
         named = (document.file_name or "").lower().endswith((".opml", ".xml"))
         # In a group only a file captioned /import: XML shared among members is theirs.
         if not captioned and not (named and chat.type == chat.PRIVATE):
@@ -444,8 +523,11 @@ class Handlers:
                 return
             data = bytes(await file.download_as_bytearray())
         except BadRequest as error:
-            await self.reply(update, context, "Telegram would not give me that file: "
-                             + render.escape(error.message))
+            await self.reply(
+                update,
+                context,
+                "Telegram would not give me that file: " + render.escape(error.message),
+            )
             return
         if len(data) > limit:
             await self.reply(update, context, too_big)
@@ -453,8 +535,9 @@ class Handlers:
         try:
             feeds = opml.read_opml(data)
         except opml.OpmlError as error:
-            await self.reply(update, context, "Nothing imported: "
-                             + render.escape(str(error)) + ".")
+            await self.reply(
+                update, context, "Nothing imported: " + render.escape(str(error)) + "."
+            )
             return
         await self.reply(update, context, await self._import(chat.id, feeds))
 
@@ -477,17 +560,23 @@ class Handlers:
             known.add(source.key)
             candidates.append(source)
         room = max(0, self.settings.max_sources - len(current))
-        refused += [(source.label, f"over the limit of {self.settings.max_sources} sources")
-                    for source in candidates[room:]]
+        refused += [
+            (source.label, f"over the limit of {self.settings.max_sources} sources")
+            for source in candidates[room:]
+        ]
         # Only as many as fit are looked up: a file of a thousand dead hosts must not
         # hold the resolver threads for sources that would be refused anyway.
         accepted, guarded = await self.guard_sources(candidates[:room])
-        refused += [(label, "private or local address" if "private" in reason else reason)
-                    for label, reason in guarded]
+        refused += [
+            (label, "private or local address" if "private" in reason else reason)
+            for label, reason in guarded
+        ]
         if accepted:
             await self.store.set_sources(chat_id, current + accepted)
-            head = (f"Imported {len(accepted)} source{'s' if len(accepted) != 1 else ''}:\n"
-                    + render.bullet_list(source.label for source in accepted))
+            head = (
+                f"Imported {len(accepted)} source{'s' if len(accepted) != 1 else ''}:\n"
+                + render.bullet_list(source.label for source in accepted)
+            )
         else:
             head = "Nothing imported: your sources are unchanged."
         if already:
@@ -502,9 +591,13 @@ class Handlers:
         text = _argument(update)
         if not text:
             zone = await self.store.get_zone(chat_id)
-            await self.reply(update, context, f"Your time zone is {render.escape(zone.key)} "
-                             f"(now {schedule.describe_local_time(time.time(), zone)}). "
-                             f"Change it with /tz {schedule.EXAMPLE_ZONE}")
+            await self.reply(
+                update,
+                context,
+                f"Your time zone is {render.escape(zone.key)} "
+                f"(now {schedule.describe_local_time(time.time(), zone)}). "
+                f"Change it with /tz {schedule.EXAMPLE_ZONE}",
+            )
             return
         try:
             zone = schedule.parse_zone(text)
@@ -512,15 +605,19 @@ class Handlers:
             await self.reply(update, context, _sentence(str(error)))
             return
         await self.store.set_zone(chat_id, zone)
-        reply = (f"Your time zone is now {render.escape(zone.key)} "
-                 f"(now {schedule.describe_local_time(time.time(), zone)}).")
+        reply = (
+            f"Your time zone is now {render.escape(zone.key)} "
+            f"(now {schedule.describe_local_time(time.time(), zone)})."
+        )
         plan = await self.store.get_schedule(chat_id)
         if isinstance(plan, schedule.LocalSchedule):
             # The digest follows the chat's clock: the new clock sets its next time.
             due = schedule.next_local_due(time.time(), plan, zone)
             await self.store.reschedule(chat_id, due)
-            reply += (f" Your digest ({schedule.describe_schedule(plan)}) next comes at "
-                      f"{schedule.describe_local_time(due, zone)}.")
+            reply += (
+                f" Your digest ({schedule.describe_schedule(plan)}) next comes at "
+                f"{schedule.describe_local_time(due, zone)}."
+            )
         await self._reschedule_held(chat_id)
         await self.reply(update, context, reply)
 
@@ -545,8 +642,10 @@ class Handlers:
         if window is None:
             reply = "Quiet hours are off. Anything held comes now."
         else:
-            reply = (f"{quiet_setting(window, zone)}. Digests due then wait, and come as one "
-                     f"message when the quiet hours end. Replies to commands never wait.")
+            reply = (
+                f"{quiet_setting(window, zone)}. Digests due then wait, and come as one "
+                f"message when the quiet hours end. Replies to commands never wait."
+            )
         await self._reschedule_held(chat_id)
         await self.reply(update, context, reply)
 
@@ -558,8 +657,9 @@ class Handlers:
         zone, window = await self.store.get_clock(chat_id)
         quiet_now = window is not None and quiet_hours.is_quiet(now, window, zone)
         await self.store.reschedule_held(
-            chat_id, quiet_hours.quiet_ends(now, window, zone)
-            if window is not None and quiet_now else now)
+            chat_id,
+            quiet_hours.quiet_ends(now, window, zone) if window is not None and quiet_now else now,
+        )
 
     async def migrate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A group became a supergroup: move its settings to the new id, merging.
@@ -579,13 +679,18 @@ class Handlers:
             await self.store.migrate_chat(old_id, new_id, self.settings.max_sources)
             allowed = self.settings.allowed_chats
             if allowed is not None and new_id not in allowed:
-                logger.warning("supergroup %s (formerly %s) is not in NEWSBOT_ALLOWED_CHATS: "
-                               "add it, or the bot ignores it", new_id, old_id)
+                logger.warning(
+                    "supergroup %s (formerly %s) is not in NEWSBOT_ALLOWED_CHATS: "
+                    "add it, or the bot ignores it",
+                    new_id,
+                    old_id,
+                )
 
     async def unknown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Anything else in a private chat: point to /help."""
-        await self.reply(update, context, "I did not understand that. Send /help to see "
-                         "what I can do.")
+        await self.reply(
+            update, context, "I did not understand that. Send /help to see what I can do."
+        )
 
     async def error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Log an error; tell the user it was ours, or retry the update after an outage."""
@@ -598,8 +703,11 @@ class Handlers:
             return
         logger.error("handling an update failed", exc_info=context.error)
         if isinstance(update, Update) and update.effective_chat is not None:
-            await self.reply(update, context, "Sorry, something went wrong on my side. "
-                             "Please try again in a minute.")
+            await self.reply(
+                update,
+                context,
+                "Sorry, something went wrong on my side. Please try again in a minute.",
+            )
 
     # --- helpers for the commands ----------------------------------------------------
 
@@ -619,13 +727,15 @@ class Handlers:
         accepted, more_refused = await self.guard_sources(sources)
         return accepted, refused + more_refused
 
-    async def guard_sources(self, sources: Sequence[Source]
-                            ) -> tuple[list[Source], list[tuple[str, str]]]:
+    async def guard_sources(
+        self, sources: Sequence[Source]
+    ) -> tuple[list[Source], list[tuple[str, str]]]:
         """Run the SSRF guard on parsed sources in parallel: the accepted and the refused."""
         checks = await asyncio.gather(*(self._check(source) for source in sources))
         accepted = [source for source, reason in zip(sources, checks) if reason is None]
-        refused = [(source.label, reason) for source, reason in zip(sources, checks)
-                   if reason is not None]
+        refused = [
+            (source.label, reason) for source, reason in zip(sources, checks) if reason is not None
+        ]
         return accepted, refused
 
     async def _check(self, source: Source) -> str | None:
@@ -700,8 +810,9 @@ def _source_name(key: str, sources: Sequence[Source]) -> str:
     return next((source.label for source in sources if source.key == key), key)
 
 
-def _current_rules(chat_rules: dict[str, list[rules.Rule]],
-                   sources: Sequence[Source]) -> dict[str, list[rules.Rule]]:
+def _current_rules(
+    chat_rules: dict[str, list[rules.Rule]], sources: Sequence[Source]
+) -> dict[str, list[rules.Rule]]:
     """The rules of sources the chat still has (a removed source's rules go with it)."""
     keys = {source.key for source in sources} | {rules.ALL_SOURCES}
     return {key: found for key, found in chat_rules.items() if key in keys}
@@ -709,13 +820,17 @@ def _current_rules(chat_rules: dict[str, list[rules.Rule]],
 
 def _filters_reply(chat_rules: dict[str, list[rules.Rule]], sources: Sequence[Source]) -> str:
     if not chat_rules:
-        return ("No filters. For example: <code>/filter python rust -\"game dev\"</code> "
-                "keeps items naming rust and drops those naming game dev; "
-                "<code>/filter python off</code> clears them.")
+        return (
+            'No filters. For example: <code>/filter python rust -"game dev"</code> '
+            "keeps items naming rust and drops those naming game dev; "
+            "<code>/filter python off</code> clears them."
+        )
     lines = ["Your filters:"]
     for key, found in chat_rules.items():
-        lines.append(f"• {render.escape(_source_name(key, sources))}: "
-                     f"<code>{render.escape(rules.render_rules(found))}</code>")
+        lines.append(
+            f"• {render.escape(_source_name(key, sources))}: "
+            f"<code>{render.escape(rules.render_rules(found))}</code>"
+        )
     return "\n".join(lines)
 
 

@@ -39,9 +39,15 @@ REQUEST_SECONDS = 5.0
 ALLOWED_METHODS = ("GET", "HEAD")
 _REQUEST_LINE = re.compile(r"([A-Z]{1,20}) (/[\x21-\x7e]*) HTTP/1\.[01]")
 _METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,20}")
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            414: "URI Too Long", 431: "Request Header Fields Too Large",
-            503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
 
 Check = Callable[[], Awaitable[str | None]]  # None when fine, else the reason
 
@@ -57,8 +63,9 @@ class _Refused(Exception):
 class HealthServer:
     """A tiny HTTP server for probes and metrics."""
 
-    def __init__(self, port: int, heartbeat: Callable[[], float], ready: Check,
-                 host: str = "0.0.0.0") -> None:
+    def __init__(
+        self, port: int, heartbeat: Callable[[], float], ready: Check, host: str = "0.0.0.0"
+    ) -> None:
         self.port = port
         self.host = host
         self.heartbeat = heartbeat
@@ -68,12 +75,14 @@ class HealthServer:
     async def start(self) -> None:
         """Listen; a port that cannot be had is a configuration error, not a crash."""
         try:
-            self._server = await asyncio.start_server(self._serve, self.host, self.port,
-                                                      limit=MAX_LINE)
+            self._server = await asyncio.start_server(
+                self._serve, self.host, self.port, limit=MAX_LINE
+            )
         except OSError as error:
             reason = os.strerror(error.errno) if error.errno else str(error)
-            raise ConfigError("NEWSBOT_HTTP_PORT", f"NEWSBOT_HTTP_PORT={self.port} cannot "
-                              f"be used: {reason}") from None
+            raise ConfigError(
+                "NEWSBOT_HTTP_PORT", f"NEWSBOT_HTTP_PORT={self.port} cannot be used: {reason}"
+            ) from None
         self.port = self._server.sockets[0].getsockname()[1]
         logger.info("health and metrics on port %s", self.port)
 
@@ -105,12 +114,17 @@ class HealthServer:
                     method, path = await _read_request(reader)
             except _Refused as refused:
                 logger.debug("health: refused a malformed request (%s)", refused.status)
-                await _respond(writer, refused.status, "text/plain",
-                               f"{_REASONS[refused.status].lower()}\n".encode())
+                await _respond(
+                    writer,
+                    refused.status,
+                    "text/plain",
+                    f"{_REASONS[refused.status].lower()}\n".encode(),
+                )
                 return
             status, content_type, body = await self.answer(path)
-            await _respond(writer, status, content_type, b"" if method == "HEAD" else body,
-                           len(body))
+            await _respond(
+                writer, status, content_type, b"" if method == "HEAD" else body, len(body)
+            )
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass  # a client that was too slow, hung up or went half-open: nothing to answer
         finally:
@@ -147,10 +161,18 @@ async def _read_line(reader: asyncio.StreamReader, too_long: int) -> bytes:
     return line
 
 
-async def _respond(writer: asyncio.StreamWriter, status: int, content_type: str, body: bytes,
-                   length: int | None = None) -> None:
+async def _respond(
+    writer: asyncio.StreamWriter,
+    status: int,
+    content_type: str,
+    body: bytes,
+    length: int | None = None,
+) -> None:
     allow = "Allow: GET, HEAD\r\n" if status == 405 else ""
-    writer.write(f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
-                 f"Content-Length: {len(body) if length is None else length}\r\n{allow}"
-                 "Connection: close\r\n\r\n".encode() + body)
+    writer.write(
+        f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body) if length is None else length}\r\n{allow}"
+        "Connection: close\r\n\r\n".encode()
+        + body
+    )
     await writer.drain()

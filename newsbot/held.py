@@ -37,8 +37,9 @@ def combine(messages: Sequence[str]) -> list[str]:
     return render.split_message(lines)
 
 
-async def hold_if_quiet(store: Store, chat_id: int, messages: Sequence[str],
-                        now: float | None = None) -> bool:
+async def hold_if_quiet(
+    store: Store, chat_id: int, messages: Sequence[str], now: float | None = None
+) -> bool:
     """Hold messages until the chat's quiet hours end, if it is quiet now; tell whether."""
     now = time.time() if now is None else now
     zone, quiet = await store.get_clock(chat_id)
@@ -48,11 +49,13 @@ async def hold_if_quiet(store: Store, chat_id: int, messages: Sequence[str],
     return True
 
 
-async def hold_or_send(bot: Bot, store: Store, chat_id: int, messages: Sequence[str],
-                       now: float | None = None) -> bool:
+async def hold_or_send(
+    bot: Bot, store: Store, chat_id: int, messages: Sequence[str], now: float | None = None
+) -> bool:
     """Send messages, or hold them while the chat is quiet; False if it cannot be reached."""
-    return (await hold_if_quiet(store, chat_id, messages, now)
-            or await send_messages(bot, store, chat_id, messages))
+    return await hold_if_quiet(store, chat_id, messages, now) or await send_messages(
+        bot, store, chat_id, messages
+    )
 
 
 async def deliver_held(bot: Bot, store: Store, chat_id: int, now: float | None = None) -> None:

@@ -171,9 +171,18 @@ FIELD_SILENT = "silent"
 # --- per chat, all together ----------------------------------------------------------
 # Every key that belongs to one chat, for Store.forget_chat (a chat that blocked the bot,
 # left or was deleted keeps nothing). A new per-chat key must be added here.
-CHAT_KEYS = (CHAT, SEEN, HELD, RATE_CHAT, RATE_GROUP, RATE_HOLD, CHAT_LAST + "{chat_id}",
-             PARTS_SENT.replace("{scope}", "digest:{chat_id}"), ADMINS,
-             USER_CHANNELS)
+CHAT_KEYS = (
+    CHAT,
+    SEEN,
+    HELD,
+    RATE_CHAT,
+    RATE_GROUP,
+    RATE_HOLD,
+    CHAT_LAST + "{chat_id}",
+    PARTS_SENT.replace("{scope}", "digest:{chat_id}"),
+    ADMINS,
+    USER_CHANNELS,
+)
 
 # --- readiness -----------------------------------------------------------------------
 # Written by each readiness check: only a write shows that Redis is out of memory

@@ -58,16 +58,16 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure_logging(level: str, fmt: str, secrets: Iterable[str],
-                      stream: TextIO | None = None) -> None:
+def configure_logging(
+    level: str, fmt: str, secrets: Iterable[str], stream: TextIO | None = None
+) -> None:
     """Send logs to stderr in the chosen format, with secrets removed."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(Redact(secrets))
     if fmt == "json":
         handler.setFormatter(JSONFormatter())
     else:
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

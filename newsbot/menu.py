@@ -13,8 +13,14 @@ import hashlib
 import json
 import logging
 
-from telegram import (Bot, BotCommand, BotCommandScope, BotCommandScopeAllChatAdministrators,
-                      BotCommandScopeAllPrivateChats, BotCommandScopeDefault)
+from telegram import (
+    Bot,
+    BotCommand,
+    BotCommandScope,
+    BotCommandScopeAllChatAdministrators,
+    BotCommandScopeAllPrivateChats,
+    BotCommandScopeDefault,
+)
 from telegram.error import TelegramError
 
 from newsbot.store import Store
@@ -27,12 +33,13 @@ EVERYDAY = (
     ("settings", "Digest, link previews and silent delivery"),
     ("help", "What the bot does, every command with an example"),
 )
-EVERY = EVERYDAY[:2] + (
+EVERY = (
+    *EVERYDAY[:2],
     ("add", "Add sources: /add r/rust"),
     ("remove", "Remove sources: /remove golang"),
     ("subscribe", "A digest of what is new: /subscribe 6h"),
     ("unsubscribe", "Stop the digest"),
-) + EVERYDAY[2:] + (
+    *EVERYDAY[2:],
     ("stop", "No digests, and silence here until /start"),
     ("start", "Wake the bot up here"),
     ("channels", "The channels you manage through the bot"),
@@ -57,8 +64,9 @@ async def register_commands(bot: Bot, store: Store) -> bool:
         return False
     try:
         for scope, commands in MENUS:
-            await bot.set_my_commands([BotCommand(name, text) for name, text in commands],
-                                      scope=scope)
+            await bot.set_my_commands(
+                [BotCommand(name, text) for name, text in commands], scope=scope
+            )
     except TelegramError:
         await store.unclaim_commands(digest)  # the next replica to start tries again
         raise

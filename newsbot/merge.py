@@ -73,21 +73,26 @@ def merge_news(blocks: Sequence[SourceNews]) -> list[MergedNews]:
             target = kept if shown_block == block_index else entries[shown_block]
             shown = target[shown_entry]
             target[shown_entry] = dataclasses.replace(
-                shown, also=_with(shown.also, block.source.label,
-                                  blocks[shown_block].source.label))
+                shown, also=_with(shown.also, block.source.label, blocks[shown_block].source.label)
+            )
         entries.append(kept)
-    return [MergedNews(block.source, tuple(kept), block.error, count)
-            for block, kept, count in zip(blocks, entries, above)]
+    return [
+        MergedNews(block.source, tuple(kept), block.error, count)
+        for block, kept, count in zip(blocks, entries, above, strict=False)
+    ]
 
 
 def drop_seen(blocks: Sequence[MergedNews], seen: Container[str]) -> list[MergedNews]:
     """The blocks without the articles whose keys are in ``seen`` (sent from any source)."""
-    return [dataclasses.replace(block, entries=tuple(entry for entry in block.entries
-                                                     if entry.key not in seen))
-            for block in blocks]
+    return [
+        dataclasses.replace(
+            block, entries=tuple(entry for entry in block.entries if entry.key not in seen)
+        )
+        for block in blocks
+    ]
 
 
 def _with(labels: Iterable[str], label: str, own: str) -> tuple[str, ...]:
     """Labels with one more, in order, never twice and never the block's own."""
     names = tuple(labels)
-    return names if label == own or label in names else names + (label,)
+    return names if label == own or label in names else (*names, label)

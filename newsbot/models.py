@@ -53,8 +53,13 @@ class Item:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Item:
         # Fields this version does not know (written by a newer one) are ignored.
-        return cls(**{field.name: data[field.name] for field in dataclasses.fields(cls)
-                      if field.name in data})
+        return cls(
+            **{
+                field.name: data[field.name]
+                for field in dataclasses.fields(cls)
+                if field.name in data
+            }
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -46,8 +46,13 @@ def source_digest(source: Source) -> str:
 class News:
     """Fetches sources through the shared cache."""
 
-    def __init__(self, settings: Settings, store: Store, guard: Guard | None = None,
-                 pool: FetchPool | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        guard: Guard | None = None,
+        pool: FetchPool | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self._own_guard = guard is None
@@ -55,8 +60,9 @@ class News:
         self.pool = pool or FetchPool()
         # The lock must outlive the fetch it guards, or a second replica would fetch
         # the same source at once.
-        self.fetch_seconds = min(settings.fetch_timeout,
-                                 keys.FETCH_LOCK_SECONDS - 4 * GRACE_SECONDS)
+        self.fetch_seconds = min(
+            settings.fetch_timeout, keys.FETCH_LOCK_SECONDS - 4 * GRACE_SECONDS
+        )
         self.feeds = Downloader(self.guard, timeout=self.fetch_seconds)
         # Reddit resolves its (operator-chosen) name on a resolver of its own, so that
         # users' dead feed names never queue in front of it.
@@ -71,8 +77,7 @@ class News:
         if self._own_guard:
             self.guard.close()
 
-    async def get(self, sources: Sequence[Source], limit: int | None = None
-                  ) -> list[SourceNews]:
+    async def get(self, sources: Sequence[Source], limit: int | None = None) -> list[SourceNews]:
         """News for every source, in order; a failing source carries its reason.
 
         Each source gives at most ``limit`` items (default NEWSBOT_ITEMS_PER_SOURCE).
@@ -81,10 +86,15 @@ class News:
         digests = [source_digest(source) for source in sources]
         asked = time.time()
         cached = await self.store.get_cached_many(digests)
-        entries = await asyncio.gather(*(
-            self._entry(source, digest, entry, asked)
-            for source, digest, entry in zip(sources, digests, cached)))
-        return [_news(source, entry, limit) for source, entry in zip(sources, entries)]
+        entries = await asyncio.gather(
+            *(
+                self._entry(source, digest, entry, asked)
+                for source, digest, entry in zip(sources, digests, cached, strict=False)
+            )
+        )
+        return [
+            _news(source, entry, limit) for source, entry in zip(sources, entries, strict=False)
+        ]
 
     async def for_chat(self, chat_id: int, sources: Sequence[Source]) -> list[SourceNews]:
         """A chat's news: each source's whole list through the chat's filters, then cut.
@@ -101,8 +111,9 @@ class News:
         (news,) = await self.get([source])
         return news
 
-    async def _entry(self, source: Source, digest: str, cached: CachedNews | None,
-                     asked: float) -> CachedNews:
+    async def _entry(
+        self, source: Source, digest: str, cached: CachedNews | None, asked: float
+    ) -> CachedNews:
         """A source's cache entry if it is fresh, else the one fetch under way for it."""
         if cached is not None and self._fresh(cached, asked):
             CACHE_HITS.inc()
@@ -120,8 +131,9 @@ class News:
             ttl = min(ttl, keys.ERROR_TTL_SECONDS)
         return now < cached.fetched_at + ttl
 
-    async def _refresh(self, source: Source, digest: str, cached: CachedNews | None,
-                       asked: float) -> CachedNews:
+    async def _refresh(
+        self, source: Source, digest: str, cached: CachedNews | None, asked: float
+    ) -> CachedNews:
         """Fetch a source once for everyone who asked at ``asked`` or later."""
         # Another replica's fetch ends at its deadline: waiting longer is pointless.
         wait = min(keys.FETCH_LOCK_SECONDS, self.fetch_seconds + 2 * GRACE_SECONDS)
@@ -163,12 +175,12 @@ class News:
             # dead names cannot take the pool. The download then finds it resolved.
             await downloader.resolver.resolve_async(host, port, expires - time.monotonic())
             return await self.pool.run(
-                host, expires, functools.partial(self._download, source, cached, expires))
+                host, expires, functools.partial(self._download, source, cached, expires)
+            )
         except SourceError as error:  # no answer, no slot in time, or closing down
             return CachedNews(fetched_at=time.time(), error=str(error))
 
-    def _download(self, source: Source, cached: CachedNews | None,
-                  expires: float) -> CachedNews:
+    def _download(self, source: Source, cached: CachedNews | None, expires: float) -> CachedNews:
         """Fetch a source upstream (blocking), reusing the cache's items on a 304."""
         UPSTREAM_FETCHES.labels(kind=source.kind).inc()
         validators = None
@@ -177,11 +189,13 @@ class News:
         items: list[Item] | None
         try:
             if source.kind == "reddit":
-                items, validators = self.reddit.fetch(source.key[2:], MAX_ITEMS,
-                                                      validators, expires)
+                items, validators = self.reddit.fetch(
+                    source.key[2:], MAX_ITEMS, validators, expires
+                )
             else:
-                download, items = fetch_feed(self.feeds, source.key, MAX_ITEMS,
-                                             validators, expires)
+                download, items = fetch_feed(
+                    self.feeds, source.key, MAX_ITEMS, validators, expires
+                )
                 validators = download.validators
         except SourceError as error:
             return CachedNews(fetched_at=time.time(), error=str(error))
@@ -191,9 +205,12 @@ class News:
             return CachedNews(fetched_at=time.time(), error="could not be read")
         if items is None:  # 304 Not Modified
             items = list(cached.items) if cached is not None else []
-        return CachedNews(fetched_at=time.time(), items=tuple(items),
-                          etag=validators.etag if validators else None,
-                          last_modified=validators.last_modified if validators else None)
+        return CachedNews(
+            fetched_at=time.time(),
+            items=tuple(items),
+            etag=validators.etag if validators else None,
+            last_modified=validators.last_modified if validators else None,
+        )
 
 
 def _address(url: str) -> tuple[str, int]:

@@ -61,12 +61,14 @@ def write_opml(sources: Sequence[Source], created: float | None = None) -> bytes
     head = ET.SubElement(root, "head")
     ET.SubElement(head, "title").text = "Newsbot sources"
     ET.SubElement(head, "dateCreated").text = formatdate(
-        time.time() if created is None else created, usegmt=True)
+        time.time() if created is None else created, usegmt=True
+    )
     body = ET.SubElement(root, "body")
     for source in sources:
         label = _NOT_XML.sub("", source.label)
-        ET.SubElement(body, "outline", type="rss", text=label, title=label,
-                      xmlUrl=feed_url(source))
+        ET.SubElement(
+            body, "outline", type="rss", text=label, title=label, xmlUrl=feed_url(source)
+        )
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
 
@@ -80,7 +82,8 @@ def read_opml(data: bytes) -> list[Feed]:
         raise OpmlError(f"the file is bigger than {MAX_OPML_BYTES // 1024} KB")
     try:
         root = defusedxml.ElementTree.fromstring(
-            data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+            data, forbid_dtd=True, forbid_entities=True, forbid_external=True
+        )
     except defusedxml.DTDForbidden:
         raise OpmlError("the file has a DTD (<!DOCTYPE …>), which is not accepted") from None
     except (defusedxml.EntitiesForbidden, defusedxml.ExternalReferenceForbidden):

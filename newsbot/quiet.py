@@ -73,13 +73,17 @@ def quiet_ends(moment: float, quiet: QuietHours, zone: zoneinfo.ZoneInfo) -> flo
     candidates = sorted(
         instant
         for offset in range(3)
-        for instant in wall_instants(today + datetime.timedelta(days=offset), hour, minute, zone))
+        for instant in wall_instants(today + datetime.timedelta(days=offset), hour, minute, zone)
+    )
     for instant in candidates:
         # An end is where quiet stops. A fall-back night reads the end time twice, and may
         # be quiet again in between; an end time that did not exist that day ends the window
         # when the clocks jump, unless they jumped into it.
-        if instant > moment and is_quiet(instant - 1, quiet, zone) and not is_quiet(
-                instant, quiet, zone):
+        if (
+            instant > moment
+            and is_quiet(instant - 1, quiet, zone)
+            and not is_quiet(instant, quiet, zone)
+        ):
             return instant
     raise AssertionError("a quiet window ends within a day")  # pragma: no cover
 

@@ -22,8 +22,10 @@ DEFAULT_SENTINEL_PORT = 26379
 MAX_SENTINELS = 16
 # Sentinel's master names are one word; Redis' configuration parser splits on spaces.
 _MASTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-_HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"
-                        r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?")
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"
+    r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?"
+)
 _PORT = re.compile(r"[0-9]{1,5}")
 # Query parameters a sentinel URL may carry.
 _OPTIONS = ("sentinel_password", "sentinel_username")
@@ -44,8 +46,10 @@ class SentinelURL:
     @property
     def location(self) -> str:
         """Sentinels and master name, without credentials: for logs and `newsbot check`."""
-        hosts = ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                         for host, port in self.sentinels)
+        hosts = ",".join(
+            f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            for host, port in self.sentinels
+        )
         return f"master {self.master!r} via sentinels {hosts}"
 
 
@@ -58,7 +62,7 @@ def parse(url: str, databases: int = 16) -> SentinelURL:
     """Read a ``redis+sentinel://`` URL; ValueError says what is wrong (never a secret)."""
     if not is_sentinel(url):
         raise ValueError(f"the scheme must be {SCHEME}")
-    rest = url[len(SCHEME) + 3:]
+    rest = url[len(SCHEME) + 3 :]
     rest, _, query = rest.partition("?")
     if "#" in query or "#" in rest:
         raise ValueError("no fragment")
@@ -91,13 +95,21 @@ def parse(url: str, databases: int = 16) -> SentinelURL:
     options: dict[str, str] = {}
     for name, value in parse_qsl(query, keep_blank_values=True):
         if name not in _OPTIONS:
-            raise ValueError(f"unknown query parameter {name!r} (only "
-                             + ", ".join(_OPTIONS) + ")")
+            raise ValueError(
+                f"unknown query parameter {name!r} (only " + ", ".join(_OPTIONS) + ")"
+            )
         if not value or name in options:
             raise ValueError(f"{name} must be given once, not empty")
         options[name] = value
-    return SentinelURL(sentinels, master, db, username, password,
-                       options.get("sentinel_username"), options.get("sentinel_password"))
+    return SentinelURL(
+        sentinels,
+        master,
+        db,
+        username,
+        password,
+        options.get("sentinel_username"),
+        options.get("sentinel_password"),
+    )
 
 
 def _sentinel(text: str) -> tuple[str, int]:

@@ -66,8 +66,10 @@ def render_news(news: Sequence[SourceNews], heading: str | None = None) -> list[
 def merged_lines(news: MergedNews) -> list[str]:
     """The lines of a merged block: as ``source_lines``, each item naming its other sources."""
     if news.error is None and not news.entries and news.shown_above:
-        return [f"<b>{escape(shorten(news.source.label, MAX_TITLE))}</b>",
-                "<i>all shown above</i>"]
+        return [
+            f"<b>{escape(shorten(news.source.label, MAX_TITLE))}</b>",
+            "<i>all shown above</i>",
+        ]
     lines = source_lines(news.news)
     if news.error is None:
         # source_lines gives the block's name, then one line per item, in order.
@@ -155,7 +157,7 @@ def to_plain(text: str) -> str:
     # Tags are stripped before a link's URL is added in angle brackets, which would
     # otherwise look like a tag and be stripped with them.
     for link in _LINK.finditer(text):
-        parts.append(_strip_tags(text[end:link.start()]))
+        parts.append(_strip_tags(text[end : link.start()]))
         parts.append(f"{_strip_tags(link.group(2))} <{html.unescape(link.group(1))}>")
         end = link.end()
     parts.append(_strip_tags(text[end:]))
@@ -173,5 +175,7 @@ def bullet_list(words: Iterable[str]) -> str:
 
 def refusals(refused: Iterable[tuple[str, str]]) -> str:
     """One short line for each source that was refused, naming it as the user wrote it."""
-    return "\n".join(f"⚠️ <b>{escape(shorten(word, MAX_TITLE))}</b>: {escape(reason)}"
-                     for word, reason in refused)
+    return "\n".join(
+        f"⚠️ <b>{escape(shorten(word, MAX_TITLE))}</b>: {escape(reason)}"
+        for word, reason in refused
+    )

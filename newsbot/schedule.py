@@ -56,7 +56,7 @@ def next_due(now: float, interval: int) -> float:
 
 def describe_time(timestamp: float) -> str:
     """A moment in UTC, as in '2026-11-27 08:00 UTC'."""
-    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc)
+    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
@@ -64,8 +64,9 @@ def describe_time(timestamp: float) -> str:
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 # 3-letter and full English day names, any case, to datetime's weekday numbers (Monday 0).
-_WEEKDAY_NUMBERS = {name[:length]: number for number, name in enumerate(WEEKDAYS)
-                    for length in (3, len(name))}
+_WEEKDAY_NUMBERS = {
+    name[:length]: number for number, name in enumerate(WEEKDAYS) for length in (3, len(name))
+}
 _CLOCK = re.compile(r"(\d{1,2}):(\d{2})")
 EXAMPLE_ZONE = "Europe/Berlin"
 # Names in the tz database that are not places: the machine's own setting and placeholders.
@@ -126,8 +127,9 @@ def parse_zone(text: str) -> zoneinfo.ZoneInfo:
     key = _zone_names().get(name.lower())
     if key is None:
         shown = name if len(name) <= 64 else name[:63] + "…"
-        raise ScheduleError(f"{shown!r} is not a time zone: try an IANA name such as "
-                            f"{EXAMPLE_ZONE}")
+        raise ScheduleError(
+            f"{shown!r} is not a time zone: try an IANA name such as {EXAMPLE_ZONE}"
+        )
     return zoneinfo.ZoneInfo(key)
 
 
@@ -137,8 +139,9 @@ def _zone_names() -> dict[str, str]:
     return {name.lower(): name for name in zoneinfo.available_timezones() - _NOT_ZONES}
 
 
-def wall_instants(day: datetime.date, hour: int, minute: int,
-                  zone: zoneinfo.ZoneInfo) -> tuple[float, ...]:
+def wall_instants(
+    day: datetime.date, hour: int, minute: int, zone: zoneinfo.ZoneInfo
+) -> tuple[float, ...]:
     """The instants at which the clocks in ``zone`` read ``hour:minute`` on ``day``.
 
     One as a rule; two, earlier first, when clocks are set back across it; and when it does
@@ -156,7 +159,7 @@ def wall_instants(day: datetime.date, hour: int, minute: int,
 
 def _exists(wall: datetime.datetime, zone: zoneinfo.ZoneInfo) -> bool:
     """Whether the clocks in ``zone`` ever read this naive wall time."""
-    there = wall.replace(tzinfo=zone).astimezone(datetime.timezone.utc).astimezone(zone)
+    there = wall.replace(tzinfo=zone).astimezone(datetime.UTC).astimezone(zone)
     return there.replace(tzinfo=None) == wall
 
 

@@ -48,8 +48,10 @@ logger = logging.getLogger(__name__)
 CHAT_NOT_FOUND = "chat not found"
 # Telegram's description (lower-cased) for a forum topic that no longer exists.
 THREAD_NOT_FOUND = "message thread not found"
-TOPIC_GONE_NOTICE = ("⚠️ The topic I posted into is gone, so this comes to General. "
-                     "Send /subscribe in a topic to have the digest there again.")
+TOPIC_GONE_NOTICE = (
+    "⚠️ The topic I posted into is gone, so this comes to General. "
+    "Send /subscribe in a topic to have the digest there again."
+)
 # The first link of a rendered part: its preview is the one shown when previews are on.
 _FIRST_LINK = re.compile(r'<a href="([^"]+)"')
 
@@ -69,14 +71,19 @@ def is_thread_gone(error: BadRequest) -> bool:
     return THREAD_NOT_FOUND in error.message.lower()
 
 
-def send_options(text: str, delivery: Delivery, thread_id: int | None,
-                 markup: InlineKeyboardMarkup | None = None) -> dict[str, Any]:
+def send_options(
+    text: str,
+    delivery: Delivery,
+    thread_id: int | None,
+    markup: InlineKeyboardMarkup | None = None,
+) -> dict[str, Any]:
     """The sendMessage parameters beside the text for one part, by the chat's settings."""
     options: dict[str, Any] = {"disable_notification": delivery.silent}
     link = _FIRST_LINK.search(text) if delivery.previews else None
     if link is not None:
         options["link_preview_options"] = LinkPreviewOptions(
-            is_disabled=False, url=html.unescape(link.group(1)))
+            is_disabled=False, url=html.unescape(link.group(1))
+        )
     if thread_id is not None:
         options["message_thread_id"] = thread_id
     if markup is not None:
@@ -84,9 +91,15 @@ def send_options(text: str, delivery: Delivery, thread_id: int | None,
     return options
 
 
-async def send_messages(bot: Bot, store: Store, chat_id: int, messages: Sequence[str],
-                        scope: str | None = None, thread_id: int | None = None,
-                        markup: InlineKeyboardMarkup | None = None) -> bool:
+async def send_messages(
+    bot: Bot,
+    store: Store,
+    chat_id: int,
+    messages: Sequence[str],
+    scope: str | None = None,
+    thread_id: int | None = None,
+    markup: InlineKeyboardMarkup | None = None,
+) -> bool:
     """Send HTML messages to a chat in order; False if the chat cannot be reached.
 
     With a ``scope`` and more than one part, the parts already sent under it are
@@ -109,8 +122,9 @@ async def send_messages(bot: Bot, store: Store, chat_id: int, messages: Sequence
             await bot.send_message(chat_id, text, **options)
         except Forbidden as error:
             # Blocked by the user, kicked from the group: stop for good.
-            logger.info("chat %s cannot be reached (%s); its state is deleted",
-                        chat_id, error.message)
+            logger.info(
+                "chat %s cannot be reached (%s); its state is deleted", chat_id, error.message
+            )
             await store.forget_chat(chat_id)
             CHATS_FORGOTTEN.labels(reason="forbidden").inc()
             return False
@@ -124,13 +138,13 @@ async def send_messages(bot: Bot, store: Store, chat_id: int, messages: Sequence
             if thread_id is not None and is_thread_gone(error):
                 # The topic was deleted: General instead, said once; a digest bound to
                 # the topic is unbound so the next one goes to General without a notice.
-                logger.info("topic %s of chat %s is gone; sending to General",
-                            thread_id, chat_id)
+                logger.info("topic %s of chat %s is gone; sending to General", thread_id, chat_id)
                 await store.drop_digest_thread(chat_id, thread_id)
                 thread_id = None
                 options.pop("message_thread_id", None)
-                await bot.send_message(chat_id, TOPIC_GONE_NOTICE,
-                                       disable_notification=delivery.silent)
+                await bot.send_message(
+                    chat_id, TOPIC_GONE_NOTICE, disable_notification=delivery.silent
+                )
                 await bot.send_message(chat_id, text, **options)
                 if scope is not None and recorded:
                     await store.mark_part_sent(scope, part)

@@ -73,8 +73,9 @@ class Readiness:
         problem = await self.store.write_problem()
         if problem != self.redis_problem:
             if problem is not None:
-                logger.error("%s: updates and digests wait until Redis takes writes again",
-                             problem)
+                logger.error(
+                    "%s: updates and digests wait until Redis takes writes again", problem
+                )
             else:
                 logger.info("Redis takes writes again (it was: %s)", self.redis_problem)
             self.redis_problem = problem
@@ -99,8 +100,9 @@ def replica_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-async def serve(settings: Settings, stop: asyncio.Event | None = None,
-                guard: Guard | None = None) -> None:
+async def serve(
+    settings: Settings, stop: asyncio.Event | None = None, guard: Guard | None = None
+) -> None:
     """Run one replica until SIGTERM/SIGINT (or ``stop``), then shut down cleanly.
 
     ``guard`` replaces the feeds' SSRF guard (and with it their resolver): tests stand
@@ -117,8 +119,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None,
     news = News(settings, store, guard)
     application, handlers = build_application(settings, store, news, settings.telegram_token)
     name = replica_name()
-    consumer = Consumer(store.redis, name, functools.partial(handle_update, application,
-                                                             handlers))
+    consumer = Consumer(store.redis, name, functools.partial(handle_update, application, handlers))
     poller = Poller(application.bot, store.redis, name)
     digests = Digests(store, news, application.bot)
 
@@ -152,8 +153,11 @@ async def _start(application: App, consumer: Consumer, stop: asyncio.Event) -> b
             await consumer.ensure_group()
             return True
         except InvalidToken:
-            raise ConfigError("TELEGRAM_TOKEN", "TELEGRAM_TOKEN was refused by Telegram "
-                              "(401 Unauthorized): check it with @BotFather") from None
+            raise ConfigError(
+                "TELEGRAM_TOKEN",
+                "TELEGRAM_TOKEN was refused by Telegram "
+                "(401 Unauthorized): check it with @BotFather",
+            ) from None
         except (NetworkError, RedisError, OSError) as error:
             logger.warning("cannot start yet (%s); retrying", error)
             try:
@@ -163,8 +167,9 @@ async def _start(application: App, consumer: Consumer, stop: asyncio.Event) -> b
     return False
 
 
-async def _run_until_stopped(stop: asyncio.Event, poller: Poller, consumer: Consumer,
-                             digests: Digests, ready: Readiness) -> None:
+async def _run_until_stopped(
+    stop: asyncio.Event, poller: Poller, consumer: Consumer, digests: Digests, ready: Readiness
+) -> None:
     polling: asyncio.Task[Any] = asyncio.create_task(poller.run(stop), name="poller")
     working: list[asyncio.Task[Any]] = [
         asyncio.create_task(consumer.run(stop), name="consumer"),
@@ -172,8 +177,9 @@ async def _run_until_stopped(stop: asyncio.Event, poller: Poller, consumer: Cons
         asyncio.create_task(ready.watch(stop), name="redis watch"),
     ]
     stopping: asyncio.Task[Any] = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([polling, stopping, *working],
-                                 return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait(
+        [polling, stopping, *working], return_when=asyncio.FIRST_COMPLETED
+    )
     stop.set()
     logger.info("stopping: intake first, then the work in hand")
     # Intake first: cancel the long poll in flight; the poller releases its lease.

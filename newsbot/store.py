@@ -29,8 +29,13 @@ from newsbot import filters, keys, metrics, redis_url
 from newsbot.config import Settings
 from newsbot.models import Delivery, Item, Source
 from newsbot.quiet import QuietHours, parse_quiet
-from newsbot.schedule import (LocalSchedule, Schedule, ScheduleError, parse_local_schedule,
-                              parse_zone)
+from newsbot.schedule import (
+    LocalSchedule,
+    Schedule,
+    ScheduleError,
+    parse_local_schedule,
+    parse_zone,
+)
 
 UTC = zoneinfo.ZoneInfo("UTC")
 
@@ -180,14 +185,21 @@ def connect(settings: Settings, max_connections: int = 64) -> aioredis.Redis:
         return _sentinel_client(redis_url.parse(settings.redis_url), max_connections)
     if settings.redis_url:
         pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=max_connections, timeout=POOL_WAIT_SECONDS,
-            decode_responses=True, health_check_interval=15, socket_timeout=10,
-            socket_connect_timeout=5)
+            settings.redis_url,
+            max_connections=max_connections,
+            timeout=POOL_WAIT_SECONDS,
+            decode_responses=True,
+            health_check_interval=15,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+        )
         return aioredis.Redis.from_pool(pool)
     import fakeredis  # only needed for the embedded default
 
-    logger.info("REDIS_URL is not set: using an embedded in-process store; "
-                "state is lost when the bot stops and replicas cannot share it")
+    logger.info(
+        "REDIS_URL is not set: using an embedded in-process store; "
+        "state is lost when the bot stops and replicas cannot share it"
+    )
     return fakeredis.FakeAsyncRedis(decode_responses=True)
 
 
@@ -210,16 +222,27 @@ def _sentinel_client(url: redis_url.SentinelURL, max_connections: int) -> aiored
     """
     sentinel = Sentinel(
         list(url.sentinels),
-        sentinel_kwargs={"username": url.sentinel_username,
-                         "password": url.sentinel_password,
-                         "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
-                         "socket_connect_timeout": SENTINEL_TIMEOUT_SECONDS,
-                         "decode_responses": True})
+        sentinel_kwargs={
+            "username": url.sentinel_username,
+            "password": url.sentinel_password,
+            "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
+            "socket_connect_timeout": SENTINEL_TIMEOUT_SECONDS,
+            "decode_responses": True,
+        },
+    )
     client: aioredis.Redis = sentinel.master_for(
-        url.master, connection_pool_class=_BlockingSentinelPool,
-        max_connections=max_connections, timeout=POOL_WAIT_SECONDS, db=url.db,
-        username=url.username, password=url.password, decode_responses=True,
-        health_check_interval=15, socket_timeout=10, socket_connect_timeout=5)
+        url.master,
+        connection_pool_class=_BlockingSentinelPool,
+        max_connections=max_connections,
+        timeout=POOL_WAIT_SECONDS,
+        db=url.db,
+        username=url.username,
+        password=url.password,
+        decode_responses=True,
+        health_check_interval=15,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+    )
     return client
 
 
@@ -297,8 +320,7 @@ class Store:
             return f"Redis refuses writes: {error}"  # e.g. READONLY: a replica, not the master
         except MasterNotFoundError:
             # Before RedisError: it is a ConnectionError, but the cure differs (sentinels).
-            return "Redis Sentinel names no master (a failover under way, or no sentinel " \
-                "answers)"
+            return "Redis Sentinel names no master (a failover under way, or no sentinel answers)"
         except (RedisError, OSError):
             return "Redis does not answer"
         return None
@@ -341,8 +363,7 @@ class Store:
         except ValueError:
             return {}  # unreadable: as if the chat had none, until it sets them again
 
-    async def set_filters(self, chat_id: int,
-                          chat_rules: filters.ChatRules) -> None:
+    async def set_filters(self, chat_id: int, chat_rules: filters.ChatRules) -> None:
         """Replace the chat's filter rules (none left: the field goes)."""
         data = filters.to_json(chat_rules)
         if data:
@@ -352,8 +373,9 @@ class Store:
 
     # --- subscriptions -----------------------------------------------------------------
 
-    async def subscribe(self, chat_id: int, interval: int, first_due: float,
-                        local: LocalSchedule | None = None) -> None:
+    async def subscribe(
+        self, chat_id: int, interval: int, first_due: float, local: LocalSchedule | None = None
+    ) -> None:
         """Send the chat a digest every ``interval`` seconds, the first at ``first_due``.
 
         With ``local``, the digest follows the chat's clock instead (``interval`` is its
@@ -384,7 +406,8 @@ class Store:
     async def get_schedule(self, chat_id: int) -> Schedule | None:
         """The chat's digest schedule (an interval or a local time), None without one."""
         values: list[str | None] = await self.redis.hmget(  # type: ignore[assignment]
-            _chat(chat_id), ["interval", "schedule"])
+            _chat(chat_id), ["interval", "schedule"]
+        )
         interval, local = values
         if not interval:
             return None
@@ -398,7 +421,8 @@ class Store:
     async def get_zone(self, chat_id: int) -> zoneinfo.ZoneInfo:
         """The chat's time zone (UTC unless it set one with /tz)."""
         name: str | None = await self.redis.hget(  # type: ignore[assignment]
-            _chat(chat_id), "zone")
+            _chat(chat_id), "zone"
+        )
         return _zone(name)
 
     async def set_zone(self, chat_id: int, zone: zoneinfo.ZoneInfo) -> None:
@@ -408,7 +432,8 @@ class Store:
     async def get_quiet(self, chat_id: int) -> QuietHours | None:
         """The chat's quiet hours, None without."""
         text: str | None = await self.redis.hget(  # type: ignore[assignment]
-            _chat(chat_id), "quiet")
+            _chat(chat_id), "quiet"
+        )
         return _quiet(text)
 
     async def set_quiet(self, chat_id: int, quiet: QuietHours | None) -> None:
@@ -421,12 +446,14 @@ class Store:
     async def get_clock(self, chat_id: int) -> tuple[zoneinfo.ZoneInfo, QuietHours | None]:
         """The chat's time zone and quiet hours, read at once."""
         values: list[str | None] = await self.redis.hmget(  # type: ignore[assignment]
-            _chat(chat_id), ["zone", "quiet"])
+            _chat(chat_id), ["zone", "quiet"]
+        )
         zone, quiet = values
         return _zone(zone), _quiet(quiet)
 
-    async def claim_due(self, now: float, limit: int,
-                        hold: float = keys.DIGEST_CLAIM_SECONDS) -> list[int]:
+    async def claim_due(
+        self, now: float, limit: int, hold: float = keys.DIGEST_CLAIM_SECONDS
+    ) -> list[int]:
         """Take up to ``limit`` chats whose digest is due; no other replica gets them.
 
         A claimed chat comes back ``hold`` seconds later unless it was rescheduled.
@@ -437,7 +464,8 @@ class Store:
     async def due_before(self, until: float, limit: int) -> list[int]:
         """Up to ``limit`` chats whose digest is due before ``until`` (claimed or not)."""
         chats: list[str] = await self.redis.zrangebyscore(  # type: ignore[assignment]
-            keys.DUE, "-inf", until, start=0, num=limit)
+            keys.DUE, "-inf", until, start=0, num=limit
+        )
         return [int(chat) for chat in chats]
 
     async def sources_of(self, chat_ids: Sequence[int]) -> dict[int, list[Source]]:
@@ -446,8 +474,10 @@ class Store:
             for chat_id in chat_ids:
                 pipe.hget(_chat(chat_id), "sources")
             raws = await pipe.execute()
-        return {chat_id: [Source.from_json(data) for data in json.loads(raw)] if raw else []
-                for chat_id, raw in zip(chat_ids, raws)}
+        return {
+            chat_id: [Source.from_json(data) for data in json.loads(raw)] if raw else []
+            for chat_id, raw in zip(chat_ids, raws)
+        }
 
     async def reschedule(self, chat_id: int, due: float) -> None:
         """Set when the chat's next digest is due, if it is still subscribed."""
@@ -466,8 +496,7 @@ class Store:
             pipe.delete(*(template.format(chat_id=chat_id) for template in keys.CHAT_KEYS))
             await pipe.execute()
 
-    async def migrate_chat(self, old_id: int, new_id: int,
-                           max_sources: int | None = None) -> None:
+    async def migrate_chat(self, old_id: int, new_id: int, max_sources: int | None = None) -> None:
         """Move a group's settings to its new supergroup id, merging with what is there.
 
         A supergroup with settings of its own keeps them: the group's sources are added
@@ -526,8 +555,9 @@ class Store:
             pipe.zadd(keys.QUIET_END, {str(chat_id): until})
             await pipe.execute()
 
-    async def claim_quiet_ends(self, now: float, limit: int,
-                               hold: float = keys.DIGEST_CLAIM_SECONDS) -> list[int]:
+    async def claim_quiet_ends(
+        self, now: float, limit: int, hold: float = keys.DIGEST_CLAIM_SECONDS
+    ) -> list[int]:
         """Take up to ``limit`` chats whose quiet hours ended with messages held.
 
         As with ``claim_due``, no other replica gets them; a claimed chat comes back
@@ -539,13 +569,15 @@ class Store:
     async def held(self, chat_id: int) -> list[str]:
         """The messages held for the chat, oldest first."""
         messages: list[str] = await self.redis.lrange(  # type: ignore[assignment]
-            keys.HELD.format(chat_id=chat_id), 0, -1)
+            keys.HELD.format(chat_id=chat_id), 0, -1
+        )
         return messages
 
     async def release_held(self, chat_id: int, count: int) -> int:
         """Forget the first ``count`` held messages (delivered); return how many are left."""
-        left = await self._release_held(keys=[keys.HELD.format(chat_id=chat_id),
-                                              keys.QUIET_END], args=[chat_id, count])
+        left = await self._release_held(
+            keys=[keys.HELD.format(chat_id=chat_id), keys.QUIET_END], args=[chat_id, count]
+        )
         return int(left)
 
     async def reschedule_held(self, chat_id: int, due: float) -> None:
@@ -570,9 +602,10 @@ class Store:
             pipe.zmscore(key, [_seen_member(item_id) for item_id in ids] + ids)
             pipe.expire(key, keys.SEEN_TTL_SECONDS)
             scores, _ = await pipe.execute()
-        hashed, raw = scores[:len(ids)], scores[len(ids):]
-        return {item_id for item_id, mine, old in zip(ids, hashed, raw)
-                if mine is None and old is None}
+        hashed, raw = scores[: len(ids)], scores[len(ids) :]
+        return {
+            item_id for item_id, mine, old in zip(ids, hashed, raw) if mine is None and old is None
+        }
 
     async def mark_seen(self, chat_id: int, item_ids: Iterable[str]) -> int:
         """Remember items as sent to this chat; return how many the history keeps.
@@ -586,8 +619,16 @@ class Store:
             return 0
         kept = await self._mark_seen(
             keys=[keys.SEEN.format(chat_id=chat_id), _chat(chat_id)],
-            args=[int(time.time() * 1000), self.items_per_source, keys.SEEN_ROUNDS,
-                  keys.SEEN_MIN, keys.SEEN_COMPACT, keys.SEEN_TTL_SECONDS, *members])
+            args=[
+                int(time.time() * 1000),
+                self.items_per_source,
+                keys.SEEN_ROUNDS,
+                keys.SEEN_MIN,
+                keys.SEEN_COMPACT,
+                keys.SEEN_TTL_SECONDS,
+                *members,
+            ],
+        )
         return int(kept)
 
     # --- fetch cache -------------------------------------------------------------------
@@ -595,7 +636,8 @@ class Store:
     async def get_cached(self, digest: str) -> CachedNews | None:
         """A source's last fetch, however old."""
         data: dict[str, str] = await self.redis.hgetall(  # type: ignore[assignment]
-            keys.FEED.format(digest=digest))
+            keys.FEED.format(digest=digest)
+        )
         return _cached(data)
 
     async def get_cached_many(self, digests: Sequence[str]) -> list[CachedNews | None]:
@@ -631,8 +673,7 @@ class Store:
     async def sent_parts(self, scope: str) -> set[str]:
         """The parts of a reply Telegram already took (see keys.PARTS_SENT)."""
         members = await self.redis.smembers(keys.PARTS_SENT.format(scope=scope))
-        return {member.decode() if isinstance(member, bytes) else member
-                for member in members}
+        return {member.decode() if isinstance(member, bytes) else member for member in members}
 
     async def mark_part_sent(self, scope: str, part: str) -> None:
         """Remember that Telegram took this part of a reply."""
@@ -647,7 +688,8 @@ class Store:
     async def cached_admin(self, chat_id: int, user_id: int, now: float) -> bool | None:
         """Whether a user administers a group, if asked within keys.ADMIN_CACHE_SECONDS."""
         value: str | None = await self.redis.hget(  # type: ignore[assignment]
-            keys.ADMINS.format(chat_id=chat_id), str(user_id))
+            keys.ADMINS.format(chat_id=chat_id), str(user_id)
+        )
         if not value:
             return None
         flag, _, asked = value.partition(":")
@@ -669,10 +711,13 @@ class Store:
     async def delivery(self, chat_id: int) -> Delivery:
         """How the chat's messages go out (previews, silence, the digest's topic)."""
         previews, silent, thread = await self.redis.hmget(
-            _chat(chat_id), [keys.FIELD_PREVIEWS, keys.FIELD_SILENT,
-                             keys.FIELD_DIGEST_THREAD])
-        return Delivery(previews=previews == "1", silent=silent == "1",
-                        digest_thread=int(thread) if thread else None)
+            _chat(chat_id), [keys.FIELD_PREVIEWS, keys.FIELD_SILENT, keys.FIELD_DIGEST_THREAD]
+        )
+        return Delivery(
+            previews=previews == "1",
+            silent=silent == "1",
+            digest_thread=int(thread) if thread else None,
+        )
 
     async def set_flag(self, chat_id: int, field: str, on: bool) -> None:
         """Turn a chat's delivery setting (keys.FIELD_PREVIEWS, FIELD_SILENT) on or off."""
@@ -691,7 +736,8 @@ class Store:
     async def drop_digest_thread(self, chat_id: int, thread_id: int) -> bool:
         """Forget the digest's topic if it is still ``thread_id``; tell whether it was."""
         dropped = await self._drop_field(
-            keys=[_chat(chat_id)], args=[keys.FIELD_DIGEST_THREAD, str(thread_id)])
+            keys=[_chat(chat_id)], args=[keys.FIELD_DIGEST_THREAD, str(thread_id)]
+        )
         return bool(dropped)
 
     async def remember_channel(self, user_id: int, channel_id: int) -> None:
@@ -762,14 +808,21 @@ def _seen_member(item_id: str) -> str:
     return hashlib.sha256(item_id.encode()).hexdigest()[:16]
 
 
-def _merge_chat(old: dict[str, str], new: dict[str, str],
-                max_sources: int | None) -> dict[str, str]:
+def _merge_chat(
+    old: dict[str, str], new: dict[str, str], max_sources: int | None
+) -> dict[str, str]:
     """The fields of a supergroup's chat hash after a group's migration into it."""
     if not new:
         return dict(old)  # the usual case: the supergroup is new to the bot
     # Fields the supergroup lacks come from the group; its own stay as they are.
-    merged = {**{name: value for name, value in old.items()
-                 if name not in ("stopped", "interval", "schedule", "sources")}, **new}
+    merged = {
+        **{
+            name: value
+            for name, value in old.items()
+            if name not in ("stopped", "interval", "schedule", "sources")
+        },
+        **new,
+    }
     sources: dict[str, dict[str, Any]] = {}
     for raw in (new.get("sources"), old.get("sources")):
         for data in json.loads(raw) if raw else []:
@@ -797,8 +850,11 @@ def _merge_filters(old: str, new: str) -> str:
     merged = dict(mine)
     count = sum(len(rules) for rules in mine.values() if isinstance(rules, list))
     for key, rules in theirs.items():
-        if key not in merged and isinstance(rules, list) \
-                and count + len(rules) <= filters.MAX_RULES:
+        if (
+            key not in merged
+            and isinstance(rules, list)
+            and count + len(rules) <= filters.MAX_RULES
+        ):
             merged[key] = rules
             count += len(rules)
     return json.dumps(merged)

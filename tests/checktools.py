@@ -45,6 +45,7 @@ def import_yaml() -> object:
     except ImportError:  # pragma: no cover - depends on the machine
         if REQUIRE_TOOLS:
             raise
-        pytest.skip(f"PyYAML is not installed: pip install pyyaml (or {INSTALL})",
-                    allow_module_level=True)
+        pytest.skip(
+            f"PyYAML is not installed: pip install pyyaml (or {INSTALL})", allow_module_level=True
+        )
     return yaml

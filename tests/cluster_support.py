@@ -31,17 +31,27 @@ from harness import REDIS_SERVER, BotProcess, bot_env, stop_process
 
 READY_LINE = "newsbot is running"
 # Telegram's real limits, for the tests about them (tests/harness.py relaxes them).
-REAL_LIMITS = {"NEWSBOT_SEND_PER_SECOND": "30", "NEWSBOT_SEND_PER_CHAT_SECOND": "1",
-               "NEWSBOT_SEND_PER_GROUP_MINUTE": "20"}
+REAL_LIMITS = {
+    "NEWSBOT_SEND_PER_SECOND": "30",
+    "NEWSBOT_SEND_PER_CHAT_SECOND": "1",
+    "NEWSBOT_SEND_PER_GROUP_MINUTE": "20",
+}
 MARKER = re.compile(r"\bq\d{5}\b")
 # A poll update as a Bot API server before 9.6 sends it: its options have no
 # persistent_id, which python-telegram-bot 22.8 requires ("a required argument since Bot
 # API 9.6"). Pushed with FakeTelegram.push_update, it is an update the bot cannot parse.
-OLD_API_POLL: dict[str, Any] = {"poll": {
-    "id": "5432101", "question": "Lunch?",
-    "options": [{"text": "Pizza", "voter_count": 2}, {"text": "Salad", "voter_count": 1}],
-    "total_voter_count": 3, "is_closed": False, "is_anonymous": True, "type": "regular",
-    "allows_multiple_answers": False}}
+OLD_API_POLL: dict[str, Any] = {
+    "poll": {
+        "id": "5432101",
+        "question": "Lunch?",
+        "options": [{"text": "Pizza", "voter_count": 2}, {"text": "Salad", "voter_count": 1}],
+        "total_voter_count": 3,
+        "is_closed": False,
+        "is_anonymous": True,
+        "type": "regular",
+        "allows_multiple_answers": False,
+    }
+}
 # Consumer groups, leases and claims are Newsbot's; these keys are only read here.
 LEADER_KEY = "newsbot:leader"
 UPDATES_KEY = "newsbot:updates"
@@ -87,11 +97,25 @@ class RedisProcess:
     def start(self) -> RedisProcess:
         """Start (or restart) the server on the same port and directory; wait for PONG."""
         self.process = subprocess.Popen(
-            [self.executable, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.directory), "--save", "",
-             "--appendonly", "yes" if self.appendonly else "no",
-             "--logfile", str(self.directory / "redis.log")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                self.executable,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--save",
+                "",
+                "--appendonly",
+                "yes" if self.appendonly else "no",
+                "--logfile",
+                str(self.directory / "redis.log"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -99,8 +123,10 @@ class RedisProcess:
                     return self
             except redis.RedisError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start on port {self.port}; "
-                                       f"see {self.directory / 'redis.log'}") from None
+                    raise RuntimeError(
+                        f"redis-server did not start on port {self.port}; "
+                        f"see {self.directory / 'redis.log'}"
+                    ) from None
                 time.sleep(0.05)
 
     def stop(self) -> None:
@@ -140,8 +166,7 @@ class Replica(BotProcess):
         assert self.http_port, "this replica was started without a health port"
         return http_get(f"http://127.0.0.1:{self.http_port}{path}", timeout)
 
-    def wait_for_status(self, path: str, status: int,
-                        timeout: float = 15) -> tuple[int, str]:
+    def wait_for_status(self, path: str, status: int, timeout: float = 15) -> tuple[int, str]:
         """Poll a probe until it answers ``status``; return that answer."""
         deadline = time.monotonic() + timeout
         while True:
@@ -158,8 +183,14 @@ class Replica(BotProcess):
         return code, time.monotonic() - started
 
 
-def start_replicas(telegram: Any, redis_url: str, count: int, news: Any = None,
-                   health: bool = False, **overrides: str) -> list[Replica]:
+def start_replicas(
+    telegram: Any,
+    redis_url: str,
+    count: int,
+    news: Any = None,
+    health: bool = False,
+    **overrides: str,
+) -> list[Replica]:
     """Start ``count`` replicas side by side and wait until each runs."""
     env = bot_env(telegram, redis_url, news, **overrides)
     replicas = [Replica(env, free_port() if health else 0) for _ in range(count)]
@@ -220,8 +251,9 @@ def stream_settled(client: redis.Redis, timeout: float = 60) -> bool:
 # --- updates with markers -------------------------------------------------------------------
 
 
-def marked_commands(count: int, chats: int, start: int = 0,
-                    first_chat: int = 1000) -> list[tuple[int, str, str]]:
+def marked_commands(
+    count: int, chats: int, start: int = 0, first_chat: int = 1000
+) -> list[tuple[int, str, str]]:
     """``count`` (chat id, command, marker), round-robin over ``chats`` private chats."""
     out = []
     for i in range(start, start + count):
@@ -233,8 +265,9 @@ def marked_commands(count: int, chats: int, start: int = 0,
 class Pusher:
     """Pushes updates to the fake Telegram at a steady pace, in a background thread."""
 
-    def __init__(self, telegram: Any, commands: Sequence[tuple[int, str, str]],
-                 per_second: float) -> None:
+    def __init__(
+        self, telegram: Any, commands: Sequence[tuple[int, str, str]], per_second: float
+    ) -> None:
         self.telegram = telegram
         self.commands = commands
         self.interval = 1 / per_second
@@ -289,8 +322,9 @@ def wait_answered(telegram: Any, markers: Iterable[str], timeout: float) -> Coun
         time.sleep(0.1)
 
 
-def delivery_report(counts: Counter[str],
-                    markers: Iterable[str]) -> tuple[list[str], dict[str, int]]:
+def delivery_report(
+    counts: Counter[str], markers: Iterable[str]
+) -> tuple[list[str], dict[str, int]]:
     """The markers never answered, and those answered more than once (with counts)."""
     wanted = list(markers)
     missing = [marker for marker in wanted if counts[marker] == 0]

@@ -116,8 +116,7 @@ def _free_port() -> int:
 
 def redis_command(port: int, *args: str, timeout: float = 2.0) -> bytes:
     """Send one command in RESP and return the first reply line (enough for PING/FLUSHALL)."""
-    request = f"*{len(args)}\r\n" + "".join(
-        f"${len(arg.encode())}\r\n{arg}\r\n" for arg in args)
+    request = f"*{len(args)}\r\n" + "".join(f"${len(arg.encode())}\r\n{arg}\r\n" for arg in args)
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
         connection.sendall(request.encode())
         reply = b""
@@ -135,9 +134,25 @@ def _start_redis(executable: str, directory: Path) -> tuple[subprocess.Popen[byt
         port = _free_port()
         log = directory / f"redis-{port}.log"
         process = subprocess.Popen(
-            [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(directory), "--logfile", str(log)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                executable,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(directory),
+                "--logfile",
+                str(log),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and process.poll() is None:
             try:

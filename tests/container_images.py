@@ -38,8 +38,9 @@ OFFICIAL_REDIS = "redis:7.4-alpine"
 SUITE = "bookworm"
 MIRROR = os.environ.get("NEWSBOT_TEST_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 CACHE_DIR = Path(os.environ.get("NEWSBOT_TEST_CACHE", "/var/cache/newsbot-test"))
-HOST_CA_BUNDLE = Path(os.environ.get("NEWSBOT_TEST_CA_BUNDLE",
-                                     "/etc/ssl/certs/ca-certificates.crt"))
+HOST_CA_BUNDLE = Path(
+    os.environ.get("NEWSBOT_TEST_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+)
 # Where the stand-ins keep the host's CA bundle; pip and requests are pointed at it.
 STANDIN_CA_PATH = "/usr/local/share/newsbot-test/ca-certificates.crt"
 
@@ -111,20 +112,24 @@ class ImageError(RuntimeError):
 def run(args: list[str], timeout: float = 600, **kwargs: object) -> str:
     """Run a command, return its stdout; raise ImageError with its output if it fails."""
     try:
-        result = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
-                                check=False, **kwargs)  # type: ignore[call-overload]
+        result = subprocess.run(
+            args, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
+        )  # type: ignore[call-overload]
     except subprocess.TimeoutExpired as exc:
         raise ImageError(f"{' '.join(args[:4])} ... timed out after {timeout}s") from exc
     if result.returncode != 0:
-        raise ImageError(f"{' '.join(args[:4])} ... exited {result.returncode}:\n"
-                         f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise ImageError(
+            f"{' '.join(args[:4])} ... exited {result.returncode}:\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return str(result.stdout)
 
 
 def image_exists(tag: str) -> bool:
     """Tell whether the Docker engine has an image by that name."""
-    result = subprocess.run(["docker", "image", "inspect", tag], capture_output=True,
-                            check=False, timeout=60)
+    result = subprocess.run(
+        ["docker", "image", "inspect", tag], capture_output=True, check=False, timeout=60
+    )
     return result.returncode == 0
 
 
@@ -163,10 +168,18 @@ def standin_images() -> BaseImages:
     with _locked(CACHE_DIR / "build.lock"):
         base = _ensure_base(seconds)
         context = _python_context()
-        python = _ensure_built("newsbot-standin-python", PYTHON_STANDIN.format(
-            base=base, ca=STANDIN_CA_PATH), context, seconds)
-        redis = _ensure_built("newsbot-standin-redis", REDIS_STANDIN.format(base=base),
-                              {"docker-entrypoint.sh": REDIS_ENTRYPOINT}, seconds)
+        python = _ensure_built(
+            "newsbot-standin-python",
+            PYTHON_STANDIN.format(base=base, ca=STANDIN_CA_PATH),
+            context,
+            seconds,
+        )
+        redis = _ensure_built(
+            "newsbot-standin-redis",
+            REDIS_STANDIN.format(base=base),
+            {"docker-entrypoint.sh": REDIS_ENTRYPOINT},
+            seconds,
+        )
     return BaseImages(python, redis, True, seconds)
 
 
@@ -232,8 +245,10 @@ def _make_rootfs_tarball(tarball: Path) -> None:
                 if path.is_file():
                     path.unlink()
         partial = tarball.with_suffix(".partial")
-        run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(partial),
-             "."], timeout=300)
+        run(
+            ["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(partial), "."],
+            timeout=300,
+        )
         partial.rename(tarball)  # only a complete tarball ever carries the final name
 
 
@@ -242,18 +257,17 @@ def _unmount_below(root: Path) -> None:
     prefix = str(root.resolve())
     with open("/proc/self/mounts") as mounts:
         points = [line.split()[1] for line in mounts]
-    for point in sorted((p for p in points if p == prefix or p.startswith(prefix + "/")),
-                        key=len, reverse=True):
-        subprocess.run(["umount", "--lazy", point], capture_output=True, check=False,
-                       timeout=60)
+    for point in sorted(
+        (p for p in points if p == prefix or p.startswith(prefix + "/")), key=len, reverse=True
+    ):
+        subprocess.run(["umount", "--lazy", point], capture_output=True, check=False, timeout=60)
 
 
 def _python_context() -> dict[str, str]:
     """Return the files the Python stand-in copies in: the CA bundle and a pip.conf."""
     if not HOST_CA_BUNDLE.is_file():
         raise ImageError(f"no CA bundle at {HOST_CA_BUNDLE} (set NEWSBOT_TEST_CA_BUNDLE)")
-    return {"ca-certificates.crt": HOST_CA_BUNDLE.read_text(),
-            "pip.conf": host_pip_conf()}
+    return {"ca-certificates.crt": HOST_CA_BUNDLE.read_text(), "pip.conf": host_pip_conf()}
 
 
 def host_pip_conf() -> str:
@@ -263,14 +277,24 @@ def host_pip_conf() -> str:
     ones are kept; the certificate is the copied bundle.
     """
     settings = _host_pip_settings()
-    lines = ["# Copied from the test host's pip settings by tests/container_images.py.",
-             "[global]", f"cert = {STANDIN_CA_PATH}"]
-    for name in ("index-url", "extra-index-url", "trusted-host", "timeout",
-                 "default-timeout", "retries"):
+    lines = [
+        "# Copied from the test host's pip settings by tests/container_images.py.",
+        "[global]",
+        f"cert = {STANDIN_CA_PATH}",
+    ]
+    for name in (
+        "index-url",
+        "extra-index-url",
+        "trusted-host",
+        "timeout",
+        "default-timeout",
+        "retries",
+    ):
         value = settings.get(name, "")
         if name.endswith("index-url"):
-            value = " ".join(url for url in value.split()
-                             if url.startswith(("http://", "https://")))
+            value = " ".join(
+                url for url in value.split() if url.startswith(("http://", "https://"))
+            )
         if value:
             lines.append(f"{name} = {value}")
     return "\n".join(lines) + "\n"
@@ -279,8 +303,13 @@ def host_pip_conf() -> str:
 def _host_pip_settings() -> dict[str, str]:
     """Return the host's effective pip settings: config files, then PIP_* variables."""
     settings: dict[str, str] = {}
-    result = subprocess.run([sys.executable, "-m", "pip", "config", "list"],
-                            capture_output=True, text=True, check=False, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "list"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     for line in result.stdout.splitlines():
         name, _, value = line.partition("=")
         if not value:
@@ -293,8 +322,9 @@ def _host_pip_settings() -> dict[str, str]:
     return settings
 
 
-def _ensure_built(name: str, dockerfile: str, files: dict[str, str],
-                  seconds: dict[str, float]) -> str:
+def _ensure_built(
+    name: str, dockerfile: str, files: dict[str, str], seconds: dict[str, float]
+) -> str:
     """Build a stand-in from a Dockerfile text and files, unless its tag exists."""
     tag = f"{name}:{_digest(dockerfile, *sorted(f'{k}={v}' for k, v in files.items()))}"
     if image_exists(tag):
@@ -306,8 +336,11 @@ def _ensure_built(name: str, dockerfile: str, files: dict[str, str],
             path = Path(context) / filename
             path.write_text(text)
             path.chmod(0o755 if text.startswith("#!") else 0o644)
-        run(["docker", "build", "--quiet", "--tag", tag, context], timeout=900,
-            env=docker_build_env())
+        run(
+            ["docker", "build", "--quiet", "--tag", tag, context],
+            timeout=900,
+            env=docker_build_env(),
+        )
     seconds[f"build {name}"] = time.monotonic() - started
     return tag
 
@@ -325,6 +358,7 @@ def docker_build_env() -> dict[str, str]:
 
 
 def _has_buildx() -> bool:
-    result = subprocess.run(["docker", "buildx", "version"], capture_output=True,
-                            check=False, timeout=60)
+    result = subprocess.run(
+        ["docker", "buildx", "version"], capture_output=True, check=False, timeout=60
+    )
     return result.returncode == 0

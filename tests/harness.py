@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 REDIS_SERVER = os.environ.get("NEWSBOT_REDIS_SERVER", "redis-server")
 
 
-def bot_env(telegram: Any, redis_url: str | None, news: Any = None,
-            **overrides: str) -> dict[str, str]:
+def bot_env(
+    telegram: Any, redis_url: str | None, news: Any = None, **overrides: str
+) -> dict[str, str]:
     """Environment variables for a bot that talks to the fakes."""
     env = {
         "TELEGRAM_TOKEN": telegram.token,
@@ -62,8 +63,9 @@ async def running_bot(env: Mapping[str, str]) -> AsyncIterator[asyncio.Event]:
         await asyncio.wait_for(task, 15)
 
 
-async def wait_sent(telegram: Any, count: int, chat_id: int | None = None,
-                    timeout: float = 15) -> list[Any]:
+async def wait_sent(
+    telegram: Any, count: int, chat_id: int | None = None, timeout: float = 15
+) -> list[Any]:
     """Wait, without blocking the loop, until the fake has seen ``count`` messages."""
     return await asyncio.to_thread(telegram.wait_for_sent, count, chat_id, timeout)
 
@@ -83,13 +85,21 @@ class BotProcess:
 
     def __init__(self, env: Mapping[str, str], command: str = "run") -> None:
         self.log = tempfile.NamedTemporaryFile(prefix="newsbot-", suffix=".log", delete=False)
-        full_env = {key: value for key, value in os.environ.items()
-                    if not key.startswith(("NEWSBOT_", "TELEGRAM_", "REDIS_", "REDDIT_"))}
+        full_env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("NEWSBOT_", "TELEGRAM_", "REDIS_", "REDDIT_"))
+        }
         full_env.update(env)
         full_env["PYTHONPATH"] = str(ROOT)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "newsbot", command], env=full_env,
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+            [sys.executable, "-m", "newsbot", command],
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
 
     @property
     def output(self) -> str:

@@ -35,8 +35,9 @@ def _executable(name: str) -> str:
 class Server:
     """One redis-server (master or replica) in its own directory."""
 
-    def __init__(self, directory: Path, password: str | None,
-                 replica_of: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, password: str | None, replica_of: int | None = None
+    ) -> None:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.password = password
@@ -45,20 +46,34 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, password=self.password, decode_responses=True,
-                           socket_timeout=5)
+        return redis.Redis(
+            port=self.port, password=self.password, decode_responses=True, socket_timeout=5
+        )
 
     def start(self) -> Server:
-        command = [_executable("redis-server"), "--port", str(self.port),
-                   "--bind", "127.0.0.1", "--dir", str(self.directory), "--save", "",
-                   "--appendonly", "no", "--logfile", str(self.directory / "redis.log")]
+        command = [
+            _executable("redis-server"),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--logfile",
+            str(self.directory / "redis.log"),
+        ]
         if self.password:
             # masterauth too: after a failover the old master may come back as a replica.
             command += ["--requirepass", self.password, "--masterauth", self.password]
         if self.replica_of is not None:
             command += ["--replicaof", "127.0.0.1", str(self.replica_of)]
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         _wait_ping(self.client, self.process, self.directory / "redis.log")
         return self
 
@@ -76,36 +91,54 @@ class Server:
 class SentinelProcess:
     """One redis-sentinel watching the master; it rewrites its own configuration file."""
 
-    def __init__(self, directory: Path, master_port: int, password: str | None,
-                 sentinel_password: str | None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        master_port: int,
+        password: str | None,
+        sentinel_password: str | None,
+    ) -> None:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.sentinel_password = sentinel_password
-        lines = [f"port {self.port}", "bind 127.0.0.1", f"dir {directory}",
-                 f"logfile {directory / 'sentinel.log'}",
-                 f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} {QUORUM}",
-                 f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}",
-                 f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}",
-                 f"sentinel parallel-syncs {MASTER_NAME} 1"]
+        lines = [
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            f"dir {directory}",
+            f"logfile {directory / 'sentinel.log'}",
+            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} {QUORUM}",
+            f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}",
+            f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}",
+            f"sentinel parallel-syncs {MASTER_NAME} 1",
+        ]
         if password:
             lines.append(f"sentinel auth-pass {MASTER_NAME} {password}")
         if sentinel_password:
             # Sentinels talk to each other too: they need the password they require.
-            lines += [f"requirepass {sentinel_password}",
-                      f"sentinel sentinel-pass {sentinel_password}"]
+            lines += [
+                f"requirepass {sentinel_password}",
+                f"sentinel sentinel-pass {sentinel_password}",
+            ]
         self.config = directory / "sentinel.conf"
         self.config.write_text("\n".join(lines) + "\n")
         self.process: subprocess.Popen[bytes] | None = None
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, password=self.sentinel_password,
-                           decode_responses=True, socket_timeout=5)
+        return redis.Redis(
+            port=self.port,
+            password=self.sentinel_password,
+            decode_responses=True,
+            socket_timeout=5,
+        )
 
     def start(self) -> SentinelProcess:
         self.process = subprocess.Popen(
-            [_executable("redis-sentinel"), str(self.config)], stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [_executable("redis-sentinel"), str(self.config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         _wait_ping(self.client, self.process, self.directory / "sentinel.log")
         return self
 
@@ -113,7 +146,8 @@ class SentinelProcess:
         """The port of the master this sentinel names now."""
         try:
             address = self.client().execute_command(
-                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME)
+                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME
+            )
         except redis.RedisError:
             return None
         return int(address[1]) if address else None
@@ -126,14 +160,19 @@ class SentinelProcess:
 class SentinelSet:
     """A master, one replica and three sentinels; ``url`` is the bot's REDIS_URL."""
 
-    def __init__(self, directory: Path, password: str | None = None,
-                 sentinel_password: str | None = None) -> None:
+    def __init__(
+        self, directory: Path, password: str | None = None, sentinel_password: str | None = None
+    ) -> None:
         self.password = password
         self.sentinel_password = sentinel_password
         self.master = Server(directory / "master", password)
         self.replica = Server(directory / "replica", password, replica_of=self.master.port)
-        self.sentinels = [SentinelProcess(directory / f"sentinel{i}", self.master.port,
-                                          password, sentinel_password) for i in range(3)]
+        self.sentinels = [
+            SentinelProcess(
+                directory / f"sentinel{i}", self.master.port, password, sentinel_password
+            )
+            for i in range(3)
+        ]
 
     def url(self, db: int = 0) -> str:
         auth = f":{self.password}@" if self.password else ""
@@ -156,8 +195,10 @@ class SentinelSet:
             info = server.client().info("replication")
         except redis.RedisError:
             return False
-        return int(info.get("connected_slaves", 0)) >= 1 and \
-            info.get("slave0", {}).get("state") == "online"
+        return (
+            int(info.get("connected_slaves", 0)) >= 1
+            and info.get("slave0", {}).get("state") == "online"
+        )
 
     def sentinels_agree(self) -> bool:
         for sentinel in self.sentinels:
@@ -165,9 +206,15 @@ class SentinelSet:
                 state = sentinel.client().execute_command("SENTINEL", "MASTER", MASTER_NAME)
             except redis.RedisError:
                 return False
-            fields = dict(zip(state[::2], state[1::2])) if isinstance(state, list) else state
-            if int(fields.get("num-other-sentinels", 0)) < 2 or \
-                    int(fields.get("num-slaves", 0)) < 1:
+            fields = (
+                dict(zip(state[::2], state[1::2], strict=False))
+                if isinstance(state, list)
+                else state
+            )
+            if (
+                int(fields.get("num-other-sentinels", 0)) < 2
+                or int(fields.get("num-slaves", 0)) < 1
+            ):
                 return False
         return True
 
@@ -200,8 +247,9 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.05)
 
 
-def _wait_ping(client: Callable[[], redis.Redis], process: subprocess.Popen[bytes],
-               log: Path) -> None:
+def _wait_ping(
+    client: Callable[[], redis.Redis], process: subprocess.Popen[bytes], log: Path
+) -> None:
     deadline = time.monotonic() + 10
     while True:
         try:

@@ -23,8 +23,10 @@ GROUP = -100123456789
 
 def hot_titles(name: str, count: int = 5) -> list[str]:
     """The first non-stickied titles of a fixture listing, in hot order."""
-    posts = [child["data"] for child in json.loads(
-        (DATA / f"reddit_{name}.json").read_text())["data"]["children"]]
+    posts = [
+        child["data"]
+        for child in json.loads((DATA / f"reddit_{name}.json").read_text())["data"]["children"]
+    ]
     return [post["title"] for post in posts if not post.get("stickied")][:count]
 
 
@@ -33,8 +35,13 @@ def newest_feed_titles(count: int = 5) -> list[str]:
     import xml.etree.ElementTree as ET
 
     items = ET.parse(DATA / "rss20.xml").getroot().iter("item")
-    dated = [(email.utils.parsedate_to_datetime(item.findtext("pubDate", "")),
-              item.findtext("title", "")) for item in items]
+    dated = [
+        (
+            email.utils.parsedate_to_datetime(item.findtext("pubDate", "")),
+            item.findtext("title", ""),
+        )
+        for item in items
+    ]
     return [title for _, title in sorted(dated, key=lambda pair: pair[0], reverse=True)][:count]
 
 
@@ -50,8 +57,16 @@ async def test_start_and_help_name_every_command_with_an_example(telegram, redis
     async with running_bot(bot_env(telegram, redis_url)):
         for command in ("/start", "/help"):
             (text,) = await say(telegram, command)
-            for name in ("/source", "/add", "/remove", "/fetch", "/subscribe",
-                         "/unsubscribe", "/stop", "/help"):
+            for name in (
+                "/source",
+                "/add",
+                "/remove",
+                "/fetch",
+                "/subscribe",
+                "/unsubscribe",
+                "/stop",
+                "/help",
+            ):
                 assert name in text
             assert "/source python, golang" in text
 
@@ -91,14 +106,13 @@ async def test_fetch_gives_hot_order_and_newest_feed_items_first(telegram, news,
         await say(telegram, f"/source python {feed}")
         (text,) = await say(telegram, "/fetch")
     lines = text.splitlines()
-    reddit = lines[lines.index("python") + 1: lines.index("python") + 6]
+    reddit = lines[lines.index("python") + 1 : lines.index("python") + 6]
     assert [line.removeprefix("• ") for line in reddit] == hot_titles("python")
     start = lines.index(feed) + 1
-    assert [line.removeprefix("• ") for line in lines[start:start + 5]] == newest_feed_titles()
+    assert [line.removeprefix("• ") for line in lines[start : start + 5]] == newest_feed_titles()
 
 
-async def test_titles_with_markup_arrive_escaped_and_display_literally(
-        telegram, news, redis_url):
+async def test_titles_with_markup_arrive_escaped_and_display_literally(telegram, news, redis_url):
     async with running_bot(bot_env(telegram, redis_url, news)):
         await say(telegram, "/source python")
         await say(telegram, "/fetch")
@@ -112,7 +126,8 @@ async def test_titles_with_markup_arrive_escaped_and_display_literally(
 
 
 async def test_a_failing_source_gets_one_line_and_the_others_still_arrive(
-        telegram, news, redis_url):
+    telegram, news, redis_url
+):
     news.slow_seconds = 5
     dead = "http://127.0.0.1:9/feed.xml"  # the discard port: nothing listens there
     failing = {
@@ -137,7 +152,8 @@ async def test_a_failing_source_gets_one_line_and_the_others_still_arrive(
 
 
 async def test_twenty_chats_fetching_one_subreddit_make_one_upstream_request(
-        telegram, news, redis_url):
+    telegram, news, redis_url
+):
     chats = range(1001, 1021)
     async with running_bot(bot_env(telegram, redis_url, news)):
         for chat in chats:
@@ -151,14 +167,17 @@ async def test_twenty_chats_fetching_one_subreddit_make_one_upstream_request(
         assert hot_titles("python")[0] in telegram.sent(chat)[-1].displayed
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1:{port}/feeds/rss20.xml",
-    "http://localhost:{port}/feeds/rss20.xml",
-    "http://169.254.169.254/latest/meta-data/",
-    "http://[::1]:{port}/feeds/rss20.xml",
-    "http://2130706433:{port}/feeds/rss20.xml",
-    "file:///etc/passwd",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port}/feeds/rss20.xml",
+        "http://localhost:{port}/feeds/rss20.xml",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]:{port}/feeds/rss20.xml",
+        "http://2130706433:{port}/feeds/rss20.xml",
+        "file:///etc/passwd",
+    ],
+)
 async def test_ssrf_vectors_are_refused_before_any_request(telegram, news, redis_url, url):
     url = url.format(port=news.url.rsplit(":", 1)[1])
     env = bot_env(telegram, redis_url, news, NEWSBOT_ALLOW_PRIVATE_URLS="false")
@@ -186,8 +205,11 @@ async def test_stop_silences_the_chat_until_start(telegram, news, redis_url):
 
 async def test_digest_holds_only_items_not_sent_before(telegram, news, redis_url):
     feed_path = "/custom.xml"
-    news.set_route(feed_path, body=_feed(["First story", "Second story"]),
-                   headers={"Content-Type": "application/rss+xml"})
+    news.set_route(
+        feed_path,
+        body=_feed(["First story", "Second story"]),
+        headers={"Content-Type": "application/rss+xml"},
+    )
     env = bot_env(telegram, redis_url, news, NEWSBOT_MIN_INTERVAL="1", NEWSBOT_CACHE_TTL="0")
     async with running_bot(env):
         await say(telegram, f"/source {news.url}{feed_path}")
@@ -195,8 +217,11 @@ async def test_digest_holds_only_items_not_sent_before(telegram, news, redis_url
         assert "First story" in fetched
         (reply,) = await say(telegram, "/subscribe 2s")
         assert "every 2 seconds" in reply and "The first comes at" in reply
-        news.set_route(feed_path, body=_feed(["Third story", "First story", "Second story"]),
-                       headers={"Content-Type": "application/rss+xml"})
+        news.set_route(
+            feed_path,
+            body=_feed(["Third story", "First story", "Second story"]),
+            headers={"Content-Type": "application/rss+xml"},
+        )
         (digest,) = [m.displayed for m in (await wait_sent(telegram, 4, CHAT))[3:]]
         assert "Third story" in digest
         assert "First story" not in digest and "Second story" not in digest
@@ -266,8 +291,9 @@ async def test_limits_on_sources_and_on_long_messages(telegram, redis_url):
 
 async def test_a_long_reply_is_split_below_telegrams_limit(telegram, news, redis_url):
     titles = [f"Story {n}: " + "long words " * 22 for n in range(40)]
-    news.set_route("/long.xml", body=_feed(titles),
-                   headers={"Content-Type": "application/rss+xml"})
+    news.set_route(
+        "/long.xml", body=_feed(titles), headers={"Content-Type": "application/rss+xml"}
+    )
     env = bot_env(telegram, redis_url, news, NEWSBOT_ITEMS_PER_SOURCE="40")
     async with running_bot(env):
         await say(telegram, f"/source {news.url}/long.xml")
@@ -297,6 +323,9 @@ def _feed(titles: list[str]) -> bytes:
         f"<item><title>{title}</title><link>https://example.org/{abs(hash(title))}</link>"
         f"<guid>https://example.org/{abs(hash(title))}</guid>"
         f"<pubDate>Tue, 26 Nov 2024 {23 - n % 24:02d}:00:00 +0000</pubDate></item>"
-        for n, title in enumerate(titles))
-    return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>Test</title>'
-            f"{items}</channel></rss>").encode()
+        for n, title in enumerate(titles)
+    )
+    return (
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>Test</title>'
+        f"{items}</channel></rss>"
+    ).encode()

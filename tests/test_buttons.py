@@ -40,14 +40,23 @@ def first_link() -> str:
 
 
 async def test_settings_buttons_change_the_settings_and_edit_the_message(
-        telegram, news, redis_url):
+    telegram, news, redis_url
+):
     async with running_bot(bot_env(telegram, redis_url, news)):
         menu = await say(telegram, "/settings")
-        assert menu.displayed == ("Settings\nDigest: off\nLink previews: off\n"
-                                  "Silent delivery: off")
+        assert menu.displayed == (
+            "Settings\nDigest: off\nLink previews: off\nSilent delivery: off"
+        )
         assert telegram.buttons(CHAT, menu.message_id) == [
-            "✓ Digest off", "Digest 1h", "Digest 6h", "Digest 1d",
-            "Link previews on", "✓ Link previews off", "Silent on", "✓ Silent off"]
+            "✓ Digest off",
+            "Digest 1h",
+            "Digest 6h",
+            "Digest 1d",
+            "Link previews on",
+            "✓ Link previews off",
+            "Silent on",
+            "✓ Silent off",
+        ]
         answer = await press(telegram, menu, "Digest 6h")
         assert answer["text"] == "Saved." and not answer.get("show_alert")
         shown = telegram.message(CHAT, menu.message_id)
@@ -66,8 +75,7 @@ async def test_settings_buttons_change_the_settings_and_edit_the_message(
     assert len(answers) == len(telegram.answers) == 3  # each press answered, once
 
 
-async def test_previews_and_silence_take_effect_on_fetch_and_digests(
-        telegram, news, redis_url):
+async def test_previews_and_silence_take_effect_on_fetch_and_digests(telegram, news, redis_url):
     env = bot_env(telegram, redis_url, news, NEWSBOT_MIN_INTERVAL="1")
     async with running_bot(env):
         await say(telegram, "/source python")
@@ -77,7 +85,8 @@ async def test_previews_and_silence_take_effect_on_fetch_and_digests(
         await press(telegram, menu, "Link previews on")
         await press(telegram, menu, "Silent on")
         assert telegram.message(CHAT, menu.message_id).displayed.endswith(
-            "Link previews: on\nSilent delivery: on")
+            "Link previews: on\nSilent delivery: on"
+        )
         fetched = await say(telegram, "/fetch")
         assert fetched.silent and not fetched.previews_disabled
         assert fetched.preview_url == first_link()
@@ -94,8 +103,7 @@ async def test_source_list_remove_buttons_and_a_stale_press(telegram, news, redi
         await say(telegram, f"/source python golang r/rust {long_feed}")
         old = await say(telegram, "/source")
         new = await say(telegram, "/sources")
-        assert telegram.buttons(CHAT, new.message_id)[:3] == [
-            "✕ python", "✕ golang", "✕ r/rust"]
+        assert telegram.buttons(CHAT, new.message_id)[:3] == ["✕ python", "✕ golang", "✕ r/rust"]
         for row in new.reply_markup["inline_keyboard"]:
             assert len(row[0]["callback_data"].encode()) <= 64
         answer = await press(telegram, new, "golang")
@@ -123,8 +131,19 @@ async def test_the_command_menu_is_registered_once_per_deploy(telegram, redis_ur
     assert everyday == ["fetch", "source", "settings", "help"]
     for scope in ("all_chat_administrators", "all_private_chats"):
         every = {c["command"] for c in telegram.commands(scope)}
-        assert every == {"fetch", "source", "add", "remove", "subscribe", "unsubscribe",
-                         "settings", "help", "stop", "start", "channels"}
+        assert every == {
+            "fetch",
+            "source",
+            "add",
+            "remove",
+            "subscribe",
+            "unsubscribe",
+            "settings",
+            "help",
+            "stop",
+            "start",
+            "channels",
+        }
 
 
 @pytest.mark.cluster
@@ -137,8 +156,11 @@ def test_three_replicas_answer_each_press_exactly_once(telegram, redis_url):
         menus = {chat: telegram.wait_for_sent(1, chat, timeout=30)[0] for chat in chats}
         presses = ["Digest 6h", "Silent on", "Link previews on", "Digest 1d"]
         # Every other press is delivered twice, as after a lost getUpdates answer.
-        queries = [telegram.press(chat, menus[chat].message_id, button, twice=chat % 2 == 0)
-                   for button in presses for chat in chats]
+        queries = [
+            telegram.press(chat, menus[chat].message_id, button, twice=chat % 2 == 0)
+            for button in presses
+            for chat in chats
+        ]
         answers = [telegram.wait_for_answer(query, timeout=30) for query in queries]
         with redis.Redis.from_url(redis_url, decode_responses=True) as client:
             assert stream_settled(client), "updates left pending"
@@ -150,12 +172,12 @@ def test_three_replicas_answer_each_press_exactly_once(telegram, redis_url):
     assert [answer["text"] for answer in answers] == ["Saved."] * len(queries)
     for chat in chats:
         shown = telegram.message(chat, menus[chat].message_id).displayed
-        assert shown == ("Settings\nDigest: every 1 day\nLink previews: on\n"
-                         "Silent delivery: on"), chat
+        assert shown == (
+            "Settings\nDigest: every 1 day\nLink previews: on\nSilent delivery: on"
+        ), chat
 
 
-async def test_a_press_is_answered_even_when_its_message_cannot_be_edited(
-        telegram, redis_url):
+async def test_a_press_is_answered_even_when_its_message_cannot_be_edited(telegram, redis_url):
     async with running_bot(bot_env(telegram, redis_url)):
         menu = await say(telegram, "/settings")
         telegram.fail_next("editMessageText", 400, "Bad Request: message can't be edited")

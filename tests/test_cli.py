@@ -21,31 +21,44 @@ from harness import REDIS_SERVER, ROOT, BotProcess, bot_env, stop_process
 CHAT = 515
 
 
-def newsbot(*args: str, env: dict[str, str] | None = None, stdin: str = "",
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def newsbot(
+    *args: str, env: dict[str, str] | None = None, stdin: str = "", timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m newsbot ARGS` with only the given configuration."""
-    full_env = {key: value for key, value in os.environ.items()
-                if not key.startswith(("NEWSBOT_", "TELEGRAM_", "REDIS_", "REDDIT_", "NBT_"))}
+    full_env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("NEWSBOT_", "TELEGRAM_", "REDIS_", "REDDIT_", "NBT_"))
+    }
     full_env.update(env or {})
     full_env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, "-m", "newsbot", *args], input=stdin,
-                          capture_output=True, text=True, env=full_env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "newsbot", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
 
 
-@pytest.mark.parametrize("variable, value", [
-    ("NEWSBOT_ITEMS_PER_SOURCE", "many"),
-    ("NEWSBOT_MAX_SOURCES", "0"),
-    ("NEWSBOT_CACHE_TTL", "-1"),
-    ("NEWSBOT_MIN_INTERVAL", "1.5"),
-    ("NEWSBOT_ALLOW_PRIVATE_URLS", "maybe"),
-    ("NEWSBOT_ALLOWED_CHATS", "me, you"),
-    ("NEWSBOT_HTTP_PORT", "99999"),
-    ("NEWSBOT_LOG_LEVEL", "LOUD"),
-    ("NEWSBOT_LOG_FORMAT", "xml"),
-    ("TELEGRAM_API_URL", "api.telegram.org"),
-    ("REDDIT_URL", "ftp://reddit.com"),
-    ("REDIS_URL", "localhost:6379"),
-])
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("NEWSBOT_ITEMS_PER_SOURCE", "many"),
+        ("NEWSBOT_MAX_SOURCES", "0"),
+        ("NEWSBOT_CACHE_TTL", "-1"),
+        ("NEWSBOT_MIN_INTERVAL", "1.5"),
+        ("NEWSBOT_ALLOW_PRIVATE_URLS", "maybe"),
+        ("NEWSBOT_ALLOWED_CHATS", "me, you"),
+        ("NEWSBOT_HTTP_PORT", "99999"),
+        ("NEWSBOT_LOG_LEVEL", "LOUD"),
+        ("NEWSBOT_LOG_FORMAT", "xml"),
+        ("TELEGRAM_API_URL", "api.telegram.org"),
+        ("REDDIT_URL", "ftp://reddit.com"),
+        ("REDIS_URL", "localhost:6379"),
+    ],
+)
 def test_a_bad_variable_stops_the_bot_with_one_line_naming_it(variable, value):
     result = newsbot("run", env={"TELEGRAM_TOKEN": "123:abc", variable: value})
     assert result.returncode == 2
@@ -84,8 +97,9 @@ def test_every_command_has_help():
 
 def test_the_token_appears_in_no_log_line_even_at_debug(telegram, news, redis_url):
     for log_format in ("text", "json"):
-        env = bot_env(telegram, redis_url, news, NEWSBOT_LOG_LEVEL="DEBUG",
-                      NEWSBOT_LOG_FORMAT=log_format)
+        env = bot_env(
+            telegram, redis_url, news, NEWSBOT_LOG_LEVEL="DEBUG", NEWSBOT_LOG_FORMAT=log_format
+        )
         bot = BotProcess(env)
         try:
             before = len(telegram.sent(CHAT))
@@ -102,7 +116,8 @@ def test_the_token_appears_in_no_log_line_even_at_debug(telegram, news, redis_ur
 
 
 def test_sigterm_exits_0_and_a_restart_keeps_sources_and_repeats_no_update(
-        telegram, news, redis_url):
+    telegram, news, redis_url
+):
     env = bot_env(telegram, redis_url, news)
     first = BotProcess(env)
     try:
@@ -129,8 +144,9 @@ def test_sigterm_exits_0_and_a_restart_keeps_sources_and_repeats_no_update(
 
 
 def test_console_needs_no_token(news):
-    result = newsbot("console", env={"REDDIT_URL": news.url},
-                     stdin="/source python\n/fetch\n/subscribe 5m\n")
+    result = newsbot(
+        "console", env={"REDDIT_URL": news.url}, stdin="/source python\n/fetch\n/subscribe 5m\n"
+    )
     assert result.returncode == 0, result.stderr
     assert "Your sources are now:\n• python" in result.stdout
     assert "Python 3.13.1 released" in result.stdout
@@ -140,8 +156,9 @@ def test_console_needs_no_token(news):
 
 def test_console_says_why_a_source_cannot_be_reached():
     # Nothing listens on the discard port: a clear one-line reason, no traceback.
-    result = newsbot("console", env={"REDDIT_URL": "http://127.0.0.1:9"},
-                     stdin="/source python\n/fetch\n")
+    result = newsbot(
+        "console", env={"REDDIT_URL": "http://127.0.0.1:9"}, stdin="/source python\n/fetch\n"
+    )
     assert result.returncode == 0
     assert "⚠️ python: could not connect" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
@@ -179,21 +196,25 @@ def test_python_dash_m_and_the_console_script_agree():
 
 # --- strict configuration: one line and exit 2, never a traceback ------------------------
 
-@pytest.mark.parametrize("variable, value", [
-    ("NEWSBOT_SEND_PER_SECOND", "1e-300"),
-    ("NEWSBOT_SEND_PER_SECOND", "0.0001"),
-    ("NEWSBOT_SEND_PER_SECOND", "nan"),
-    ("NEWSBOT_SEND_PER_CHAT_SECOND", "inf"),
-    ("NEWSBOT_ALLOWED_CHATS", "1,,2"),
-    ("NEWSBOT_ALLOWED_CHATS", str(2**63)),
-    ("TELEGRAM_TOKEN", "123456789:" + "A" * 9990),
-    ("TELEGRAM_API_URL", "http://127.0.0.1:99999"),
-    ("REDDIT_URL", "http://exa mple.org"),
-    ("REDIS_URL", "redis://127.0.0.1:99999/0"),
-    ("REDIS_URL", "redis://127.0.0.1:6379/99"),
-    ("REDIS_URL", "redis://127.0.0.1:6379/0?socket_timeout=soon"),
-    ("REDIS_URL", "redis://127.0.0.1:6379/0?nosuchoption=1"),
-])
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("NEWSBOT_SEND_PER_SECOND", "1e-300"),
+        ("NEWSBOT_SEND_PER_SECOND", "0.0001"),
+        ("NEWSBOT_SEND_PER_SECOND", "nan"),
+        ("NEWSBOT_SEND_PER_CHAT_SECOND", "inf"),
+        ("NEWSBOT_ALLOWED_CHATS", "1,,2"),
+        ("NEWSBOT_ALLOWED_CHATS", str(2**63)),
+        ("TELEGRAM_TOKEN", "123456789:" + "A" * 9990),
+        ("TELEGRAM_API_URL", "http://127.0.0.1:99999"),
+        ("REDDIT_URL", "http://exa mple.org"),
+        ("REDIS_URL", "redis://127.0.0.1:99999/0"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/99"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/0?socket_timeout=soon"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/0?nosuchoption=1"),
+    ],
+)
 @pytest.mark.parametrize("command", ["run", "check"])
 def test_an_out_of_range_or_malformed_value_is_one_line_and_exit_2(command, variable, value):
     result = newsbot(command, env={"TELEGRAM_TOKEN": "123:abc", variable: value})
@@ -212,13 +233,14 @@ def test_a_busy_health_port_is_one_line_and_exit_2(telegram, redis_url):
         result = newsbot("run", env=bot_env(telegram, redis_url, NEWSBOT_HTTP_PORT=str(port)))
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert lines == [f"newsbot: NEWSBOT_HTTP_PORT={port} cannot be used: "
-                     "Address already in use"], result.stderr
+    assert lines == [
+        f"newsbot: NEWSBOT_HTTP_PORT={port} cannot be used: Address already in use"
+    ], result.stderr
 
 
 # --- secrets in every form of URL ----------------------------------------------------------
 
-REDIS_PASSWORD = "Red1s!pw-7f3a"      # as redis-server knows it
+REDIS_PASSWORD = "Red1s!pw-7f3a"  # as redis-server knows it
 REDIS_PASSWORD_IN_URL = "Red1s%21pw-7f3a"  # as written in a URL
 API_PASSWORD = "api-userinfo-pw-91c2"
 
@@ -230,10 +252,27 @@ def locked_redis() -> Iterator[tuple[int, str]]:
     socket_path = os.path.join(directory, "redis.sock")
     port = free_port()
     process = subprocess.Popen(
-        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", directory, "--unixsocket", socket_path,
-         "--requirepass", REDIS_PASSWORD],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            REDIS_SERVER,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            directory,
+            "--unixsocket",
+            socket_path,
+            "--requirepass",
+            REDIS_PASSWORD,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         client = redis.Redis(unix_socket_path=socket_path, password=REDIS_PASSWORD)
         deadline = time.monotonic() + 10
@@ -265,16 +304,25 @@ def _api_url_with_userinfo(telegram) -> str:
 
 
 def _assert_no_secret(text: str, telegram) -> None:
-    for secret in (REDIS_PASSWORD, REDIS_PASSWORD_IN_URL, API_PASSWORD, telegram.token,
-                   telegram.token.split(":", 1)[1]):
+    for secret in (
+        REDIS_PASSWORD,
+        REDIS_PASSWORD_IN_URL,
+        API_PASSWORD,
+        telegram.token,
+        telegram.token.split(":", 1)[1],
+    ):
         assert secret not in text
 
 
 def test_check_prints_no_password_of_any_redis_url_form(telegram, locked_redis):
     port, socket_path = locked_redis
     for url in _redis_urls(port, socket_path):
-        env = bot_env(telegram, url, TELEGRAM_API_URL=_api_url_with_userinfo(telegram),
-                      NEWSBOT_LOG_LEVEL="DEBUG")
+        env = bot_env(
+            telegram,
+            url,
+            TELEGRAM_API_URL=_api_url_with_userinfo(telegram),
+            NEWSBOT_LOG_LEVEL="DEBUG",
+        )
         result = newsbot("check", env=env)
         assert result.returncode == 0, result.stdout + result.stderr
         where = socket_path if url.startswith("unix") else "127.0.0.1"
@@ -292,8 +340,12 @@ def test_check_prints_no_password_of_any_redis_url_form(telegram, locked_redis):
 def test_no_password_or_userinfo_reaches_the_debug_log(telegram, locked_redis):
     port, socket_path = locked_redis
     for url in _redis_urls(port, socket_path)[:3]:
-        env = bot_env(telegram, url, TELEGRAM_API_URL=_api_url_with_userinfo(telegram),
-                      NEWSBOT_LOG_LEVEL="DEBUG")
+        env = bot_env(
+            telegram,
+            url,
+            TELEGRAM_API_URL=_api_url_with_userinfo(telegram),
+            NEWSBOT_LOG_LEVEL="DEBUG",
+        )
         bot = BotProcess(env)
         try:
             before = len(telegram.sent(CHAT))

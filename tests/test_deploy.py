@@ -13,8 +13,9 @@ import os
 import re
 import subprocess
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -34,35 +35,59 @@ KUBERNETES_VERSIONS = ["1.31.0", "1.33.0", "1.35.0", "1.37.0"]
 
 # Every setting of DESIGN.md's configuration table.
 SETTINGS = {
-    "TELEGRAM_TOKEN", "TELEGRAM_API_URL", "REDIS_URL", "REDDIT_URL",
-    "REDDIT_CLIENT_ID", "REDDIT_CLIENT_SECRET", "NEWSBOT_ITEMS_PER_SOURCE",
-    "NEWSBOT_MAX_SOURCES", "NEWSBOT_CACHE_TTL", "NEWSBOT_MIN_INTERVAL",
-    "NEWSBOT_ALLOW_PRIVATE_URLS", "NEWSBOT_ALLOWED_CHATS", "NEWSBOT_HTTP_PORT",
-    "NEWSBOT_LOG_LEVEL", "NEWSBOT_LOG_FORMAT",
+    "TELEGRAM_TOKEN",
+    "TELEGRAM_API_URL",
+    "REDIS_URL",
+    "REDDIT_URL",
+    "REDDIT_CLIENT_ID",
+    "REDDIT_CLIENT_SECRET",
+    "NEWSBOT_ITEMS_PER_SOURCE",
+    "NEWSBOT_MAX_SOURCES",
+    "NEWSBOT_CACHE_TTL",
+    "NEWSBOT_MIN_INTERVAL",
+    "NEWSBOT_ALLOW_PRIVATE_URLS",
+    "NEWSBOT_ALLOWED_CHATS",
+    "NEWSBOT_HTTP_PORT",
+    "NEWSBOT_LOG_LEVEL",
+    "NEWSBOT_LOG_FORMAT",
 }
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
 LONG_RUNNING_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}
-REQUIRED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance",
-                   "app.kubernetes.io/component", "app.kubernetes.io/part-of")
+REQUIRED_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/part-of",
+)
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|PRIVATE_?KEY", re.I)
 
 
 # -- tools --------------------------------------------------------------------
 
+
 def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     """Run a tool and capture what it prints."""
-    return subprocess.run(args, cwd=cwd, capture_output=True, text=True,
-                          timeout=90, env={**os.environ, "NO_COLOR": "1"})
+    return subprocess.run(
+        args,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
 
 
 def report(result: subprocess.CompletedProcess[str]) -> str:
     """Everything a tool printed, for an assertion message."""
-    return (f"$ {' '.join(result.args)}\nexit {result.returncode}\n"
-            f"--- stdout\n{result.stdout}--- stderr\n{result.stderr}")
+    return (
+        f"$ {' '.join(result.args)}\nexit {result.returncode}\n"
+        f"--- stdout\n{result.stdout}--- stderr\n{result.stderr}"
+    )
 
 
 # -- manifests ----------------------------------------------------------------
+
 
 def manifest_files() -> list[Path]:
     """Every file `kubectl apply -f k8s/` applies, in the order it applies them."""
@@ -167,6 +192,7 @@ def redis() -> dict[str, Any]:
 
 # -- the tools ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_manifests_validate_strictly(version: str) -> None:
     tool = find_tool("kubernetes-validate", "kubernetes-validate")
@@ -178,10 +204,12 @@ def test_manifests_validate_strictly(version: str) -> None:
     expected = [
         f"INFO {name} passed for resource {doc['kind'].lower()}/{doc['metadata']['name']}"
         f" against version {minor}"
-        for name in files for doc in load(ROOT / name)
+        for name in files
+        for doc in load(ROOT / name)
     ]
-    assert (result.returncode, result.stdout.splitlines(), result.stderr) == \
-        (0, expected, ""), report(result)
+    assert (result.returncode, result.stdout.splitlines(), result.stderr) == (0, expected, ""), (
+        report(result)
+    )
 
 
 def test_strict_validation_rejects_an_unknown_field(tmp_path: Path) -> None:
@@ -189,8 +217,7 @@ def test_strict_validation_rejects_an_unknown_field(tmp_path: Path) -> None:
     text = (K8S / "30-newsbot-deployment.yaml").read_text(encoding="utf-8")
     broken = tmp_path / "deployment.yaml"
     broken.write_text(text.replace("readOnlyRootFilesystem", "readOnlyRootFileSystem"))
-    result = run(tool, "--strict", "--kubernetes-version", KUBERNETES_VERSIONS[0],
-                 str(broken))
+    result = run(tool, "--strict", "--kubernetes-version", KUBERNETES_VERSIONS[0], str(broken))
     assert result.returncode == 1, report(result)
     assert "'readOnlyRootFileSystem' was unexpected" in result.stdout, report(result)
 
@@ -200,19 +227,20 @@ def test_yaml_is_lint_free() -> None:
     paths = ["k8s", "deploy", ".github", ".yamllint"]
     if (ROOT / "docker-compose.yml").exists():
         paths.append("docker-compose.yml")
-    result = run(tool, "--strict", "--format", "parsable", "--config-file", ".yamllint",
-                 *paths)
+    result = run(tool, "--strict", "--format", "parsable", "--config-file", ".yamllint", *paths)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), report(result)
 
 
 # -- layout -------------------------------------------------------------------
 
+
 def test_kubectl_apply_takes_the_files_in_order() -> None:
     names = [path.name for path in manifest_files()]
     assert names[0] == "00-namespace.yaml"
     for name in names:
-        assert re.fullmatch(r"\d\d-[a-z0-9-]+\.yaml", name), \
+        assert re.fullmatch(r"\d\d-[a-z0-9-]+\.yaml", name), (
             f"k8s/{name}: every file there is applied; name it NN-what.yaml"
+        )
     for path in manifest_files():
         for doc in load(path):
             assert {"apiVersion", "kind", "metadata"} <= doc.keys(), path.name
@@ -220,8 +248,9 @@ def test_kubectl_apply_takes_the_files_in_order() -> None:
                 assert path.name == "00-namespace.yaml"
                 assert doc["metadata"]["name"] == NAMESPACE
             else:
-                assert doc["metadata"].get("namespace") == NAMESPACE, \
+                assert doc["metadata"].get("namespace") == NAMESPACE, (
                     f"{path.name}: {doc['kind']} {doc['metadata']['name']} outside {NAMESPACE}"
+                )
 
 
 def test_every_object_carries_the_recommended_labels() -> None:
@@ -245,6 +274,7 @@ def test_workloads_and_their_pods_carry_all_labels(workload: dict[str, Any]) -> 
 
 
 # -- policy -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("workload", WORKLOADS, ids=workload_id)
 def test_pods_run_unprivileged(workload: dict[str, Any]) -> None:
@@ -274,8 +304,9 @@ def test_containers_request_and_limit_resources(workload: dict[str, Any]) -> Non
         resources = container.get("resources", {})
         for kind in ("requests", "limits"):
             for resource in ("cpu", "memory"):
-                assert resources.get(kind, {}).get(resource), \
+                assert resources.get(kind, {}).get(resource), (
                     f"{container['name']}: no {kind}.{resource}"
+                )
 
 
 @pytest.mark.parametrize("workload", WORKLOADS, ids=workload_id)
@@ -283,12 +314,14 @@ def test_images_are_pinned(workload: dict[str, Any]) -> None:
     for container in containers(workload):
         image = container["image"]
         _, _, tag = image.rpartition("/")[2].partition(":")
-        assert "@sha256:" in image or (tag and tag != "latest"), \
+        assert "@sha256:" in image or (tag and tag != "latest"), (
             f"{container['name']}: {image} names no version"
+        )
 
 
 @pytest.mark.parametrize(
-    "workload", [w for w in WORKLOADS if w["kind"] in LONG_RUNNING_KINDS], ids=workload_id)
+    "workload", [w for w in WORKLOADS if w["kind"] in LONG_RUNNING_KINDS], ids=workload_id
+)
 def test_long_running_containers_have_probes(workload: dict[str, Any]) -> None:
     for container in pod_template(workload)["spec"]["containers"]:
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -297,8 +330,9 @@ def test_long_running_containers_have_probes(workload: dict[str, Any]) -> None:
 
 def test_no_secret_is_committed() -> None:
     for doc in objects():
-        assert not (doc["kind"] == "Secret" and (doc.get("data") or doc.get("stringData"))), \
+        assert not (doc["kind"] == "Secret" and (doc.get("data") or doc.get("stringData"))), (
             f"Secret {doc['metadata']['name']} holds data: create it with kubectl instead"
+        )
         if doc["kind"] == "ConfigMap":
             for key in doc.get("data", {}):
                 assert not SECRET_NAME.search(key), f"ConfigMap key {key} looks secret"
@@ -306,11 +340,13 @@ def test_no_secret_is_committed() -> None:
         for container in containers(workload):
             for variable in container.get("env", []):
                 if SECRET_NAME.search(variable["name"]):
-                    assert "value" not in variable, \
+                    assert "value" not in variable, (
                         f"{workload_id(workload)}: {variable['name']} has an inline value"
+                    )
 
 
 # -- the bot's Deployment -----------------------------------------------------
+
 
 def test_newsbot_rolls_out_without_losing_capacity(newsbot: dict[str, Any]) -> None:
     spec = newsbot["spec"]
@@ -326,26 +362,36 @@ def test_newsbot_rolls_out_without_losing_capacity(newsbot: dict[str, Any]) -> N
 
 def test_newsbot_probes_the_health_endpoints(newsbot: dict[str, Any]) -> None:
     container = newsbot["spec"]["template"]["spec"]["containers"][0]
-    paths = {probe: (container[probe]["httpGet"]["path"],
-                     container_port(newsbot, container[probe]["httpGet"]["port"]))
-             for probe in ("startupProbe", "readinessProbe", "livenessProbe")}
-    assert paths == {"startupProbe": ("/healthz", HTTP_PORT),
-                     "readinessProbe": ("/readyz", HTTP_PORT),
-                     "livenessProbe": ("/healthz", HTTP_PORT)}
+    paths = {
+        probe: (
+            container[probe]["httpGet"]["path"],
+            container_port(newsbot, container[probe]["httpGet"]["port"]),
+        )
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe")
+    }
+    assert paths == {
+        "startupProbe": ("/healthz", HTTP_PORT),
+        "readinessProbe": ("/readyz", HTTP_PORT),
+        "livenessProbe": ("/healthz", HTTP_PORT),
+    }
     assert container["ports"] == [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}]
 
 
 def test_newsbot_pod_security_and_resources(newsbot: dict[str, Any]) -> None:
     pod = newsbot["spec"]["template"]["spec"]
     context = pod["securityContext"]
-    assert (context["runAsUser"], context["runAsGroup"], context["fsGroup"]) == \
-        (10001, 10001, 10001)
+    assert (context["runAsUser"], context["runAsGroup"], context["fsGroup"]) == (
+        10001,
+        10001,
+        10001,
+    )
     container = pod["containers"][0]
     assert container["resources"]["requests"] == {"cpu": "50m", "memory": "64Mi"}
     assert container["resources"]["limits"]["memory"] == "128Mi"
     tmp = {m["name"] for m in container["volumeMounts"] if m["mountPath"] == "/tmp"}
-    assert [v for v in pod["volumes"] if v["name"] in tmp and "emptyDir" in v], \
+    assert [v for v in pod["volumes"] if v["name"] in tmp and "emptyDir" in v], (
         "the read-only container needs a writable /tmp"
+    )
 
 
 def test_newsbot_runs_the_released_image(newsbot: dict[str, Any]) -> None:
@@ -362,10 +408,12 @@ def test_newsbot_reads_config_and_token(newsbot: dict[str, Any]) -> None:
     names = [source["configMapRef"]["name"] for source in container["envFrom"]]
     assert names == ["newsbot-config"]
     find("ConfigMap", "newsbot-config")
-    assert container["env"] == [{
-        "name": "TELEGRAM_TOKEN",
-        "valueFrom": {"secretKeyRef": {"name": "newsbot-telegram", "key": "TELEGRAM_TOKEN"}},
-    }]
+    assert container["env"] == [
+        {
+            "name": "TELEGRAM_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "newsbot-telegram", "key": "TELEGRAM_TOKEN"}},
+        }
+    ]
     account = find("ServiceAccount", pod["serviceAccountName"])
     assert account.get("automountServiceAccountToken") is False
 
@@ -374,12 +422,19 @@ def test_newsbot_scales_and_survives_disruption(newsbot: dict[str, Any]) -> None
     hpa = find("HorizontalPodAutoscaler", "newsbot")
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"] == {
-        "apiVersion": "apps/v1", "kind": "Deployment", "name": "newsbot"}
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "newsbot",
+    }
     assert hpa["spec"]["minReplicas"] == newsbot["spec"]["replicas"] == 3
     assert hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
     assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
-    budgets = [o for o in objects() if o["kind"] == "PodDisruptionBudget"
-               and selects(o["spec"]["selector"]["matchLabels"], newsbot)]
+    budgets = [
+        o
+        for o in objects()
+        if o["kind"] == "PodDisruptionBudget"
+        and selects(o["spec"]["selector"]["matchLabels"], newsbot)
+    ]
     assert len(budgets) == 1
     assert budgets[0]["spec"].get("maxUnavailable") == 1
 
@@ -388,14 +443,17 @@ def test_metrics_service_is_scraped(newsbot: dict[str, Any]) -> None:
     service = find("Service", "newsbot-metrics")
     assert selected(service["spec"]["selector"]) == [newsbot]
     annotations = service["metadata"]["annotations"]
-    assert annotations == {"prometheus.io/scrape": "true",
-                           "prometheus.io/port": str(HTTP_PORT),
-                           "prometheus.io/path": "/metrics"}
+    assert annotations == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(HTTP_PORT),
+        "prometheus.io/path": "/metrics",
+    }
     [port] = service["spec"]["ports"]
     assert port["port"] == container_port(newsbot, port["targetPort"]) == HTTP_PORT
 
 
 # -- Redis --------------------------------------------------------------------
+
 
 def test_redis_persists_on_a_volume(redis: dict[str, Any]) -> None:
     spec = redis["spec"]
@@ -431,9 +489,14 @@ def test_redis_services(redis: dict[str, Any]) -> None:
 
 # -- network policies ---------------------------------------------------------
 
+
 def policy_for(workload: dict[str, Any]) -> dict[str, Any]:
-    policies = [o for o in objects() if o["kind"] == "NetworkPolicy"
-                and selects(o["spec"]["podSelector"]["matchLabels"], workload)]
+    policies = [
+        o
+        for o in objects()
+        if o["kind"] == "NetworkPolicy"
+        and selects(o["spec"]["podSelector"]["matchLabels"], workload)
+    ]
     assert len(policies) == 1, f"{workload_id(workload)}: {len(policies)} NetworkPolicies"
     return policies[0]
 
@@ -449,10 +512,12 @@ def test_newsbot_network_policy(newsbot: dict[str, Any], redis: dict[str, Any]) 
     rules = spec["egress"]
     assert len(rules) == 3, "egress: DNS, Redis and HTTPS only"
     dns, to_redis, https = rules
-    assert dns["to"] == [{
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-    }]
+    assert dns["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ]
     assert sorted(p["protocol"] for p in dns["ports"]) == ["TCP", "UDP"]
     assert {p["port"] for p in dns["ports"]} == {53}
     [peer] = to_redis["to"]
@@ -486,6 +551,7 @@ def test_every_selector_selects_a_workload() -> None:
 
 # -- agreement with the code --------------------------------------------------
 
+
 def test_configmap_holds_only_settings_the_bot_reads() -> None:
     data = find("ConfigMap", "newsbot-config")["data"]
     assert set(data) <= SETTINGS, f"not a Newsbot setting: {sorted(set(data) - SETTINGS)}"
@@ -500,7 +566,8 @@ def test_configmap_holds_only_settings_the_bot_reads() -> None:
 def test_probes_match_the_health_server() -> None:
     health = source("newsbot/health.py", "it serves the paths the probes ask for")
     for path in ("/healthz", "/readyz", "/metrics"):
-        assert f'"{path}"' in health or f"'{path}'" in health, \
+        assert f'"{path}"' in health or f"'{path}'" in health, (
             f"newsbot/health.py does not serve {path}"
+        )
     config = source("newsbot/config.py", "it sets the default HTTP port the probes use")
     assert str(HTTP_PORT) in config, f"newsbot/config.py has no default port {HTTP_PORT}"

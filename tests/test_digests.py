@@ -30,11 +30,16 @@ SLOW_CHAT = 2000
 
 
 def feed(titles: list[str], name: str) -> str:
-    items = "".join(f"<item><title>{title}</title><link>https://example.org/{name}/{n}</link>"
-                    f"<guid>{name}-{n}</guid></item>" for n, title in enumerate(titles))
-    return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>{name}</title>'
-            f"<link>https://example.org/</link><description>d</description>{items}"
-            f"</channel></rss>")
+    items = "".join(
+        f"<item><title>{title}</title><link>https://example.org/{name}/{n}</link>"
+        f"<guid>{name}-{n}</guid></item>"
+        for n, title in enumerate(titles)
+    )
+    return (
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>{name}</title>'
+        f"<link>https://example.org/</link><description>d</description>{items}"
+        f"</channel></rss>"
+    )
 
 
 @dataclass
@@ -132,7 +137,8 @@ async def test_sources_of_digests_due_soon_are_fetched_once_ahead(telegram, news
 
 
 async def test_a_digest_claimed_by_a_replica_that_died_is_sent_once_by_another(
-        telegram, news, replicas):
+    telegram, news, replicas
+):
     dying, survivor = replicas
     news.set_route("/hanging.xml", body=feed(["Late story"], "late"), delay=3)
     now = time.time()

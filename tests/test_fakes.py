@@ -11,10 +11,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -34,8 +35,9 @@ def http() -> Iterator[requests.Session]:
         yield session
 
 
-def api(http: requests.Session, fake: FakeTelegram, method: str,
-        **params: Any) -> tuple[int, dict[str, Any]]:
+def api(
+    http: requests.Session, fake: FakeTelegram, method: str, **params: Any
+) -> tuple[int, dict[str, Any]]:
     """Call a Bot API method the way python-telegram-bot does (form-encoded POST)."""
     response = http.post(f"{fake.url}/bot{fake.token}/{method}", data=params, timeout=10)
     return response.status_code, response.json()
@@ -68,8 +70,12 @@ def test_push_message_has_bot_command_entity(telegram: FakeTelegram, http: Any) 
     group, private = (update["message"] for update in body["result"])
     assert group["chat"]["type"] == "group" and "title" in group["chat"]
     assert group["entities"] == [{"type": "bot_command", "offset": 0, "length": 23}]
-    assert private["chat"] == {"id": 7, "type": "private", "first_name": "Alice",
-                               "username": "alice"}
+    assert private["chat"] == {
+        "id": 7,
+        "type": "private",
+        "first_name": "Alice",
+        "username": "alice",
+    }
     assert "entities" not in private and private["from"]["id"] == 7
 
 
@@ -125,30 +131,36 @@ def test_concurrent_get_updates_gets_409(telegram: FakeTelegram) -> None:
 # --- Telegram: sendMessage ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("markup, shown", [
-    ("<b>bold</b> and <i>it</i>", "bold and it"),
-    ('<a href="https://e.org/?a=1&amp;b=2">link</a>', "link"),
-    ("Fish &amp; Chips &lt;3 &quot;q&quot; &#38; &#x26;", 'Fish & Chips <3 "q" & &'),
-    ('<span class="tg-spoiler">s</span><tg-spoiler>t</tg-spoiler>', "st"),
-    ("<pre><code class=\"language-python\">x = 1</code></pre>", "x = 1"),
-    ("<blockquote expandable>q</blockquote> a > b", "q a > b"),
-    ("<B>upper</B>", "upper"),
-])
+@pytest.mark.parametrize(
+    "markup, shown",
+    [
+        ("<b>bold</b> and <i>it</i>", "bold and it"),
+        ('<a href="https://e.org/?a=1&amp;b=2">link</a>', "link"),
+        ("Fish &amp; Chips &lt;3 &quot;q&quot; &#38; &#x26;", 'Fish & Chips <3 "q" & &'),
+        ('<span class="tg-spoiler">s</span><tg-spoiler>t</tg-spoiler>', "st"),
+        ('<pre><code class="language-python">x = 1</code></pre>', "x = 1"),
+        ("<blockquote expandable>q</blockquote> a > b", "q a > b"),
+        ("<B>upper</B>", "upper"),
+    ],
+)
 def test_html_accepted(markup: str, shown: str) -> None:
     assert parse_html(markup) == shown
 
 
-@pytest.mark.parametrize("markup, reason", [
-    ("<script>alert(1)</script>", 'Unsupported start tag "script" at byte offset 0'),
-    ("Fish & Chips", 'unsupported entity "&" at byte offset 5'),
-    ("&nbsp;", "unsupported entity"),
-    ("a < b", 'Unsupported start tag "" at byte offset 2'),
-    ("<b>bold", 'Can\'t find end tag corresponding to start tag "b"'),
-    ("<b><i>x</b></i>", 'Unmatched end tag at byte offset 7, expected "</i>", found "</b>"'),
-    ("x</b>", "Unexpected end tag at byte offset 1"),
-    ('<span class="red">x</span>', 'Tag "span" must have class "tg-spoiler"'),
-    ("é<p>", 'Unsupported start tag "p" at byte offset 2'),
-])
+@pytest.mark.parametrize(
+    "markup, reason",
+    [
+        ("<script>alert(1)</script>", 'Unsupported start tag "script" at byte offset 0'),
+        ("Fish & Chips", 'unsupported entity "&" at byte offset 5'),
+        ("&nbsp;", "unsupported entity"),
+        ("a < b", 'Unsupported start tag "" at byte offset 2'),
+        ("<b>bold", 'Can\'t find end tag corresponding to start tag "b"'),
+        ("<b><i>x</b></i>", 'Unmatched end tag at byte offset 7, expected "</i>", found "</b>"'),
+        ("x</b>", "Unexpected end tag at byte offset 1"),
+        ('<span class="red">x</span>', 'Tag "span" must have class "tg-spoiler"'),
+        ("é<p>", 'Unsupported start tag "p" at byte offset 2'),
+    ],
+)
 def test_html_rejected(telegram: FakeTelegram, http: Any, markup: str, reason: str) -> None:
     status, body = api(http, telegram, "sendMessage", chat_id=1, text=markup, parse_mode="HTML")
     assert status == 400
@@ -158,16 +170,25 @@ def test_html_rejected(telegram: FakeTelegram, http: Any, markup: str, reason: s
 
 
 def test_send_message_records_what_the_user_sees(telegram: FakeTelegram, http: Any) -> None:
-    status, body = api(http, telegram, "sendMessage", chat_id=77,
-                       text="<b>Top</b> &amp; more", parse_mode="HTML",
-                       link_preview_options='{"is_disabled": true}')
+    status, body = api(
+        http,
+        telegram,
+        "sendMessage",
+        chat_id=77,
+        text="<b>Top</b> &amp; more",
+        parse_mode="HTML",
+        link_preview_options='{"is_disabled": true}',
+    )
     assert status == 200
     result = body["result"]
     assert result["text"] == "Top & more" and result["chat"]["id"] == 77
     assert result["from"]["is_bot"] is True
     [sent] = telegram.sent(77)
     assert (sent.message_id, sent.text, sent.displayed) == (
-        result["message_id"], "<b>Top</b> &amp; more", "Top & more")
+        result["message_id"],
+        "<b>Top</b> &amp; more",
+        "Top & more",
+    )
     assert sent.parse_mode == "HTML" and sent.previews_disabled is True
 
 
@@ -185,9 +206,12 @@ def test_fail_next_429_with_retry_after(telegram: FakeTelegram, http: Any) -> No
     telegram.fail_next("sendMessage", 429, retry_after=3)
     status, body = api(http, telegram, "sendMessage", chat_id=1, text="hi")
     assert status == 429
-    assert body == {"ok": False, "error_code": 429,
-                    "description": "Too Many Requests: retry after 3",
-                    "parameters": {"retry_after": 3}}
+    assert body == {
+        "ok": False,
+        "error_code": 429,
+        "description": "Too Many Requests: retry after 3",
+        "parameters": {"retry_after": 3},
+    }
     assert api(http, telegram, "sendMessage", chat_id=1, text="hi")[0] == 200
     assert telegram.too_many == 1 and telegram.count("sendMessage") == 2
 
@@ -220,8 +244,7 @@ def test_flood_limits(http: Any) -> None:
         assert codes == [200, 429]
         # 30 messages in any one second overall: distinct chats, still refused past 30.
         now[0] += 1.0
-        codes = [api(http, fake, "sendMessage", chat_id=100 + i, text="x")[0]
-                 for i in range(35)]
+        codes = [api(http, fake, "sendMessage", chat_id=100 + i, text="x")[0] for i in range(35)]
         assert codes.count(200) == 30 and codes[30:] == [429] * 5
         now[0] += 0.999  # a sliding window: no new second starts early
         status, body = api(http, fake, "sendMessage", chat_id=200, text="x")
@@ -245,8 +268,10 @@ def test_a_flooded_chat_is_answered_429_alone(http: Any) -> None:
 
 def test_failures_for_one_chat_after_some_successes(telegram: FakeTelegram, http: Any) -> None:
     telegram.fail_next("sendMessage", 500, times=2, chat_id=5, after=1)
-    codes = [api(http, telegram, "sendMessage", chat_id=chat, text="x")[0]
-             for chat in (6, 5, 6, 5, 5, 5)]
+    codes = [
+        api(http, telegram, "sendMessage", chat_id=chat, text="x")[0]
+        for chat in (6, 5, 6, 5, 5, 5)
+    ]
     assert codes == [200, 200, 200, 500, 500, 200]
 
 
@@ -294,8 +319,11 @@ async def test_python_telegram_bot_against_fake(telegram: FakeTelegram) -> None:
         assert updates[0].message.text == "/start"
         assert updates[0].message.entities[0].type == "bot_command"
         message = await bot.send_message(
-            42, "<b>hi</b>", parse_mode="HTML",
-            link_preview_options=LinkPreviewOptions(is_disabled=True))
+            42,
+            "<b>hi</b>",
+            parse_mode="HTML",
+            link_preview_options=LinkPreviewOptions(is_disabled=True),
+        )
         assert message.text == "hi" and message.chat.id == 42
         assert await bot.get_updates(offset=updates[-1].update_id + 1, timeout=0) == ()
     [sent] = telegram.sent(42)
@@ -303,8 +331,9 @@ async def test_python_telegram_bot_against_fake(telegram: FakeTelegram) -> None:
     assert telegram.confirmed_offset == 2
 
 
-async def test_python_telegram_bot_error_mapping(telegram: FakeTelegram,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_python_telegram_bot_error_mapping(
+    telegram: FakeTelegram, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # PTB 22 warns (PTBDeprecationWarning) while *constructing* RetryAfter unless
     # PTB_TIMEDELTA opts in to timedeltas; with filterwarnings=error that warning would
     # replace the RetryAfter exception itself.
@@ -352,7 +381,9 @@ def test_runs_standalone() -> None:
         port = probe.getsockname()[1]
     process = subprocess.Popen(
         [sys.executable, "-I", str(script), "--port", str(port), "--token", "1:t"],
-        stdout=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
@@ -374,7 +405,8 @@ def test_reddit_listing(news: FakeNews, http: Any) -> None:
     response = http.get(f"{news.url}/r/python/hot.json?limit=4", timeout=5)
     assert response.status_code == 200
     assert {"X-Ratelimit-Used", "X-Ratelimit-Remaining", "X-Ratelimit-Reset"} <= set(
-        response.headers)
+        response.headers
+    )
     posts = [child["data"] for child in response.json()["data"]["children"]]
     assert len(posts) == 4 and posts[0]["stickied"] is True
     # Like Reddit, strings are HTML-escaped unless raw_json=1 is asked for.
@@ -385,8 +417,10 @@ def test_reddit_listing(news: FakeNews, http: Any) -> None:
     assert news.count("/r/python/") == 2
 
 
-@pytest.mark.parametrize("name, status", [
-    ("doesnotexist", 404), ("privatesub", 403), ("brokensub", 503), ("limitedsub", 429)])
+@pytest.mark.parametrize(
+    "name, status",
+    [("doesnotexist", 404), ("privatesub", 403), ("brokensub", 503), ("limitedsub", 429)],
+)
 def test_reddit_errors(news: FakeNews, http: Any, name: str, status: int) -> None:
     response = http.get(f"{news.url}/r/{name}/hot.json", timeout=5)
     assert response.status_code == status
@@ -399,11 +433,19 @@ def test_reddit_oauth(news: FakeNews, http: Any) -> None:
     news.oauth_client = ("id", "secret")
     listing = f"{news.url}/r/golang/hot.json"
     assert http.get(listing, timeout=5).status_code == 403
-    denied = http.post(f"{news.url}/api/v1/access_token", auth=("id", "wrong"),
-                       data={"grant_type": "client_credentials"}, timeout=5)
+    denied = http.post(
+        f"{news.url}/api/v1/access_token",
+        auth=("id", "wrong"),
+        data={"grant_type": "client_credentials"},
+        timeout=5,
+    )
     assert denied.status_code == 401
-    granted = http.post(f"{news.url}/api/v1/access_token", auth=("id", "secret"),
-                        data={"grant_type": "client_credentials"}, timeout=5).json()
+    granted = http.post(
+        f"{news.url}/api/v1/access_token",
+        auth=("id", "secret"),
+        data={"grant_type": "client_credentials"},
+        timeout=5,
+    ).json()
     assert granted["token_type"] == "bearer" and granted["expires_in"] == 86400
     headers = {"Authorization": f"bearer {granted['access_token']}"}
     assert http.get(listing, headers=headers, timeout=5).status_code == 200
@@ -430,8 +472,7 @@ def test_conditional_get(news: FakeNews, http: Any) -> None:
 
 def test_redirect_and_status_routes(news: FakeNews, http: Any) -> None:
     target = f"{news.url}/feeds/atom.xml"
-    hop = http.get(f"{news.url}/redirect", params={"to": target}, allow_redirects=False,
-                   timeout=5)
+    hop = http.get(f"{news.url}/redirect", params={"to": target}, allow_redirects=False, timeout=5)
     assert hop.status_code == 302 and hop.headers["Location"] == target
     followed = http.get(f"{news.url}/redirect", params={"to": target}, timeout=5)
     assert followed.status_code == 200 and b"Railway Modeller" in followed.content
@@ -464,8 +505,11 @@ def test_huge_streams_without_length(news: FakeNews, http: Any) -> None:
 def test_other_loopback_address() -> None:
     with FakeNews(host="127.0.0.2") as other, requests.Session() as http:
         assert other.url.startswith("http://127.0.0.2:")
-        assert http.get(f"{other.url}/html", timeout=5).headers["Content-Type"].startswith(
-            "text/html")
+        assert (
+            http.get(f"{other.url}/html", timeout=5)
+            .headers["Content-Type"]
+            .startswith("text/html")
+        )
 
 
 # --- conftest ---------------------------------------------------------------------------
@@ -481,18 +525,21 @@ def test_redis_url_starts_empty(redis_server: RedisServer, redis_url: str) -> No
     assert redis_command(redis_server.port, "DBSIZE") == b":0"
 
 
-@pytest.mark.parametrize("family, address, allowed", [
-    (socket.AF_INET, ("127.0.0.1", 80), True),
-    (socket.AF_INET, ("127.1.2.3", 80), True),
-    (socket.AF_INET, ("localhost", 80), True),
-    (socket.AF_INET6, ("::1", 80, 0, 0), True),
-    (socket.AF_INET6, ("::ffff:127.0.0.1", 80, 0, 0), True),
-    (socket.AF_UNIX, "/tmp/x.sock", True),
-    (socket.AF_INET, ("10.0.0.1", 80), False),
-    (socket.AF_INET, ("192.0.2.1", 443), False),
-    (socket.AF_INET, ("www.reddit.com", 443), False),
-    (socket.AF_INET6, ("2001:db8::1", 443, 0, 0), False),
-])
+@pytest.mark.parametrize(
+    "family, address, allowed",
+    [
+        (socket.AF_INET, ("127.0.0.1", 80), True),
+        (socket.AF_INET, ("127.1.2.3", 80), True),
+        (socket.AF_INET, ("localhost", 80), True),
+        (socket.AF_INET6, ("::1", 80, 0, 0), True),
+        (socket.AF_INET6, ("::ffff:127.0.0.1", 80, 0, 0), True),
+        (socket.AF_UNIX, "/tmp/x.sock", True),
+        (socket.AF_INET, ("10.0.0.1", 80), False),
+        (socket.AF_INET, ("192.0.2.1", 443), False),
+        (socket.AF_INET, ("www.reddit.com", 443), False),
+        (socket.AF_INET6, ("2001:db8::1", 443, 0, 0), False),
+    ],
+)
 def test_loopback_classifier(family: int, address: Any, allowed: bool) -> None:
     assert is_loopback(family, address) is allowed
 
@@ -512,8 +559,9 @@ async def test_python_telegram_bot_application_polls_fake(telegram: FakeTelegram
         assert update.effective_message is not None
         await update.effective_message.reply_html("Hello <b>there</b> &amp; welcome")
 
-    application = (ApplicationBuilder().token(telegram.token)
-                   .base_url(f"{telegram.url}/bot").build())
+    application = (
+        ApplicationBuilder().token(telegram.token).base_url(f"{telegram.url}/bot").build()
+    )
     application.add_handler(CommandHandler("start", start))
     telegram.push_message(-77, "/start@newsbot_test_bot")
     async with application:
@@ -532,38 +580,58 @@ async def test_python_telegram_bot_application_polls_fake(telegram: FakeTelegram
 
 def test_callback_queries_are_answered_once(telegram: FakeTelegram, http: Any) -> None:
     keyboard = '{"inline_keyboard": [[{"text": "Go", "callback_data": "go"}]]}'
-    status, body = api(http, telegram, "sendMessage", chat_id=42, text="menu",
-                       reply_markup=keyboard)
+    status, body = api(
+        http, telegram, "sendMessage", chat_id=42, text="menu", reply_markup=keyboard
+    )
     assert status == 200 and body["result"]["reply_markup"]["inline_keyboard"][0][0]["text"]
     query = telegram.press(42, body["result"]["message_id"], "Go")
     update = api(http, telegram, "getUpdates")[1]["result"][-1]["callback_query"]
     assert (update["id"], update["data"], update["message"]["text"]) == (query, "go", "menu")
     assert api(http, telegram, "answerCallbackQuery", callback_query_id=query)[0] == 200
     status, body = api(http, telegram, "answerCallbackQuery", callback_query_id=query)
-    assert (status, body["description"]) == (400, "Bad Request: query is too old and "
-                                             "response timeout expired or query ID is invalid")
+    assert (status, body["description"]) == (
+        400,
+        "Bad Request: query is too old and response timeout expired or query ID is invalid",
+    )
     status, body = api(http, telegram, "answerCallbackQuery", callback_query_id="999")
     assert status == 400
 
 
-def test_edits_and_button_data_as_telegram_checks_them(telegram: FakeTelegram,
-                                                       http: Any) -> None:
+def test_edits_and_button_data_as_telegram_checks_them(telegram: FakeTelegram, http: Any) -> None:
     too_long = '{"inline_keyboard": [[{"text": "x", "callback_data": "' + "d" * 65 + '"}]]}'
-    status, body = api(http, telegram, "sendMessage", chat_id=42, text="a",
-                       reply_markup=too_long)
+    status, body = api(http, telegram, "sendMessage", chat_id=42, text="a", reply_markup=too_long)
     assert (status, body["description"]) == (400, "Bad Request: BUTTON_DATA_INVALID")
     keyboard = '{"inline_keyboard": [[{"text": "x", "callback_data": "' + "d" * 64 + '"}]]}'
     _, body = api(http, telegram, "sendMessage", chat_id=42, text="a", reply_markup=keyboard)
     message_id = body["result"]["message_id"]
-    status, body = api(http, telegram, "editMessageText", chat_id=42, message_id=message_id,
-                       text="a", reply_markup=keyboard)
+    status, body = api(
+        http,
+        telegram,
+        "editMessageText",
+        chat_id=42,
+        message_id=message_id,
+        text="a",
+        reply_markup=keyboard,
+    )
     assert status == 400 and body["description"].startswith(
-        "Bad Request: message is not modified: specified new message content")
-    assert api(http, telegram, "editMessageText", chat_id=42, message_id=message_id,
-               text="b")[0] == 200
+        "Bad Request: message is not modified: specified new message content"
+    )
+    assert (
+        api(http, telegram, "editMessageText", chat_id=42, message_id=message_id, text="b")[0]
+        == 200
+    )
     assert telegram.message(42, message_id).reply_markup is None  # no markup: removed
-    assert api(http, telegram, "editMessageReplyMarkup", chat_id=42, message_id=message_id,
-               reply_markup=keyboard)[0] == 200
+    assert (
+        api(
+            http,
+            telegram,
+            "editMessageReplyMarkup",
+            chat_id=42,
+            message_id=message_id,
+            reply_markup=keyboard,
+        )[0]
+        == 200
+    )
     assert telegram.buttons(42, message_id) == ["x"]
     status, body = api(http, telegram, "editMessageText", chat_id=42, message_id=999, text="c")
     assert (status, body["description"]) == (400, "Bad Request: message to edit not found")
@@ -571,21 +639,25 @@ def test_edits_and_button_data_as_telegram_checks_them(telegram: FakeTelegram,
 
 def test_forum_topics_and_channel_rights(telegram: FakeTelegram, http: Any) -> None:
     telegram.add_topic(-1005, 7)
-    assert api(http, telegram, "sendMessage", chat_id=-1005, text="a",
-               message_thread_id=7)[0] == 200
+    assert (
+        api(http, telegram, "sendMessage", chat_id=-1005, text="a", message_thread_id=7)[0] == 200
+    )
     telegram.delete_topic(-1005, 7)
-    status, body = api(http, telegram, "sendMessage", chat_id=-1005, text="a",
-                       message_thread_id=7)
+    status, body = api(http, telegram, "sendMessage", chat_id=-1005, text="a", message_thread_id=7)
     assert (status, body["description"]) == (400, "Bad Request: message thread not found")
     telegram.make_chat(-1006, "channel", username="news")
     status, body = api(http, telegram, "getChatMember", chat_id="@news", user_id=5)
     assert (status, body["description"]) == (
-        403, "Forbidden: bot is not a member of the channel chat")
+        403,
+        "Forbidden: bot is not a member of the channel chat",
+    )
     bot_id = telegram.bot_user["id"]
     telegram.set_member(-1006, bot_id, "administrator", can_post_messages=False)
     status, body = api(http, telegram, "sendMessage", chat_id=-1006, text="a")
     assert (status, body["description"]) == (
-        400, "Bad Request: need administrator rights in the channel chat")
+        400,
+        "Bad Request: need administrator rights in the channel chat",
+    )
     telegram.set_member(-1006, 5, "creator")
     _, body = api(http, telegram, "getChatMember", chat_id=-1006, user_id=5)
     assert body["result"]["status"] == "creator"
@@ -596,12 +668,20 @@ def test_forum_topics_and_channel_rights(telegram: FakeTelegram, http: Any) -> N
 def test_commands_are_kept_per_scope(telegram: FakeTelegram, http: Any) -> None:
     admins = '{"type": "all_chat_administrators"}'
     api(http, telegram, "setMyCommands", commands='[{"command": "a", "description": "A"}]')
-    api(http, telegram, "setMyCommands", scope=admins,
-        commands='[{"command": "b", "description": "B"}]')
+    api(
+        http,
+        telegram,
+        "setMyCommands",
+        scope=admins,
+        commands='[{"command": "b", "description": "B"}]',
+    )
     assert api(http, telegram, "getMyCommands")[1]["result"] == [
-        {"command": "a", "description": "A"}]
-    assert [c["command"] for c in api(http, telegram, "getMyCommands",
-                                      scope=admins)[1]["result"]] == ["b"]
-    status, _ = api(http, telegram, "setMyCommands",
-                    commands='[{"command": "Bad Name", "description": "x"}]')
+        {"command": "a", "description": "A"}
+    ]
+    assert [
+        c["command"] for c in api(http, telegram, "getMyCommands", scope=admins)[1]["result"]
+    ] == ["b"]
+    status, _ = api(
+        http, telegram, "setMyCommands", commands='[{"command": "Bad Name", "description": "x"}]'
+    )
     assert status == 400

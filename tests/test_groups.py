@@ -18,8 +18,9 @@ REFUSAL = "Only this group's admins can change that."
 PRESS_REFUSAL = "Only this group's admins can change its settings."
 
 
-async def say(telegram, text: str, chat_id: int = GROUP, username: str = "alice",
-              replies: int = 1, **options) -> list[str]:
+async def say(
+    telegram, text: str, chat_id: int = GROUP, username: str = "alice", replies: int = 1, **options
+) -> list[str]:
     """Send a message as a user and return the displayed text of the new replies."""
     before = len(telegram.sent(chat_id))
     telegram.push_message(chat_id, text, username=username, **options)
@@ -34,16 +35,25 @@ def make_admin(telegram, username: str, status: str = "administrator") -> int:
 
 
 async def test_a_member_can_change_nothing_in_a_group_by_any_command_or_button(
-        telegram, news, redis_url):
+    telegram, news, redis_url
+):
     make_admin(telegram, "boss")
     async with running_bot(bot_env(telegram, redis_url, news)):
         (reply,) = await say(telegram, "/source python", username="boss")
         assert reply == "Your sources are now:\n• python"
         (reply,) = await say(telegram, "/subscribe 6h", username="boss")
         assert "every 6 hours" in reply
-        changes = ["/source golang", "/sources golang", "/add golang", "/remove python",
-                   "/subscribe 1d", "/unsubscribe", "/stop", "/add@newsbot_test_bot rust",
-                   "/Stop@newsbot_test_bot"]
+        changes = [
+            "/source golang",
+            "/sources golang",
+            "/add golang",
+            "/remove python",
+            "/subscribe 1d",
+            "/unsubscribe",
+            "/stop",
+            "/add@newsbot_test_bot rust",
+            "/Stop@newsbot_test_bot",
+        ]
         for command in changes:
             (reply,) = await say(telegram, command, username="mallory")
             assert reply == REFUSAL, command
@@ -52,8 +62,12 @@ async def test_a_member_can_change_nothing_in_a_group_by_any_command_or_button(
         settings = telegram.sent(GROUP)[-1]
         (listing,) = await say(telegram, "/source", username="mallory")
         source_list = telegram.sent(GROUP)[-1]
-        for message, button in ((settings, "Digest off"), (settings, "Silent on"),
-                                (settings, "Link previews on"), (source_list, "python")):
+        for message, button in (
+            (settings, "Digest off"),
+            (settings, "Silent on"),
+            (settings, "Link previews on"),
+            (source_list, "python"),
+        ):
             query = telegram.press(GROUP, message.message_id, button, username="mallory")
             answer = await _answer(telegram, query)
             assert answer.get("show_alert") is True and answer["text"] == PRESS_REFUSAL
@@ -69,8 +83,9 @@ async def test_a_member_can_change_nothing_in_a_group_by_any_command_or_button(
         assert "/settings" in helped
     # One question to Telegram per user, however many commands and presses she sent.
     asked = [params["user_id"] for name, params in telegram.calls if name == "getChatMember"]
-    assert sorted(asked) == sorted([telegram.user_id(GROUP, "boss"),
-                                    telegram.user_id(GROUP, "mallory")])
+    assert sorted(asked) == sorted(
+        [telegram.user_id(GROUP, "boss"), telegram.user_id(GROUP, "mallory")]
+    )
 
 
 async def test_an_anonymous_admin_and_the_creator_may_change_the_group(telegram, redis_url):
@@ -84,12 +99,12 @@ async def test_an_anonymous_admin_and_the_creator_may_change_the_group(telegram,
         assert reply == REFUSAL
     asked = [params["user_id"] for name, params in telegram.calls if name == "getChatMember"]
     # The anonymous admin needed no question: the message came from the group itself.
-    assert sorted(asked) == sorted([telegram.user_id(GROUP, "founder"),
-                                    telegram.user_id(GROUP, "member")])
+    assert sorted(asked) == sorted(
+        [telegram.user_id(GROUP, "founder"), telegram.user_id(GROUP, "member")]
+    )
 
 
-async def test_admin_answers_are_shared_by_replicas_and_kept_five_minutes(
-        telegram, redis_url):
+async def test_admin_answers_are_shared_by_replicas_and_kept_five_minutes(telegram, redis_url):
     make_admin(telegram, "boss")
     async with running_bot(bot_env(telegram, redis_url)):
         await say(telegram, "/source python", username="boss")
@@ -142,8 +157,7 @@ async def test_commands_posted_in_a_channel_are_answered_there(telegram, news, r
     assert telegram.count("getChatMember") == 0
 
 
-async def test_a_channel_is_managed_from_the_private_chat_by_its_admin(
-        telegram, news, redis_url):
+async def test_a_channel_is_managed_from_the_private_chat_by_its_admin(telegram, news, redis_url):
     owner = 4242
     telegram.make_chat(CHANNEL, "channel", username="mychannel")
     telegram.set_member(CHANNEL, owner, "creator", username="alice")
@@ -158,8 +172,7 @@ async def test_a_channel_is_managed_from_the_private_chat_by_its_admin(
         (reply,) = await say(telegram, "/source @mychannel python", chat_id=owner)
         assert reply.startswith("I cannot post in @mychannel")
         telegram.set_member(CHANNEL, bot_id, "administrator", can_post_messages=True)
-        (reply,) = await say(telegram, "/source @mychannel python", chat_id=5151,
-                             username="bob")
+        (reply,) = await say(telegram, "/source @mychannel python", chat_id=5151, username="bob")
         assert reply == "Only an administrator of @mychannel can manage it."
         (reply,) = await say(telegram, "/source @nosuchchannel python", chat_id=owner)
         assert reply == "I cannot find the channel @nosuchchannel."
@@ -197,8 +210,10 @@ async def test_a_channel_is_managed_from_the_private_chat_by_its_admin(
         assert listing == f"Your channels:\n• Test channel {CHANNEL} (@mychannel): {CHANNEL}"
         telegram.set_member(CHANNEL, bot_id, "left")
         (listing,) = await say(telegram, "/channels", chat_id=owner)
-        assert listing == f"Your channels:\n• I am not in {CHANNEL}: add me to the " \
+        assert (
+            listing == f"Your channels:\n• I am not in {CHANNEL}: add me to the "
             "channel as an administrator with the right to post messages."
+        )
         (listing,) = await say(telegram, "/channels", chat_id=5151, username="bob")
         assert listing.startswith("You manage no channels through me yet.")
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)

@@ -15,11 +15,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cluster_support import (
+    REAL_LIMITS,
+    UPDATES_KEY,
+    RedisProcess,
+    Replica,
+    delivery_report,
+    marked_commands,
+    metric,
+    replies_per_marker,
+    start_replicas,
+    stream_settled,
+    wait_answered,
+)
 from newsbot import health
-
-from cluster_support import (REAL_LIMITS, UPDATES_KEY, RedisProcess, Replica, delivery_report,
-                             marked_commands, metric, replies_per_marker, start_replicas,
-                             stream_settled, wait_answered)
 
 # Kubernetes' default grace period is 30 s; the compose file gives 10 s.
 SIGTERM_DEADLINE = 10.0
@@ -121,6 +130,7 @@ def test_sigterm_exits_0_in_time_while_redis_is_down(bot, own_redis):
 
 # --- junk on the health port ----------------------------------------------------------------
 
+
 def _exchange(port: int, data: bytes, half_close: bool = True) -> bytes:
     """Send raw bytes to the health port and read until the server closes; b"" if reset."""
     with socket.create_connection(("127.0.0.1", port), timeout=15) as connection:
@@ -140,20 +150,25 @@ def _status(answer: bytes) -> int | None:
     return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else None
 
 
-@pytest.mark.parametrize("junk, statuses", [
-    (b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\n\r\n", {414, None}),  # a 100 KB line
-    (bytes(range(256)) * 40, {400, None}),                            # garbage bytes
-    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64,  # TLS on plain HTTP
-     {400, None}),
-    (b"DELETE /healthz HTTP/1.1\r\nHost: x\r\n\r\n", {405}),           # unknown method
-    (b"BREW /healthz HTTP/1.1\r\n\r\n", {405}),
-    (b"GET /healthz HTTP/1.1\r\n" + b"X-Junk: y\r\n" * 500 + b"\r\n", {431}),
-    (b"GET /healthz HTTP/1.1\r\nX-Big: " + b"y" * 100_000 + b"\r\n\r\n", {431, None}),
-    (b"GET healthz\r\n\r\n", {400}),
-    (b"GET /healthz HTTP/1.1\r\nHost:", {None}),  # ends mid-header: closed
-    (b"\r\n", {400}),
-    (b"", {None}),
-])
+@pytest.mark.parametrize(
+    "junk, statuses",
+    [
+        (b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\n\r\n", {414, None}),  # a 100 KB line
+        (bytes(range(256)) * 40, {400, None}),  # garbage bytes
+        (
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64,  # TLS on plain HTTP
+            {400, None},
+        ),
+        (b"DELETE /healthz HTTP/1.1\r\nHost: x\r\n\r\n", {405}),  # unknown method
+        (b"BREW /healthz HTTP/1.1\r\n\r\n", {405}),
+        (b"GET /healthz HTTP/1.1\r\n" + b"X-Junk: y\r\n" * 500 + b"\r\n", {431}),
+        (b"GET /healthz HTTP/1.1\r\nX-Big: " + b"y" * 100_000 + b"\r\n\r\n", {431, None}),
+        (b"GET healthz\r\n\r\n", {400}),
+        (b"GET /healthz HTTP/1.1\r\nHost:", {None}),  # ends mid-header: closed
+        (b"\r\n", {400}),
+        (b"", {None}),
+    ],
+)
 def test_junk_on_the_health_port_is_refused_and_the_probes_still_answer(bot, junk, statuses):
     answer = _exchange(bot.http_port, junk)
     assert _status(answer) in statuses, answer[:200]
@@ -176,8 +191,9 @@ def test_a_405_names_the_methods_allowed_and_head_has_no_body(bot):
 
 def test_half_open_connections_are_closed_and_do_not_hold_the_probes(bot):
     # Clients that never finish their request, as a slow-loris attacker's do.
-    stalled = [socket.create_connection(("127.0.0.1", bot.http_port), timeout=30)
-               for _ in range(20)]
+    stalled = [
+        socket.create_connection(("127.0.0.1", bot.http_port), timeout=30) for _ in range(20)
+    ]
     try:
         for number, connection in enumerate(stalled):
             connection.sendall(b"GET /healthz HTTP/1.1\r\nX-Slow: " + b"y" * number)
@@ -195,11 +211,14 @@ def test_half_open_connections_are_closed_and_do_not_hold_the_probes(bot):
 
 
 _REQUESTISH = st.builds(
-    lambda method, path, version, headers: (f"{method} {path} {version}\r\n".encode()
-                                            + headers + b"\r\n"),
+    lambda method, path, version, headers: (
+        f"{method} {path} {version}\r\n".encode() + headers + b"\r\n"
+    ),
     st.sampled_from(["GET", "HEAD", "POST", "get", "BREW", "", "G ET"]),
-    st.text(max_size=30), st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/2", ""]),
-    st.binary(max_size=200))
+    st.text(max_size=30),
+    st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/2", ""]),
+    st.binary(max_size=200),
+)
 
 
 @settings(max_examples=400, deadline=None)

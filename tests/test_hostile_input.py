@@ -32,13 +32,16 @@ FEED = Source("feed", "https://example.org/feed.xml", "https://example.org/feed.
 
 # --- a flood of bad words: one message, one line per distinct word ------------------------
 
+
 async def test_two_thousand_bad_words_get_one_short_reply(telegram, redis_url):
     async with running_bot(bot_env(telegram, redis_url)):
         # 2,000 words (the most that fit below the length gate), all the same bad one.
         (reply,) = await say(telegram, "/source " + "x " * 1995 + "x")
         # 1,296 distinct bad words: the first few are named, the rest counted.
-        words = ["".join(pair) for pair in itertools.product(
-            string.ascii_lowercase + string.digits, repeat=2)]
+        words = [
+            "".join(pair)
+            for pair in itertools.product(string.ascii_lowercase + string.digits, repeat=2)
+        ]
         (flood,) = await say(telegram, "/source " + " ".join(words))
         (added,) = await say(telegram, "/add python " + ",".join(words))
         (removed,) = await say(telegram, "/remove " + " ".join(words))
@@ -57,6 +60,7 @@ async def test_two_thousand_bad_words_get_one_short_reply(telegram, redis_url):
 
 
 # --- the source limit comes before any DNS lookup -----------------------------------------
+
 
 @pytest.fixture
 def lookups(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
@@ -97,12 +101,15 @@ async def test_too_many_sources_are_refused_before_any_lookup(telegram, redis_ur
 
 # --- the length gate only for what is meant for this bot -----------------------------------
 
+
 async def test_long_messages_for_others_in_a_group_get_no_answer(telegram, redis_url):
     long_words = " ".join(["word"] * 1100)  # 5,499 characters
     async with running_bot(bot_env(telegram, redis_url)):
-        for text in (long_words,                          # talk among the members
-                     f"/source@other_bot {long_words}",   # a command for another bot
-                     f"/frobnicate {long_words}"):        # not a command of ours
+        for text in (
+            long_words,  # talk among the members
+            f"/source@other_bot {long_words}",  # a command for another bot
+            f"/frobnicate {long_words}",
+        ):  # not a command of ours
             telegram.push_message(GROUP, text)
         (mine,) = await say(telegram, f"/source@{BOT} {long_words}", chat_id=GROUP)
         (plain,) = await say(telegram, f"/source {long_words}", chat_id=GROUP)
@@ -114,6 +121,7 @@ async def test_long_messages_for_others_in_a_group_get_no_answer(telegram, redis
 
 
 # --- group migration, announced by Telegram's service messages -----------------------------
+
 
 async def test_a_group_upgrade_moves_its_settings_to_the_supergroup(telegram, news, redis_url):
     old, new = -4101, -1004101
@@ -129,7 +137,8 @@ async def test_a_group_upgrade_moves_its_settings_to_the_supergroup(telegram, ne
 
 
 async def test_an_upgrade_merges_into_a_supergroup_with_settings_of_its_own(
-        telegram, news, redis_url):
+    telegram, news, redis_url
+):
     old, new = -4102, -1004102
     env = bot_env(telegram, redis_url, news, NEWSBOT_MAX_SOURCES="4")
     async with running_bot(env):
@@ -149,8 +158,9 @@ def service_message(chat_id: int, chat_type: str, **field: int) -> dict[str, Any
     """One of the two service messages of an upgrade, as Telegram sends it."""
     chat = {"id": chat_id, "type": chat_type, "title": "Test group"}
     user = {"id": 100200300, "is_bot": False, "first_name": "Alice", "username": "alice"}
-    return {"message": {"message_id": 999, "from": user, "date": 1_764_000_000,
-                        "chat": chat, **field}}
+    return {
+        "message": {"message_id": 999, "from": user, "date": 1_764_000_000, "chat": chat, **field}
+    }
 
 
 async def chat_record_moved(redis_url: str, old: int, new: int) -> None:
@@ -190,11 +200,14 @@ async def test_an_upgrade_of_a_stopped_group_keeps_it_stopped(telegram, redis_ur
 
 # --- Store.migrate_chat on a real Redis ------------------------------------------------------
 
+
 @pytest.fixture
 async def stores(redis_url: str) -> AsyncIterator[tuple[Store, Store]]:
     """Two stores on one database, as two replicas have."""
-    pair = (Store(aioredis.Redis.from_url(redis_url, decode_responses=True)),
-            Store(aioredis.Redis.from_url(redis_url, decode_responses=True)))
+    pair = (
+        Store(aioredis.Redis.from_url(redis_url, decode_responses=True)),
+        Store(aioredis.Redis.from_url(redis_url, decode_responses=True)),
+    )
     yield pair
     for store in pair:
         await store.close()
@@ -217,17 +230,22 @@ async def test_migration_merges_sources_digest_and_seen_items(stores) -> None:
     assert await store.get_interval(new) == 3600 and await store.next_due(new) == T + 3600
     assert await store.unseen(new, ["a", "b", "c", "d"]) == {"d"}
     assert await store.get_sources(old) == [] and await store.next_due(old) is None
-    assert not await store.redis.exists(keys.CHAT.format(chat_id=old),
-                                        keys.SEEN.format(chat_id=old))
+    assert not await store.redis.exists(
+        keys.CHAT.format(chat_id=old), keys.SEEN.format(chat_id=old)
+    )
 
 
-@pytest.mark.parametrize("new_state, interval, due", [
-    ("subscribed", 900, T + 900),   # its own digest is kept, not the group's
-    ("stopped", None, None),        # a supergroup that said /stop gets no digest
-    ("plain", 3600, T + 3600),      # the group's digest comes along
-])
+@pytest.mark.parametrize(
+    "new_state, interval, due",
+    [
+        ("subscribed", 900, T + 900),  # its own digest is kept, not the group's
+        ("stopped", None, None),  # a supergroup that said /stop gets no digest
+        ("plain", 3600, T + 3600),  # the group's digest comes along
+    ],
+)
 async def test_migration_keeps_the_supergroups_own_digest_settings(
-        stores, new_state: str, interval: int | None, due: float | None) -> None:
+    stores, new_state: str, interval: int | None, due: float | None
+) -> None:
     store, _ = stores
     old, new = -12, -1000012
     await store.set_sources(old, [PYTHON])
@@ -261,6 +279,9 @@ def test_the_fake_announces_an_upgrade_as_telegram_does(telegram):
     for update in answer["result"]:
         assert filters.StatusUpdate.MIGRATE.check_update(Update.de_json(update, None))
     # And the old id is gone for sending, as after a real upgrade.
-    sent = requests.post(f"{telegram.url}/bot{telegram.token}/sendMessage",
-                         json={"chat_id": -7, "text": "hi"}, timeout=5).json()
+    sent = requests.post(
+        f"{telegram.url}/bot{telegram.token}/sendMessage",
+        json={"chat_id": -7, "text": "hi"},
+        timeout=5,
+    ).json()
     assert sent["parameters"] == {"migrate_to_chat_id": -1000000000007}

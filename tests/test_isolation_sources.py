@@ -84,8 +84,14 @@ async def test_trickling_feeds_delay_only_their_own_chat(telegram, news, healthy
     # More trickling feeds than the whole fetch pool has threads, all on one host.
     trickles = [f"{news.url}/trickle?n={n}" for n in range(FETCH_THREADS + 6)]
     feed = f"{healthy.url}/feeds/rss20.xml"
-    env = bot_env(telegram, redis_url, healthy, NEWSBOT_FETCH_TIMEOUT="5",
-                  NEWSBOT_MAX_SOURCES="100", NEWSBOT_CACHE_TTL="1")
+    env = bot_env(
+        telegram,
+        redis_url,
+        healthy,
+        NEWSBOT_FETCH_TIMEOUT="5",
+        NEWSBOT_MAX_SOURCES="100",
+        NEWSBOT_CACHE_TTL="1",
+    )
     news.watch_peak("/trickle")
     async with bot_with_guard(env, Guard(allow_private=True)):
         await say(telegram, "/source " + " ".join(trickles), chat_id=ATTACKER)
@@ -94,8 +100,10 @@ async def test_trickling_feeds_delay_only_their_own_chat(telegram, news, healthy
         setup = len(telegram.sent(ATTACKER))  # the parts of the /source reply
 
         telegram.push_message(ATTACKER, "/fetch")
-        await wait_for(lambda: len(news.open_connections("/trickle")) >= PER_HOST,
-                       "the attacker's feeds are being fetched")
+        await wait_for(
+            lambda: len(news.open_connections("/trickle")) >= PER_HOST,
+            "the attacker's feeds are being fetched",
+        )
         attacking = news.open_connections("/trickle")
 
         (help_text,) = await say(telegram, "/help", chat_id=OTHER)
@@ -107,25 +115,35 @@ async def test_trickling_feeds_delay_only_their_own_chat(telegram, news, healthy
         assert "/fetch" in help_text
         assert hot_titles("python")[0] in fetched and newest_feed_titles()[0] in fetched
 
-        await wait_for(lambda: shown(telegram, ATTACKER, trickles[-1], setup),
-                       "the attacker's whole reply", 30)
+        await wait_for(
+            lambda: shown(telegram, ATTACKER, trickles[-1], setup),
+            "the attacker's whole reply",
+            30,
+        )
         replies = [m.displayed for m in telegram.sent(ATTACKER)[setup:]]
         reasons = warnings_of(replies)
         assert set(reasons) == set(trickles)
         assert all("timed out" in reason for reason in reasons.values()), reasons
         # The deadline shut the connections down; one host never had more than its share.
-        await wait_for(lambda: not news.open_connections("/trickle"),
-                       "the trickling connections are closed")
+        await wait_for(
+            lambda: not news.open_connections("/trickle"), "the trickling connections are closed"
+        )
         assert news.peak_connections("/trickle") == PER_HOST
 
         # The attack stops (the feeds answer again): the attacker's chat recovers.
-        news.set_route("/trickle", body=(DATA / "rss20.xml").read_bytes(),
-                       headers={"Content-Type": "application/rss+xml"})
+        news.set_route(
+            "/trickle",
+            body=(DATA / "rss20.xml").read_bytes(),
+            headers={"Content-Type": "application/rss+xml"},
+        )
         await asyncio.sleep(1.1)  # the remembered failures expire (NEWSBOT_CACHE_TTL=1)
         before = len(telegram.sent(ATTACKER))
         telegram.push_message(ATTACKER, "/fetch")
-        await wait_for(lambda: shown(telegram, ATTACKER, trickles[-1], before),
-                       "the attacker's whole reply", 30)
+        await wait_for(
+            lambda: shown(telegram, ATTACKER, trickles[-1], before),
+            "the attacker's whole reply",
+            30,
+        )
         again = [m.displayed for m in telegram.sent(ATTACKER)[before:]]
         assert warnings_of(again) == {}
         assert newest_feed_titles()[0] in "\n".join(again)
@@ -160,17 +178,25 @@ class DeadDNS:
 
 
 async def test_feeds_whose_dns_never_answers_delay_only_their_own_chat(
-        telegram, healthy, redis_url):
+    telegram, healthy, redis_url
+):
     port = healthy.url.rsplit(":", 1)[1]
-    dead = [f"http://feed-{n}.dead.example:{port}/feeds/rss20.xml"
-            for n in range(FETCH_THREADS + 16)]
+    dead = [
+        f"http://feed-{n}.dead.example:{port}/feeds/rss20.xml" for n in range(FETCH_THREADS + 16)
+    ]
     feed = f"{healthy.url}/feeds/rss20.xml"
     dns = DeadDNS()
     # Threads enough for every lookup to reach the DNS edge, so that the test can see
     # them all in progress before the other chat speaks.
     resolver = Resolver(dns, threads=len(dead))
-    env = bot_env(telegram, redis_url, healthy, NEWSBOT_FETCH_TIMEOUT="4",
-                  NEWSBOT_MAX_SOURCES="100", NEWSBOT_CACHE_TTL="1")
+    env = bot_env(
+        telegram,
+        redis_url,
+        healthy,
+        NEWSBOT_FETCH_TIMEOUT="4",
+        NEWSBOT_MAX_SOURCES="100",
+        NEWSBOT_CACHE_TTL="1",
+    )
     try:
         async with bot_with_guard(env, Guard(allow_private=True, resolver=resolver)):
             await say(telegram, "/source " + " ".join(dead), chat_id=ATTACKER)
@@ -179,8 +205,9 @@ async def test_feeds_whose_dns_never_answers_delay_only_their_own_chat(
             setup = len(telegram.sent(ATTACKER))  # the parts of the /source reply
 
             telegram.push_message(ATTACKER, "/fetch")
-            await wait_for(lambda: len(dns.asked) == len(dead),
-                           "every dead name is being looked up")
+            await wait_for(
+                lambda: len(dns.asked) == len(dead), "every dead name is being looked up"
+            )
 
             (help_text,) = await say(telegram, "/help", chat_id=OTHER)
             (fetched,) = await say(telegram, "/fetch", chat_id=OTHER)
@@ -189,8 +216,11 @@ async def test_feeds_whose_dns_never_answers_delay_only_their_own_chat(
             # The attacker's lookups are still unanswered, its reply not yet sent.
             assert not dns.released.is_set() and len(telegram.sent(ATTACKER)) == setup
 
-            await wait_for(lambda: shown(telegram, ATTACKER, dead[-1], setup),
-                           "the attacker's whole reply", 30)
+            await wait_for(
+                lambda: shown(telegram, ATTACKER, dead[-1], setup),
+                "the attacker's whole reply",
+                30,
+            )
             reasons = warnings_of([m.displayed for m in telegram.sent(ATTACKER)[setup:]])
             assert set(reasons) == set(dead)
             assert all("did not resolve in time" in r for r in reasons.values()), reasons
@@ -200,8 +230,11 @@ async def test_feeds_whose_dns_never_answers_delay_only_their_own_chat(
             await asyncio.sleep(1.1)  # the remembered failures expire (NEWSBOT_CACHE_TTL=1)
             before = len(telegram.sent(ATTACKER))
             telegram.push_message(ATTACKER, "/fetch")
-            await wait_for(lambda: shown(telegram, ATTACKER, dead[-1], before),
-                           "the attacker's whole reply", 30)
+            await wait_for(
+                lambda: shown(telegram, ATTACKER, dead[-1], before),
+                "the attacker's whole reply",
+                30,
+            )
             again = [m.displayed for m in telegram.sent(ATTACKER)[before:]]
             assert warnings_of(again) == {}
             assert healthy.count("/feeds/rss20.xml") >= len(dead)
@@ -211,7 +244,8 @@ async def test_feeds_whose_dns_never_answers_delay_only_their_own_chat(
 
 
 async def test_a_source_list_whose_dns_never_answers_delays_only_its_own_chat(
-        telegram, healthy, redis_url):
+    telegram, healthy, redis_url
+):
     dead = [f"http://src-{n}.dead.example/rss.xml" for n in range(20)]
     feed = f"{healthy.url}/feeds/rss20.xml"
     dns = DeadDNS()
@@ -219,13 +253,15 @@ async def test_a_source_list_whose_dns_never_answers_delays_only_its_own_chat(
     # The SSRF guard on: every name is looked up at /source; 127.0.0.2 stands in for a
     # public server.
     guard = Guard(exempt=frozenset({ipaddress.ip_address(healthy.host)}), resolver=resolver)
-    env = bot_env(telegram, redis_url, healthy, NEWSBOT_FETCH_TIMEOUT="4",
-                  NEWSBOT_ALLOW_PRIVATE_URLS="false")
+    env = bot_env(
+        telegram, redis_url, healthy, NEWSBOT_FETCH_TIMEOUT="4", NEWSBOT_ALLOW_PRIVATE_URLS="false"
+    )
     try:
         async with bot_with_guard(env, guard):
             telegram.push_message(ATTACKER, "/source " + " ".join(dead))
-            await wait_for(lambda: len(dns.asked) == len(dead),
-                           "every name of the list is being looked up")
+            await wait_for(
+                lambda: len(dns.asked) == len(dead), "every name of the list is being looked up"
+            )
 
             (reply,) = await say(telegram, f"/source {feed}", chat_id=OTHER)
             assert reply.startswith("Your sources are now")

@@ -46,8 +46,11 @@ ALWAYS_CONFIGURED = {"PodDisruptionBudget"}
 def setups() -> list[Path]:
     """k8s/ and every directory of manifests under deploy/."""
     deploy = ROOT / "deploy"
-    extra = sorted(d for d in deploy.iterdir()
-                   if d.is_dir() and any(d.glob("*.yaml"))) if deploy.is_dir() else []
+    extra = (
+        sorted(d for d in deploy.iterdir() if d.is_dir() and any(d.glob("*.yaml")))
+        if deploy.is_dir()
+        else []
+    )
     return [ROOT / "k8s", *extra]
 
 
@@ -64,8 +67,11 @@ def resource(obj: dict[str, Any]) -> str:
     """How kubectl names an object in its output: kind.group/name."""
     group = obj["apiVersion"].rpartition("/")[0]
     kind = obj["kind"].lower()
-    return f"{kind}.{group}/{obj['metadata']['name']}" if group else \
-        f"{kind}/{obj['metadata']['name']}"
+    return (
+        f"{kind}.{group}/{obj['metadata']['name']}"
+        if group
+        else f"{kind}/{obj['metadata']['name']}"
+    )
 
 
 def key(obj: dict[str, Any]) -> str:
@@ -74,6 +80,7 @@ def key(obj: dict[str, Any]) -> str:
 
 
 # -- what the server holds -----------------------------------------------------
+
 
 def fetch(plane: ControlPlane, setup: Path) -> tuple[dict[str, dict[str, Any]], str]:
     """Every object of a setup as the server holds it, by kind and name; or what failed."""
@@ -90,9 +97,11 @@ def state(obj: dict[str, Any]) -> dict[str, Any]:
     one, the content (spec, data, ...) and the labels. Not the annotations: controllers
     write their own (deployment.kubernetes.io/revision) whenever they get to it."""
     meta = obj["metadata"]
-    return {"generation": meta.get("generation"),
-            "content": {k: v for k, v in obj.items() if k not in {"metadata", "status"}},
-            "labels": meta.get("labels", {})}
+    return {
+        "generation": meta.get("generation"),
+        "content": {k: v for k, v in obj.items() if k not in {"metadata", "status"}},
+        "labels": meta.get("labels", {}),
+    }
 
 
 def snapshot(plane: ControlPlane, setup: Path) -> dict[str, Any]:
@@ -103,14 +112,22 @@ def snapshot(plane: ControlPlane, setup: Path) -> dict[str, Any]:
     return {name: state(obj) for name, obj in objects.items()}
 
 
-def changes(before: dict[str, Any], after: dict[str, Any],
-            parts: tuple[str, ...] = ("generation", "content", "labels")) -> dict[str, Any]:
+def changes(
+    before: dict[str, Any],
+    after: dict[str, Any],
+    parts: tuple[str, ...] = ("generation", "content", "labels"),
+) -> dict[str, Any]:
     """The objects whose state differs between two snapshots, in the parts named."""
     assert "kubectl get failed" not in before, before
-    return {name: {part: (was[part], after.get(name, {}).get(part)) for part in parts
-                   if after.get(name, {}).get(part) != was[part]}
-            for name, was in before.items()
-            if any(after.get(name, {}).get(part) != was[part] for part in parts)}
+    return {
+        name: {
+            part: (was[part], after.get(name, {}).get(part))
+            for part in parts
+            if after.get(name, {}).get(part) != was[part]
+        }
+        for name, was in before.items()
+        if any(after.get(name, {}).get(part) != was[part] for part in parts)
+    }
 
 
 _ABSENT = "<absent>"
@@ -121,13 +138,19 @@ def differences(written: Any, stored: Any, path: str = "") -> list[str]:
     if isinstance(written, dict):
         if not isinstance(stored, dict):
             return [f"{path}: written {written!r}, stored {stored!r}"]
-        return [d for k, v in written.items()
-                for d in differences(v, stored.get(k, _ABSENT), f"{path}.{k}")]
+        return [
+            d
+            for k, v in written.items()
+            for d in differences(v, stored.get(k, _ABSENT), f"{path}.{k}")
+        ]
     if isinstance(written, list):
         if not isinstance(stored, list) or len(stored) != len(written):
             return [f"{path}: written {written!r}, stored {stored!r}"]
-        return [d for i, (w, s) in enumerate(zip(written, stored))
-                for d in differences(w, s, f"{path}[{i}]")]
+        return [
+            d
+            for i, (w, s) in enumerate(zip(written, stored))
+            for d in differences(w, s, f"{path}[{i}]")
+        ]
     return [] if written == stored else [f"{path}: written {written!r}, stored {stored!r}"]
 
 
@@ -136,6 +159,7 @@ def lines(text: str) -> list[str]:
 
 
 # -- one fresh control plane per setup ----------------------------------------
+
 
 @dataclass
 class Applied:
@@ -187,54 +211,77 @@ def applied(request: pytest.FixtureRequest) -> Iterator[Applied]:
         server_side_again = plane.kubectl("apply", "--server-side", "-f", d)
         after_server_side_again = snapshot(plane, setup)
         dry_run_applied = plane.kubectl("apply", "--dry-run=server", "-f", d)
-        yield Applied(plane, setup, manifests(setup), dry_run_fresh, first, held, after_first,
-                      second, after_second, diff, server_side, after_server_side,
-                      server_side_again, after_server_side_again, dry_run_applied)
+        yield Applied(
+            plane,
+            setup,
+            manifests(setup),
+            dry_run_fresh,
+            first,
+            held,
+            after_first,
+            second,
+            after_second,
+            diff,
+            server_side,
+            after_server_side,
+            server_side_again,
+            after_server_side_again,
+            dry_run_applied,
+        )
     finally:
         remove(plane)
 
 
 # -- applying ------------------------------------------------------------------
 
+
 @pytest.mark.timeout(300)
-def test_apply_on_a_fresh_cluster_creates_everything_without_a_warning(
-        applied: Applied) -> None:
+def test_apply_on_a_fresh_cluster_creates_everything_without_a_warning(applied: Applied) -> None:
     # stderr carries kubectl's "Warning:" lines, Pod Security's "would violate" among them.
     expected = [f"{resource(o)} created" for o in applied.objects]
-    assert (applied.first.returncode, lines(applied.first.stdout), applied.first.stderr) \
-        == (0, expected, ""), report(applied.first)
+    assert (applied.first.returncode, lines(applied.first.stdout), applied.first.stderr) == (
+        0,
+        expected,
+        "",
+    ), report(applied.first)
 
 
 @pytest.mark.timeout(300)
 def test_applying_again_changes_nothing(applied: Applied) -> None:
     result = applied.second
-    expected = [f"{resource(o)} {'configured' if o['kind'] in ALWAYS_CONFIGURED else 'unchanged'}"
-                for o in applied.objects]
-    assert (result.returncode, lines(result.stdout), result.stderr) == (0, expected, ""), \
-        report(result)
+    expected = [
+        f"{resource(o)} {'configured' if o['kind'] in ALWAYS_CONFIGURED else 'unchanged'}"
+        for o in applied.objects
+    ]
+    assert (result.returncode, lines(result.stdout), result.stderr) == (0, expected, ""), report(
+        result
+    )
     changed = changes(applied.after_first, applied.after_second)
     assert not changed, f"a second `kubectl apply` changed: {changed}"
 
 
 @pytest.mark.timeout(300)
 def test_diff_against_the_applied_cluster_is_empty(applied: Applied) -> None:
-    assert (applied.diff.returncode, applied.diff.stdout, applied.diff.stderr) == \
-        (0, "", ""), report(applied.diff)
+    assert (applied.diff.returncode, applied.diff.stdout, applied.diff.stderr) == (0, "", ""), (
+        report(applied.diff)
+    )
 
 
 @pytest.mark.timeout(300)
 def test_server_side_apply_takes_over_without_a_conflict(applied: Applied) -> None:
     result = applied.server_side
     expected = [f"{resource(o)} serverside-applied" for o in applied.objects]
-    assert (result.returncode, lines(result.stdout), result.stderr) == (0, expected, ""), \
-        report(result)
+    assert (result.returncode, lines(result.stdout), result.stderr) == (0, expected, ""), report(
+        result
+    )
     # The switch rewrites kubectl's last-applied annotation once, which a Deployment counts
     # as a new generation (it copies its annotations to its ReplicaSets); no content moves.
     changed = changes(applied.after_second, applied.after_server_side, ("content", "labels"))
     assert not changed, f"`kubectl apply --server-side` changed: {changed}"
     again = applied.server_side_again
-    assert (again.returncode, lines(again.stdout), again.stderr) == (0, expected, ""), \
-        report(again)
+    assert (again.returncode, lines(again.stdout), again.stderr) == (0, expected, ""), report(
+        again
+    )
     changed = changes(applied.after_server_side, applied.after_server_side_again)
     assert not changed, f"a second `kubectl apply --server-side` changed: {changed}"
 
@@ -267,11 +314,11 @@ def test_server_dry_run_needs_the_namespace_first(applied: Applied) -> None:
     # With the namespace there, the dry run passes, warnings and all checked.
     again = applied.dry_run_applied
     assert (again.returncode, again.stderr) == (0, ""), report(again)
-    assert all(line.endswith("(server dry run)") for line in lines(again.stdout)), \
-        report(again)
+    assert all(line.endswith("(server dry run)") for line in lines(again.stdout)), report(again)
 
 
 # -- what the controllers make of it --------------------------------------------
+
 
 def selector(labels: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
@@ -279,11 +326,21 @@ def selector(labels: dict[str, str]) -> str:
 
 def owned_replica_sets(applied: Applied, deployment: dict[str, Any]) -> list[dict[str, Any]]:
     meta = deployment["metadata"]
-    found = applied.get("replicasets", "-n", meta["namespace"], "-l",
-                        selector(deployment["spec"]["selector"]["matchLabels"]))["items"]
-    return [rs for rs in found
-            if any(ref["kind"] == "Deployment" and ref["name"] == meta["name"]
-                   for ref in rs["metadata"].get("ownerReferences", []))]
+    found = applied.get(
+        "replicasets",
+        "-n",
+        meta["namespace"],
+        "-l",
+        selector(deployment["spec"]["selector"]["matchLabels"]),
+    )["items"]
+    return [
+        rs
+        for rs in found
+        if any(
+            ref["kind"] == "Deployment" and ref["name"] == meta["name"]
+            for ref in rs["metadata"].get("ownerReferences", [])
+        )
+    ]
 
 
 def pods_of(applied: Applied, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
@@ -302,11 +359,17 @@ def settled_replica_set(applied: Applied, deployment: dict[str, Any]) -> dict[st
 
     def detail() -> str:
         # The ReplicaSet's ReplicaFailure condition says why a pod was refused (admission).
-        return json.dumps({rs["metadata"]["name"]: rs.get("status")
-                           for rs in owned_replica_sets(applied, deployment)}, indent=1)
+        return json.dumps(
+            {
+                rs["metadata"]["name"]: rs.get("status")
+                for rs in owned_replica_sets(applied, deployment)
+            },
+            indent=1,
+        )
 
-    return wait_for(f"{key(deployment)} to make a ReplicaSet of {replicas} pods", probe,
-                    detail=detail)
+    return wait_for(
+        f"{key(deployment)} to make a ReplicaSet of {replicas} pods", probe, detail=detail
+    )
 
 
 @pytest.mark.timeout(300)
@@ -336,13 +399,17 @@ def test_stateful_sets_make_their_pod_and_claims(applied: Applied) -> None:
         pods = [f"{meta['name']}-{i}" for i in ordinals]
 
         def probe() -> list[str] | None:
-            names = sorted(p["metadata"]["name"] for p in pods_of(
-                applied, meta["namespace"], spec["selector"]["matchLabels"]))
+            names = sorted(
+                p["metadata"]["name"]
+                for p in pods_of(applied, meta["namespace"], spec["selector"]["matchLabels"])
+            )
             return names if names == pods else None
 
         wait_for(f"{key(sts)} to make {pods}", probe)
-        found = {c["metadata"]["name"]: c for c in applied.get(
-            "persistentvolumeclaims", "-n", meta["namespace"])["items"]}
+        found = {
+            c["metadata"]["name"]: c
+            for c in applied.get("persistentvolumeclaims", "-n", meta["namespace"])["items"]
+        }
         for template in spec.get("volumeClaimTemplates", []):
             for pod in pods:
                 name = f"{template['metadata']['name']}-{pod}"
@@ -376,9 +443,13 @@ def test_disruption_budgets_count_the_pods_they_guard(applied: Applied) -> None:
     for pdb in applied.of_kind("PodDisruptionBudget"):
         meta = pdb["metadata"]
         labels = pdb["spec"]["selector"]["matchLabels"]
-        guarded = [d for d in workloads
-                   if all(d["spec"]["template"]["metadata"]["labels"].get(k) == v
-                          for k, v in labels.items())]
+        guarded = [
+            d
+            for d in workloads
+            if all(
+                d["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in labels.items()
+            )
+        ]
         expected = sum(d["spec"].get("replicas", 1) for d in guarded)
 
         def probe() -> dict[str, Any] | None:
@@ -432,13 +503,19 @@ def test_pods_pass_restricted_and_keep_the_policy_after_defaulting(applied: Appl
         meta = workload["metadata"]
         if workload["kind"] == "Deployment":
             settled_replica_set(applied, workload)
-        pods = wait_for(f"pods of {key(workload)}", lambda: pods_of(
-            applied, meta["namespace"], workload["spec"]["selector"]["matchLabels"]) or None)
+        pods = wait_for(
+            f"pods of {key(workload)}",
+            lambda: (
+                pods_of(applied, meta["namespace"], workload["spec"]["selector"]["matchLabels"])
+                or None
+            ),
+        )
         for pod in pods:
             check_pod_runs_unprivileged(pod)
 
 
 # -- a rolling update and its undo ---------------------------------------------
+
 
 def bumped(image: str) -> str:
     """Another tag of the same image, as a release would name it."""
@@ -470,8 +547,13 @@ def test_image_bump_rolls_a_new_replica_set_and_undo_returns(applied: Applied) -
         old = settled_replica_set(applied, deployment)
 
         result = applied.plane.kubectl(
-            "-n", namespace, "set", "image", f"deployment/{name}",
-            f"{container['name']}={bumped(container['image'])}")
+            "-n",
+            namespace,
+            "set",
+            "image",
+            f"deployment/{name}",
+            f"{container['name']}={bumped(container['image'])}",
+        )
         assert result.returncode == 0, report(result)
 
         def rolled() -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -479,20 +561,25 @@ def test_image_bump_rolls_a_new_replica_set_and_undo_returns(applied: Applied) -
             status = current.get("status", {})
             sets = {template_hash(rs): rs for rs in owned_replica_sets(applied, deployment)}
             new = [rs for h, rs in sets.items() if h != template_hash(old)]
-            if (status.get("observedGeneration") != current["metadata"]["generation"]
-                    or status.get("updatedReplicas", 0) < 1 or len(new) != 1
-                    or new[0].get("status", {}).get("replicas") != new[0]["spec"]["replicas"]):
+            if (
+                status.get("observedGeneration") != current["metadata"]["generation"]
+                or status.get("updatedReplicas", 0) < 1
+                or len(new) != 1
+                or new[0].get("status", {}).get("replicas") != new[0]["spec"]["replicas"]
+            ):
                 return None
             return current, new[0]
 
         current, new = wait_for(f"{key(deployment)} to start its rollout", rolled)
-        assert new["spec"]["template"]["spec"]["containers"][0]["image"] == \
-            bumped(container["image"])
+        assert new["spec"]["template"]["spec"]["containers"][0]["image"] == bumped(
+            container["image"]
+        )
         # maxUnavailable 0: a new pod is started (maxSurge), no old one is stopped, since
         # no new pod becomes available (no kubelet).
         by_hash = {template_hash(rs): rs for rs in owned_replica_sets(applied, deployment)}
-        assert by_hash[template_hash(old)]["spec"]["replicas"] == replicas, \
+        assert by_hash[template_hash(old)]["spec"]["replicas"] == replicas, (
             "an old pod was stopped before a new one was available"
+        )
         assert new["spec"]["replicas"] == surge
         assert current["status"]["replicas"] == replicas + surge, current["status"]
         assert current["status"]["updatedReplicas"] == surge, current["status"]
@@ -504,8 +591,11 @@ def test_image_bump_rolls_a_new_replica_set_and_undo_returns(applied: Applied) -
             current = applied.get("deployment", "-n", namespace, name)
             status = current.get("status", {})
             image = current["spec"]["template"]["spec"]["containers"][0]["image"]
-            if (status.get("observedGeneration") != current["metadata"]["generation"]
-                    or image != container["image"] or status.get("updatedReplicas") != replicas):
+            if (
+                status.get("observedGeneration") != current["metadata"]["generation"]
+                or image != container["image"]
+                or status.get("updatedReplicas") != replicas
+            ):
                 return None
             return current
 
@@ -523,6 +613,7 @@ def test_image_bump_rolls_a_new_replica_set_and_undo_returns(applied: Applied) -
 
 # -- how CI gets the binaries ------------------------------------------------------
 
+
 def fake_shared(root: Path, corrupt: str = "") -> Path:
     """A stand-in for ../shared/k8s: tiny xz-compressed 'binaries' and their SHA256SUMS."""
     shared = root / "shared"
@@ -531,7 +622,8 @@ def fake_shared(root: Path, corrupt: str = "") -> Path:
     for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"):
         content = f"#!/bin/sh\necho {name}\n".encode()
         (shared / "bin" / f"{name}.xz").write_bytes(
-            lzma.compress(content + (b"tampered" if name == corrupt else b"")))
+            lzma.compress(content + (b"tampered" if name == corrupt else b""))
+        )
         sums.append(f"{hashlib.sha256(content).hexdigest()}  {name}\n")
     (shared / "SHA256SUMS").write_text("".join(sums))
     return shared
@@ -539,8 +631,9 @@ def fake_shared(root: Path, corrupt: str = "") -> Path:
 
 def run_k8s_script(shared: Path, cache: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "NEWSBOT_K8S_SHARED": str(shared), "NEWSBOT_K8S_CACHE": str(cache)}
-    return subprocess.run(["bash", str(ROOT / ".ci" / "k8s.sh")], capture_output=True,
-                          text=True, timeout=60, env=env)
+    return subprocess.run(
+        ["bash", str(ROOT / ".ci" / "k8s.sh")], capture_output=True, text=True, timeout=60, env=env
+    )
 
 
 def test_k8s_script_unpacks_verified_binaries_into_the_cache(tmp_path: Path) -> None:
@@ -570,7 +663,11 @@ def test_ci_provides_the_control_plane() -> None:
     assert "etcd-server" in ci_run
     assert 'KUBEBUILDER_ASSETS="$(bash .ci/k8s.sh)"\nexport KUBEBUILDER_ASSETS\n' in ci_run
     flow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
-    commands = [line.strip() for step in flow["jobs"]["test"]["steps"] if "run" in step
-                for line in step["run"].splitlines()]
+    commands = [
+        line.strip()
+        for step in flow["jobs"]["test"]["steps"]
+        if "run" in step
+        for line in step["run"].splitlines()
+    ]
     assert any("apt-get install" in c and "etcd-server" in c for c in commands)
     assert any("bash .ci/k8s.sh" in c for c in commands)

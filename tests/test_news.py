@@ -38,8 +38,7 @@ def feed(news: FakeNews, path: str) -> Source:
 @pytest.fixture
 async def stores(redis_url: str) -> AsyncIterator[list[Store]]:
     """Two stores on one real Redis, as two replicas have."""
-    opened = [Store(aioredis.Redis.from_url(redis_url, decode_responses=True))
-              for _ in range(2)]
+    opened = [Store(aioredis.Redis.from_url(redis_url, decode_responses=True)) for _ in range(2)]
     yield opened
     for store in opened:
         await store.close()
@@ -52,7 +51,8 @@ def make_news(news: FakeNews, stores: list[Store]) -> Iterator[MakeNews]:
 
     def make(replica: int = 0, **overrides: Any) -> News:
         settings = dataclasses.replace(
-            Settings(reddit_url=news.url, allow_private_urls=True), **overrides)
+            Settings(reddit_url=news.url, allow_private_urls=True), **overrides
+        )
         built.append(News(settings, stores[replica]))
         return built[-1]
 
@@ -62,7 +62,8 @@ def make_news(news: FakeNews, stores: list[Store]) -> Iterator[MakeNews]:
 
 
 async def test_concurrent_requests_for_one_source_fetch_it_once(
-        news: FakeNews, make_news: MakeNews) -> None:
+    news: FakeNews, make_news: MakeNews
+) -> None:
     news.set_route("/busy.xml", body=RSS20, delay=0.3)
     fetcher = make_news()
     source = feed(news, "/busy.xml")
@@ -73,7 +74,8 @@ async def test_concurrent_requests_for_one_source_fetch_it_once(
 
 
 async def test_concurrent_requests_for_a_subreddit_fetch_it_once(
-        news: FakeNews, make_news: MakeNews) -> None:
+    news: FakeNews, make_news: MakeNews
+) -> None:
     fetcher = make_news()
     results = await asyncio.gather(*(fetcher.get_one(PYTHON) for _ in range(20)))
     assert news.count("/r/python/") == 1
@@ -81,20 +83,21 @@ async def test_concurrent_requests_for_a_subreddit_fetch_it_once(
     assert len(results[0].items) == 5
 
 
-async def test_two_replicas_asking_at_once_fetch_once(
-        news: FakeNews, make_news: MakeNews) -> None:
+async def test_two_replicas_asking_at_once_fetch_once(news: FakeNews, make_news: MakeNews) -> None:
     news.set_route("/busy.xml", body=RSS20, delay=0.3)
     source = feed(news, "/busy.xml")
     first, second = make_news(0), make_news(1)
-    results = await asyncio.gather(*(replica.get_one(source)
-                                     for _ in range(5) for replica in (first, second)))
+    results = await asyncio.gather(
+        *(replica.get_one(source) for _ in range(5) for replica in (first, second))
+    )
     assert news.count("/busy.xml") == 1
     assert all(result.items == results[0].items for result in results)
     assert len(results[0].items) == 5
 
 
 async def test_the_cache_is_used_for_its_ttl_then_revalidated(
-        news: FakeNews, make_news: MakeNews) -> None:
+    news: FakeNews, make_news: MakeNews
+) -> None:
     fetcher = make_news(cache_ttl=1)
     source = feed(news, "/feeds/rss20.xml")
     fresh = await fetcher.get_one(source)
@@ -125,12 +128,14 @@ async def age(store: Store, source: Source, seconds: float) -> None:
     """Make the cached fetch of a source look ``seconds`` older."""
     cached = await store.get_cached(source_digest(source))
     assert cached is not None
-    await store.put_cached(source_digest(source),
-                           dataclasses.replace(cached, fetched_at=cached.fetched_at - seconds))
+    await store.put_cached(
+        source_digest(source), dataclasses.replace(cached, fetched_at=cached.fetched_at - seconds)
+    )
 
 
 async def test_a_failing_source_is_remembered_briefly(
-        news: FakeNews, make_news: MakeNews, stores: list[Store]) -> None:
+    news: FakeNews, make_news: MakeNews, stores: list[Store]
+) -> None:
     fetcher = make_news()
     broken = feed(news, "/status/503")
     assert (await fetcher.get_one(broken)).error == "the server failed (503)"
@@ -150,7 +155,8 @@ async def test_a_failing_source_is_remembered_briefly(
 
 
 async def test_the_other_sources_arrive_when_some_fail(
-        news: FakeNews, make_news: MakeNews) -> None:
+    news: FakeNews, make_news: MakeNews
+) -> None:
     news.slow_seconds = 3.0
     sources = [
         feed(news, "/feeds/rss20.xml"),
@@ -165,29 +171,38 @@ async def test_the_other_sources_arrive_when_some_fail(
     results = await make_news(fetch_timeout=0.5).get(sources)
     assert [result.source for result in results] == sources
     assert [result.error for result in results] == [
-        None, "not found (404)", None, "private, quarantined or banned subreddit (403)",
-        "timed out", "no such subreddit (404)", "not a feed (no RSS or Atom found)", None]
+        None,
+        "not found (404)",
+        None,
+        "private, quarantined or banned subreddit (403)",
+        "timed out",
+        "no such subreddit (404)",
+        "not a feed (no RSS or Atom found)",
+        None,
+    ]
     assert all(results[index].items for index in (0, 2, 7))
 
 
 async def test_items_per_source_is_honoured(news: FakeNews, make_news: MakeNews) -> None:
-    results = await make_news(items_per_source=3).get(
-        [feed(news, "/feeds/rss20.xml"), PYTHON])
-    assert [item.title for item in results[0].items] == \
-        [item.title for item in parse_feed(RSS20, 3)]
+    results = await make_news(items_per_source=3).get([feed(news, "/feeds/rss20.xml"), PYTHON])
+    assert [item.title for item in results[0].items] == [
+        item.title for item in parse_feed(RSS20, 3)
+    ]
     assert len(results[1].items) == 3
     assert "Sunday Daily Thread" not in results[1].items[0].title  # stickied: left out
 
 
 async def test_private_feed_urls_are_refused_unless_allowed(
-        news: FakeNews, make_news: MakeNews) -> None:
+    news: FakeNews, make_news: MakeNews
+) -> None:
     result = await make_news(allow_private_urls=False).get_one(feed(news, "/feeds/rss20.xml"))
     assert result.error is not None and "private or local" in result.error
     assert news.requests == []
 
 
 async def test_a_replica_that_looked_before_another_stored_uses_that_fetch(
-        make_news: MakeNews, news: FakeNews) -> None:
+    make_news: MakeNews, news: FakeNews
+) -> None:
     # Replica 1 found the cache empty; before it takes the fetch lock, replica 0 fetches
     # and stores. Replica 1 must use that fetch, not make a second one, even with no TTL.
     first, second = make_news(0, cache_ttl=0), make_news(1, cache_ttl=0)
@@ -198,16 +213,23 @@ async def test_a_replica_that_looked_before_another_stored_uses_that_fetch(
 
 
 def long_feed(count: int) -> bytes:
-    items = "".join(f"<item><title>Story {n}</title><link>https://example.org/{n}</link>"
-                    f"<guid>https://example.org/{n}</guid></item>" for n in range(count))
-    return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>Long</title>{items}'
-            "</channel></rss>").encode()
+    items = "".join(
+        f"<item><title>Story {n}</title><link>https://example.org/{n}</link>"
+        f"<guid>https://example.org/{n}</guid></item>"
+        for n in range(count)
+    )
+    return (
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>Long</title>{items}'
+        "</channel></rss>"
+    ).encode()
 
 
 async def test_the_cache_keeps_the_whole_item_list_and_a_request_gets_its_share(
-        news: FakeNews, make_news: MakeNews, stores: list[Store]) -> None:
-    news.set_route("/long.xml", body=long_feed(140),
-                   headers={"Content-Type": "application/rss+xml"})
+    news: FakeNews, make_news: MakeNews, stores: list[Store]
+) -> None:
+    news.set_route(
+        "/long.xml", body=long_feed(140), headers={"Content-Type": "application/rss+xml"}
+    )
     source = feed(news, "/long.xml")
     fetcher = make_news(items_per_source=5)
     (shown,) = await fetcher.get([source])
@@ -220,11 +242,12 @@ async def test_the_cache_keeps_the_whole_item_list_and_a_request_gets_its_share(
 
     (listing,) = await fetcher.get([PYTHON], limit=100)
     assert len(listing.items) > 5  # the fixture's whole listing, stickies left out
-    assert "limit=100" in [path for _, path, _ in news.requests if path.startswith("/r/")][0]
+    assert "limit=100" in next(path for _, path, _ in news.requests if path.startswith("/r/"))
 
 
 async def test_cached_entries_are_read_together_and_only_the_missing_fetched(
-        news: FakeNews, make_news: MakeNews, stores: list[Store]) -> None:
+    news: FakeNews, make_news: MakeNews, stores: list[Store]
+) -> None:
     sources = [feed(news, f"/feeds/rss20.xml?copy={n}") for n in range(20)]
     fetcher = make_news()
     await fetcher.get(sources[::2])
@@ -239,7 +262,8 @@ async def test_cached_entries_are_read_together_and_only_the_missing_fetched(
 
 
 async def test_a_trickling_source_ends_at_the_deadline_and_the_rest_arrive(
-        news: FakeNews, make_news: MakeNews) -> None:
+    news: FakeNews, make_news: MakeNews
+) -> None:
     sources = [feed(news, "/trickle"), feed(news, "/feeds/rss20.xml"), PYTHON]
     results = await make_news(fetch_timeout=1.0).get(sources)
     assert [result.error for result in results] == ["timed out", None, None]

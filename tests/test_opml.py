@@ -6,7 +6,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fakes.news import BOMB, XXE
 from newsbot import opml
@@ -18,9 +19,12 @@ DATA = Path(__file__).parent / "data"
 
 
 def test_export_is_opml_2_with_one_outline_per_source_in_order():
-    sources = [Source("reddit", "r/python", "python"),
-               Source("feed", "https://example.org/feed.xml?a=1&b=2", "https://example.org/"
-                      "feed.xml?a=1&b=2")]
+    sources = [
+        Source("reddit", "r/python", "python"),
+        Source(
+            "feed", "https://example.org/feed.xml?a=1&b=2", "https://example.org/feed.xml?a=1&b=2"
+        ),
+    ]
     root = ET.fromstring(opml.write_opml(sources, created=0))
     assert root.tag == "opml" and root.get("version") == "2.0"
     assert root.findtext("head/title") == "Newsbot sources"
@@ -36,10 +40,14 @@ _NAME = st.from_regex(r"[A-Za-z0-9_]{3,21}", fullmatch=True)
 _PATH = st.lists(st.from_regex(r"[A-Za-z0-9._~%-]{1,12}", fullmatch=True), max_size=3)
 _SOURCE = st.builds(lambda name: Source("reddit", "r/" + name.lower(), name), _NAME) | st.builds(
     lambda host, path, query: Source(
-        "feed", f"https://{host}.example/{'/'.join(path)}{'?' + query if query else ''}",
-        f"https://{host}.example/{'/'.join(path)}{'?' + query if query else ''}"),
-    st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True), _PATH,
-    st.from_regex(r"([a-z]{1,5}=[A-Za-z0-9&<>\"']{0,8})?", fullmatch=True))
+        "feed",
+        f"https://{host}.example/{'/'.join(path)}{'?' + query if query else ''}",
+        f"https://{host}.example/{'/'.join(path)}{'?' + query if query else ''}",
+    ),
+    st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True),
+    _PATH,
+    st.from_regex(r"([a-z]{1,5}=[A-Za-z0-9&<>\"']{0,8})?", fullmatch=True),
+)
 
 
 @settings(deadline=None)  # a shared, loaded machine: slowness is no failure
@@ -65,36 +73,45 @@ def test_a_feedly_style_export_with_folders_is_read_whole():
         "https://lwn.net/headlines/rss",
         "https://blog.python.org/feeds/posts/default",
         "https://www.reddit.com/r/Python/.rss",
-        "https://feeds.bbci.co.uk/news/world/rss.xml",   # Hacker News again is left out
+        "https://feeds.bbci.co.uk/news/world/rss.xml",  # Hacker News again is left out
         "https://old.reddit.com/r/golang.rss",
         "https://xkcd.com/atom.xml",
     ]
     assert feeds[0].title == "Hacker News"
     assert [opml.source_of(f.url).key for f in feeds][3:6] == [
-        "r/python", "https://feeds.bbci.co.uk/news/world/rss.xml", "r/golang"]
+        "r/python",
+        "https://feeds.bbci.co.uk/news/world/rss.xml",
+        "r/golang",
+    ]
 
 
-@pytest.mark.parametrize("url, name", [
-    ("https://www.reddit.com/r/Python/.rss", "Python"),
-    ("https://reddit.com/r/golang", "golang"),
-    ("http://old.reddit.com/r/rust/", "rust"),
-    ("https://old.reddit.com/r/golang.rss", "golang"),
-    ("https://www.reddit.com/r/python/comments/abc/x/", None),   # a post, not a subreddit
-    ("https://www.reddit.com/r/ab/.rss", None),                   # too short a name
-    ("https://reddit.com.evil.example/r/python/.rss", None),
-    ("https://example.org/r/python/.rss", None),
-    ("ftp://reddit.com/r/python", None),
-])
+@pytest.mark.parametrize(
+    "url, name",
+    [
+        ("https://www.reddit.com/r/Python/.rss", "Python"),
+        ("https://reddit.com/r/golang", "golang"),
+        ("http://old.reddit.com/r/rust/", "rust"),
+        ("https://old.reddit.com/r/golang.rss", "golang"),
+        ("https://www.reddit.com/r/python/comments/abc/x/", None),  # a post, not a subreddit
+        ("https://www.reddit.com/r/ab/.rss", None),  # too short a name
+        ("https://reddit.com.evil.example/r/python/.rss", None),
+        ("https://example.org/r/python/.rss", None),
+        ("ftp://reddit.com/r/python", None),
+    ],
+)
 def test_reddit_urls_become_subreddits(url, name):
     assert opml.reddit_name(url) == name
 
 
-@pytest.mark.parametrize("url, reason", [
-    ("feed.xml", "not a feed URL"),
-    ("javascript:alert(1)", "not a feed URL"),
-    ("file:///etc/passwd", "only http:// and https://"),
-    ("https://user:pw@example.org/feed", "user name or password"),
-])
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("feed.xml", "not a feed URL"),
+        ("javascript:alert(1)", "not a feed URL"),
+        ("file:///etc/passwd", "only http:// and https://"),
+        ("https://user:pw@example.org/feed", "user name or password"),
+    ],
+)
 def test_urls_that_are_not_feeds_are_invalid(url, reason):
     with pytest.raises(InvalidSource, match=None) as raised:
         opml.source_of(url)
@@ -109,21 +126,31 @@ PARAMETER_ENTITY = b"""<?xml version="1.0"?>
 <opml version="2.0"><body/></opml>"""
 
 
-@pytest.mark.parametrize("data", [
-    BOMB, XXE, DTD_ONLY, PARAMETER_ENTITY,
-    BOMB.replace(b"<rss", b"<opml").replace(b"</rss>", b"</opml>"),
-], ids=["billion-laughs", "xxe", "external-dtd", "parameter-entity", "opml-bomb"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        BOMB,
+        XXE,
+        DTD_ONLY,
+        PARAMETER_ENTITY,
+        BOMB.replace(b"<rss", b"<opml").replace(b"</rss>", b"</opml>"),
+    ],
+    ids=["billion-laughs", "xxe", "external-dtd", "parameter-entity", "opml-bomb"],
+)
 def test_documents_with_a_dtd_or_entities_are_refused(data):
     with pytest.raises(OpmlError, match="DTD|entities"):
         opml.read_opml(data)
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b"<rss version='2.0'><channel/></rss>", "not OPML"),
-    (b"<opml><body><outline xmlUrl='x'", "not well-formed"),
-    (b"\xff\xfe garbage", "not well-formed"),
-    (b"<opml>" + b" " * opml.MAX_OPML_BYTES + b"</opml>", "bigger than 1024 KB"),
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"<rss version='2.0'><channel/></rss>", "not OPML"),
+        (b"<opml><body><outline xmlUrl='x'", "not well-formed"),
+        (b"\xff\xfe garbage", "not well-formed"),
+        (b"<opml>" + b" " * opml.MAX_OPML_BYTES + b"</opml>", "bigger than 1024 KB"),
+    ],
+)
 def test_what_is_not_opml_is_refused_with_the_reason(data, reason):
     with pytest.raises(OpmlError, match=None) as raised:
         opml.read_opml(data)
@@ -131,9 +158,13 @@ def test_what_is_not_opml_is_refused_with_the_reason(data, reason):
 
 
 def test_outlines_without_a_url_and_odd_spellings():
-    data = (b"<opml version='2.0'><body><outline text='folder'/>"
-            b"<outline text='A' xmlurl=' https://a.example/feed '/>"
-            b"<x:outline xmlns:x='urn:x' text='B' xmlUrl='https://b.example/feed'/>"
-            b"</body></opml>")
-    assert opml.read_opml(data) == [Feed("https://a.example/feed", "A"),
-                                    Feed("https://b.example/feed", "B")]
+    data = (
+        b"<opml version='2.0'><body><outline text='folder'/>"
+        b"<outline text='A' xmlurl=' https://a.example/feed '/>"
+        b"<x:outline xmlns:x='urn:x' text='B' xmlUrl='https://b.example/feed'/>"
+        b"</body></opml>"
+    )
+    assert opml.read_opml(data) == [
+        Feed("https://a.example/feed", "A"),
+        Feed("https://b.example/feed", "B"),
+    ]

@@ -34,8 +34,7 @@ async def sources_of(env: dict[str, str], chat_id: int) -> list[tuple[str, str]]
         await store.close()
 
 
-async def send_file(telegram, data: bytes | None = None, chat_id: int = CHAT,
-                    **document) -> str:
+async def send_file(telegram, data: bytes | None = None, chat_id: int = CHAT, **document) -> str:
     """Send the bot a document as the user; return the displayed reply."""
     before = len(telegram.sent(chat_id))
     telegram.push_document(chat_id, data, **document)
@@ -45,7 +44,8 @@ async def send_file(telegram, data: bytes | None = None, chat_id: int = CHAT,
 
 
 async def test_export_then_import_into_another_chat_gives_the_same_sources(
-        telegram, news, redis_url):
+    telegram, news, redis_url
+):
     env = bot_env(telegram, redis_url, news)
     feed = f"{news.url}/feeds/rss20.xml?x=1&y=2"
     async with running_bot(env):
@@ -66,8 +66,11 @@ async def test_export_then_import_into_another_chat_gives_the_same_sources(
     root = ET.fromstring(exported)
     assert root.get("version") == "2.0"
     assert [o.get("xmlUrl") for o in root.iter("outline")] == [
-        "https://www.reddit.com/r/python/.rss", feed, "https://www.reddit.com/r/golang/.rss"]
-    assert news.count("/feeds/") == 0   # neither export nor import fetches a feed
+        "https://www.reddit.com/r/python/.rss",
+        feed,
+        "https://www.reddit.com/r/golang/.rss",
+    ]
+    assert news.count("/feeds/") == 0  # neither export nor import fetches a feed
 
 
 async def test_a_feedly_style_export_is_imported_up_to_the_limit(telegram, news, redis_url):
@@ -75,8 +78,7 @@ async def test_a_feedly_style_export_is_imported_up_to_the_limit(telegram, news,
     data = (DATA / "feedly_export.opml").read_bytes()
     async with running_bot(env):
         await say(telegram, "/source golang")
-        reply = await send_file(telegram, data, file_name="feedly.opml",
-                                mime_type="text/x-opml")
+        reply = await send_file(telegram, data, file_name="feedly.opml", mime_type="text/x-opml")
     assert reply == (
         "Imported 5 sources:\n"
         "• https://news.ycombinator.com/rss\n"
@@ -84,27 +86,38 @@ async def test_a_feedly_style_export_is_imported_up_to_the_limit(telegram, news,
         "• https://blog.python.org/feeds/posts/default\n"
         "• r/Python\n"
         "• https://feeds.bbci.co.uk/news/world/rss.xml\n"
-        "1 already in your list.\n\n"             # r/golang, as old.reddit.com/r/golang.rss
+        "1 already in your list.\n\n"  # r/golang, as old.reddit.com/r/golang.rss
         "Not added:\n"
-        "⚠️ https://xkcd.com/atom.xml: over the limit of 6 sources")
+        "⚠️ https://xkcd.com/atom.xml: over the limit of 6 sources"
+    )
     assert [key for _, key in await sources_of(env, CHAT)][:2] == [
-        "r/golang", "https://news.ycombinator.com/rss"]
+        "r/golang",
+        "https://news.ycombinator.com/rss",
+    ]
 
 
 def _hostile(news) -> dict[str, bytes]:
     probe = f"{news.url}/probe"
     return {
-        "xxe.opml": (f'<?xml version="1.0"?><!DOCTYPE opml [<!ENTITY x SYSTEM "{probe}/x">]>'
-                     f'<opml version="2.0"><body><outline text="&x;" xmlUrl="{news.url}'
-                     f'/feeds/rss20.xml"/></body></opml>').encode(),
-        "dtd.xml": (f'<?xml version="1.0"?><!DOCTYPE opml SYSTEM "{probe}/opml.dtd">'
-                    f'<opml version="2.0"><body/></opml>').encode(),
-        "param.opml": (f'<?xml version="1.0"?><!DOCTYPE opml [<!ENTITY % p SYSTEM '
-                       f'"{probe}/p.dtd"> %p;]><opml version="2.0"><body/></opml>').encode(),
+        "xxe.opml": (
+            f'<?xml version="1.0"?><!DOCTYPE opml [<!ENTITY x SYSTEM "{probe}/x">]>'
+            f'<opml version="2.0"><body><outline text="&x;" xmlUrl="{news.url}'
+            f'/feeds/rss20.xml"/></body></opml>'
+        ).encode(),
+        "dtd.xml": (
+            f'<?xml version="1.0"?><!DOCTYPE opml SYSTEM "{probe}/opml.dtd">'
+            f'<opml version="2.0"><body/></opml>'
+        ).encode(),
+        "param.opml": (
+            f'<?xml version="1.0"?><!DOCTYPE opml [<!ENTITY % p SYSTEM '
+            f'"{probe}/p.dtd"> %p;]><opml version="2.0"><body/></opml>'
+        ).encode(),
         "laughs.opml": b'<?xml version="1.0"?><!DOCTYPE opml [<!ENTITY a "aaaaaaaaaa">'
-                       + b"".join(f'<!ENTITY {chr(98 + n)} "{("&" + chr(97 + n) + ";") * 10}">'
-                                  .encode() for n in range(9))
-                       + b']><opml version="2.0"><body><outline text="&j;"/></body></opml>',
+        + b"".join(
+            f'<!ENTITY {chr(98 + n)} "{("&" + chr(97 + n) + ";") * 10}">'.encode()
+            for n in range(9)
+        )
+        + b']><opml version="2.0"><body><outline text="&j;"/></body></opml>',
     }
 
 
@@ -112,19 +125,26 @@ async def test_xxe_and_billion_laughs_are_refused_without_any_fetch(telegram, ne
     async with running_bot(bot_env(telegram, redis_url, news)):
         for name, data in _hostile(news).items():
             reply = await send_file(telegram, data, file_name=name)
-            assert reply == ("Nothing imported: the file has a DTD (<!DOCTYPE …>), "
-                             "which is not accepted."), name
-        (listing,) = await say(telegram, "/sources")   # still answering
+            assert reply == (
+                "Nothing imported: the file has a DTD (<!DOCTYPE …>), which is not accepted."
+            ), name
+        (listing,) = await say(telegram, "/sources")  # still answering
         assert listing.startswith("You have no sources")
     assert news.requests == []
 
 
 async def test_private_addresses_are_refused_and_the_rest_imported(telegram, news, redis_url):
     port = news.url.rsplit(":", 1)[1]
-    urls = [f"http://127.0.0.1:{port}/feeds/rss20.xml", "http://169.254.169.254/latest/",
-            f"http://localhost:{port}/feeds/atom.xml", f"http://[::1]:{port}/x",
-            "http://10.0.0.7/feed", "https://old.reddit.com/r/rust/", "gopher://x.example/",
-            "not a url"]
+    urls = [
+        f"http://127.0.0.1:{port}/feeds/rss20.xml",
+        "http://169.254.169.254/latest/",
+        f"http://localhost:{port}/feeds/atom.xml",
+        f"http://[::1]:{port}/x",
+        "http://10.0.0.7/feed",
+        "https://old.reddit.com/r/rust/",
+        "gopher://x.example/",
+        "not a url",
+    ]
     outlines = "".join(f'<outline type="rss" text="f" xmlUrl="{url}"/>' for url in urls)
     data = f'<opml version="2.0"><body>{outlines}</body></opml>'.encode()
     env = bot_env(telegram, redis_url, news, NEWSBOT_ALLOW_PRIVATE_URLS="false")
@@ -140,8 +160,9 @@ async def test_private_addresses_are_refused_and_the_rest_imported(telegram, new
 
 
 async def test_which_documents_are_imported(telegram, news, redis_url):
-    opml = (b'<opml version="2.0"><body><outline xmlUrl="https://reddit.com/r/python"/>'
-            b"</body></opml>")
+    opml = (
+        b'<opml version="2.0"><body><outline xmlUrl="https://reddit.com/r/python"/></body></opml>'
+    )
     async with running_bot(bot_env(telegram, redis_url, news)):
         # In a group, only a file captioned /import: members' XML files are theirs.
         telegram.push_document(GROUP, opml, file_name="shared.opml")
@@ -150,8 +171,9 @@ async def test_which_documents_are_imported(telegram, news, redis_url):
         telegram.push_document(GROUP, opml, file_name="notes.txt", caption="/import@otherbot")
         (listing,) = await say(telegram, "/sources", chat_id=GROUP)
         assert listing.startswith("You have no sources")
-        reply = await send_file(telegram, opml, chat_id=GROUP, file_name="subs.txt",
-                                caption="/import@newsbot_test_bot")
+        reply = await send_file(
+            telegram, opml, chat_id=GROUP, file_name="subs.txt", caption="/import@newsbot_test_bot"
+        )
         assert reply.startswith("Imported 1 source:\n• r/python")
         # In a private chat, any .opml or .xml file; other documents are left alone.
         telegram.push_document(CHAT, opml, file_name="photo.png")
@@ -167,7 +189,8 @@ async def test_which_documents_are_imported(telegram, news, redis_url):
 
 
 async def test_files_over_a_megabyte_are_refused_before_or_after_the_download(
-        telegram, news, redis_url):
+    telegram, news, redis_url
+):
     big = b'<opml version="2.0"><body>' + b" " * (1024 * 1024) + b"</body></opml>"
     huge = b"<opml>" + b" " * (21 * 1024 * 1024) + b"</opml>"
     too_big = "That file is too big to import: at most 1024 KB."
@@ -176,8 +199,7 @@ async def test_files_over_a_megabyte_are_refused_before_or_after_the_download(
         assert await send_file(telegram, big, file_name="big.opml") == too_big
         assert telegram.count("getFile") == 0 and telegram.downloads == []
         # No size given: the downloaded bytes are measured.
-        assert await send_file(telegram, big, file_name="big.opml",
-                               report_size=False) == too_big
+        assert await send_file(telegram, big, file_name="big.opml", report_size=False) == too_big
         assert telegram.count("getFile") == 1 and len(telegram.downloads) == 1
         # Over Telegram's own 20 MB, getFile refuses; the user is told why.
         reply = await send_file(telegram, huge, file_name="huge.opml", report_size=False)
@@ -193,11 +215,13 @@ async def test_export_with_no_sources_says_so(telegram, redis_url):
 
 
 async def test_the_fake_answers_file_calls_as_telegram_does(telegram):
-    bot = Bot(telegram.token, base_url=f"{telegram.url}/bot",
-              base_file_url=f"{telegram.url}/file/bot")
+    bot = Bot(
+        telegram.token, base_url=f"{telegram.url}/bot", base_file_url=f"{telegram.url}/file/bot"
+    )
     async with bot:
-        message = await bot.send_document(CHAT, document=b"<opml/>", filename="a.opml",
-                                          caption="<b>Yours</b>", parse_mode="HTML")
+        message = await bot.send_document(
+            CHAT, document=b"<opml/>", filename="a.opml", caption="<b>Yours</b>", parse_mode="HTML"
+        )
         assert (message.document.file_name, message.document.file_size) == ("a.opml", 7)
         assert message.caption == "Yours"
         again = await bot.send_document(OTHER, document=message.document.file_id)
@@ -209,8 +233,10 @@ async def test_the_fake_answers_file_calls_as_telegram_does(telegram):
         for file_id, error in [(big.file_id, "File is too big"), ("nope", "Invalid file_id")]:
             with pytest.raises(BadRequest, match=error):
                 await bot.get_file(file_id)
-        for document, error in [(b"", "File must be non-empty"),
-                                ("AgADnope", "Wrong file identifier/http url specified")]:
+        for document, error in [
+            (b"", "File must be non-empty"),
+            ("AgADnope", "Wrong file identifier/http url specified"),
+        ]:
             with pytest.raises(BadRequest, match=error):
                 await bot.send_document(CHAT, document=document, filename="e.opml")
         with pytest.raises(BadRequest, match="Message caption is too long"):

@@ -46,7 +46,8 @@ def test_the_old_api_poll_really_is_unreadable_for_the_library():
 
 
 async def test_an_unreadable_update_goes_into_the_stream_as_sent_and_the_offset_moves_on(
-        telegram, redis, poller):
+    telegram, redis, poller
+):
     poll_id = telegram.push_update(OLD_API_POLL)
     message_id = telegram.push_message(42, "/help")
 
@@ -75,8 +76,13 @@ async def test_each_entry_names_its_chats_previous_update_and_entry(telegram, re
 
 
 async def test_an_update_without_an_id_is_skipped_and_the_others_appended(redis, poller):
-    await poller.append([{"message": {"chat": {"id": 1}}}, {"update_id": "7"},
-                         {"update_id": 8, "message": {"chat": {"id": 1}}}])
+    await poller.append(
+        [
+            {"message": {"chat": {"id": 1}}},
+            {"update_id": "7"},
+            {"update_id": 8, "message": {"chat": {"id": 1}}},
+        ]
+    )
     (only,) = await stream(redis)
     assert only["update_id"] == "8"
     assert await redis.get(keys.OFFSET) == "9"
@@ -92,18 +98,21 @@ async def test_telegram_errors_are_mapped_and_polling_goes_on(telegram, redis, p
     assert await poller.run_once() == 1
 
 
-@pytest.mark.parametrize("update, expected", [
-    ({"message": {"chat": {"id": 42}}}, 42),
-    ({"edited_channel_post": {"chat": {"id": -1001}}}, -1001),
-    ({"callback_query": {"id": "1", "message": {"chat": {"id": 7}}}}, 7),
-    ({"my_chat_member": {"chat": {"id": -5}, "from": {"id": 3}}}, -5),
-    ({"message_reaction": {"chat": {"id": 9}}}, 9),
-    ({"inline_query": {"id": "1", "from": {"id": 3}}}, 0),
-    (OLD_API_POLL, 0),
-    ({"message": {"chat": {"id": "42"}}}, 0),       # not a number: not trusted
-    ({"message": {"chat": {"id": True}}}, 0),
-    ({"message": {"chat": "42"}}, 0),
-    ({"message": None, "callback_query": {"message": []}}, 0),
-])
+@pytest.mark.parametrize(
+    "update, expected",
+    [
+        ({"message": {"chat": {"id": 42}}}, 42),
+        ({"edited_channel_post": {"chat": {"id": -1001}}}, -1001),
+        ({"callback_query": {"id": "1", "message": {"chat": {"id": 7}}}}, 7),
+        ({"my_chat_member": {"chat": {"id": -5}, "from": {"id": 3}}}, -5),
+        ({"message_reaction": {"chat": {"id": 9}}}, 9),
+        ({"inline_query": {"id": "1", "from": {"id": 3}}}, 0),
+        (OLD_API_POLL, 0),
+        ({"message": {"chat": {"id": "42"}}}, 0),  # not a number: not trusted
+        ({"message": {"chat": {"id": True}}}, 0),
+        ({"message": {"chat": "42"}}, 0),
+        ({"message": None, "callback_query": {"message": []}}, 0),
+    ],
+)
 def test_the_chat_id_is_read_defensively(update, expected):
     assert chat_id({"update_id": 1, **update}) == expected

@@ -38,10 +38,13 @@ def rss(titles: list[str]) -> str:
         f"<item><title>{title}</title><link>https://example.org/q/{title.split()[0]}</link>"
         f"<guid>q-{title.split()[0]}</guid>"
         f"<pubDate>Tue, 24 Nov 2026 {20 - n:02d}:00:00 +0000</pubDate></item>"
-        for n, title in enumerate(titles))
-    return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
-            f"<link>https://example.org/</link><description>d</description>{entries}"
-            f"</channel></rss>")
+        for n, title in enumerate(titles)
+    )
+    return (
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
+        f"<link>https://example.org/</link><description>d</description>{entries}"
+        f"</channel></rss>"
+    )
 
 
 def berlin(day: int, hour: int, minute: int = 0, month: int = 1) -> float:
@@ -88,23 +91,29 @@ def replica(replicas: list[Digests]) -> Digests:
 
 async def test_quiet_shows_sets_and_refuses_windows(telegram, redis_url):
     async with running_bot(bot_env(telegram, redis_url)):
-        assert await say(telegram, "/quiet") == ("Quiet hours: off. Set them with "
-                                                 "/quiet 22:00-07:00")
+        assert await say(telegram, "/quiet") == (
+            "Quiet hours: off. Set them with /quiet 22:00-07:00"
+        )
         assert await say(telegram, "/quiet 25:00-07:00") == (
-            "'25:00' is not a time of day: try 08:00 or 22:30.")
+            "'25:00' is not a time of day: try 08:00 or 22:30."
+        )
         await say(telegram, "/tz Europe/Berlin")
         reply = await say(telegram, "/quiet 22:00–07:00")  # a phone's dash
-        assert reply.startswith("Quiet hours: 22:00-07:00 (Europe/Berlin time). Digests "
-                                "due then wait")
+        assert reply.startswith(
+            "Quiet hours: 22:00-07:00 (Europe/Berlin time). Digests due then wait"
+        )
         assert await say(telegram, "/quiet") == "Quiet hours: 22:00-07:00 (Europe/Berlin time)"
-        assert await say(telegram, "/quiet off") == ("Quiet hours are off. Anything held "
-                                                     "comes now.")
-        assert await say(telegram, "/quiet") == ("Quiet hours: off. Set them with "
-                                                 "/quiet 22:00-07:00")
+        assert await say(telegram, "/quiet off") == (
+            "Quiet hours are off. Anything held comes now."
+        )
+        assert await say(telegram, "/quiet") == (
+            "Quiet hours: off. Set them with /quiet 22:00-07:00"
+        )
 
 
 async def test_digests_due_in_quiet_hours_come_as_one_message_when_they_end(
-        telegram, news, redis_url, replicas):
+    telegram, news, redis_url, replicas
+):
     replica = replicas[0]
     news.set_route("/q.xml", body=rss(["Evening story"]))
     store = replica.store
@@ -145,7 +154,7 @@ async def test_quiet_off_delivers_what_was_held_at_once(telegram, news, redis_ur
         await say(telegram, "/quiet 22:00-07:00")
         await say(telegram, "/subscribe 1h")
         replies = len(telegram.sent(CHAT))
-        night = datetime.datetime(2027, 2, 1, 23, 0, tzinfo=datetime.timezone.utc).timestamp()
+        night = datetime.datetime(2027, 2, 1, 23, 0, tzinfo=datetime.UTC).timestamp()
         await replica.store.reschedule(CHAT, night)
         assert await replica.run_once(now=night) == 1
         assert len(await replica.store.held(CHAT)) == 1
@@ -165,7 +174,7 @@ def window_around_now(at_least: float) -> tuple[str, float]:
     end = start + 60 * math.ceil((now + at_least - start) / 60)
 
     def clock(moment: float) -> str:
-        return datetime.datetime.fromtimestamp(moment, datetime.timezone.utc).strftime("%H:%M")
+        return datetime.datetime.fromtimestamp(moment, datetime.UTC).strftime("%H:%M")
 
     return f"{clock(start)}-{clock(end)}", end
 
@@ -180,7 +189,8 @@ def wait_until(condition, timeout: float, what: str) -> None:
 @pytest.mark.cluster
 @pytest.mark.timeout(300)
 def test_held_digests_survive_sigterm_and_a_redis_restart_and_go_out_once(
-        telegram, news, tmp_path):
+    telegram, news, tmp_path
+):
     news.set_route("/q.xml", body=rss(["First held story"]))
     held_key = keys.HELD.format(chat_id=CHAT)
     with RedisProcess(tmp_path) as redis:
@@ -227,7 +237,7 @@ async def test_nothing_waits_for_a_chat_that_said_stop(telegram, news, redis_url
         await say(telegram, f"/source {news.url}/q.xml")
         await say(telegram, "/quiet 22:00-07:00")
         await say(telegram, "/subscribe 1h")
-        night = datetime.datetime(2027, 2, 1, 23, 0, tzinfo=datetime.timezone.utc).timestamp()
+        night = datetime.datetime(2027, 2, 1, 23, 0, tzinfo=datetime.UTC).timestamp()
         await replica.store.reschedule(CHAT, night)
         assert await replica.run_once(now=night) == 1
         await say(telegram, "/stop")
@@ -259,13 +269,12 @@ async def test_messages_held_while_a_batch_goes_out_wait_for_their_own_window(re
         await store.close()
 
 
-async def test_a_new_zone_outside_the_quiet_hours_sends_what_was_held(
-        telegram, news, redis_url):
+async def test_a_new_zone_outside_the_quiet_hours_sends_what_was_held(telegram, news, redis_url):
     news.set_route("/q.xml", body=rss(["Held story"]))
     start = math.floor(time.time() / 60) * 60 - 3600
 
     def clock(moment: float) -> str:
-        return datetime.datetime.fromtimestamp(moment, datetime.timezone.utc).strftime("%H:%M")
+        return datetime.datetime.fromtimestamp(moment, datetime.UTC).strftime("%H:%M")
 
     settings = Settings.from_env(env_for(telegram, redis_url, news))
     store = Store(connect(settings))

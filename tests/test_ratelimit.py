@@ -21,8 +21,12 @@ from telegram.request import HTTPXRequest
 
 from fakes.telegram_api import FakeTelegram
 from newsbot import keys
-from newsbot.cluster.ratelimit import (RedisRateLimiter, SendDeferred, interval_ms,
-                                       retry_after_seconds)
+from newsbot.cluster.ratelimit import (
+    RedisRateLimiter,
+    SendDeferred,
+    interval_ms,
+    retry_after_seconds,
+)
 from newsbot.config import Settings
 
 REAL = Settings()  # Telegram's figures: 30/s overall, 1/s a chat, 20/min a group
@@ -37,8 +41,9 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-def limiter(redis: aioredis.Redis, max_wait_ms: int = keys.RATE_MAX_WAIT_MS,
-            **limits: float) -> RedisRateLimiter:
+def limiter(
+    redis: aioredis.Redis, max_wait_ms: int = keys.RATE_MAX_WAIT_MS, **limits: float
+) -> RedisRateLimiter:
     return RedisRateLimiter(redis, dataclasses.replace(REAL, **limits), max_wait_ms)
 
 
@@ -47,23 +52,35 @@ async def redis_now_ms(redis: aioredis.Redis) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
-@pytest.mark.parametrize("window_ms, allowed, expected", [
-    (1000, 30 * keys.RATE_MARGIN_GLOBAL, 40),      # 25.5/s booked as one per 40 ms
-    (60_000, 20 * keys.RATE_MARGIN_GROUP, 3158),   # 19/min
-    (1000, 1.0, 1000),
-    (1000, 1e-300, 3_600_000),                     # never longer than an hour
-    (1000, 0.0, 3_600_000),
-    (1000, float("inf"), 1),
-    (1000, float("nan"), 3_600_000),
-])
+@pytest.mark.parametrize(
+    "window_ms, allowed, expected",
+    [
+        (1000, 30 * keys.RATE_MARGIN_GLOBAL, 40),  # 25.5/s booked as one per 40 ms
+        (60_000, 20 * keys.RATE_MARGIN_GROUP, 3158),  # 19/min
+        (1000, 1.0, 1000),
+        (1000, 1e-300, 3_600_000),  # never longer than an hour
+        (1000, 0.0, 3_600_000),
+        (1000, float("inf"), 1),
+        (1000, float("nan"), 3_600_000),
+    ],
+)
 def test_intervals_round_up_and_stay_in_range(window_ms, allowed, expected) -> None:
     assert interval_ms(window_ms, allowed) == expected
 
 
-@pytest.mark.parametrize("retry_after, expected", [
-    (7, 7.0), (timedelta(seconds=60), 60.0), (0, 1.0), (-5, 1.0),
-    (99_999_999, 3600.0), (float("inf"), 3600.0), (float("nan"), 1.0), ("soon", 1.0),
-])
+@pytest.mark.parametrize(
+    "retry_after, expected",
+    [
+        (7, 7.0),
+        (timedelta(seconds=60), 60.0),
+        (0, 1.0),
+        (-5, 1.0),
+        (99_999_999, 3600.0),
+        (float("inf"), 3600.0),
+        (float("nan"), 1.0),
+        ("soon", 1.0),
+    ],
+)
 def test_retry_after_is_read_defensively_and_clamped(retry_after, expected) -> None:
     assert retry_after_seconds(retry_after) == expected
 
@@ -77,9 +94,10 @@ async def test_bookings_are_spaced_by_the_limit_with_its_margin(redis) -> None:
     assert interval == 589  # 2/s less the margin, rounded up
     chats = [11, 12, 13, 14, 15]
     await asyncio.gather(*(paced.wait_for_slot(chat) for chat in chats))
-    slots = sorted([int(await redis.get(keys.RATE_CHAT.format(chat_id=chat))) - 10_000
-                    for chat in chats])
-    assert [b - a for a, b in zip(slots, slots[1:])] == [interval] * 4
+    slots = sorted(
+        [int(await redis.get(keys.RATE_CHAT.format(chat_id=chat))) - 10_000 for chat in chats]
+    )
+    assert [b - a for a, b in zip(slots, slots[1:], strict=False)] == [interval] * 4
     assert int(await redis.get(keys.RATE_GLOBAL)) == slots[-1] + interval
 
 
@@ -148,8 +166,9 @@ async def test_a_send_never_waits_past_the_limit(redis) -> None:
     # One message per 4 s in a chat, at most 6 s of waiting: of three sends at once,
     # the third (8 s off) is deferred instead of slept.
     paced = limiter(redis, max_wait_ms=6000, send_per_chat_second=0.25)
-    results = await asyncio.gather(*(paced.wait_for_slot(7) for _ in range(3)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(paced.wait_for_slot(7) for _ in range(3)), return_exceptions=True
+    )
     assert [type(result) for result in results].count(SendDeferred) == 1
     assert [type(result) for result in results].count(float) == 2
 
@@ -180,16 +199,24 @@ async def test_three_replicas_with_jitter_never_meet_the_strict_limits(redis_url
     random.Random(1).shuffle(messages)
     with FakeTelegram(enforce_limits=True) as fake:
         clients = [aioredis.Redis.from_url(redis_url) for _ in range(3)]
-        bots = [ExtBot(fake.token, base_url=f"{fake.url}/bot",
-                       request=JitteryRequest(0.15, seed),
-                       rate_limiter=RedisRateLimiter(client, REAL, max_wait_ms=60_000))
-                for seed, client in enumerate(clients)]
+        bots = [
+            ExtBot(
+                fake.token,
+                base_url=f"{fake.url}/bot",
+                request=JitteryRequest(0.15, seed),
+                rate_limiter=RedisRateLimiter(client, REAL, max_wait_ms=60_000),
+            )
+            for seed, client in enumerate(clients)
+        ]
         try:
             for bot in bots:
                 await bot.initialize()
-            await asyncio.gather(*(
-                bots[i % 3].send_message(chat_id, f"message {n}")
-                for i, (chat_id, n) in enumerate(messages)))
+            await asyncio.gather(
+                *(
+                    bots[i % 3].send_message(chat_id, f"message {n}")
+                    for i, (chat_id, n) in enumerate(messages)
+                )
+            )
         finally:
             for bot in bots:
                 await bot.shutdown()

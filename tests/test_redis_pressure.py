@@ -29,11 +29,15 @@ SOURCES = 20
 
 
 def feed(name: str) -> str:
-    items = "".join(f"<item><title>{name} story {n}</title>"
-                    f"<link>https://example.org/{name}/{n}</link></item>" for n in range(5))
-    return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>{name}</title>'
-            f"<link>https://example.org/</link><description>d</description>{items}"
-            f"</channel></rss>")
+    items = "".join(
+        f"<item><title>{name} story {n}</title><link>https://example.org/{name}/{n}</link></item>"
+        for n in range(5)
+    )
+    return (
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>{name}</title>'
+        f"<link>https://example.org/</link><description>d</description>{items}"
+        f"</channel></rss>"
+    )
 
 
 async def test_a_small_pool_makes_commands_wait_instead_of_failing(redis_url: str) -> None:
@@ -53,7 +57,8 @@ async def test_a_small_pool_makes_commands_wait_instead_of_failing(redis_url: st
 
 
 async def test_64_chats_with_20_sources_fetching_at_once_are_all_answered(
-        telegram, news, redis_url, caplog: pytest.LogCaptureFixture) -> None:
+    telegram, news, redis_url, caplog: pytest.LogCaptureFixture
+) -> None:
     for n in range(SOURCES):
         news.set_route(f"/f{n}.xml", body=feed(f"feed{n}"))
     sources = [Source("feed", f"{news.url}/f{n}.xml", f"feed{n}") for n in range(SOURCES)]
@@ -81,25 +86,33 @@ async def test_64_chats_with_20_sources_fetching_at_once_are_all_answered(
                 replies = [" ".join(m.displayed for m in telegram.sent(chat)) for chat in CHATS]
                 return all("feed19 story 4" in text for text in replies) and all(
                     "Your digest" in " ".join(m.displayed for m in telegram.sent(chat))
-                    for chat in DIGEST_CHATS)
+                    for chat in DIGEST_CHATS
+                )
 
             await asyncio.to_thread(_wait_until, answered, 90)
             # A later update answered last: everything before it was handled.
             telegram.push_message(CHATS[0], "/help")
-            await asyncio.to_thread(_wait_until, lambda: any(
-                "/subscribe" in m.displayed for m in telegram.sent(CHATS[0])), 30)
+            await asyncio.to_thread(
+                _wait_until,
+                lambda: any("/subscribe" in m.displayed for m in telegram.sent(CHATS[0])),
+                30,
+            )
 
     for chat in CHATS:
         text = " ".join(m.displayed for m in telegram.sent(chat))
         assert all(f"feed{n} story 0" in text for n in range(SOURCES)), chat
     assert news.count("/f") == fetched_before  # served from the cache
-    problems = [r.getMessage() for r in caplog.records
-                if "deferred" in r.getMessage() or r.levelno >= logging.ERROR]
+    problems = [
+        r.getMessage()
+        for r in caplog.records
+        if "deferred" in r.getMessage() or r.levelno >= logging.ERROR
+    ]
     assert problems == []
 
 
 async def test_redis_out_of_memory_fails_readiness_once_and_recovers(
-        telegram, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    telegram, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     port = free_port()
     with RedisProcess(tmp_path, appendonly=False) as server:
         client = server.client()
@@ -112,7 +125,7 @@ async def test_redis_out_of_memory_fails_readiness_once_and_recovers(
                 await wait_sent(telegram, 1, chat_id=1)
 
                 _fill_to_maxmemory(client)
-                status, reason = await _wait_status(ready_url, 503)
+                _status, reason = await _wait_status(ready_url, 503)
                 assert "out of memory" in reason and "maxmemory" in reason, reason
                 for chat in range(2, 8):  # users keep writing meanwhile
                     telegram.push_message(chat, "/help")

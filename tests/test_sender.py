@@ -22,8 +22,11 @@ CHAT = 4242
 OTHER = 5151
 GROUP = -100777000111
 # Telegram's own pace, for the tests about it (bot_env relaxes it for the others).
-REAL_PACE = {"NEWSBOT_SEND_PER_SECOND": "30", "NEWSBOT_SEND_PER_CHAT_SECOND": "1",
-             "NEWSBOT_SEND_PER_GROUP_MINUTE": "20"}
+REAL_PACE = {
+    "NEWSBOT_SEND_PER_SECOND": "30",
+    "NEWSBOT_SEND_PER_CHAT_SECOND": "1",
+    "NEWSBOT_SEND_PER_GROUP_MINUTE": "20",
+}
 
 
 @pytest.fixture
@@ -36,19 +39,25 @@ async def store(redis_url: str) -> AsyncIterator[Store]:
 
 def send_calls(telegram) -> list[int]:
     """The chat of every sendMessage the fake received, answered or refused, in order."""
-    return [params.get("chat_id") for method, params in list(telegram.calls)
-            if method == "sendMessage"]
+    return [
+        params.get("chat_id") for method, params in list(telegram.calls) if method == "sendMessage"
+    ]
 
 
-async def keys_of_chat(redis: aioredis.Redis, chat_id: int,
-                       besides: tuple[str, ...] = ()) -> list[str]:
+async def keys_of_chat(
+    redis: aioredis.Redis, chat_id: int, besides: tuple[str, ...] = ()
+) -> list[str]:
     """Every key that keeps state of the chat, and the due-digest entry if it has one.
 
     Pacing keys of a send a moment ago expire within seconds by themselves: not state.
     """
-    found = [key async for key in redis.scan_iter(match="newsbot:*")
-             if str(chat_id) in key.split(":") and not key.startswith(besides)
-             and not (key.startswith("newsbot:rate:") and await _expires_soon(redis, key))]
+    found = [
+        key
+        async for key in redis.scan_iter(match="newsbot:*")
+        if str(chat_id) in key.split(":")
+        and not key.startswith(besides)
+        and not (key.startswith("newsbot:rate:") and await _expires_soon(redis, key))
+    ]
     if await redis.zscore("newsbot:due", chat_id) is not None:
         found.append("newsbot:due[chat]")
     return found
@@ -67,8 +76,7 @@ async def wait_for(condition, timeout: float = 20.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_a_429_delays_only_its_chat_and_its_reply_survives_a_restart(
-        telegram, redis_url):
+async def test_a_429_delays_only_its_chat_and_its_reply_survives_a_restart(telegram, redis_url):
     # Telegram flood-waits CHAT for 12 s: longer than a reply may wait in a worker, so
     # its update is deferred (left pending), not slept on.
     telegram.flood_chat(CHAT, 12)
@@ -107,10 +115,12 @@ async def test_a_short_429_is_waited_out_in_place(telegram, redis_url):
 
 
 async def test_a_two_part_reply_whose_second_part_fails_is_completed_not_repeated(
-        telegram, news, redis_url):
+    telegram, news, redis_url
+):
     titles = [f"Story {n}: " + "long words " * 20 for n in range(20)]
-    news.set_route("/long.xml", body=_feed(titles),
-                   headers={"Content-Type": "application/rss+xml"})
+    news.set_route(
+        "/long.xml", body=_feed(titles), headers={"Content-Type": "application/rss+xml"}
+    )
     env = bot_env(telegram, redis_url, news, NEWSBOT_ITEMS_PER_SOURCE="20")
     async with running_bot(env):
         telegram.push_message(CHAT, f"/source {news.url}/long.xml")
@@ -131,7 +141,8 @@ async def test_a_two_part_reply_whose_second_part_fails_is_completed_not_repeate
 
 @pytest.mark.parametrize("gone", ["deleted (400 chat not found)", "blocked the bot (403)"])
 async def test_a_chat_that_no_longer_exists_is_forgotten_and_not_tried_again(
-        telegram, news, redis_url, store, gone):
+    telegram, news, redis_url, store, gone
+):
     await store.set_sources(CHAT, [parse_source("python")])
     await store.mark_seen(CHAT, ["old-item"])
     if gone.startswith("deleted"):
@@ -154,10 +165,10 @@ async def _no_keys(redis: aioredis.Redis, chat_id: int) -> bool:
     return not await keys_of_chat(redis, chat_id)
 
 
-@pytest.mark.parametrize("chat_id, status", [(CHAT, "kicked"), (GROUP, "left"),
-                                             (GROUP, "kicked")])
-async def test_the_bot_blocked_or_removed_forgets_the_chat(telegram, news, redis_url,
-                                                           store, chat_id, status):
+@pytest.mark.parametrize("chat_id, status", [(CHAT, "kicked"), (GROUP, "left"), (GROUP, "kicked")])
+async def test_the_bot_blocked_or_removed_forgets_the_chat(
+    telegram, news, redis_url, store, chat_id, status
+):
     async with running_bot(bot_env(telegram, redis_url, news)):
         telegram.push_message(chat_id, "/source python")
         telegram.push_message(chat_id, "/subscribe")
@@ -180,6 +191,9 @@ def _feed(titles: list[str]) -> bytes:
         f"<item><title>{title}</title><link>https://example.org/{n}</link>"
         f"<guid>https://example.org/{n}</guid>"
         f"<pubDate>Tue, 26 Nov 2024 {23 - n % 24:02d}:00:00 +0000</pubDate></item>"
-        for n, title in enumerate(titles))
-    return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>Test</title>'
-            f"{items}</channel></rss>").encode()
+        for n, title in enumerate(titles)
+    )
+    return (
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>Test</title>'
+        f"{items}</channel></rss>"
+    ).encode()

@@ -36,8 +36,14 @@ from newsbot.errors import FetchError, InvalidSource
 from newsbot.sources.base import parse_source, parse_sources, split_sources
 from newsbot.sources.download import CHUNK, Downloader, FetchPool, Validators
 from newsbot.sources.guard import Guard, Resolver, is_public
-from newsbot.sources.reddit import (Reddit, RedditRateLimited, parse_listing, parse_wait,
-                                    post_link, retry_after)
+from newsbot.sources.reddit import (
+    Reddit,
+    RedditRateLimited,
+    parse_listing,
+    parse_wait,
+    post_link,
+    retry_after,
+)
 from newsbot.sources.rss import check_budget, fetch_feed, parse_feed
 from newsbot.sources.threads import DaemonPool
 
@@ -52,59 +58,68 @@ def data(name: str) -> bytes:
 # --- base: what the user typed ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, words", [
-    ("python", ["python"]),
-    ("python, golang", ["python", "golang"]),
-    ("golang,rust", ["golang", "rust"]),
-    ("  a ,, b\tc\n d ,", ["a", "b", "c", "d"]),
-    ("", []),
-    (" , ,\n", []),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("python", ["python"]),
+        ("python, golang", ["python", "golang"]),
+        ("golang,rust", ["golang", "rust"]),
+        ("  a ,, b\tc\n d ,", ["a", "b", "c", "d"]),
+        ("", []),
+        (" , ,\n", []),
+    ],
+)
 def test_split_sources(text: str, words: list[str]) -> None:
     assert split_sources(text) == words
 
 
-@pytest.mark.parametrize("word, kind, key", [
-    ("python", "reddit", "r/python"),
-    ("r/python", "reddit", "r/python"),
-    ("/r/Python/", "reddit", "r/python"),
-    ("R/Python", "reddit", "r/python"),
-    ("r/python/", "reddit", "r/python"),
-    ("learn_python3", "reddit", "r/learn_python3"),
-    ("abc", "reddit", "r/abc"),
-    ("a" * 21, "reddit", "r/" + "a" * 21),
-    ("https://example.org/feed.xml", "feed", "https://example.org/feed.xml"),
-    ("HTTP://Example.ORG", "feed", "http://example.org/"),
-    ("https://example.org:8443/rss?x=1#top", "feed", "https://example.org:8443/rss?x=1"),
-    ("http://example.org:65535/", "feed", "http://example.org:65535/"),
-    ("http://[2606:4700::1]:8080/feed", "feed", "http://[2606:4700::1]:8080/feed"),
-    # Accepted by the parser: whether it may be fetched is the guard's call.
-    ("http://[::1]/feed", "feed", "http://[::1]/feed"),
-])
+@pytest.mark.parametrize(
+    "word, kind, key",
+    [
+        ("python", "reddit", "r/python"),
+        ("r/python", "reddit", "r/python"),
+        ("/r/Python/", "reddit", "r/python"),
+        ("R/Python", "reddit", "r/python"),
+        ("r/python/", "reddit", "r/python"),
+        ("learn_python3", "reddit", "r/learn_python3"),
+        ("abc", "reddit", "r/abc"),
+        ("a" * 21, "reddit", "r/" + "a" * 21),
+        ("https://example.org/feed.xml", "feed", "https://example.org/feed.xml"),
+        ("HTTP://Example.ORG", "feed", "http://example.org/"),
+        ("https://example.org:8443/rss?x=1#top", "feed", "https://example.org:8443/rss?x=1"),
+        ("http://example.org:65535/", "feed", "http://example.org:65535/"),
+        ("http://[2606:4700::1]:8080/feed", "feed", "http://[2606:4700::1]:8080/feed"),
+        # Accepted by the parser: whether it may be fetched is the guard's call.
+        ("http://[::1]/feed", "feed", "http://[::1]/feed"),
+    ],
+)
 def test_parse_source_accepts(word: str, kind: str, key: str) -> None:
     source = parse_source(word)
     assert (source.kind, source.key, source.label) == (kind, key, word)
 
 
-@pytest.mark.parametrize("word, reason", [
-    ("ab", "3 to 21"),
-    ("a" * 22, "3 to 21"),
-    ("py-thon", "subreddit"),
-    ("r/ab", "subreddit"),
-    ("/r/ab/", "subreddit"),
-    ("r/", "subreddit"),
-    ("example.org/feed.xml", "http:// or https://"),
-    ("ftp://example.org/feed.xml", "http:// and https://"),
-    ("file:///etc/passwd", "http:// and https://"),
-    ("javascript:alert(1)", ""),
-    ("http://example.org:99999/", "not a valid URL"),
-    ("http://example.org:0/", "not a valid URL"),
-    ("http://[::1/feed", "not a valid URL"),
-    ("http://user:secret@example.org/feed", "password"),
-    ("http://user@example.org/feed", "user name"),
-    ("https:///feed.xml", "no host"),
-    ("https://example.org/" + "a" * 2000, "longer than 2000"),
-])
+@pytest.mark.parametrize(
+    "word, reason",
+    [
+        ("ab", "3 to 21"),
+        ("a" * 22, "3 to 21"),
+        ("py-thon", "subreddit"),
+        ("r/ab", "subreddit"),
+        ("/r/ab/", "subreddit"),
+        ("r/", "subreddit"),
+        ("example.org/feed.xml", "http:// or https://"),
+        ("ftp://example.org/feed.xml", "http:// and https://"),
+        ("file:///etc/passwd", "http:// and https://"),
+        ("javascript:alert(1)", ""),
+        ("http://example.org:99999/", "not a valid URL"),
+        ("http://example.org:0/", "not a valid URL"),
+        ("http://[::1/feed", "not a valid URL"),
+        ("http://user:secret@example.org/feed", "password"),
+        ("http://user@example.org/feed", "user name"),
+        ("https:///feed.xml", "no host"),
+        ("https://example.org/" + "a" * 2000, "longer than 2000"),
+    ],
+)
 def test_parse_source_refuses(word: str, reason: str) -> None:
     with pytest.raises(InvalidSource, match=re.escape(reason) if reason else None) as refusal:
         parse_source(word)
@@ -114,16 +129,21 @@ def test_parse_source_refuses(word: str, reason: str) -> None:
 def test_parse_sources_keeps_the_books_syntax() -> None:
     sources, refused = parse_sources("python, golang")
     assert [(s.kind, s.key, s.label) for s in sources] == [
-        ("reddit", "r/python", "python"), ("reddit", "r/golang", "golang")]
+        ("reddit", "r/python", "python"),
+        ("reddit", "r/golang", "golang"),
+    ]
     assert refused == []
 
 
 def test_parse_sources_drops_duplicates_keeping_the_first() -> None:
     sources, refused = parse_sources(
-        "python r/python /r/Python/ golang https://Example.org/f https://example.org/f")
+        "python r/python /r/Python/ golang https://Example.org/f https://example.org/f"
+    )
     assert [(s.key, s.label) for s in sources] == [
-        ("r/python", "python"), ("r/golang", "golang"),
-        ("https://example.org/f", "https://Example.org/f")]
+        ("r/python", "python"),
+        ("r/golang", "golang"),
+        ("https://example.org/f", "https://Example.org/f"),
+    ]
     assert refused == []
 
 
@@ -134,12 +154,38 @@ def test_parse_sources_names_each_refusal_as_typed() -> None:
     assert all(reason for _, reason in refused)
 
 
-_SOURCE_ALPHABET = st.sampled_from([
-    "r/", "/r/", "http://", "https://", "ftp://", "[", "]", ":", "@", "%", "/", ".", ",",
-    " ", "\n", "#", "?", "::1", "99999", "python", "Example.org", "a", "_", "-", "é",
-])
-_SOURCE_TEXT = st.one_of(st.text(), st.lists(st.one_of(_SOURCE_ALPHABET, st.text(max_size=3)))
-                         .map("".join))
+_SOURCE_ALPHABET = st.sampled_from(
+    [
+        "r/",
+        "/r/",
+        "http://",
+        "https://",
+        "ftp://",
+        "[",
+        "]",
+        ":",
+        "@",
+        "%",
+        "/",
+        ".",
+        ",",
+        " ",
+        "\n",
+        "#",
+        "?",
+        "::1",
+        "99999",
+        "python",
+        "Example.org",
+        "a",
+        "_",
+        "-",
+        "é",
+    ]
+)
+_SOURCE_TEXT = st.one_of(
+    st.text(), st.lists(st.one_of(_SOURCE_ALPHABET, st.text(max_size=3))).map("".join)
+)
 
 
 @given(_SOURCE_TEXT)
@@ -162,38 +208,41 @@ def test_parse_sources_never_raises_and_keeps_keys_canonical(text: str) -> None:
 # --- guard: the SSRF guard -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("address, public", [
-    ("127.0.0.1", False),
-    ("10.0.0.1", False),
-    ("10.255.255.254", False),
-    ("172.16.0.1", False),
-    ("172.31.255.254", False),
-    ("172.32.0.1", True),
-    ("192.168.1.1", False),
-    ("169.254.169.254", False),
-    ("100.64.0.1", False),
-    ("0.0.0.0", False),
-    ("224.0.0.1", False),
-    ("240.0.0.1", False),
-    ("255.255.255.255", False),
-    ("::", False),
-    ("::1", False),
-    ("fe80::1", False),
-    ("fc00::1", False),
-    ("fd12:3456::1", False),
-    ("ff02::1", False),
-    ("::ffff:127.0.0.1", False),
-    ("::ffff:10.0.0.1", False),
-    ("::ffff:169.254.169.254", False),
-    ("64:ff9b::7f00:1", False),
-    ("2002:7f00:1::", False),  # 6to4 wrapping 127.0.0.1
-    ("2002:a00:1::", False),  # 6to4 wrapping 10.0.0.1
-    ("2002:808:808::", True),  # 6to4 wrapping 8.8.8.8
-    ("8.8.8.8", True),
-    ("1.1.1.1", True),
-    ("::ffff:8.8.8.8", True),
-    ("2606:4700::1", True),
-])
+@pytest.mark.parametrize(
+    "address, public",
+    [
+        ("127.0.0.1", False),
+        ("10.0.0.1", False),
+        ("10.255.255.254", False),
+        ("172.16.0.1", False),
+        ("172.31.255.254", False),
+        ("172.32.0.1", True),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+        ("240.0.0.1", False),
+        ("255.255.255.255", False),
+        ("::", False),
+        ("::1", False),
+        ("fe80::1", False),
+        ("fc00::1", False),
+        ("fd12:3456::1", False),
+        ("ff02::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("::ffff:10.0.0.1", False),
+        ("::ffff:169.254.169.254", False),
+        ("64:ff9b::7f00:1", False),
+        ("2002:7f00:1::", False),  # 6to4 wrapping 127.0.0.1
+        ("2002:a00:1::", False),  # 6to4 wrapping 10.0.0.1
+        ("2002:808:808::", True),  # 6to4 wrapping 8.8.8.8
+        ("8.8.8.8", True),
+        ("1.1.1.1", True),
+        ("::ffff:8.8.8.8", True),
+        ("2606:4700::1", True),
+    ],
+)
 def test_is_public(address: str, public: bool) -> None:
     # Only classified: no connection is made to any of these.
     assert is_public(ipaddress.ip_address(address)) is public
@@ -219,8 +268,10 @@ def test_guard_refuses_private_urls(url: str) -> None:
         Guard().check_url(url)
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.org/feed",
-                                 "gopher://127.0.0.1:6379/", "http:///feed"])
+@pytest.mark.parametrize(
+    "url",
+    ["file:///etc/passwd", "ftp://example.org/feed", "gopher://127.0.0.1:6379/", "http:///feed"],
+)
 def test_guard_refuses_other_schemes_even_when_private_urls_are_allowed(url: str) -> None:
     for guard in (Guard(), Guard(allow_private=True)):
         with pytest.raises(InvalidSource, match="http"):
@@ -281,7 +332,8 @@ def count_body_bytes(fetcher: Downloader) -> list[int]:
 
 
 def test_conditional_get_answers_304_to_known_validators(
-        news: FakeNews, downloader: Downloader) -> None:
+    news: FakeNews, downloader: Downloader
+) -> None:
     url = news.url + "/feeds/rss20.xml"
     first = downloader.get(url)
     assert first.status == 200 and first.body == data("rss20.xml")
@@ -336,18 +388,22 @@ def test_a_slow_server_times_out(news: FakeNews) -> None:
     assert time.monotonic() - started < 2.0
 
 
-@pytest.mark.parametrize("status, reason", [
-    (404, "not found (404)"),
-    (410, "not found (410)"),
-    (401, "access denied (401)"),
-    (403, "access denied (403)"),
-    (429, "slow down (429)"),
-    (500, "the server failed (500)"),
-    (503, "the server failed (503)"),
-    (418, "unexpected answer (418)"),
-])
-def test_error_statuses_become_reasons(news: FakeNews, downloader: Downloader,
-                                       status: int, reason: str) -> None:
+@pytest.mark.parametrize(
+    "status, reason",
+    [
+        (404, "not found (404)"),
+        (410, "not found (410)"),
+        (401, "access denied (401)"),
+        (403, "access denied (403)"),
+        (429, "slow down (429)"),
+        (500, "the server failed (500)"),
+        (503, "the server failed (503)"),
+        (418, "unexpected answer (418)"),
+    ],
+)
+def test_error_statuses_become_reasons(
+    news: FakeNews, downloader: Downloader, status: int, reason: str
+) -> None:
     with pytest.raises(FetchError, match=re.escape(reason)):
         downloader.get(f"{news.url}/status/{status}")
 
@@ -374,8 +430,7 @@ def test_a_redirect_loop_ends(news: FakeNews, downloader: Downloader) -> None:
     assert news.count("/loop") <= 10
 
 
-def test_a_redirect_to_a_private_address_is_refused(
-        news: FakeNews, far_news: FakeNews) -> None:
+def test_a_redirect_to_a_private_address_is_refused(news: FakeNews, far_news: FakeNews) -> None:
     fetcher = Downloader(Guard(exempt=frozenset({SECOND_LOOPBACK})))
     try:
         # The "public" server may be fetched...
@@ -400,7 +455,8 @@ def test_a_redirect_to_a_file_url_is_refused(far_news: FakeNews) -> None:
 
 
 def test_connections_to_a_private_peer_are_refused_even_past_check_url(
-        news: FakeNews, far_news: FakeNews) -> None:
+    news: FakeNews, far_news: FakeNews
+) -> None:
     """The adapter checks the peer a connection reached (DNS rebinding defence)."""
     fetcher = Downloader(Guard(exempt=frozenset({SECOND_LOOPBACK})))
     try:
@@ -422,9 +478,13 @@ def expected_rss20_titles() -> list[str]:
     """Titles of rss20.xml newest first, worked out here from the pubDates."""
     channel = ElementTree.fromstring(data("rss20.xml")).find("channel")
     assert channel is not None
-    dated = [(email.utils.parsedate_to_datetime(item.findtext("pubDate", "")),
-              " ".join(item.findtext("title", "").split()))
-             for item in channel.iter("item")]
+    dated = [
+        (
+            email.utils.parsedate_to_datetime(item.findtext("pubDate", "")),
+            " ".join(item.findtext("title", "").split()),
+        )
+        for item in channel.iter("item")
+    ]
     return [title for _, title in sorted(dated, key=lambda pair: pair[0], reverse=True)]
 
 
@@ -450,8 +510,7 @@ def test_rss20_items_come_newest_first_across_time_zones() -> None:
 
 
 def test_parse_feed_honours_the_limit() -> None:
-    assert [item.title for item in parse_feed(data("rss20.xml"), 3)] == \
-        expected_rss20_titles()[:3]
+    assert [item.title for item in parse_feed(data("rss20.xml"), 3)] == expected_rss20_titles()[:3]
 
 
 def test_rss10_items_come_newest_first() -> None:
@@ -482,19 +541,32 @@ def test_atom_entries_come_newest_first_with_their_alternate_links() -> None:
     expected = [title.replace("<em>chalk</em> &amp; rust", "chalk & rust") for title in expected]
     assert [item.title for item in items] == expected
     links = {item.title: item.link for item in items}
-    assert links["Weathering wagons with chalk & rust"] == \
-        "https://railway.example.io/log/weathering"
+    assert (
+        links["Weathering wagons with chalk & rust"] == "https://railway.example.io/log/weathering"
+    )
     assert links["Signal box wiring finally works"] == "https://railway.example.io/log/signal-box"
 
 
-@pytest.mark.parametrize("file, title, link", [
-    ("rss20.xml", 'Council votes <yes> on "Fish & Chips" festival',
-     "https://gazette.example.com/2024/11/fish-and-chips?ref=rss&utm_source=feed"),
-    ("rss10.xml", "Open night for schools & families on Friday",
-     "https://observatory.example.org/notes/open-night"),
-    ("atom.xml", "Weathering wagons with chalk & rust",
-     "https://railway.example.io/log/weathering"),
-])
+@pytest.mark.parametrize(
+    "file, title, link",
+    [
+        (
+            "rss20.xml",
+            'Council votes <yes> on "Fish & Chips" festival',
+            "https://gazette.example.com/2024/11/fish-and-chips?ref=rss&utm_source=feed",
+        ),
+        (
+            "rss10.xml",
+            "Open night for schools & families on Friday",
+            "https://observatory.example.org/notes/open-night",
+        ),
+        (
+            "atom.xml",
+            "Weathering wagons with chalk & rust",
+            "https://railway.example.io/log/weathering",
+        ),
+    ],
+)
 def test_titles_and_links_are_decoded_to_plain_text(file: str, title: str, link: str) -> None:
     items = parse_feed(data(file), 50)
     assert (title, link) in [(item.title, item.link) for item in items]
@@ -507,14 +579,17 @@ def test_item_ids_are_stable_and_distinct() -> None:
     assert len({item.id for item in first}) == len(first)
 
 
-@pytest.mark.parametrize("body, reason", [
-    (data("not_a_feed.html"), "not a feed"),
-    (b"", "not a feed"),
-    (b"   \n", "not a feed"),
-    (b'{"items": []}', "not a feed"),
-    (BOMB, "entities"),
-    (XXE, "entities"),
-])
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        (data("not_a_feed.html"), "not a feed"),
+        (b"", "not a feed"),
+        (b"   \n", "not a feed"),
+        (b'{"items": []}', "not a feed"),
+        (BOMB, "entities"),
+        (XXE, "entities"),
+    ],
+)
 def test_bodies_that_are_not_usable_feeds(body: bytes, reason: str) -> None:
     with pytest.raises(FetchError, match=reason):
         parse_feed(body, 5)
@@ -545,14 +620,18 @@ def test_fetch_feed_reuses_validators(news: FakeNews, downloader: Downloader) ->
     assert again.status == 304 and unchanged is None
 
 
-@pytest.mark.parametrize("path, reason", [
-    ("/html", "not a feed"),
-    ("/bomb", "entities"),
-    ("/xxe", "entities"),
-    ("/empty", "not a feed"),
-])
-def test_fetch_feed_reports_bad_feeds(news: FakeNews, downloader: Downloader,
-                                      path: str, reason: str) -> None:
+@pytest.mark.parametrize(
+    "path, reason",
+    [
+        ("/html", "not a feed"),
+        ("/bomb", "entities"),
+        ("/xxe", "entities"),
+        ("/empty", "not a feed"),
+    ],
+)
+def test_fetch_feed_reports_bad_feeds(
+    news: FakeNews, downloader: Downloader, path: str, reason: str
+) -> None:
     with pytest.raises(FetchError, match=reason):
         fetch_feed(downloader, news.url + path, 5, None)
 
@@ -563,16 +642,18 @@ def test_fetch_feed_reports_bad_feeds(news: FakeNews, downloader: Downloader,
 def python_titles() -> list[str]:
     """Titles of reddit_python.json in hot order, stickied posts left out."""
     listing = json.loads(data("reddit_python.json"))
-    return [child["data"]["title"] for child in listing["data"]["children"]
-            if not child["data"].get("stickied")]
+    return [
+        child["data"]["title"]
+        for child in listing["data"]["children"]
+        if not child["data"].get("stickied")
+    ]
 
 
 @pytest.mark.parametrize("limit", [1, 5, 100])
 def test_parse_listing_keeps_hot_order_without_stickies(limit: int) -> None:
     items = parse_listing(data("reddit_python.json"), limit)
     assert [item.title for item in items] == python_titles()[:limit]
-    assert all(item.link.startswith("https://www.reddit.com/r/Python/comments/")
-               for item in items)
+    assert all(item.link.startswith("https://www.reddit.com/r/Python/comments/") for item in items)
     assert all(item.published is not None for item in items)
 
 
@@ -601,12 +682,15 @@ def test_reddit_fetch_returns_hot_items_as_written(news: FakeNews, reddit: Reddi
     assert "newsbot" in headers["user-agent"] and __version__ in headers["user-agent"]
 
 
-@pytest.mark.parametrize("name, reason", [
-    ("privatesub", "private, quarantined or banned subreddit (403)"),
-    ("nosuchsub", "no such subreddit (404)"),
-    ("bannedsub", "(404)"),
-    ("brokensub", "the server failed (503)"),
-])
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("privatesub", "private, quarantined or banned subreddit (403)"),
+        ("nosuchsub", "no such subreddit (404)"),
+        ("bannedsub", "(404)"),
+        ("brokensub", "the server failed (503)"),
+    ],
+)
 def test_reddit_failures_have_reasons(reddit: Reddit, name: str, reason: str) -> None:
     with pytest.raises(FetchError, match=re.escape(reason)):
         reddit.fetch(name, 5)
@@ -643,8 +727,9 @@ def test_reddit_waits_when_the_window_is_used_up(news: FakeNews, reddit: Reddit)
 
 def test_reddit_oauth_uses_one_token_for_many_fetches(news: FakeNews) -> None:
     news.oauth_client = ("id", "secret")
-    settings = Settings.from_env({"REDDIT_URL": news.url, "REDDIT_CLIENT_ID": "id",
-                                  "REDDIT_CLIENT_SECRET": "secret"})
+    settings = Settings.from_env(
+        {"REDDIT_URL": news.url, "REDDIT_CLIENT_ID": "id", "REDDIT_CLIENT_SECRET": "secret"}
+    )
     fetcher = Downloader(timeout=5.0)
     try:
         reddit = Reddit(settings, fetcher)
@@ -661,8 +746,7 @@ def test_reddit_oauth_uses_one_token_for_many_fetches(news: FakeNews) -> None:
 
 def test_reddit_oauth_renews_a_revoked_token(news: FakeNews) -> None:
     news.oauth_client = ("id", "secret")
-    settings = Settings(reddit_url=news.url, reddit_client_id="id",
-                        reddit_client_secret="secret")
+    settings = Settings(reddit_url=news.url, reddit_client_id="id", reddit_client_secret="secret")
     fetcher = Downloader(timeout=5.0)
     try:
         reddit = Reddit(settings, fetcher)
@@ -677,8 +761,9 @@ def test_reddit_oauth_renews_a_revoked_token(news: FakeNews) -> None:
 
 def test_reddit_oauth_with_wrong_credentials_fails_without_leaking(news: FakeNews) -> None:
     news.oauth_client = ("id", "secret")
-    settings = Settings(reddit_url=news.url, reddit_client_id="id",
-                        reddit_client_secret="wrong-secret")
+    settings = Settings(
+        reddit_url=news.url, reddit_client_id="id", reddit_client_secret="wrong-secret"
+    )
     fetcher = Downloader(timeout=5.0)
     try:
         with pytest.raises(FetchError) as failure:
@@ -761,13 +846,15 @@ def test_dns_that_never_answers_ends_at_the_deadline(silent_dns: SilentDNS) -> N
 
 
 async def test_an_async_lookup_holds_no_thread_and_ends_at_its_timeout(
-        silent_dns: SilentDNS) -> None:
+    silent_dns: SilentDNS,
+) -> None:
     resolver = Resolver(silent_dns, threads=2)
     try:
         lookups = [resolver.resolve_async(f"dead-{n}.example", 80, 0.3) for n in range(20)]
         results = await asyncio.gather(*lookups, return_exceptions=True)
-        assert all(isinstance(result, InvalidSource) and "in time" in str(result)
-                   for result in results)
+        assert all(
+            isinstance(result, InvalidSource) and "in time" in str(result) for result in results
+        )
         # Two threads were held by the dead server; the lookups queued behind them
         # were dropped at their deadline, not run later.
         assert len(silent_dns.asked) == 2
@@ -799,7 +886,8 @@ def test_resolved_names_are_reused_and_kept_as_a_fallback() -> None:
 
 
 async def test_the_pool_lets_one_host_have_only_its_share(
-        news: FakeNews, far_news: FakeNews) -> None:
+    news: FakeNews, far_news: FakeNews
+) -> None:
     """Twenty trickling feeds on one host use three slots; another host is served."""
     pool = FetchPool(threads=8, per_host=3)
     fetcher = Downloader(Guard(allow_private=True), timeout=3.0)
@@ -816,8 +904,9 @@ async def test_the_pool_lets_one_host_have_only_its_share(
 
     try:
         attack = asyncio.gather(*(fetch(f"{news.url}/trickle?n={n}") for n in range(20)))
-        await asyncio.to_thread(wait_until, lambda: len(news.open_connections("/trickle")) == 3,
-                                "three trickles open")
+        await asyncio.to_thread(
+            wait_until, lambda: len(news.open_connections("/trickle")) == 3, "three trickles open"
+        )
         first = news.open_connections("/trickle")
         assert await fetch(far_news.url + "/feeds/rss20.xml") == "ok"
         # ...while the first trickles are still being answered.
@@ -833,12 +922,16 @@ async def test_the_pool_lets_one_host_have_only_its_share(
 # --- hostile input ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path, reason", [
-    ("/nested", "nested more than 100 levels deep"),
-    ("/wide", "more than 50,000 XML elements"),
-])
+@pytest.mark.parametrize(
+    "path, reason",
+    [
+        ("/nested", "nested more than 100 levels deep"),
+        ("/wide", "more than 50,000 XML elements"),
+    ],
+)
 def test_pathological_feeds_are_refused_within_a_budget(
-        news: FakeNews, downloader: Downloader, path: str, reason: str) -> None:
+    news: FakeNews, downloader: Downloader, path: str, reason: str
+) -> None:
     download = downloader.get(news.url + path)
     assert 2_000_000 < len(download.body) < 5 * 1024 * 1024  # under the size cap
     tracemalloc.start()
@@ -865,54 +958,73 @@ def test_a_malformed_document_is_held_to_the_budget_by_its_tags() -> None:
 NOW = 1_700_000_000.0
 
 
-@pytest.mark.parametrize("value, wait", [
-    ("30", 30.0),
-    ("1.5", 1.5),
-    ("0", 1.0),
-    (" 120 ", 120.0),
-    ("99999999", 600.0),
-    ("1e400", None),
-    ("1e5", 600.0),
-    ("-5", None),
-    ("inf", None),
-    ("nan", None),
-    ("soon", None),
-    ("", None),
-    ("30 seconds", None),
-    (None, None),
-    (email.utils.formatdate(NOW + 90, usegmt=True), 90.0),
-    (email.utils.formatdate(NOW - 90, usegmt=True), 1.0),
-    (email.utils.formatdate(NOW + 10 * 365 * 86400, usegmt=True), 600.0),
-    ("Tue, 99 Foo 2024 25:61:00 GMT", None),
-])
+@pytest.mark.parametrize(
+    "value, wait",
+    [
+        ("30", 30.0),
+        ("1.5", 1.5),
+        ("0", 1.0),
+        (" 120 ", 120.0),
+        ("99999999", 600.0),
+        ("1e400", None),
+        ("1e5", 600.0),
+        ("-5", None),
+        ("inf", None),
+        ("nan", None),
+        ("soon", None),
+        ("", None),
+        ("30 seconds", None),
+        (None, None),
+        (email.utils.formatdate(NOW + 90, usegmt=True), 90.0),
+        (email.utils.formatdate(NOW - 90, usegmt=True), 1.0),
+        (email.utils.formatdate(NOW + 10 * 365 * 86400, usegmt=True), 600.0),
+        ("Tue, 99 Foo 2024 25:61:00 GMT", None),
+    ],
+)
 def test_retry_after_values_are_parsed_defensively_and_clamped(
-        value: str | None, wait: float | None) -> None:
+    value: str | None, wait: float | None
+) -> None:
     assert parse_wait(value, NOW) == wait
 
 
-@pytest.mark.parametrize("headers, wait", [
-    ({"Retry-After": "99999999"}, 600.0),
-    ({"Retry-After": "1e400", "X-Ratelimit-Remaining": "0", "X-Ratelimit-Reset": "42"}, 42.0),
-    ({"X-Ratelimit-Remaining": "0.0", "X-Ratelimit-Reset": "1e400"}, None),
-    ({"X-Ratelimit-Remaining": "garbage", "X-Ratelimit-Reset": "42"}, None),
-    ({"X-Ratelimit-Remaining": "nan", "X-Ratelimit-Reset": "42"}, None),
-    ({"X-Ratelimit-Remaining": "0", "X-Ratelimit-Reset": "-3"}, None),
-    ({"X-Ratelimit-Remaining": "0", "X-Ratelimit-Reset": "86400"}, 600.0),
-])
+@pytest.mark.parametrize(
+    "headers, wait",
+    [
+        ({"Retry-After": "99999999"}, 600.0),
+        ({"Retry-After": "1e400", "X-Ratelimit-Remaining": "0", "X-Ratelimit-Reset": "42"}, 42.0),
+        ({"X-Ratelimit-Remaining": "0.0", "X-Ratelimit-Reset": "1e400"}, None),
+        ({"X-Ratelimit-Remaining": "garbage", "X-Ratelimit-Reset": "42"}, None),
+        ({"X-Ratelimit-Remaining": "nan", "X-Ratelimit-Reset": "42"}, None),
+        ({"X-Ratelimit-Remaining": "0", "X-Ratelimit-Reset": "-3"}, None),
+        ({"X-Ratelimit-Remaining": "0", "X-Ratelimit-Reset": "86400"}, 600.0),
+    ],
+)
 def test_reddit_rate_headers_are_clamped(headers: dict[str, str], wait: float | None) -> None:
     assert retry_after(headers, NOW) == wait
 
 
-@pytest.mark.parametrize("retry, reset, blocked", [
-    ("99999999", "30", 600),
-    ("1e400", "1e400", 60),  # nothing usable: Reddit's usual minute
-    ("-1", "garbage", 60),
-])
+@pytest.mark.parametrize(
+    "retry, reset, blocked",
+    [
+        ("99999999", "30", 600),
+        ("1e400", "1e400", 60),  # nothing usable: Reddit's usual minute
+        ("-1", "garbage", 60),
+    ],
+)
 def test_a_hostile_429_blocks_reddit_for_minutes_at_most(
-        news: FakeNews, reddit: Reddit, retry: str, reset: str, blocked: int) -> None:
-    news.set_route("/r/python/hot.json", status=429, body=b'{"error": 429}',
-                   headers={"Content-Type": "application/json", "Retry-After": retry,
-                            "X-Ratelimit-Remaining": "0", "X-Ratelimit-Reset": reset})
+    news: FakeNews, reddit: Reddit, retry: str, reset: str, blocked: int
+) -> None:
+    news.set_route(
+        "/r/python/hot.json",
+        status=429,
+        body=b'{"error": 429}',
+        headers={
+            "Content-Type": "application/json",
+            "Retry-After": retry,
+            "X-Ratelimit-Remaining": "0",
+            "X-Ratelimit-Reset": reset,
+        },
+    )
     with pytest.raises(RedditRateLimited) as limited:
         reddit.fetch("python", 5)
     assert limited.value.retry_after == blocked
@@ -924,10 +1036,17 @@ def test_a_hostile_429_blocks_reddit_for_minutes_at_most(
     assert news.count("/r/") == 1
 
 
-HOSTILE_PERMALINKS = ["@evil.example/phish", "//evil.example/phish", "https://evil.example/x",
-                      "http://www.reddit.com/r/x/", "https://www.reddit.com:8443/r/x/",
-                      "https://user@www.reddit.com/r/x/", "\\\\evil.example/phish",
-                      "/r/x/\tcomments", "javascript:alert(1)"]
+HOSTILE_PERMALINKS = [
+    "@evil.example/phish",
+    "//evil.example/phish",
+    "https://evil.example/x",
+    "http://www.reddit.com/r/x/",
+    "https://www.reddit.com:8443/r/x/",
+    "https://user@www.reddit.com/r/x/",
+    "\\\\evil.example/phish",
+    "/r/x/\tcomments",
+    "javascript:alert(1)",
+]
 
 
 def on_reddit(link: str) -> bool:
@@ -944,25 +1063,43 @@ def test_no_permalink_can_move_a_link_off_reddit(permalink: str) -> None:
     assert post_link({"permalink": permalink, "id": "../x"}) in ("", link)
 
 
-@pytest.mark.parametrize("permalink, link", [
-    ("/r/python/comments/abc123/title/", "https://www.reddit.com/r/python/comments/abc123/title/"),
-    ("@evil.example/phish", "https://www.reddit.com/@evil.example/phish"),
-    ("//evil.example/phish", "https://www.reddit.com/comments/abc123/"),
-    ("https://evil.example/x", "https://www.reddit.com/comments/abc123/"),
-])
+@pytest.mark.parametrize(
+    "permalink, link",
+    [
+        (
+            "/r/python/comments/abc123/title/",
+            "https://www.reddit.com/r/python/comments/abc123/title/",
+        ),
+        ("@evil.example/phish", "https://www.reddit.com/@evil.example/phish"),
+        ("//evil.example/phish", "https://www.reddit.com/comments/abc123/"),
+        ("https://evil.example/x", "https://www.reddit.com/comments/abc123/"),
+    ],
+)
 def test_permalinks_are_joined_to_reddit(permalink: str, link: str) -> None:
     assert post_link({"permalink": permalink, "id": "abc123"}) == link
 
 
 def test_a_listing_with_hostile_permalinks_links_only_to_reddit(
-        news: FakeNews, reddit: Reddit) -> None:
-    posts = [{"kind": "t3", "data": {"id": f"p{n}", "name": f"t3_p{n}", "title": f"Post {n}",
-                                     "permalink": permalink, "url": "https://evil.example/",
-                                     "created_utc": 1e400 if n == 0 else 1.7e9}}
-             for n, permalink in enumerate(["/r/python/comments/p0/ok/", *HOSTILE_PERMALINKS])]
+    news: FakeNews, reddit: Reddit
+) -> None:
+    posts = [
+        {
+            "kind": "t3",
+            "data": {
+                "id": f"p{n}",
+                "name": f"t3_p{n}",
+                "title": f"Post {n}",
+                "permalink": permalink,
+                "url": "https://evil.example/",
+                "created_utc": 1e400 if n == 0 else 1.7e9,
+            },
+        }
+        for n, permalink in enumerate(["/r/python/comments/p0/ok/", *HOSTILE_PERMALINKS])
+    ]
     listing = json.dumps({"kind": "Listing", "data": {"children": posts}}, allow_nan=True)
-    news.set_route("/r/hostilesub/hot.json", body=listing,
-                   headers={"Content-Type": "application/json"})
+    news.set_route(
+        "/r/hostilesub/hot.json", body=listing, headers={"Content-Type": "application/json"}
+    )
     items, _ = reddit.fetch("hostilesub", 20)
     assert items is not None and len(items) == len(posts)
     assert items[0].link == "https://www.reddit.com/r/python/comments/p0/ok/"
@@ -1007,9 +1144,15 @@ def test_a_lookup_that_never_returns_does_not_keep_the_process_from_exiting() ->
         "try:\n"
         "    resolver.resolve('dead.example', 80, 0.1)\n"
         "except InvalidSource as error:\n"
-        "    print(error)\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60, cwd=Path(__file__).resolve().parent.parent)
+        "    print(error)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "the host name did not resolve in time"
 

@@ -183,13 +183,15 @@ def feeds(count: int) -> list[Source]:
 
 def round_of(sources: int, number: int, items: int = 5) -> list[str]:
     """The ids one /fetch shows: ``items`` a source, new ones each round (long URLs)."""
-    return [f"https://example.org/{source}/articles/{number:04d}-{item}-a-long-slug-for-"
-            f"an-article-about-something-that-happened-today"
-            for source in range(sources) for item in range(items)]
+    return [
+        f"https://example.org/{source}/articles/{number:04d}-{item}-a-long-slug-for-"
+        f"an-article-about-something-that-happened-today"
+        for source in range(sources)
+        for item in range(items)
+    ]
 
 
-async def test_seen_history_holds_a_few_rounds_of_what_the_chat_can_be_shown(
-        store: Store) -> None:
+async def test_seen_history_holds_a_few_rounds_of_what_the_chat_can_be_shown(store: Store) -> None:
     await store.set_sources(1, feeds(3))  # 3 sources × 5 items: 15 a round
     rounds = [round_of(3, number) for number in range(10)]
     for shown in rounds:
@@ -197,13 +199,12 @@ async def test_seen_history_holds_a_few_rounds_of_what_the_chat_can_be_shown(
     kept = max(keys.SEEN_MIN, 15 * keys.SEEN_ROUNDS)
     assert await store.redis.zcard(keys.SEEN.format(chat_id=1)) == kept
     # The last SEEN_ROUNDS rounds are remembered, the earlier ones forgotten.
-    for shown in rounds[-keys.SEEN_ROUNDS:]:
+    for shown in rounds[-keys.SEEN_ROUNDS :]:
         assert await store.unseen(1, shown) == set()
     assert await store.unseen(1, rounds[0]) == set(rounds[0])
 
 
-async def test_seen_history_of_a_chat_at_the_source_limit_stays_compact(
-        store: Store) -> None:
+async def test_seen_history_of_a_chat_at_the_source_limit_stays_compact(store: Store) -> None:
     key = keys.SEEN.format(chat_id=2)
     await store.set_sources(2, feeds(20))  # the default limit: 100 items a round
     for number in range(30):
@@ -306,10 +307,15 @@ async def test_migrating_an_unknown_chat_is_harmless(store: Store) -> None:
 
 
 async def test_cache_round_trip(store: Store) -> None:
-    news = CachedNews(fetched_at=T, items=(
-        Item("1", 'A "title" & <more>', "https://example.org/1", T - 60),
-        Item("2", "Undated", "https://example.org/2")),
-        etag='"abc"', last_modified="Tue, 26 Nov 2024 09:30:00 GMT")
+    news = CachedNews(
+        fetched_at=T,
+        items=(
+            Item("1", 'A "title" & <more>', "https://example.org/1", T - 60),
+            Item("2", "Undated", "https://example.org/2"),
+        ),
+        etag='"abc"',
+        last_modified="Tue, 26 Nov 2024 09:30:00 GMT",
+    )
     assert await store.get_cached("d1") is None
     await store.put_cached("d1", news)
     assert await store.get_cached("d1") == news
@@ -361,8 +367,11 @@ async def test_ping(store: Store) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    down = Store(aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0", decode_responses=True,
-                                         socket_connect_timeout=1))
+    down = Store(
+        aioredis.Redis.from_url(
+            f"redis://127.0.0.1:{port}/0", decode_responses=True, socket_connect_timeout=1
+        )
+    )
     try:
         assert await down.ping() is False
     finally:

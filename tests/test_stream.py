@@ -18,20 +18,36 @@ import redis as sync_redis
 import redis.asyncio as aioredis
 from telegram import Bot
 
-from cluster_support import (OLD_API_POLL, REAL_LIMITS, close_all, free_port, http_get,
-                             metric, replies_per_marker, start_replicas, stream_settled,
-                             wait_answered)
+from cluster_support import (
+    OLD_API_POLL,
+    REAL_LIMITS,
+    close_all,
+    free_port,
+    http_get,
+    metric,
+    replies_per_marker,
+    start_replicas,
+    stream_settled,
+    wait_answered,
+)
 from harness import bot_env, running_bot, wait_sent
 from newsbot import keys
-from newsbot.cluster.poller import Poller
 from newsbot.cluster.capacity import committing, waiting
+from newsbot.cluster.poller import Poller
 from newsbot.cluster.stream import Consumer
 from newsbot.errors import BadUpdate, Deferred, Held
 
 # Short timings: an entry left by a consumer is claimable after 300 ms idle, a given-back
 # one after 100 ms; claims are looked for every 50 ms.
-FAST = dict(block_ms=50, claim_every=0.05, claim_idle_ms=300, set_aside_ms=200,
-            order_wait=2.0, drain_grace=0.2, error_backoff=0.05)
+FAST = {
+    "block_ms": 50,
+    "claim_every": 0.05,
+    "claim_idle_ms": 300,
+    "set_aside_ms": 200,
+    "order_wait": 2.0,
+    "drain_grace": 0.2,
+    "error_backoff": 0.05,
+}
 
 Handle = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -45,10 +61,16 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 def message(update_id: int, chat_id: int, text: str = "/help") -> dict[str, Any]:
     """A Bot API update of a text message."""
-    return {"update_id": update_id, "message": {
-        "message_id": update_id, "date": 1_700_000_000, "text": text,
-        "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "group"},
-        "from": {"id": abs(chat_id), "is_bot": False, "first_name": "A"}}}
+    return {
+        "update_id": update_id,
+        "message": {
+            "message_id": update_id,
+            "date": 1_700_000_000,
+            "text": text,
+            "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "group"},
+            "from": {"id": abs(chat_id), "is_bot": False, "first_name": "A"},
+        },
+    }
 
 
 async def append(redis: aioredis.Redis, updates: list[dict[str, Any]]) -> None:
@@ -77,7 +99,7 @@ class Consumers:
         await asyncio.wait_for(task, 10)
 
     async def stop_all(self) -> None:
-        for stop, task in self.running:
+        for stop, _task in self.running:
             stop.set()
         await asyncio.gather(*(task for _, task in self.running), return_exceptions=True)
 
@@ -130,6 +152,7 @@ async def settled(redis: aioredis.Redis, timeout: float = 10) -> None:
             if not group["pending"] and not group["lag"]:
                 return
             await asyncio.sleep(0.02)
+
     await asyncio.wait_for(wait(), timeout)
 
 
@@ -204,8 +227,7 @@ async def test_a_handler_waiting_for_telegram_does_not_hold_capacity(redis, cons
 # --- poison updates -------------------------------------------------------------------
 
 
-async def test_an_unreadable_update_is_set_aside_once_and_the_next_is_handled(
-        redis, consumers):
+async def test_an_unreadable_update_is_set_aside_once_and_the_next_is_handled(redis, consumers):
     recorder = Recorder()
     before = dead_count("unparseable")
 
@@ -236,7 +258,8 @@ async def test_an_unreadable_update_is_set_aside_once_and_the_next_is_handled(
 
 
 async def test_an_update_that_fails_by_outage_every_time_is_tried_a_bounded_number_of_times(
-        redis, consumers):
+    redis, consumers
+):
     recorder = Recorder()
     tries: list[int] = []
     before = dead_count("too many tries")
@@ -259,8 +282,7 @@ async def test_an_update_that_fails_by_outage_every_time_is_tried_a_bounded_numb
     assert dead_count("too many tries") == before + 1
 
 
-async def test_an_update_held_by_a_rate_limit_is_not_counted_as_a_failed_try(
-        redis, consumers):
+async def test_an_update_held_by_a_rate_limit_is_not_counted_as_a_failed_try(redis, consumers):
     recorder = Recorder()
     holds: list[int] = []
 
@@ -331,7 +353,7 @@ async def test_a_deferred_update_stays_pending_and_is_handled_later(redis, consu
     await consumers.start(handle)
     while not deferrals:
         await asyncio.sleep(0.01)
-    (entry,) = await pending(redis)  # not acknowledged, not done
+    (_entry,) = await pending(redis)  # not acknowledged, not done
     assert not await redis.exists(keys.UPDATE_DONE.format(update_id=1))
     outage.set()
     await recorder.wait_for(lambda: recorder.of(5) == [1])
@@ -349,6 +371,7 @@ async def test_each_chats_updates_keep_their_order_across_two_consumers(redis, c
             async with waiting():  # uneven: a later update could overtake an earlier one
                 await asyncio.sleep(0.004 * (update["update_id"] % 5))
             await recorder(update)
+
         return handle
 
     # Each holds 10 at most, and 13 chats do not divide into that: a chat's updates
@@ -356,8 +379,9 @@ async def test_each_chats_updates_keep_their_order_across_two_consumers(redis, c
     await consumers.start(counted("c1"), name="c1", max_running=4, max_in_hand=10)
     await consumers.start(counted("c2"), name="c2", max_running=4, max_in_hand=10)
     chats = range(100, 113)
-    await append(redis, [message(100 * round_ + chat - 99, chat)
-                         for round_ in range(6) for chat in chats])
+    await append(
+        redis, [message(100 * round_ + chat - 99, chat) for round_ in range(6) for chat in chats]
+    )
     await recorder.wait_for(lambda: len(recorder.done) == 6 * len(chats))
     await settled(redis)
     for chat in chats:
@@ -384,7 +408,8 @@ async def test_stopping_interrupts_the_blocking_read_at_once(redis):
 
 
 async def test_an_update_waiting_for_telegram_at_stop_is_left_for_another_consumer(
-        redis, consumers):
+    redis, consumers
+):
     forever = asyncio.Event()
     handled: list[str] = []
 
@@ -415,7 +440,8 @@ async def test_an_update_waiting_for_telegram_at_stop_is_left_for_another_consum
 
 
 async def test_the_bot_answers_past_an_update_it_cannot_parse_also_after_a_restart(
-        telegram, redis, redis_url):
+    telegram, redis, redis_url
+):
     port = free_port()
     env = bot_env(telegram, redis_url, NEWSBOT_HTTP_PORT=str(port))
     async with running_bot(env):
@@ -439,7 +465,8 @@ async def test_the_bot_answers_past_an_update_it_cannot_parse_also_after_a_resta
 
 
 async def test_a_private_chat_sending_60_help_at_once_does_not_keep_another_waiting(
-        telegram, redis_url):
+    telegram, redis_url
+):
     # Telegram's real limits, strictly enforced: 60 replies to one chat take a minute.
     telegram.enforce_limits = True
     flood, other = 1001, 2002
@@ -456,7 +483,8 @@ async def test_a_private_chat_sending_60_help_at_once_does_not_keep_another_wait
 
 @pytest.mark.timeout(200)
 async def test_a_group_sending_40_commands_does_not_keep_a_private_chat_waiting(
-        telegram, redis_url):
+    telegram, redis_url
+):
     # 20 messages a minute in a group: the group's 40 replies take two minutes.
     telegram.enforce_limits = True
     group, other = -4001, 2002
@@ -473,7 +501,8 @@ async def test_a_group_sending_40_commands_does_not_keep_a_private_chat_waiting(
 @pytest.mark.cluster
 @pytest.mark.timeout(90)
 def test_an_update_waiting_out_a_429_at_sigterm_is_answered_once_after_the_restart(
-        telegram, redis_url):
+    telegram, redis_url
+):
     client = sync_redis.Redis.from_url(redis_url, decode_responses=True)
     replicas = start_replicas(telegram, redis_url, 1)
     try:
@@ -482,7 +511,7 @@ def test_an_update_waiting_out_a_429_at_sigterm_is_answered_once_after_the_resta
         telegram.wait_for_calls("sendMessage", 1, timeout=20)  # answered 429: waiting
         assert replicas[0].terminate(15) == 0
         assert telegram.sent() == []  # it stopped before the wait was over
-        (entry,) = client.xpending_range(keys.UPDATES, keys.GROUP, "-", "+", 10)
+        (_entry,) = client.xpending_range(keys.UPDATES, keys.GROUP, "-", "+", 10)
         assert not client.exists(keys.UPDATE_DONE.format(update_id=update_id))
 
         replicas += start_replicas(telegram, redis_url, 1)
@@ -508,9 +537,8 @@ async def test_a_handler_that_sent_part_of_its_reply_is_not_interrupted(redis, c
                     await asyncio.Event().wait()
             finally:
                 other_interrupted.set()
-        async with waiting():
-            async with committing():
-                parts.append("first")  # accepted by Telegram
+        async with waiting(), committing():
+            parts.append("first")  # accepted by Telegram
         async with waiting():  # the second part's slot: the first must not go twice
             await second_part_may_go.wait()
             async with committing():

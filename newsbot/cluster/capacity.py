@@ -44,8 +44,9 @@ class Slot:
         self.interruptible = False
 
 
-_current: contextvars.ContextVar[Slot | None] = contextvars.ContextVar("newsbot_slot",
-                                                                       default=None)
+_current: contextvars.ContextVar[Slot | None] = contextvars.ContextVar(
+    "newsbot_slot", default=None
+)
 
 
 class Capacity:

@@ -46,23 +46,48 @@ class DeadLetters:
         self.consumer = consumer
         self._bury = redis.register_script(_BURY)
 
-    async def bury(self, entry_id: str, fields: dict[str, str], deliveries: int,
-                   reason: str, kind: str, log: bool = True) -> bool:
+    async def bury(
+        self,
+        entry_id: str,
+        fields: dict[str, str],
+        deliveries: int,
+        reason: str,
+        kind: str,
+        log: bool = True,
+    ) -> bool:
         """Move an update to the dead-letter stream and acknowledge it; False if done."""
         update_id = fields.get("update_id", "")
         buried = await self._bury(
-            keys=[keys.UPDATE_DONE.format(update_id=update_id),
-                  keys.UPDATE_LOCK.format(update_id=update_id), keys.UPDATES,
-                  keys.DEAD_UPDATES],
-            args=[entry_id, keys.GROUP, self.consumer, keys.UPDATE_DONE_SECONDS,
-                  keys.DEAD_UPDATES_MAXLEN, keys.DEAD_UPDATES_SECONDS, update_id,
-                  fields.get("chat_id", "0"), reason[:REASON_MAX_CHARS], deliveries,
-                  fields.get("update", "")])
+            keys=[
+                keys.UPDATE_DONE.format(update_id=update_id),
+                keys.UPDATE_LOCK.format(update_id=update_id),
+                keys.UPDATES,
+                keys.DEAD_UPDATES,
+            ],
+            args=[
+                entry_id,
+                keys.GROUP,
+                self.consumer,
+                keys.UPDATE_DONE_SECONDS,
+                keys.DEAD_UPDATES_MAXLEN,
+                keys.DEAD_UPDATES_SECONDS,
+                update_id,
+                fields.get("chat_id", "0"),
+                reason[:REASON_MAX_CHARS],
+                deliveries,
+                fields.get("update", ""),
+            ],
+        )
         if not buried:
             return False
         UPDATES.labels(outcome="dead").inc()
         DEAD_UPDATES.labels(reason=kind).inc()
         if log:
-            logger.error("update %s set aside in %s (delivered %d times): %s", update_id,
-                         keys.DEAD_UPDATES, deliveries, reason[:200])
+            logger.error(
+                "update %s set aside in %s (delivered %d times): %s",
+                update_id,
+                keys.DEAD_UPDATES,
+                deliveries,
+                reason[:200],
+            )
         return True

@@ -74,42 +74,63 @@ class PendingList:
         # of a flooding chat, given back again and again, cannot keep the others from
         # ever being claimed.
         pending = await self.redis.xpending_range(
-            keys.UPDATES, keys.GROUP, self._claim_from, "+", count=count,
-            idle=self.claim_idle_ms)
-        self._claim_from = ("-" if len(pending) < count
-                            else "(" + str(pending[-1]["message_id"]))
+            keys.UPDATES, keys.GROUP, self._claim_from, "+", count=count, idle=self.claim_idle_ms
+        )
+        self._claim_from = "-" if len(pending) < count else "(" + str(pending[-1]["message_id"])
         if not pending:
             return []
         tries = {entry["message_id"]: int(entry["times_delivered"]) + 1 for entry in pending}
         claimed: list[Entry] = await self.redis.xclaim(  # type: ignore[assignment]
-            keys.UPDATES, keys.GROUP, self.name, min_idle_time=self.claim_idle_ms,
-            message_ids=list[Any](tries))
-        items = [Item(entry_id, fields, max(2, tries.get(entry_id, 2)))
-                 for entry_id, fields in claimed if fields]
+            keys.UPDATES,
+            keys.GROUP,
+            self.name,
+            min_idle_time=self.claim_idle_ms,
+            message_ids=list[Any](tries),
+        )
+        items = [
+            Item(entry_id, fields, max(2, tries.get(entry_id, 2)))
+            for entry_id, fields in claimed
+            if fields
+        ]
         if items:
             logger.info("claimed %d updates left by another consumer", len(items))
         return items
 
-    async def give_back(self, items: list[Item], sooner_ms: int,
-                        release_locks: bool = False) -> None:
+    async def give_back(
+        self, items: list[Item], sooner_ms: int, release_locks: bool = False
+    ) -> None:
         """Leave entries pending, claimable ``sooner_ms`` early, their delivery uncounted."""
         by_tries: dict[int, list[str]] = {}
         for item in items:
             by_tries.setdefault(item.tries, []).append(item.entry_id)
         async with self.redis.pipeline(transaction=False) as pipe:
             for tries, entry_ids in by_tries.items():
-                pipe.xclaim(keys.UPDATES, keys.GROUP, self.name, min_idle_time=0,
-                            message_ids=list[Any](entry_ids), idle=sooner_ms,
-                            retrycount=tries - 1, justid=True)
+                pipe.xclaim(
+                    keys.UPDATES,
+                    keys.GROUP,
+                    self.name,
+                    min_idle_time=0,
+                    message_ids=list[Any](entry_ids),
+                    idle=sooner_ms,
+                    retrycount=tries - 1,
+                    justid=True,
+                )
             if release_locks:
-                await self._renew(keys=[item.lock_key for item in items],
-                                  args=[self.name, 0], client=pipe)
+                await self._renew(
+                    keys=[item.lock_key for item in items], args=[self.name, 0], client=pipe
+                )
             await pipe.execute()
 
     async def touch(self, items: list[Item], lock_ms: int) -> None:
         """Reset the entries' idle time and renew the locks we hold on their updates."""
-        await self.redis.xclaim(keys.UPDATES, keys.GROUP, self.name, min_idle_time=0,
-                                message_ids=[item.entry_id for item in items], justid=True)
+        await self.redis.xclaim(
+            keys.UPDATES,
+            keys.GROUP,
+            self.name,
+            min_idle_time=0,
+            message_ids=[item.entry_id for item in items],
+            justid=True,
+        )
         await self._renew(keys=[item.lock_key for item in items], args=[self.name, lock_ms])
 
     async def release_lock(self, item: Item) -> None:
@@ -124,4 +145,4 @@ class PendingList:
             for entry_id in entry_ids:
                 pipe.xpending_range(keys.UPDATES, keys.GROUP, entry_id, entry_id, 1)
             answers = await pipe.execute()
-        return {entry_id for entry_id, found in zip(entry_ids, answers) if found}
+        return {entry_id for entry_id, found in zip(entry_ids, answers, strict=False) if found}

@@ -85,10 +85,17 @@ class Poller:
     never wait behind a poll); timings default to the module's and keys.py's.
     """
 
-    def __init__(self, bot: Bot, redis: aioredis.Redis, owner: str, *,
-                 request: BaseRequest | None = None, poll_timeout: int = POLL_TIMEOUT,
-                 lease_ttl_ms: int = keys.LEADER_TTL_MS,
-                 error_backoff: float = ERROR_BACKOFF) -> None:
+    def __init__(
+        self,
+        bot: Bot,
+        redis: aioredis.Redis,
+        owner: str,
+        *,
+        request: BaseRequest | None = None,
+        poll_timeout: int = POLL_TIMEOUT,
+        lease_ttl_ms: int = keys.LEADER_TTL_MS,
+        error_backoff: float = ERROR_BACKOFF,
+    ) -> None:
         self.bot = bot
         self.redis = redis
         self.lease = Lease(redis, keys.LEADER, owner, lease_ttl_ms)
@@ -149,8 +156,10 @@ class Poller:
 
     async def get_updates(self, offset: int | None) -> list[dict[str, Any]]:
         """Long-poll Telegram once; the updates as the Bot API sent them (JSON objects)."""
-        parameters = {"timeout": str(self.poll_timeout),
-                      "allowed_updates": json.dumps(Update.ALL_TYPES)}
+        parameters = {
+            "timeout": str(self.poll_timeout),
+            "allowed_updates": json.dumps(Update.ALL_TYPES),
+        }
         if offset is not None:
             parameters["offset"] = str(offset)
         # BaseRequest.post is python-telegram-bot's seam below Bot: it maps error answers
@@ -158,7 +167,8 @@ class Poller:
         # result unparsed. The Bot API takes parameters in the query string too.
         result = await self.request.post(
             f"{self.bot.base_url}/getUpdates?{urllib.parse.urlencode(parameters)}",
-            read_timeout=self.poll_timeout + 3)
+            read_timeout=self.poll_timeout + 3,
+        )
         if not isinstance(result, list):
             raise TelegramError(f"getUpdates answered {type(result).__name__}, not a list")
         # As Bot.get_updates would at DEBUG, without the URL (it holds the token).

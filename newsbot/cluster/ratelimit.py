@@ -48,10 +48,20 @@ from newsbot.metrics import GLOBAL_HOLDS, SEND_DEFERRED, SEND_RETRIES, TOO_MANY_
 logger = logging.getLogger(__name__)
 
 # Bot API methods that put a message in a chat.
-SEND_METHODS = frozenset({
-    "sendMessage", "sendPhoto", "sendDocument", "sendMediaGroup", "copyMessage",
-    "forwardMessage", "sendAnimation", "sendVideo", "sendAudio", "sendVoice",
-})
+SEND_METHODS = frozenset(
+    {
+        "sendMessage",
+        "sendPhoto",
+        "sendDocument",
+        "sendMediaGroup",
+        "copyMessage",
+        "forwardMessage",
+        "sendAnimation",
+        "sendVideo",
+        "sendAudio",
+        "sendVoice",
+    }
+)
 MAX_ATTEMPTS = 5
 BACKOFF_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 8.0
@@ -151,15 +161,19 @@ class SendDeferred(Deferred):
 def buckets(chat_id: int, settings: Settings) -> list[tuple[str, int]]:
     """The buckets (key, interval in ms) a message to this chat must pass, global first."""
     chosen = [
-        (keys.RATE_GLOBAL,
-         interval_ms(1000, settings.send_per_second * keys.RATE_MARGIN_GLOBAL)),
-        (keys.RATE_CHAT.format(chat_id=chat_id),
-         interval_ms(1000, settings.send_per_chat_second * keys.RATE_MARGIN_CHAT)),
+        (keys.RATE_GLOBAL, interval_ms(1000, settings.send_per_second * keys.RATE_MARGIN_GLOBAL)),
+        (
+            keys.RATE_CHAT.format(chat_id=chat_id),
+            interval_ms(1000, settings.send_per_chat_second * keys.RATE_MARGIN_CHAT),
+        ),
     ]
     if chat_id < 0:  # groups, supergroups and channels
-        chosen.append((keys.RATE_GROUP.format(chat_id=chat_id),
-                       interval_ms(60_000,
-                                   settings.send_per_group_minute * keys.RATE_MARGIN_GROUP)))
+        chosen.append(
+            (
+                keys.RATE_GROUP.format(chat_id=chat_id),
+                interval_ms(60_000, settings.send_per_group_minute * keys.RATE_MARGIN_GROUP),
+            )
+        )
     return chosen
 
 
@@ -174,8 +188,9 @@ def interval_ms(window_ms: int, allowed: float) -> int:
 class RedisRateLimiter(BaseRateLimiter[None]):
     """Paces sends across replicas and retries 429s, 5xx answers and network errors."""
 
-    def __init__(self, redis: aioredis.Redis, settings: Settings,
-                 max_wait_ms: int = keys.RATE_MAX_WAIT_MS) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, settings: Settings, max_wait_ms: int = keys.RATE_MAX_WAIT_MS
+    ) -> None:
         self.settings = settings
         self.max_wait_ms = max_wait_ms
         self._book = redis.register_script(_BOOK)
@@ -207,8 +222,9 @@ class RedisRateLimiter(BaseRateLimiter[None]):
             except RetryAfter as error:
                 TOO_MANY_REQUESTS.inc()
                 seconds = retry_after_seconds(error.retry_after)
-                logger.warning("Telegram asked to wait %.1f s (%s to chat %s)",
-                               seconds, endpoint, chat_id)
+                logger.warning(
+                    "Telegram asked to wait %.1f s (%s to chat %s)", seconds, endpoint, chat_id
+                )
                 if sending:
                     await self.hold(chat_id, seconds)
                 if attempt == MAX_ATTEMPTS:
@@ -240,9 +256,16 @@ class RedisRateLimiter(BaseRateLimiter[None]):
         Return how long the booked slot was ahead (seconds). Raise SendDeferred,
         booking nothing, if that moment is further off than the limiter's longest wait.
         """
-        chosen = buckets(chat_id, self.settings) if chat_id is not None else [
-            (keys.RATE_GLOBAL,
-             interval_ms(1000, self.settings.send_per_second * keys.RATE_MARGIN_GLOBAL))]
+        chosen = (
+            buckets(chat_id, self.settings)
+            if chat_id is not None
+            else [
+                (
+                    keys.RATE_GLOBAL,
+                    interval_ms(1000, self.settings.send_per_second * keys.RATE_MARGIN_GLOBAL),
+                )
+            ]
+        )
         hold = keys.RATE_HOLD.format(chat_id=chat_id) if chat_id is not None else ""
         bucket_keys = [hold, keys.RATE_HOLD_GLOBAL, *(key for key, _ in chosen)]
         deadline = time.monotonic() + self.max_wait_ms / 1000
@@ -250,7 +273,8 @@ class RedisRateLimiter(BaseRateLimiter[None]):
             left_ms = int((deadline - time.monotonic()) * 1000)
             booked, wait_ms = await self._book(
                 keys=bucket_keys,
-                args=[max(0, left_ms), NEAR_MS, *(interval for _, interval in chosen)])
+                args=[max(0, left_ms), NEAR_MS, *(interval for _, interval in chosen)],
+            )
             if int(booked):
                 if int(wait_ms) > 0:
                     await asyncio.sleep(int(wait_ms) / 1000)
@@ -264,10 +288,18 @@ class RedisRateLimiter(BaseRateLimiter[None]):
     async def hold(self, chat_id: int | None, seconds: float) -> bool:
         """Hold a chat after a 429 (and the bot, if many chats were); True if the bot."""
         held_bot = await self._hold(
-            keys=[keys.RATE_HOLD.format(chat_id=chat_id) if chat_id is not None else "",
-                  keys.RATE_FLOODED, keys.RATE_HOLD_GLOBAL],
-            args=[max(1, int(seconds * 1000)), chat_id if chat_id is not None else "",
-                  keys.FLOOD_WINDOW_MS, keys.FLOOD_CHATS])
+            keys=[
+                keys.RATE_HOLD.format(chat_id=chat_id) if chat_id is not None else "",
+                keys.RATE_FLOODED,
+                keys.RATE_HOLD_GLOBAL,
+            ],
+            args=[
+                max(1, int(seconds * 1000)),
+                chat_id if chat_id is not None else "",
+                keys.FLOOD_WINDOW_MS,
+                keys.FLOOD_CHATS,
+            ],
+        )
         if int(held_bot):
             GLOBAL_HOLDS.inc()
             logger.warning("Telegram limits the whole bot: every chat waits %.1f s", seconds)

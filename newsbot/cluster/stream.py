@@ -108,15 +108,24 @@ class Consumer:
     short ones.
     """
 
-    def __init__(self, redis: aioredis.Redis, name: str, handle: Handler, *,
-                 max_running: int = MAX_IN_FLIGHT, max_in_hand: int = MAX_IN_HAND,
-                 chat_in_hand: int = keys.CHAT_IN_HAND, max_tries: int = keys.UPDATE_MAX_TRIES,
-                 block_ms: int = BLOCK_MS, claim_every: float = CLAIM_EVERY_SECONDS,
-                 claim_idle_ms: int = keys.CLAIM_IDLE_MS,
-                 set_aside_ms: int = keys.SET_ASIDE_MS,
-                 order_wait: float = ORDER_WAIT_SECONDS,
-                 drain_grace: float = DRAIN_GRACE_SECONDS,
-                 error_backoff: float = ERROR_BACKOFF) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        name: str,
+        handle: Handler,
+        *,
+        max_running: int = MAX_IN_FLIGHT,
+        max_in_hand: int = MAX_IN_HAND,
+        chat_in_hand: int = keys.CHAT_IN_HAND,
+        max_tries: int = keys.UPDATE_MAX_TRIES,
+        block_ms: int = BLOCK_MS,
+        claim_every: float = CLAIM_EVERY_SECONDS,
+        claim_idle_ms: int = keys.CLAIM_IDLE_MS,
+        set_aside_ms: int = keys.SET_ASIDE_MS,
+        order_wait: float = ORDER_WAIT_SECONDS,
+        drain_grace: float = DRAIN_GRACE_SECONDS,
+        error_backoff: float = ERROR_BACKOFF,
+    ) -> None:
         self.redis = redis
         self.name = name
         self.handle = handle
@@ -207,8 +216,9 @@ class Consumer:
     def _runners(self) -> list[asyncio.Task[None]]:
         return [chat.runner for chat in self._chats.values() if chat.runner is not None]
 
-    async def read_once(self, block_ms: int | None = None,
-                        stop: asyncio.Event | None = None) -> int:
+    async def read_once(
+        self, block_ms: int | None = None, stop: asyncio.Event | None = None
+    ) -> int:
         """Read entries (claimed stale ones first) and take them in hand; return how many."""
         self.heartbeat = time.monotonic()
         while self._in_hand >= self.max_in_hand:
@@ -229,11 +239,19 @@ class Consumer:
             await self._update_gauges()
         claimed = bool(items)
         if not items:
-            read = self.redis.xreadgroup(keys.GROUP, self.name, {keys.UPDATES: ">"},
-                                         count=room, block=block_ms or self.block_ms)
+            read = self.redis.xreadgroup(
+                keys.GROUP,
+                self.name,
+                {keys.UPDATES: ">"},
+                count=room,
+                block=block_ms or self.block_ms,
+            )
             reply: list[tuple[str, list[Entry]]] | None = await _wait_or_stop(read, stop)
-            items = [Item(entry_id, fields) for _, entries in reply or ()
-                     for entry_id, fields in entries]
+            items = [
+                Item(entry_id, fields)
+                for _, entries in reply or ()
+                for entry_id, fields in entries
+            ]
         await self._take(items, claimed)
         self.heartbeat = time.monotonic()
         return len(items)
@@ -246,25 +264,38 @@ class Consumer:
         idleness, not of arrival, and the chat's order must hold.
         """
         in_hand = {item.entry_id for chat in self._chats.values() for item in chat.queue}
-        waiting_for = await self._pending.still_pending(
-            [item.after_entry for item in items if claimed and item.after_entry
-             and item.after_entry not in in_hand]) if claimed else set()
+        waiting_for = (
+            await self._pending.still_pending(
+                [
+                    item.after_entry
+                    for item in items
+                    if claimed and item.after_entry and item.after_entry not in in_hand
+                ]
+            )
+            if claimed
+            else set()
+        )
         aside: list[Item] = []
         now = time.monotonic()
         for item in items:
             if not item.fields or item.entry_id in in_hand:
                 continue  # trimmed from the stream meanwhile, or claimed back while in hand
             if item.tries > self.max_tries:
-                await self.bury(item, f"tried {item.tries - 1} times without success",
-                                "too many tries")
+                await self.bury(
+                    item, f"tried {item.tries - 1} times without success", "too many tries"
+                )
                 continue
             chat = self._chats.setdefault(item.chat, _Chat())
-            behind = (item.after_entry in waiting_for and item.after_entry not in in_hand
-                      if claimed else chat.aside_until > now)
+            behind = (
+                item.after_entry in waiting_for and item.after_entry not in in_hand
+                if claimed
+                else chat.aside_until > now
+            )
             if behind or len(chat.queue) >= self.chat_in_hand:
                 aside.append(item)
-                chat.aside_until = now + (self.claim_idle_ms - self.set_aside_ms) / 1000 \
-                    + 2 * self.claim_every
+                chat.aside_until = (
+                    now + (self.claim_idle_ms - self.set_aside_ms) / 1000 + 2 * self.claim_every
+                )
                 continue
             chat.queue.append(item)
             in_hand.add(item.entry_id)
@@ -287,8 +318,9 @@ class Consumer:
                     handled = await self._handle_item(item)
                 except RedisError:
                     # Left pending: claimed and handled again once Redis answers.
-                    logger.warning("update %s left pending: Redis failed", item.update_id,
-                                   exc_info=True)
+                    logger.warning(
+                        "update %s left pending: Redis failed", item.update_id, exc_info=True
+                    )
                 except Exception:
                     # Not the handler's error (that one is buried): ours. The runner must
                     # go on, or the chat's entries would sit in hand, touched, forever.
@@ -326,13 +358,15 @@ class Consumer:
         previous_done = keys.UPDATE_DONE.format(update_id=previous) if previous else ""
         waited, pause = 0.0, 0.005
         while True:
-            state = await self._begin(keys=[done_key, item.lock_key, previous_done],
-                                      args=[self.name, self.lock_ms])
+            state = await self._begin(
+                keys=[done_key, item.lock_key, previous_done], args=[self.name, self.lock_ms]
+            )
             if state != "wait":
                 break
             if waited > self.order_wait:
-                logger.warning("update %s goes ahead of update %s of the same chat",
-                               item.update_id, previous)
+                logger.warning(
+                    "update %s goes ahead of update %s of the same chat", item.update_id, previous
+                )
                 previous_done = ""
                 continue
             # Another replica handles the chat's previous update: let it finish first.

@@ -32,7 +32,7 @@ def parse_source(word: str) -> Source:
     prefixed = False
     for prefix in ("/r/", "r/"):
         if name.lower().startswith(prefix):
-            name, prefixed = name[len(prefix):], True
+            name, prefixed = name[len(prefix) :], True
             break
     name = name.rstrip("/")
     if SUBREDDIT_NAME.fullmatch(name):

@@ -162,8 +162,9 @@ class Watchdog:
         with self._wake:
             heapq.heappush(self._heap, (deadline.expires, next(self._order), deadline))
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="newsbot-watchdog",
-                                                daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="newsbot-watchdog", daemon=True
+                )
                 self._thread.start()
             self._wake.notify()
 
@@ -187,8 +188,9 @@ WATCHDOG = Watchdog()
 class Downloader:
     """Fetches URLs politely and safely, each download within one deadline."""
 
-    def __init__(self, guard: Guard | None = None, max_bytes: int = MAX_BYTES,
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self, guard: Guard | None = None, max_bytes: int = MAX_BYTES, timeout: float = 10.0
+    ) -> None:
         # Without a guard (Reddit: a URL the operator chose), names are still resolved
         # on a bounded pool within the deadline; only the address checks are off.
         self.guard = guard
@@ -231,8 +233,9 @@ class Downloader:
         if current is not None:
             yield current
             return
-        deadline = Deadline(expires if expires is not None
-                            else time.monotonic() + self.total_timeout)
+        deadline = Deadline(
+            expires if expires is not None else time.monotonic() + self.total_timeout
+        )
         self._local.deadline = deadline
         WATCHDOG.watch(deadline)
         try:
@@ -254,9 +257,14 @@ class Downloader:
 
     # --- requests --------------------------------------------------------------------
 
-    def get(self, url: str, headers: Mapping[str, str] | None = None,
-            validators: Validators | None = None, follow_redirects: bool = True,
-            expires: float | None = None) -> Download:
+    def get(
+        self,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        validators: Validators | None = None,
+        follow_redirects: bool = True,
+        expires: float | None = None,
+    ) -> Download:
         """GET a URL; raise FetchError on any failure, 304 counts as success."""
         request_headers = dict(headers or {})
         if validators is not None:
@@ -274,16 +282,18 @@ class Downloader:
                         return Download(url, 304, b"", response.headers)
                     if response.status_code >= 300 and not response.is_redirect:
                         raise HTTPStatusError(response.status_code, response.headers)
-                    return Download(url, response.status_code,
-                                    self._read(response, deadline), response.headers)
+                    return Download(
+                        url, response.status_code, self._read(response, deadline), response.headers
+                    )
             raise FetchError("too many redirects")
 
     def post(self, url: str, data: Mapping[str, str], auth: tuple[str, str]) -> Download:
         """POST a form (Reddit's OAuth token endpoint); FetchError on any failure."""
         with self.bounded() as deadline:
             try:
-                response = self.session.post(url, data=data, auth=auth,
-                                             timeout=self._left(deadline))
+                response = self.session.post(
+                    url, data=data, auth=auth, timeout=self._left(deadline)
+                )
             except SourceError:
                 raise
             except requests.RequestException as error:
@@ -291,14 +301,21 @@ class Downloader:
             with response:
                 if response.status_code >= 300:
                     raise HTTPStatusError(response.status_code, response.headers)
-                return Download(url, response.status_code, self._read(response, deadline),
-                                response.headers)
+                return Download(
+                    url, response.status_code, self._read(response, deadline), response.headers
+                )
 
-    def _request(self, url: str, headers: Mapping[str, str],
-                 deadline: Deadline) -> requests.Response:
+    def _request(
+        self, url: str, headers: Mapping[str, str], deadline: Deadline
+    ) -> requests.Response:
         try:
-            response = self.session.get(url, headers=headers, timeout=self._left(deadline),
-                                        stream=True, allow_redirects=False)
+            response = self.session.get(
+                url,
+                headers=headers,
+                timeout=self._left(deadline),
+                stream=True,
+                allow_redirects=False,
+            )
         except SourceError:
             raise  # the guard refused the peer of a connection, or its name
         except (requests.RequestException, OSError) as error:

@@ -96,8 +96,7 @@ class Resolver:
     lost because a flood of dead names holds the pool.
     """
 
-    def __init__(self, lookup: Lookup = system_lookup,
-                 threads: int = RESOLVER_THREADS) -> None:
+    def __init__(self, lookup: Lookup = system_lookup, threads: int = RESOLVER_THREADS) -> None:
         self.lookup = lookup
         self._pool = DaemonPool(threads, "newsbot-dns")
         self._answers: dict[tuple[str, int], tuple[float, list[str]]] = {}
@@ -118,8 +117,7 @@ class Resolver:
         except (OSError, UnicodeError, InvalidSource):
             return _fallback(stale, "the host name does not resolve")
 
-    async def resolve_async(self, host: str, port: int,
-                            timeout: float | None = None) -> list[str]:
+    async def resolve_async(self, host: str, port: int, timeout: float | None = None) -> list[str]:
         """``resolve`` for the event loop: no thread of the caller's waits for DNS."""
         found, stale = self._known(host, port)
         if found is not None:
@@ -180,9 +178,12 @@ def _fallback(stale: list[str] | None, reason: str) -> list[str]:
 class Guard:
     """Decides which addresses feed requests may reach."""
 
-    def __init__(self, allow_private: bool = False,
-                 exempt: frozenset[IPAddress] = frozenset(),
-                 resolver: Resolver | None = None) -> None:
+    def __init__(
+        self,
+        allow_private: bool = False,
+        exempt: frozenset[IPAddress] = frozenset(),
+        resolver: Resolver | None = None,
+    ) -> None:
         self.allow_private = allow_private
         # Addresses allowed although not public: only tests use this, to stand a
         # "public" server on a second loopback address.
@@ -238,16 +239,18 @@ class Deadlines(Protocol):
         """Hand over a connected socket, so the deadline can shut it down."""
 
 
-def guarded_adapter(guard: Guard, deadlines: Deadlines | None = None,
-                    **kwargs: Any) -> HTTPAdapter:
+def guarded_adapter(
+    guard: Guard, deadlines: Deadlines | None = None, **kwargs: Any
+) -> HTTPAdapter:
     """An HTTPAdapter whose connections refuse to talk to a non-public peer.
 
     Names are resolved by the guard's resolver within the download's deadline, and the
     connection goes to an address the guard accepted.
     """
 
-    def connect(connection: HTTPConnection,
-                new_conn: Callable[[], socket.socket]) -> socket.socket:
+    def connect(
+        connection: HTTPConnection, new_conn: Callable[[], socket.socket]
+    ) -> socket.socket:
         left = deadlines.remaining() if deadlines is not None else None
         if left is not None:
             if left <= 0:
@@ -312,6 +315,7 @@ def guarded_adapter(guard: Guard, deadlines: Deadlines | None = None,
 
     adapter = HTTPAdapter(**kwargs)
     adapter.poolmanager.pool_classes_by_scheme = {
-        "http": GuardedHTTPPool, "https": GuardedHTTPSPool,
+        "http": GuardedHTTPPool,
+        "https": GuardedHTTPSPool,
     }
     return adapter

@@ -21,8 +21,8 @@ from newsbot import __version__
 from newsbot.config import DEFAULT_REDDIT_URL, Settings
 from newsbot.errors import FetchError
 from newsbot.models import Item
-from newsbot.sources.download import Download, Downloader, HTTPStatusError, Validators
 from newsbot.sources.base import SUBREDDIT_NAME
+from newsbot.sources.download import Download, Downloader, HTTPStatusError, Validators
 
 OAUTH_API_URL = "https://oauth.reddit.com"
 # Reddit asks for a unique, descriptive User-Agent naming the app and a contact.
@@ -82,9 +82,13 @@ def _item(post: Mapping[str, Any]) -> Item:
     linked = None
     if isinstance(url, str) and 0 < len(url) <= MAX_LINKED_URL and not post.get("is_self"):
         linked = url
-    return Item(id=hashlib.sha256(identity.encode()).hexdigest()[:16],
-                title=" ".join(str(post["title"]).split()),
-                link=post_link(post), published=published, linked_url=linked)
+    return Item(
+        id=hashlib.sha256(identity.encode()).hexdigest()[:16],
+        title=" ".join(str(post["title"]).split()),
+        link=post_link(post),
+        published=published,
+        linked_url=linked,
+    )
 
 
 def post_link(post: Mapping[str, Any]) -> str:
@@ -116,9 +120,14 @@ def _on_reddit(link: str) -> bool:
         port = parts.port
     except ValueError:
         return False
-    return (parts.scheme == "https" and parts.hostname == LINK_HOST and port is None
-            and parts.username is None and parts.password is None
-            and parts.netloc == LINK_HOST)
+    return (
+        parts.scheme == "https"
+        and parts.hostname == LINK_HOST
+        and port is None
+        and parts.username is None
+        and parts.password is None
+        and parts.netloc == LINK_HOST
+    )
 
 
 def parse_wait(value: str | None, now: float | None = None) -> float | None:
@@ -178,8 +187,13 @@ class Reddit:
         self._token_lock = threading.Lock()
         self._blocked_until = 0.0
 
-    def fetch(self, name: str, limit: int = MAX_LIMIT, validators: Validators | None = None,
-              expires: float | None = None) -> tuple[list[Item] | None, Validators]:
+    def fetch(
+        self,
+        name: str,
+        limit: int = MAX_LIMIT,
+        validators: Validators | None = None,
+        expires: float | None = None,
+    ) -> tuple[list[Item] | None, Validators]:
         """Return the hot items of a subreddit (None if unchanged) and new validators."""
         if not SUBREDDIT_NAME.fullmatch(name):
             raise FetchError("not a subreddit name")
@@ -212,8 +226,9 @@ class Reddit:
                 headers["Authorization"] = "bearer " + token
             try:
                 # Reddit redirects unknown subreddits to a search page: "not found".
-                return self.downloader.get(url, headers=headers, validators=validators,
-                                           follow_redirects=False)
+                return self.downloader.get(
+                    url, headers=headers, validators=validators, follow_redirects=False
+                )
             except HTTPStatusError as error:
                 if error.status != 401 or token is None or attempt:
                     raise
@@ -246,7 +261,9 @@ class Reddit:
             assert self.credentials is not None
             download = self.downloader.post(
                 f"{self.base_url}/api/v1/access_token",
-                data={"grant_type": "client_credentials"}, auth=self.credentials)
+                data={"grant_type": "client_credentials"},
+                auth=self.credentials,
+            )
             try:
                 answer = json.loads(download.body)
                 token, lifetime = str(answer["access_token"]), float(answer["expires_in"])

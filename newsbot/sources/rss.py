@@ -24,8 +24,10 @@ from newsbot.errors import FetchError
 from newsbot.models import Item
 from newsbot.sources.download import Download, Downloader, Validators
 
-ACCEPT = ("application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, "
-          "application/xml;q=0.8, text/xml;q=0.8, */*;q=0.5")
+ACCEPT = (
+    "application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, "
+    "application/xml;q=0.8, text/xml;q=0.8, */*;q=0.5"
+)
 # An internal DTD subset that declares entities: the start of every XML bomb
 # ("billion laughs", external entities). No real feed needs one.
 _ENTITY_DECLARATION = re.compile(rb"<!DOCTYPE[^>\[]*\[[^\]]*<!ENTITY", re.IGNORECASE)
@@ -81,8 +83,7 @@ def check_budget(body: bytes) -> None:
         # Not well-formed (or an encoding expat lacks): feedparser's loose parser may
         # still read it. Count its start tags instead; the loose parser is linear.
         if sum(1 for _ in _START_TAG.finditer(body)) > MAX_ELEMENTS:
-            raise FetchError(f"not accepted: more than {MAX_ELEMENTS:,} XML elements"
-                             ) from None
+            raise FetchError(f"not accepted: more than {MAX_ELEMENTS:,} XML elements") from None
 
 
 def parse_feed(body: bytes, limit: int = MAX_ITEMS) -> list[Item]:
@@ -109,16 +110,25 @@ def _item(entry: Any) -> Item:
     stamp = entry.get("published_parsed") or entry.get("updated_parsed")
     published = float(calendar.timegm(stamp)) if stamp else None
     identity = str(entry.get("id") or link or title)
-    return Item(id=hashlib.sha256(identity.encode()).hexdigest()[:16],
-                title=title, link=link, published=published)
+    return Item(
+        id=hashlib.sha256(identity.encode()).hexdigest()[:16],
+        title=title,
+        link=link,
+        published=published,
+    )
 
 
-def fetch_feed(downloader: Downloader, url: str, limit: int,
-               validators: Validators | None,
-               expires: float | None = None) -> tuple[Download, list[Item] | None]:
+def fetch_feed(
+    downloader: Downloader,
+    url: str,
+    limit: int,
+    validators: Validators | None,
+    expires: float | None = None,
+) -> tuple[Download, list[Item] | None]:
     """Download and parse a feed; items are None when the server answered 304."""
-    download = downloader.get(url, headers={"Accept": ACCEPT}, validators=validators,
-                              expires=expires)
+    download = downloader.get(
+        url, headers={"Accept": ACCEPT}, validators=validators, expires=expires
+    )
     if download.status == 304:
         return download, None
     return download, parse_feed(download.body, limit)

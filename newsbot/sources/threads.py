@@ -43,8 +43,9 @@ class DaemonPool:
                 self._idle -= 1  # an idle thread takes this call
             elif self._started < self.threads:
                 self._started += 1
-                threading.Thread(target=self._work, name=f"{self.name}-{self._started}",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._work, name=f"{self.name}-{self._started}", daemon=True
+                ).start()
             # else every thread is busy: the call waits in the queue for the first free
         return future
 

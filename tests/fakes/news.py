@@ -89,12 +89,16 @@ _HUGE_HEAD = b"""<?xml version="1.0" encoding="utf-8"?>
 <rss version="2.0"><channel><title>Endless Feed</title><link>http://huge.example/</link>
 <description>A feed that never ends</description>
 """
-_HUGE_ITEM = (b"<item><title>Endless item</title><link>http://huge.example/item</link>"
-              b"<description>" + b"padding " * 120 + b"</description></item>\n")
+_HUGE_ITEM = (
+    b"<item><title>Endless item</title><link>http://huge.example/item</link>"
+    b"<description>" + b"padding " * 120 + b"</description></item>\n"
+)
 
-_REDDIT_HTML_503 = (b"<!doctype html><html><head><title>Reddit - Service Unavailable</title>"
-                    b"</head><body><h1>Our CDN was unable to reach our servers</h1>"
-                    b"</body></html>")
+_REDDIT_HTML_503 = (
+    b"<!doctype html><html><head><title>Reddit - Service Unavailable</title>"
+    b"</head><body><h1>Our CDN was unable to reach our servers</h1>"
+    b"</body></html>"
+)
 
 
 @dataclass
@@ -110,8 +114,9 @@ class Route:
 class FakeNews:
     """Fake Reddit and feed server on loopback HTTP; start()/stop() or `with`."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0,
-                 data_dir: Path | str = DATA_DIR) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, data_dir: Path | str = DATA_DIR
+    ) -> None:
         self.host = host
         self.port = port
         self.data_dir = Path(data_dir)
@@ -152,9 +157,12 @@ class FakeNews:
     def start(self) -> FakeNews:
         """Bind and serve in a daemon thread."""
         self._server = _Server((self.host, self.port), _Handler, self)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name="fake-news", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-news",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -176,15 +184,22 @@ class FakeNews:
 
     # configuration and introspection
 
-    def set_route(self, path: str, status: int = 200, body: bytes | str = b"",
-                  headers: dict[str, str] | None = None, delay: float = 0.0) -> None:
+    def set_route(
+        self,
+        path: str,
+        status: int = 200,
+        body: bytes | str = b"",
+        headers: dict[str, str] | None = None,
+        delay: float = 0.0,
+    ) -> None:
         """Serve a canned answer at path (query ignored), replacing any built-in route."""
         data = body.encode("utf-8") if isinstance(body, str) else body
         headers = dict(headers or {})
         if not any(name.lower() == "content-type" for name in headers):
             looks_xml = data.lstrip()[:5] in (b"<?xml", b"<rss ", b"<feed", b"<rdf:")
-            headers["Content-Type"] = ("application/xml; charset=utf-8" if looks_xml
-                                       else "text/plain; charset=utf-8")
+            headers["Content-Type"] = (
+                "application/xml; charset=utf-8" if looks_xml else "text/plain; charset=utf-8"
+            )
         with self._lock:
             self._routes[path] = Route(status, data, headers, delay)
 
@@ -234,9 +249,11 @@ class FakeNews:
             self._window_used += 1
             remaining = max(0, self.ratelimit_limit - self._window_used)
             reset = int(RATELIMIT_WINDOW - (now - self._window_start))
-            return {"X-Ratelimit-Used": str(self._window_used),
-                    "X-Ratelimit-Remaining": f"{remaining:.1f}",
-                    "X-Ratelimit-Reset": str(reset)}
+            return {
+                "X-Ratelimit-Used": str(self._window_used),
+                "X-Ratelimit-Remaining": f"{remaining:.1f}",
+                "X-Ratelimit-Reset": str(reset),
+            }
 
     def answer(self, handler: _Handler) -> None:
         """Route one request, counting it as open while it is answered."""
@@ -268,7 +285,7 @@ class FakeNews:
         elif path == "/api/v1/access_token":
             self._access_token(handler, headers)
         elif path.startswith("/feeds/"):
-            self._feed(handler, path[len("/feeds/"):], headers)
+            self._feed(handler, path[len("/feeds/") :], headers)
         elif path == "/slow":
             time.sleep(self.slow_seconds)
             self._feed(handler, "rss20.xml", {})
@@ -278,12 +295,18 @@ class FakeNews:
             self._trickle(handler)
         elif path == "/nested":
             depth = int(args["depth"]) if args.get("depth", "").isdigit() else 700_000
-            handler.send(200, _RSS_HEAD + b"<b>" * depth + b"</b>" * depth + _RSS_TAIL,
-                         {"Content-Type": "application/rss+xml; charset=utf-8"})
+            handler.send(
+                200,
+                _RSS_HEAD + b"<b>" * depth + b"</b>" * depth + _RSS_TAIL,
+                {"Content-Type": "application/rss+xml; charset=utf-8"},
+            )
         elif path == "/wide":
             count = int(args["count"]) if args.get("count", "").isdigit() else 700_000
-            handler.send(200, _RSS_HEAD + b"<b/>" * count + _RSS_TAIL,
-                         {"Content-Type": "application/rss+xml; charset=utf-8"})
+            handler.send(
+                200,
+                _RSS_HEAD + b"<b/>" * count + _RSS_TAIL,
+                {"Content-Type": "application/rss+xml; charset=utf-8"},
+            )
         elif path == "/html":
             self._feed(handler, "not_a_feed.html", {})
         elif path == "/bomb":
@@ -294,16 +317,20 @@ class FakeNews:
             handler.send(200, b"", {"Content-Type": "application/rss+xml; charset=utf-8"})
         elif re.fullmatch(r"/status/[1-5]\d\d", path):
             status = int(path.rsplit("/", 1)[1])
-            handler.send(status, f"status {status}\n".encode(),
-                         {"Content-Type": "text/plain; charset=utf-8"})
+            handler.send(
+                status,
+                f"status {status}\n".encode(),
+                {"Content-Type": "text/plain; charset=utf-8"},
+            )
         elif path == "/redirect" and "to" in args:
             status = int(args["status"]) if args.get("status", "").isdigit() else 302
             handler.send(status, b"", {"Location": args["to"]})
         else:
             handler.send(404, b"not found\n", {"Content-Type": "text/plain; charset=utf-8"})
 
-    def _listing(self, handler: _Handler, name: str, args: dict[str, str],
-                 headers: dict[str, str]) -> None:
+    def _listing(
+        self, handler: _Handler, name: str, args: dict[str, str], headers: dict[str, str]
+    ) -> None:
         """Serve a subreddit's hot listing, or the error Reddit gives for it."""
         reply = self._ratelimit_headers()
         reply["Content-Type"] = "application/json; charset=UTF-8"
@@ -331,8 +358,9 @@ class FakeNews:
             reply["Content-Type"] = "text/html; charset=utf-8"
             return handler.send(503, _REDDIT_HTML_503, reply)
         if lowered == "limitedsub":
-            reply.update({"Retry-After": "30", "X-Ratelimit-Remaining": "0.0",
-                          "X-Ratelimit-Reset": "30"})
+            reply.update(
+                {"Retry-After": "30", "X-Ratelimit-Remaining": "0.0", "X-Ratelimit-Reset": "30"}
+            )
             return error(429, "Too Many Requests")
         if lowered == "slowsub":
             time.sleep(self.slow_seconds)
@@ -342,7 +370,7 @@ class FakeNews:
         listing = json.loads(source.read_text(encoding="utf-8"))
         limit = args.get("limit", "")
         if limit.isdigit():
-            children = listing["data"]["children"][:max(1, min(int(limit), 100))]
+            children = listing["data"]["children"][: max(1, min(int(limit), 100))]
             listing["data"]["children"] = children
             listing["data"]["dist"] = len(children)
             listing["data"]["after"] = children[-1]["data"]["name"] if children else None
@@ -360,10 +388,15 @@ class FakeNews:
             client_id = secret = ""
         body = handler.body.decode("utf-8", "replace")
         grant = dict(urllib.parse.parse_qsl(body)).get("grant_type")
-        if (handler.command != "POST" or scheme.lower() != "basic"
-                or self.oauth_client is None or (client_id, secret) != self.oauth_client):
-            handler.send(401, json.dumps({"message": "Unauthorized", "error": 401}).encode(),
-                         reply)
+        if (
+            handler.command != "POST"
+            or scheme.lower() != "basic"
+            or self.oauth_client is None
+            or (client_id, secret) != self.oauth_client
+        ):
+            handler.send(
+                401, json.dumps({"message": "Unauthorized", "error": 401}).encode(), reply
+            )
         elif grant != "client_credentials":
             # Reddit answers a bad grant with 200 and an error field.
             handler.send(200, json.dumps({"error": "unsupported_grant_type"}).encode(), reply)
@@ -371,9 +404,18 @@ class FakeNews:
             token = "fake-" + secrets.token_urlsafe(24)
             with self._lock:
                 self._tokens.add(token)
-            handler.send(200, json.dumps({
-                "access_token": token, "token_type": "bearer",
-                "expires_in": self.token_ttl, "scope": "*"}).encode(), reply)
+            handler.send(
+                200,
+                json.dumps(
+                    {
+                        "access_token": token,
+                        "token_type": "bearer",
+                        "expires_in": self.token_ttl,
+                        "scope": "*",
+                    }
+                ).encode(),
+                reply,
+            )
 
     def _feed(self, handler: _Handler, name: str, headers: dict[str, str]) -> None:
         """Serve a file from the data directory with validators and conditional GET."""
@@ -395,8 +437,10 @@ class FakeNews:
 
     def _huge(self, handler: _Handler) -> None:
         """Stream ~20 MB of valid-looking RSS, chunked, with no Content-Length."""
-        head = ("HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml; charset=utf-8\r\n"
-                "Transfer-Encoding: chunked\r\n\r\n").encode("latin-1")
+        head = (
+            "HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml; charset=utf-8\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n"
+        ).encode("latin-1")
         block = _HUGE_ITEM * (65536 // len(_HUGE_ITEM))
         chunk = f"{len(block):x}\r\n".encode() + block + b"\r\n"
         try:
@@ -412,8 +456,10 @@ class FakeNews:
     def _trickle(self, handler: _Handler) -> None:
         """Send a feed one byte every trickle_seconds until the client hangs up."""
         body = (DATA_DIR / "rss20.xml").read_bytes() * 1000
-        head = ("HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml; charset=utf-8\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
+        head = (
+            "HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode("latin-1")
         self.trickle_head_bytes = len(head)
         handler.close_connection = True
         connection = handler.connection
@@ -434,9 +480,11 @@ class FakeNews:
                 self.trickled.append(sent)
 
 
-_RSS_HEAD = (b'<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel>'
-             b"<title>Deep Feed</title><link>http://deep.example/</link>"
-             b"<item><title>Deep item</title><link>http://deep.example/1</link></item>")
+_RSS_HEAD = (
+    b'<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel>'
+    b"<title>Deep Feed</title><link>http://deep.example/</link>"
+    b"<item><title>Deep item</title><link>http://deep.example/1</link></item>"
+)
 _RSS_TAIL = b"</channel></rss>\n"
 
 
@@ -489,8 +537,9 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
-                 fake: FakeNews) -> None:
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], fake: FakeNews
+    ) -> None:
         self.fake = fake
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
@@ -547,8 +596,11 @@ class _Handler(BaseHTTPRequestHandler):
             phrase = HTTPStatus(status).phrase
         except ValueError:
             phrase = "Unknown"
-        lines = [f"HTTP/1.1 {status} {phrase}", "Server: fake-news",
-                 f"Date: {email.utils.formatdate(usegmt=True)}"]
+        lines = [
+            f"HTTP/1.1 {status} {phrase}",
+            "Server: fake-news",
+            f"Date: {email.utils.formatdate(usegmt=True)}",
+        ]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         if status != 304 and not 100 <= status < 200 and status != 204:
             lines.append(f"Content-Length: {len(body)}")

@@ -47,10 +47,11 @@ import urllib.parse
 import urllib.request
 import zlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 DEFAULT_TOKEN = "123456:TEST-secret-token"
 BOT_USERNAME = "newsbot_test_bot"
@@ -72,18 +73,32 @@ CHAT_BURST = 3
 LIMIT_PER_GROUP_MINUTE = 20
 
 # Values of these parameters are free text: never JSON-decode them ("123" stays "123").
-_TEXT_PARAMS = frozenset({
-    "text", "caption", "parse_mode", "callback_query_id", "inline_message_id", "query",
-    "description", "short_description", "name", "title", "url", "emoji", "language_code",
-})
+_TEXT_PARAMS = frozenset(
+    {
+        "text",
+        "caption",
+        "parse_mode",
+        "callback_query_id",
+        "inline_message_id",
+        "query",
+        "description",
+        "short_description",
+        "name",
+        "title",
+        "url",
+        "emoji",
+        "language_code",
+    }
+)
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
 # Telegram's exact error descriptions for the chat, topic, button and menu behaviours.
 THREAD_NOT_FOUND = "Bad Request: message thread not found"
-QUERY_TOO_OLD = ("Bad Request: query is too old and response timeout expired or query ID "
-                 "is invalid")
-NOT_MODIFIED = ("Bad Request: message is not modified: specified new message content and "
-                "reply markup are exactly the same as a current content and reply markup "
-                "of the message")
+QUERY_TOO_OLD = "Bad Request: query is too old and response timeout expired or query ID is invalid"
+NOT_MODIFIED = (
+    "Bad Request: message is not modified: specified new message content and "
+    "reply markup are exactly the same as a current content and reply markup "
+    "of the message"
+)
 BUTTON_DATA_INVALID = "Bad Request: BUTTON_DATA_INVALID"
 NEED_ADMIN = "Bad Request: need administrator rights in the channel chat"
 NOT_CHANNEL_MEMBER = "Forbidden: bot is not a member of the channel chat"
@@ -93,8 +108,12 @@ MESSAGE_TO_EDIT_NOT_FOUND = "Bad Request: message to edit not found"
 CALLBACK_ANSWER_SECONDS = 15.0
 MAX_CALLBACK_DATA_BYTES = 64
 # Who an anonymous group admin's messages come from.
-ANONYMOUS_ADMIN = {"id": 1087968824, "is_bot": True, "first_name": "Group",
-                   "username": "GroupAnonymousBot"}
+ANONYMOUS_ADMIN = {
+    "id": 1087968824,
+    "is_bot": True,
+    "first_name": "Group",
+    "username": "GroupAnonymousBot",
+}
 _COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")
 _COMMAND = re.compile(r"/[A-Za-z0-9_]{1,64}(?:@[A-Za-z0-9_]{1,64})?")
 
@@ -102,8 +121,9 @@ _COMMAND = re.compile(r"/[A-Za-z0-9_]{1,64}(?:@[A-Za-z0-9_]{1,64})?")
 class ApiError(Exception):
     """An error answer of the Bot API: HTTP status = error_code, plus a description."""
 
-    def __init__(self, status: int, description: str,
-                 parameters: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, status: int, description: str, parameters: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(description)
         self.status = status
         self.description = description
@@ -116,15 +136,15 @@ class SentMessage:
 
     chat_id: int | str
     message_id: int
-    text: str                 # what the bot sent, markup included
-    displayed: str            # what the user sees: tags removed, entities decoded
+    text: str  # what the bot sent, markup included
+    displayed: str  # what the user sees: tags removed, entities decoded
     parse_mode: str | None
     previews_disabled: bool
-    sent_at: float            # the fake's clock (time.monotonic) when it accepted it
+    sent_at: float  # the fake's clock (time.monotonic) when it accepted it
     reply_to: int | None = None
-    thread_id: int | None = None          # the forum topic it went to (None: General)
-    silent: bool = False                  # sent with disable_notification
-    preview_url: str | None = None        # link_preview_options.url, when previews are on
+    thread_id: int | None = None  # the forum topic it went to (None: General)
+    silent: bool = False  # sent with disable_notification
+    preview_url: str | None = None  # link_preview_options.url, when previews are on
     reply_markup: dict[str, Any] | None = None  # current inline keyboard (after edits)
     document: dict[str, Any] | None = None  # sendDocument: the Document (text = caption)
 
@@ -146,12 +166,11 @@ class StoredFile:
     file_name: str | None
     mime_type: str | None
     file_path: str
-    report_size: bool = True   # Telegram's file_size is optional; False leaves it out
+    report_size: bool = True  # Telegram's file_size is optional; False leaves it out
 
     def document(self) -> dict[str, Any]:
         """The Document object the Bot API gives for this file."""
-        document: dict[str, Any] = {"file_id": self.file_id,
-                                    "file_unique_id": self.file_unique_id}
+        document: dict[str, Any] = {"file_id": self.file_id, "file_unique_id": self.file_unique_id}
         if self.file_name is not None:
             document["file_name"] = self.file_name
         if self.mime_type is not None:
@@ -172,14 +191,29 @@ class _Raw:
 
 # --- HTML parse mode -------------------------------------------------------------------
 
-_ALLOWED_TAGS = frozenset({
-    "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre",
-    "span", "tg-spoiler", "blockquote", "tg-emoji",
-})
+_ALLOWED_TAGS = frozenset(
+    {
+        "b",
+        "strong",
+        "i",
+        "em",
+        "u",
+        "ins",
+        "s",
+        "strike",
+        "del",
+        "a",
+        "code",
+        "pre",
+        "span",
+        "tg-spoiler",
+        "blockquote",
+        "tg-emoji",
+    }
+)
 _NAMED_ENTITIES = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
 _ENTITY = re.compile(r"&(?:#(\d{1,7})|#[xX]([0-9a-fA-F]{1,6})|([A-Za-z][A-Za-z0-9]*));")
-_ATTRIBUTE = re.compile(
-    r"""\s*([A-Za-z_][A-Za-z0-9_-]*)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s>"']+))?""")
+_ATTRIBUTE = re.compile(r"""\s*([A-Za-z_][A-Za-z0-9_-]*)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s>"']+))?""")
 _END_TAG = re.compile(r"</([^\s>]*)\s*>")
 
 
@@ -203,9 +237,12 @@ def _decode_entities(text: str, start: int, end: int, source: str) -> str:
         if char is None:
             # Real Telegram keeps an unknown "&" as text; the fake refuses it so that a
             # missing html.escape() in the bot fails a test instead of slipping through.
-            shown = text[amp:amp + 10].split(" ")[0]
-            raise ApiError(400, "Bad Request: can't parse entities: unsupported entity "
-                                f'"{shown}" at byte offset {_byte_offset(source, amp)}')
+            shown = text[amp : amp + 10].split(" ")[0]
+            raise ApiError(
+                400,
+                "Bad Request: can't parse entities: unsupported entity "
+                f'"{shown}" at byte offset {_byte_offset(source, amp)}',
+            )
         out.append(char)
         i = match.end() if match else end
     return "".join(out)
@@ -224,6 +261,7 @@ def _entity_char(match: re.Match[str]) -> str | None:
 
 def parse_html(text: str) -> str:
     """Return the text Telegram would display for an HTML message, or raise ApiError(400)."""
+
     def error(reason: str) -> ApiError:
         return ApiError(400, f"Bad Request: can't parse entities: {reason}")
 
@@ -245,8 +283,10 @@ def parse_html(text: str) -> str:
             if not stack:
                 raise error(f"Unexpected end tag at byte offset {offset}")
             if stack[-1][0] != name:
-                raise error(f'Unmatched end tag at byte offset {offset}, expected '
-                            f'"</{stack[-1][0]}>", found "</{name}>"')
+                raise error(
+                    f"Unmatched end tag at byte offset {offset}, expected "
+                    f'"</{stack[-1][0]}>", found "</{name}>"'
+                )
             stack.pop()
             i = match.end()
             continue
@@ -256,7 +296,7 @@ def parse_html(text: str) -> str:
             j += 1
         if j >= n:
             raise error(f"Unclosed start tag at byte offset {offset}")
-        name = text[lt + 1:j].lower()
+        name = text[lt + 1 : j].lower()
         if name not in _ALLOWED_TAGS:
             raise error(f'Unsupported start tag "{name}" at byte offset {offset}')
         attributes: dict[str, str] = {}
@@ -270,8 +310,10 @@ def parse_html(text: str) -> str:
                 break
             match = _ATTRIBUTE.match(text, j)
             if not match:
-                raise error(f'Expected equal sign in declaration of an attribute of the tag '
-                            f'"{name}" at byte offset {offset}')
+                raise error(
+                    f"Expected equal sign in declaration of an attribute of the tag "
+                    f'"{name}" at byte offset {offset}'
+                )
             value = match.group(2) or ""
             if value[:1] in ("'", '"'):
                 value = value[1:-1]
@@ -289,6 +331,7 @@ def parse_html(text: str) -> str:
 
 
 # --- request parameters ----------------------------------------------------------------
+
 
 def _normalize(name: str, value: Any) -> Any:
     """Turn a form value into what the Bot API means by it.
@@ -369,8 +412,7 @@ def _check_markup(markup: Any) -> dict[str, Any] | None:
     for row in markup["inline_keyboard"]:
         for button in row:
             data = button.get("callback_data")
-            if data is not None and not 1 <= len(str(data).encode()) <= \
-                    MAX_CALLBACK_DATA_BYTES:
+            if data is not None and not 1 <= len(str(data).encode()) <= MAX_CALLBACK_DATA_BYTES:
                 raise ApiError(400, BUTTON_DATA_INVALID)
     return markup
 
@@ -386,6 +428,7 @@ def _int(value: Any, default: int) -> int:
 
 
 # --- flood limits ----------------------------------------------------------------------
+
 
 class _FloodLimits:
     """Telegram's sending limits: sliding windows overall and per group, a bucket per chat."""
@@ -443,9 +486,15 @@ class _ClientGone(Exception):
 class FakeTelegram:
     """A Telegram Bot API double on loopback HTTP; thread-safe, start()/stop() or `with`."""
 
-    def __init__(self, token: str = DEFAULT_TOKEN, host: str = "127.0.0.1", port: int = 0,
-                 enforce_limits: bool = False, first_update_id: int = 1,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        token: str = DEFAULT_TOKEN,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        enforce_limits: bool = False,
+        first_update_id: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.token = token
         self.host = host
         self.port = port
@@ -546,9 +595,12 @@ class FakeTelegram:
         """Bind and serve in a daemon thread."""
         self._stopping = False
         self._server = _Server((self.host, self.port), _Handler, self._answer)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name="fake-telegram", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-telegram",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -583,9 +635,16 @@ class FakeTelegram:
             self._cond.notify_all()
             return update_id
 
-    def push_message(self, chat_id: int, text: str, chat_type: str | None = None,
-                     user_id: int | None = None, username: str = "alice",
-                     thread_id: int | None = None, anonymous: bool = False) -> int:
+    def push_message(
+        self,
+        chat_id: int,
+        text: str,
+        chat_type: str | None = None,
+        user_id: int | None = None,
+        username: str = "alice",
+        thread_id: int | None = None,
+        anonymous: bool = False,
+    ) -> int:
         """Queue a text message from a user, as Telegram would deliver it; return update_id.
 
         ``thread_id`` sends it in a forum topic; ``anonymous`` as an anonymous group
@@ -595,8 +654,13 @@ class FakeTelegram:
             known_type = self._chats.get(chat_id, {}).get("type")
             chat_type = known_type if isinstance(known_type, str) else _chat_type(chat_id)
         user_id = self.user_id(chat_id, username) if user_id is None else user_id
-        user = {"id": user_id, "is_bot": False, "first_name": username.capitalize(),
-                "username": username, "language_code": "en"}
+        user = {
+            "id": user_id,
+            "is_bot": False,
+            "first_name": username.capitalize(),
+            "username": username,
+            "language_code": "en",
+        }
         chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
         if chat_type == "private":
             chat.update(first_name=user["first_name"], username=username)
@@ -613,11 +677,18 @@ class FakeTelegram:
                 # first user heard in it is its creator (tests that are not about
                 # admins then run as the group's owner).
                 members = self._members.setdefault(chat_id, {})
-                ruled = any(m["status"] in ("creator", "administrator")
-                            and not m["user"].get("is_bot") for m in members.values())
-                members.setdefault(user_id, {"user": user, "status": (
-                    "member" if ruled else "creator"), **({} if ruled else {
-                        "is_anonymous": False})})
+                ruled = any(
+                    m["status"] in ("creator", "administrator") and not m["user"].get("is_bot")
+                    for m in members.values()
+                )
+                members.setdefault(
+                    user_id,
+                    {
+                        "user": user,
+                        "status": ("member" if ruled else "creator"),
+                        **({} if ruled else {"is_anonymous": False}),
+                    },
+                )
             message: dict[str, Any] = {
                 "message_id": self._next_message_id(chat_id),
                 "date": int(time.time()),
@@ -652,8 +723,14 @@ class FakeTelegram:
 
     # chats, members, topics
 
-    def set_member(self, chat_id: int | str, user_id: int, status: str,
-                   username: str | None = None, **rights: Any) -> None:
+    def set_member(
+        self,
+        chat_id: int | str,
+        user_id: int,
+        status: str,
+        username: str | None = None,
+        **rights: Any,
+    ) -> None:
         """Record a user's (or the bot's) membership, as getChatMember will answer it.
 
         ``status`` is Telegram's: "creator", "administrator", "member", "restricted",
@@ -663,29 +740,47 @@ class FakeTelegram:
             user = dict(self.bot_user)
         else:
             name = username or f"user{user_id}"
-            user = {"id": user_id, "is_bot": False, "first_name": name.capitalize(),
-                    "username": name}
+            user = {
+                "id": user_id,
+                "is_bot": False,
+                "first_name": name.capitalize(),
+                "username": name,
+            }
         member: dict[str, Any] = {"user": user, "status": status}
         if status == "creator":
             member["is_anonymous"] = False
         elif status == "administrator":
-            member.update({"can_be_edited": False, "is_anonymous": False,
-                           "can_manage_chat": True, "can_delete_messages": True,
-                           "can_manage_video_chats": True, "can_restrict_members": True,
-                           "can_promote_members": False, "can_change_info": True,
-                           "can_invite_users": True, "can_post_stories": False,
-                           "can_edit_stories": False, "can_delete_stories": False})
+            member.update(
+                {
+                    "can_be_edited": False,
+                    "is_anonymous": False,
+                    "can_manage_chat": True,
+                    "can_delete_messages": True,
+                    "can_manage_video_chats": True,
+                    "can_restrict_members": True,
+                    "can_promote_members": False,
+                    "can_change_info": True,
+                    "can_invite_users": True,
+                    "can_post_stories": False,
+                    "can_edit_stories": False,
+                    "can_delete_stories": False,
+                }
+            )
             member.update(rights)
         elif status == "kicked":
             member["until_date"] = 0
         with self._cond:
             self._members.setdefault(chat_id, {})[user_id] = member
 
-    def make_chat(self, chat_id: int, chat_type: str, username: str | None = None,
-                  forum: bool = False) -> dict[str, Any]:
+    def make_chat(
+        self, chat_id: int, chat_type: str, username: str | None = None, forum: bool = False
+    ) -> dict[str, Any]:
         """Create a chat of a type ("channel", "supergroup" with ``forum``...); return it."""
-        chat: dict[str, Any] = {"id": chat_id, "type": chat_type,
-                                "title": f"Test {chat_type} {chat_id}"}
+        chat: dict[str, Any] = {
+            "id": chat_id,
+            "type": chat_type,
+            "title": f"Test {chat_type} {chat_id}",
+        }
         if username:
             chat["username"] = username
         if forum:
@@ -720,9 +815,15 @@ class FakeTelegram:
         markup = self.message(chat_id, message_id).reply_markup or {}
         return [button["text"] for row in markup.get("inline_keyboard", []) for button in row]
 
-    def press(self, chat_id: int, message_id: int, button: str,
-              username: str = "alice", user_id: int | None = None,
-              twice: bool = False) -> str:
+    def press(
+        self,
+        chat_id: int,
+        message_id: int,
+        button: str,
+        username: str = "alice",
+        user_id: int | None = None,
+        twice: bool = False,
+    ) -> str:
         """Press the inline button whose text contains ``button``; return the query id.
 
         Queued as the callback_query update Telegram sends, carrying the button's
@@ -741,17 +842,30 @@ class FakeTelegram:
             self._queries[query_id] = [self.clock(), False]
             chat = self._chat(chat_id)
         message: dict[str, Any] = {
-            "message_id": message_id, "from": dict(self.bot_user), "chat": chat,
-            "date": int(time.time()), "text": current.displayed,
-            "reply_markup": current.reply_markup}
+            "message_id": message_id,
+            "from": dict(self.bot_user),
+            "chat": chat,
+            "date": int(time.time()),
+            "text": current.displayed,
+            "reply_markup": current.reply_markup,
+        }
         if current.thread_id is not None:
             message.update(message_thread_id=current.thread_id, is_topic_message=True)
-        update = {"callback_query": {
-            "id": query_id,
-            "from": {"id": user_id, "is_bot": False, "first_name": username.capitalize(),
-                     "username": username, "language_code": "en"},
-            "message": message, "chat_instance": str(zlib.crc32(str(chat_id).encode())),
-            "data": found[0]["callback_data"]}}
+        update = {
+            "callback_query": {
+                "id": query_id,
+                "from": {
+                    "id": user_id,
+                    "is_bot": False,
+                    "first_name": username.capitalize(),
+                    "username": username,
+                    "language_code": "en",
+                },
+                "message": message,
+                "chat_instance": str(zlib.crc32(str(chat_id).encode())),
+                "data": found[0]["callback_data"],
+            }
+        }
         update_id = self.push_update(update)
         if twice:
             self.push_update({"update_id": update_id, **update})
@@ -764,13 +878,19 @@ class FakeTelegram:
             while query_id not in self.answers:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise AssertionError(f"callback query {query_id} was not answered "
-                                         f"within {timeout}s")
+                    raise AssertionError(
+                        f"callback query {query_id} was not answered within {timeout}s"
+                    )
                 self._cond.wait(remaining)
             return self.answers[query_id]
 
-    def add_file(self, data: bytes, file_name: str | None = None,
-                 mime_type: str | None = None, report_size: bool = True) -> StoredFile:
+    def add_file(
+        self,
+        data: bytes,
+        file_name: str | None = None,
+        mime_type: str | None = None,
+        report_size: bool = True,
+    ) -> StoredFile:
         """Keep a file as Telegram would (a user's upload); return it with its file_id."""
         with self._cond:
             number = len(self._files) + 1
@@ -779,9 +899,13 @@ class FakeTelegram:
                 suffix = "." + file_name.rsplit(".", 1)[1]
             stored = StoredFile(
                 file_id=f"BQACAgIAAxkBAAI{number:08d}{zlib.crc32(data):08x}",
-                file_unique_id=f"AgAD{number:06d}", data=bytes(data), file_name=file_name,
-                mime_type=mime_type, file_path=f"documents/file_{number}{suffix}",
-                report_size=report_size)
+                file_unique_id=f"AgAD{number:06d}",
+                data=bytes(data),
+                file_name=file_name,
+                mime_type=mime_type,
+                file_path=f"documents/file_{number}{suffix}",
+                report_size=report_size,
+            )
             self._files[stored.file_id] = stored
             return stored
 
@@ -790,27 +914,51 @@ class FakeTelegram:
         with self._cond:
             return self._files[file_id].data
 
-    def push_document(self, chat_id: int, data: bytes | None = None,
-                      file_name: str | None = "file.opml", caption: str | None = None,
-                      file_id: str | None = None, mime_type: str | None = None,
-                      report_size: bool = True, chat_type: str | None = None,
-                      username: str = "alice") -> int:
+    def push_document(
+        self,
+        chat_id: int,
+        data: bytes | None = None,
+        file_name: str | None = "file.opml",
+        caption: str | None = None,
+        file_id: str | None = None,
+        mime_type: str | None = None,
+        report_size: bool = True,
+        chat_type: str | None = None,
+        username: str = "alice",
+    ) -> int:
         """Queue a document message from a user: new bytes, or a file_id Telegram holds."""
         if file_id is not None:
             with self._cond:
                 known = self._files[file_id]
-            stored = StoredFile(known.file_id, known.file_unique_id, known.data,
-                                file_name if file_name is not None else known.file_name,
-                                mime_type or known.mime_type, known.file_path, report_size)
+            stored = StoredFile(
+                known.file_id,
+                known.file_unique_id,
+                known.data,
+                file_name if file_name is not None else known.file_name,
+                mime_type or known.mime_type,
+                known.file_path,
+                report_size,
+            )
         else:
             stored = self.add_file(data or b"", file_name, mime_type, report_size)
         if chat_type is None:
-            chat_type = "private" if chat_id > 0 else (
-                "supergroup" if str(chat_id).startswith("-100") else "group")
-        user_id = chat_id if chat_type == "private" else (
-            zlib.crc32(username.encode()) % 900_000_000 + 100_000_000)
-        user = {"id": user_id, "is_bot": False, "first_name": username.capitalize(),
-                "username": username, "language_code": "en"}
+            chat_type = (
+                "private"
+                if chat_id > 0
+                else ("supergroup" if str(chat_id).startswith("-100") else "group")
+            )
+        user_id = (
+            chat_id
+            if chat_type == "private"
+            else (zlib.crc32(username.encode()) % 900_000_000 + 100_000_000)
+        )
+        user = {
+            "id": user_id,
+            "is_bot": False,
+            "first_name": username.capitalize(),
+            "username": username,
+            "language_code": "en",
+        }
         chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
         if chat_type == "private":
             chat.update(first_name=user["first_name"], username=username)
@@ -818,16 +966,21 @@ class FakeTelegram:
             chat["title"] = f"Test {chat_type} {chat_id}"
         with self._cond:
             self._chats[chat_id] = chat
-            message: dict[str, Any] = {"message_id": self._next_message_id(chat_id),
-                                       "date": int(time.time()), "chat": chat, "from": user,
-                                       "document": stored.document()}
+            message: dict[str, Any] = {
+                "message_id": self._next_message_id(chat_id),
+                "date": int(time.time()),
+                "chat": chat,
+                "from": user,
+                "document": stored.document(),
+            }
         if caption is not None:
             message["caption"] = caption
             command = _COMMAND.match(caption)
             if command:
                 length = len(command.group().encode("utf-16-le")) // 2
                 message["caption_entities"] = [
-                    {"type": "bot_command", "offset": 0, "length": length}]
+                    {"type": "bot_command", "offset": 0, "length": length}
+                ]
         return self.push_update({"message": message})
 
     @property
@@ -838,9 +991,17 @@ class FakeTelegram:
 
     # failure injection
 
-    def fail_next(self, method: str, status: int = 500, description: str | None = None,
-                  retry_after: int | None = None, migrate_to_chat_id: int | None = None,
-                  times: int = 1, chat_id: int | str | None = None, after: int = 0) -> None:
+    def fail_next(
+        self,
+        method: str,
+        status: int = 500,
+        description: str | None = None,
+        retry_after: int | None = None,
+        migrate_to_chat_id: int | None = None,
+        times: int = 1,
+        chat_id: int | str | None = None,
+        after: int = 0,
+    ) -> None:
         """Make the next `times` calls of method fail with this error.
 
         With ``chat_id`` only calls for that chat fail, and the first ``after`` of them
@@ -875,9 +1036,15 @@ class FakeTelegram:
         with self._cond:
             self._deleted.add(chat_id)
 
-    def push_my_chat_member(self, chat_id: int, new_status: str, old_status: str = "member",
-                            chat_type: str | None = None, user_id: int | None = None,
-                            username: str = "alice") -> int:
+    def push_my_chat_member(
+        self,
+        chat_id: int,
+        new_status: str,
+        old_status: str = "member",
+        chat_type: str | None = None,
+        user_id: int | None = None,
+        username: str = "alice",
+    ) -> int:
         """Queue a my_chat_member update: the bot's own status in a chat changed.
 
         Shaped as Telegram sends it: a private chat that blocks the bot gives
@@ -886,10 +1053,18 @@ class FakeTelegram:
         """
         chat_type = chat_type or _chat_type(chat_id)
         if user_id is None:
-            user_id = chat_id if chat_type == "private" else (
-                zlib.crc32(username.encode()) % 900_000_000 + 100_000_000)
-        user = {"id": user_id, "is_bot": False, "first_name": username.capitalize(),
-                "username": username, "language_code": "en"}
+            user_id = (
+                chat_id
+                if chat_type == "private"
+                else (zlib.crc32(username.encode()) % 900_000_000 + 100_000_000)
+            )
+        user = {
+            "id": user_id,
+            "is_bot": False,
+            "first_name": username.capitalize(),
+            "username": username,
+            "language_code": "en",
+        }
         chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
         if chat_type == "private":
             chat.update(first_name=user["first_name"], username=username)
@@ -902,9 +1077,17 @@ class FakeTelegram:
                 entry["until_date"] = 0  # banned for good
             return entry
 
-        return self.push_update({"my_chat_member": {
-            "chat": chat, "from": user, "date": int(time.time()),
-            "old_chat_member": member(old_status), "new_chat_member": member(new_status)}})
+        return self.push_update(
+            {
+                "my_chat_member": {
+                    "chat": chat,
+                    "from": user,
+                    "date": int(time.time()),
+                    "old_chat_member": member(old_status),
+                    "new_chat_member": member(new_status),
+                }
+            }
+        )
 
     def drop_next(self, method: str, times: int = 1) -> None:
         """Make the next `times` calls of method lose their connection without an answer."""
@@ -921,16 +1104,21 @@ class FakeTelegram:
         with self._cond:
             self._blocked.discard(chat_id)
 
-    def migrate_chat(self, old_id: int, new_id: int, notify: bool = True,
-                     username: str = "alice") -> list[int]:
+    def migrate_chat(
+        self, old_id: int, new_id: int, notify: bool = True, username: str = "alice"
+    ) -> list[int]:
         """Act as if group old_id became supergroup new_id: sends to old_id answer 400.
 
         With ``notify``, deliver the two service messages Telegram sends on an upgrade:
         ``migrate_to_chat_id`` in the old group, then ``migrate_from_chat_id`` in the new
         supergroup, both from the user who upgraded it. Return their update ids.
         """
-        user = {"id": zlib.crc32(username.encode()) % 900_000_000 + 100_000_000,
-                "is_bot": False, "first_name": username.capitalize(), "username": username}
+        user = {
+            "id": zlib.crc32(username.encode()) % 900_000_000 + 100_000_000,
+            "is_bot": False,
+            "first_name": username.capitalize(),
+            "username": username,
+        }
         with self._cond:
             self._migrated[old_id] = new_id
             title = self._chats.get(old_id, {}).get("title", f"Test group {old_id}")
@@ -938,10 +1126,20 @@ class FakeTelegram:
             supergroup = {"id": new_id, "type": "supergroup", "title": title}
             self._chats[old_id], self._chats[new_id] = group, supergroup
             messages = [
-                {"message_id": self._next_message_id(old_id), "from": user,
-                 "date": int(time.time()), "chat": group, "migrate_to_chat_id": new_id},
-                {"message_id": self._next_message_id(new_id), "from": user,
-                 "date": int(time.time()), "chat": supergroup, "migrate_from_chat_id": old_id},
+                {
+                    "message_id": self._next_message_id(old_id),
+                    "from": user,
+                    "date": int(time.time()),
+                    "chat": group,
+                    "migrate_to_chat_id": new_id,
+                },
+                {
+                    "message_id": self._next_message_id(new_id),
+                    "from": user,
+                    "date": int(time.time()),
+                    "chat": supergroup,
+                    "migrate_from_chat_id": old_id,
+                },
             ]
         if not notify:
             return []
@@ -959,8 +1157,9 @@ class FakeTelegram:
         with self._cond:
             return [m for m in self._sent if chat_id is None or m.chat_id == chat_id]
 
-    def wait_for_sent(self, count: int, chat_id: int | str | None = None,
-                      timeout: float = 10) -> list[SentMessage]:
+    def wait_for_sent(
+        self, count: int, chat_id: int | str | None = None, timeout: float = 10
+    ) -> list[SentMessage]:
         """Wait until at least count messages were sent (to chat_id); return them all."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -971,12 +1170,12 @@ class FakeTelegram:
                     raise AssertionError(
                         f"expected {count} sent message(s)"
                         f"{'' if chat_id is None else f' to chat {chat_id}'} within "
-                        f"{timeout}s, got {len(messages)}:\n{shown or '  (nothing)'}")
+                        f"{timeout}s, got {len(messages)}:\n{shown or '  (nothing)'}"
+                    )
                 self._cond.wait(remaining)
             return messages
 
-    def wait_for_calls(self, method: str, count: int,
-                       timeout: float = 10) -> list[dict[str, Any]]:
+    def wait_for_calls(self, method: str, count: int, timeout: float = 10) -> list[dict[str, Any]]:
         """Wait until method was called count times; return the parameters of every call."""
         name = self._canonical(method)
         deadline = time.monotonic() + timeout
@@ -986,7 +1185,8 @@ class FakeTelegram:
                 if remaining <= 0:
                     raise AssertionError(
                         f"expected {count} call(s) of {name} within {timeout}s, "
-                        f"got {self._call_counts.get(name, 0)}")
+                        f"got {self._call_counts.get(name, 0)}"
+                    )
                 self._cond.wait(remaining)
             return [params for called, params in self.calls if called == name]
 
@@ -1009,8 +1209,14 @@ class FakeTelegram:
         entry = self._methods.get(method.lower())
         return entry[0] if entry else method
 
-    def _answer(self, http_method: str, path: str, query: str, params: dict[str, Any] | None,
-                gone: Callable[[], bool] = lambda: False) -> Any:
+    def _answer(
+        self,
+        http_method: str,
+        path: str,
+        query: str,
+        params: dict[str, Any] | None,
+        gone: Callable[[], bool] = lambda: False,
+    ) -> Any:
         """Answer one HTTP request: (status, JSON-able body) or _DROP.
 
         gone() tells whether the client closed the connection: a long poll whose client
@@ -1077,8 +1283,9 @@ class FakeTelegram:
         error: ApiError = entry[1].popleft()
         return error
 
-    def _get_updates(self, params: dict[str, Any],
-                     gone: Callable[[], bool] = lambda: False) -> list[dict[str, Any]]:
+    def _get_updates(
+        self, params: dict[str, Any], gone: Callable[[], bool] = lambda: False
+    ) -> list[dict[str, Any]]:
         offset = _int(params.get("offset"), 0)
         limit = min(max(_int(params.get("limit"), 100), 1), 100)
         try:
@@ -1120,8 +1327,9 @@ class FakeTelegram:
     def _confirm(self, offset: int) -> None:
         """Forget updates an offset confirms, as Telegram does."""
         if offset > 0:
-            self._updates = self._updates[bisect.bisect_left(
-                self._updates, offset, key=lambda entry: entry[0]):]
+            self._updates = self._updates[
+                bisect.bisect_left(self._updates, offset, key=lambda entry: entry[0]) :
+            ]
             self.confirmed_offset = max(self.confirmed_offset, offset)
         elif offset < 0:
             # A negative offset keeps only the last -offset updates.
@@ -1153,9 +1361,11 @@ class FakeTelegram:
         if not isinstance(commands, list):
             raise ApiError(400, "Bad Request: can't parse commands JSON object")
         for command in commands:
-            if (not isinstance(command, dict)
-                    or not _COMMAND_NAME.fullmatch(str(command.get("command", "")))
-                    or not 1 <= len(str(command.get("description", ""))) <= 256):
+            if (
+                not isinstance(command, dict)
+                or not _COMMAND_NAME.fullmatch(str(command.get("command", "")))
+                or not 1 <= len(str(command.get("description", ""))) <= 256
+            ):
                 raise ApiError(400, "Bad Request: BOT_COMMAND_INVALID")
         with self._cond:
             self._commands[_scope_key(params)] = commands
@@ -1186,8 +1396,12 @@ class FakeTelegram:
         if known is not None:
             return known
         if isinstance(chat_id, str):
-            return {"id": -1001000000000, "type": "channel", "title": chat_id,
-                    "username": chat_id.lstrip("@")}
+            return {
+                "id": -1001000000000,
+                "type": "channel",
+                "title": chat_id,
+                "username": chat_id.lstrip("@"),
+            }
         if chat_id > 0:
             return {"id": chat_id, "type": "private", "first_name": "User"}
         kind = "supergroup" if str(chat_id).startswith("-100") else "group"
@@ -1220,8 +1434,11 @@ class FakeTelegram:
             if chat_id in self._blocked:
                 raise ApiError(403, "Forbidden: bot was blocked by the user")
             if chat_id in self._migrated:
-                raise ApiError(400, "Bad Request: group chat was upgraded to a supergroup chat",
-                               {"migrate_to_chat_id": self._migrated[chat_id]})
+                raise ApiError(
+                    400,
+                    "Bad Request: group chat was upgraded to a supergroup chat",
+                    {"migrate_to_chat_id": self._migrated[chat_id]},
+                )
             chat_id = self._channel_poster(chat_id)
             thread_id = params.get("message_thread_id")
             if thread_id is not None and thread_id not in self._topics.get(chat_id, {}):
@@ -1230,8 +1447,8 @@ class FakeTelegram:
         markup = _check_markup(params.get("reply_markup"))
         preview = params.get("link_preview_options")
         previews_disabled = (
-            (isinstance(preview, dict) and preview.get("is_disabled") is True)
-            or params.get("disable_web_page_preview") is True)
+            isinstance(preview, dict) and preview.get("is_disabled") is True
+        ) or params.get("disable_web_page_preview") is True
         preview_url = preview.get("url") if isinstance(preview, dict) else None
         reply_to = params.get("reply_to_message_id")
         reply = params.get("reply_parameters")
@@ -1243,28 +1460,43 @@ class FakeTelegram:
             flood_ends = self._flooded.get(chat_id, now)
             if now < flood_ends:
                 wait = max(1, math.ceil(flood_ends - now))
-                raise ApiError(429, f"Too Many Requests: retry after {wait}",
-                               {"retry_after": wait})
+                raise ApiError(
+                    429, f"Too Many Requests: retry after {wait}", {"retry_after": wait}
+                )
             if self.enforce_limits:
                 retry_after = self._limits.retry_after(chat_id, now)
                 if retry_after is not None:
-                    raise ApiError(429, f"Too Many Requests: retry after {retry_after}",
-                                   {"retry_after": retry_after})
+                    raise ApiError(
+                        429,
+                        f"Too Many Requests: retry after {retry_after}",
+                        {"retry_after": retry_after},
+                    )
             self._limits.record(chat_id, now)
             message_id = self._next_message_id(chat_id)
             message = SentMessage(
-                chat_id=chat_id, message_id=message_id, text=text, displayed=displayed,
-                parse_mode=parse_mode, previews_disabled=previews_disabled, sent_at=now,
+                chat_id=chat_id,
+                message_id=message_id,
+                text=text,
+                displayed=displayed,
+                parse_mode=parse_mode,
+                previews_disabled=previews_disabled,
+                sent_at=now,
                 reply_to=reply_to if isinstance(reply_to, int) else None,
                 thread_id=thread_id if isinstance(thread_id, int) else None,
                 silent=params.get("disable_notification") is True,
                 preview_url=preview_url if isinstance(preview_url, str) else None,
-                reply_markup=markup)
+                reply_markup=markup,
+            )
             self._sent.append(message)
             self._current[(chat_id, message_id)] = message
             self._cond.notify_all()
-        answer: dict[str, Any] = {"message_id": message_id, "from": self.bot_user,
-                                  "chat": chat, "date": int(time.time()), "text": displayed}
+        answer: dict[str, Any] = {
+            "message_id": message_id,
+            "from": self.bot_user,
+            "chat": chat,
+            "date": int(time.time()),
+            "text": displayed,
+        }
         if markup is not None:
             answer["reply_markup"] = markup
         if message.thread_id is not None:
@@ -1278,8 +1510,11 @@ class FakeTelegram:
         in the channel gets 403, one without the right to post 400.
         """
         if isinstance(chat_id, str):
-            named = [cid for cid, chat in self._chats.items()
-                     if chat.get("username", "").lower() == chat_id.lstrip("@").lower()]
+            named = [
+                cid
+                for cid, chat in self._chats.items()
+                if chat.get("username", "").lower() == chat_id.lstrip("@").lower()
+            ]
             if not named:
                 raise ApiError(400, "Bad Request: chat not found")
             chat_id = named[0]
@@ -1302,8 +1537,10 @@ class FakeTelegram:
                 me = members.get(self.bot_user["id"])
                 if me is None or me["status"] in ("left", "kicked"):
                     raise ApiError(403, NOT_CHANNEL_MEMBER)
-                if me["status"] not in ("creator", "administrator") \
-                        and user_id != self.bot_user["id"]:
+                if (
+                    me["status"] not in ("creator", "administrator")
+                    and user_id != self.bot_user["id"]
+                ):
                     raise ApiError(400, NEED_ADMIN)
             found = members.get(user_id)
         if found is not None:
@@ -1313,8 +1550,10 @@ class FakeTelegram:
             return {"user": dict(self.bot_user), "status": "member"}
         if user_id <= 0:
             raise ApiError(400, "Bad Request: invalid user_id specified")
-        return {"user": {"id": user_id, "is_bot": False, "first_name": f"User{user_id}"},
-                "status": "left"}
+        return {
+            "user": {"id": user_id, "is_bot": False, "first_name": f"User{user_id}"},
+            "status": "left",
+        }
 
     def _get_chat_administrators(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         chat_id = _chat_id(params)
@@ -1324,8 +1563,11 @@ class FakeTelegram:
                 me = self._members.get(chat_id, {}).get(self.bot_user["id"])
                 if me is None or me["status"] in ("left", "kicked"):
                     raise ApiError(403, NOT_CHANNEL_MEMBER)
-            return [member for member in self._members.get(chat_id, {}).values()
-                    if member["status"] in ("creator", "administrator")]
+            return [
+                member
+                for member in self._members.get(chat_id, {}).values()
+                if member["status"] in ("creator", "administrator")
+            ]
 
     def _get_chat(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = _chat_id(params)
@@ -1338,8 +1580,11 @@ class FakeTelegram:
     def _known_chat(self, chat_id: int | str) -> int | str:
         """The id of a chat named by id or @username (lock held); 400 if unknown."""
         if isinstance(chat_id, str):
-            named = [cid for cid, chat in self._chats.items()
-                     if chat.get("username", "").lower() == chat_id.lstrip("@").lower()]
+            named = [
+                cid
+                for cid, chat in self._chats.items()
+                if chat.get("username", "").lower() == chat_id.lstrip("@").lower()
+            ]
             if not named:
                 raise ApiError(400, "Bad Request: chat not found")
             return named[0]
@@ -1349,8 +1594,7 @@ class FakeTelegram:
         query_id = str(params.get("callback_query_id") or "")
         with self._cond:
             query = self._queries.get(query_id)
-            if (query is None or query[1]
-                    or self.clock() - query[0] > CALLBACK_ANSWER_SECONDS):
+            if query is None or query[1] or self.clock() - query[0] > CALLBACK_ANSWER_SECONDS:
                 raise ApiError(400, QUERY_TOO_OLD)
             query[1] = True
             self.answers[query_id] = dict(params)
@@ -1360,17 +1604,21 @@ class FakeTelegram:
     def _get_file(self, params: dict[str, Any]) -> dict[str, Any]:
         file_id = params.get("file_id")
         if not isinstance(file_id, str) or not file_id:
-            raise ApiError(400, "Bad Request: file_id is empty" if not file_id
-                           else "Bad Request: invalid file_id")
+            raise ApiError(
+                400,
+                "Bad Request: file_id is empty" if not file_id else "Bad Request: invalid file_id",
+            )
         with self._cond:
             stored = self._files.get(file_id)
         if stored is None:
             raise ApiError(400, "Bad Request: invalid file_id")
         if len(stored.data) > MAX_DOWNLOAD_BYTES:
             raise ApiError(400, "Bad Request: file is too big")
-        result: dict[str, Any] = {"file_id": stored.file_id,
-                                  "file_unique_id": stored.file_unique_id,
-                                  "file_path": stored.file_path}
+        result: dict[str, Any] = {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "file_path": stored.file_path,
+        }
         if stored.report_size:
             result["file_size"] = len(stored.data)
         return result
@@ -1390,16 +1638,20 @@ class FakeTelegram:
             if chat_id in self._blocked:
                 raise ApiError(403, "Forbidden: bot was blocked by the user")
             if chat_id in self._migrated:
-                raise ApiError(400, "Bad Request: group chat was upgraded to a supergroup chat",
-                               {"migrate_to_chat_id": self._migrated[chat_id]})
+                raise ApiError(
+                    400,
+                    "Bad Request: group chat was upgraded to a supergroup chat",
+                    {"migrate_to_chat_id": self._migrated[chat_id]},
+                )
         document = params.get("document")
         if isinstance(document, Upload):
             if not document:
                 raise ApiError(400, "Bad Request: file must be non-empty")
             if len(document) > MAX_UPLOAD_BYTES:
                 raise ApiError(413, "Request Entity Too Large")
-            stored = self.add_file(bytes(document), document.filename or None,
-                                   document.content_type)
+            stored = self.add_file(
+                bytes(document), document.filename or None, document.content_type
+            )
         elif isinstance(document, str) and document:
             with self._cond:
                 known = self._files.get(document)
@@ -1411,7 +1663,8 @@ class FakeTelegram:
         caption, displayed, parse_mode = "", "", None
         if params.get("caption"):
             caption, displayed, parse_mode = self._displayed(
-                {"text": params["caption"], "parse_mode": params.get("parse_mode")})
+                {"text": params["caption"], "parse_mode": params.get("parse_mode")}
+            )
             if len(displayed) > MAX_CAPTION_LENGTH:
                 raise ApiError(400, "Bad Request: message caption is too long")
         chat = self._chat(chat_id)
@@ -1420,18 +1673,33 @@ class FakeTelegram:
             if self.enforce_limits:
                 retry_after = self._limits.retry_after(chat_id, now)
                 if retry_after is not None:
-                    raise ApiError(429, f"Too Many Requests: retry after {retry_after}",
-                                   {"retry_after": retry_after})
+                    raise ApiError(
+                        429,
+                        f"Too Many Requests: retry after {retry_after}",
+                        {"retry_after": retry_after},
+                    )
             self._limits.record(chat_id, now)
             message_id = self._next_message_id(chat_id)
-            self._sent.append(SentMessage(
-                chat_id=chat_id, message_id=message_id, text=caption, displayed=displayed,
-                parse_mode=parse_mode, previews_disabled=False, sent_at=now,
-                document=stored.document()))
+            self._sent.append(
+                SentMessage(
+                    chat_id=chat_id,
+                    message_id=message_id,
+                    text=caption,
+                    displayed=displayed,
+                    parse_mode=parse_mode,
+                    previews_disabled=False,
+                    sent_at=now,
+                    document=stored.document(),
+                )
+            )
             self._cond.notify_all()
-        message: dict[str, Any] = {"message_id": message_id, "from": self.bot_user,
-                                   "chat": chat, "date": int(time.time()),
-                                   "document": stored.document()}
+        message: dict[str, Any] = {
+            "message_id": message_id,
+            "from": self.bot_user,
+            "chat": chat,
+            "date": int(time.time()),
+            "document": stored.document(),
+        }
         if displayed:
             message["caption"] = displayed
         return message
@@ -1442,8 +1710,12 @@ class FakeTelegram:
         markup = _check_markup(params.get("reply_markup"))
         return self._edit(params, None, markup)
 
-    def _edit(self, params: dict[str, Any], new_text: tuple[str, str] | None,
-              markup: dict[str, Any] | None) -> dict[str, Any]:
+    def _edit(
+        self,
+        params: dict[str, Any],
+        new_text: tuple[str, str] | None,
+        markup: dict[str, Any] | None,
+    ) -> dict[str, Any]:
         """Edit a stored message's text (None: keep it) and keyboard, as Telegram does."""
         chat_id = _chat_id(params)
         message_id = _int(params.get("message_id"), 0)
@@ -1457,9 +1729,14 @@ class FakeTelegram:
             edited = replace(current, text=text, displayed=displayed, reply_markup=markup)
             self._current[(chat_id, message_id)] = edited
             self._cond.notify_all()
-        answer: dict[str, Any] = {"message_id": message_id, "from": self.bot_user,
-                                  "chat": self._chat(chat_id), "date": int(time.time()),
-                                  "edit_date": int(time.time()), "text": displayed}
+        answer: dict[str, Any] = {
+            "message_id": message_id,
+            "from": self.bot_user,
+            "chat": self._chat(chat_id),
+            "date": int(time.time()),
+            "edit_date": int(time.time()),
+            "text": displayed,
+        }
         if markup is not None:
             answer["reply_markup"] = markup
         return answer
@@ -1471,31 +1748,41 @@ class FakeTelegram:
         # Without reply_markup an edit removes the message's inline keyboard.
         return self._edit(params, (text, displayed), _check_markup(params.get("reply_markup")))
 
-    def _control(self, http_method: str, path: str, query: str,
-                 body: dict[str, Any]) -> Answer:
+    def _control(self, http_method: str, path: str, query: str, body: dict[str, Any]) -> Answer:
         """Serve the /_fake/ control API used when the fake runs in another process."""
         args = dict(urllib.parse.parse_qsl(query))
         route = (http_method, path.rstrip("/"))
         try:
             if route == ("POST", "/_fake/messages"):
                 update_id = self.push_message(
-                    int(body["chat_id"]), str(body["text"]), chat_type=body.get("chat_type"),
-                    user_id=body.get("user_id"), username=body.get("username", "alice"))
+                    int(body["chat_id"]),
+                    str(body["text"]),
+                    chat_type=body.get("chat_type"),
+                    user_id=body.get("user_id"),
+                    username=body.get("username", "alice"),
+                )
                 return 200, {"update_id": update_id}
             if route == ("POST", "/_fake/updates"):
                 return 200, {"update_id": self.push_update(body)}
             if route == ("GET", "/_fake/sent"):
                 chat = args.get("chat_id")
                 chat_id: int | str | None = (
-                    int(chat) if chat and re.fullmatch(r"-?\d+", chat) else chat)
+                    int(chat) if chat and re.fullmatch(r"-?\d+", chat) else chat
+                )
                 return 200, [asdict(m) for m in self.sent(chat_id)]
             if route == ("GET", "/_fake/stats"):
                 return 200, self.stats()
             if route == ("POST", "/_fake/fail"):
-                self.fail_next(str(body["method"]), int(body.get("status", 500)),
-                               body.get("description"), body.get("retry_after"),
-                               body.get("migrate_to_chat_id"), int(body.get("times", 1)),
-                               body.get("chat_id"), int(body.get("after", 0)))
+                self.fail_next(
+                    str(body["method"]),
+                    int(body.get("status", 500)),
+                    body.get("description"),
+                    body.get("retry_after"),
+                    body.get("migrate_to_chat_id"),
+                    int(body.get("times", 1)),
+                    body.get("chat_id"),
+                    int(body.get("after", 0)),
+                )
                 return 200, {"ok": True}
             if route == ("POST", "/_fake/flood"):
                 self.flood_chat(int(body["chat_id"]), float(body["seconds"]))
@@ -1505,8 +1792,11 @@ class FakeTelegram:
                 return 200, {"ok": True}
             if route == ("POST", "/_fake/my_chat_member"):
                 update_id = self.push_my_chat_member(
-                    int(body["chat_id"]), str(body["new_status"]),
-                    str(body.get("old_status", "member")), body.get("chat_type"))
+                    int(body["chat_id"]),
+                    str(body["new_status"]),
+                    str(body.get("old_status", "member")),
+                    body.get("chat_type"),
+                )
                 return 200, {"update_id": update_id}
             if route == ("POST", "/_fake/drop"):
                 self.drop_next(str(body["method"]), int(body.get("times", 1)))
@@ -1535,8 +1825,7 @@ def _default_description(status: int, retry_after: int | None) -> str:
 
 
 def _error(exc: ApiError) -> Answer:
-    body: dict[str, Any] = {"ok": False, "error_code": exc.status,
-                            "description": exc.description}
+    body: dict[str, Any] = {"ok": False, "error_code": exc.status, "description": exc.description}
     if exc.parameters:
         body["parameters"] = exc.parameters
     return exc.status, body
@@ -1544,15 +1833,20 @@ def _error(exc: ApiError) -> Answer:
 
 # --- HTTP plumbing ----------------------------------------------------------------------
 
+
 class _Server(ThreadingHTTPServer):
     """A threaded HTTP server that can close its idle keep-alive connections on stop."""
 
     daemon_threads = True
-    block_on_close = False      # stop() closes connections itself instead of joining
-    request_queue_size = 128    # benchmarks open many connections at once
+    block_on_close = False  # stop() closes connections itself instead of joining
+    request_queue_size = 128  # benchmarks open many connections at once
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
-                 answer: Callable[..., Any]) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        answer: Callable[..., Any],
+    ) -> None:
         self.answer = answer
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
@@ -1661,9 +1955,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if isinstance(answer, _Raw):
-            head = (f"HTTP/1.1 {answer.status} OK\r\nServer: fake-telegram\r\n"
-                    f"Content-Type: {answer.content_type}\r\n"
-                    f"Content-Length: {len(answer.body)}\r\n")
+            head = (
+                f"HTTP/1.1 {answer.status} OK\r\nServer: fake-telegram\r\n"
+                f"Content-Type: {answer.content_type}\r\n"
+                f"Content-Length: {len(answer.body)}\r\n"
+            )
             try:
                 self.wfile.write(head.encode("latin-1") + b"\r\n" + answer.body)
             except OSError:
@@ -1675,10 +1971,12 @@ class _Handler(BaseHTTPRequestHandler):
             phrase = HTTPStatus(status).phrase
         except ValueError:
             phrase = "Unknown"
-        head = (f"HTTP/1.1 {status} {phrase}\r\n"
-                f"Server: fake-telegram\r\n"
-                f"Content-Type: application/json\r\n"
-                f"Content-Length: {len(data)}\r\n")
+        head = (
+            f"HTTP/1.1 {status} {phrase}\r\n"
+            f"Server: fake-telegram\r\n"
+            f"Content-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n"
+        )
         if self.close_connection:
             head += "Connection: close\r\n"
         try:
@@ -1689,6 +1987,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 # --- a client for the control API ------------------------------------------------------
 
+
 class FakeTelegramClient:
     """Drive a FakeTelegram running in another process through its /_fake/ API."""
 
@@ -1698,13 +1997,23 @@ class FakeTelegramClient:
 
     def _call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
         data = None if payload is None else json.dumps(payload).encode("utf-8")
-        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self.url}{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=self.timeout) as response:
             return json.loads(response.read())
 
-    def push_message(self, chat_id: int, text: str, chat_type: str | None = None,
-                     user_id: int | None = None, username: str = "alice") -> int:
+    def push_message(
+        self,
+        chat_id: int,
+        text: str,
+        chat_type: str | None = None,
+        user_id: int | None = None,
+        username: str = "alice",
+    ) -> int:
         """Queue a user's text message; return its update_id."""
         payload: dict[str, Any] = {"chat_id": chat_id, "text": text, "username": username}
         if chat_type is not None:
@@ -1722,15 +2031,18 @@ class FakeTelegramClient:
         query = "" if chat_id is None else "?" + urllib.parse.urlencode({"chat_id": chat_id})
         return [SentMessage(**item) for item in self._call("GET", f"/_fake/sent{query}")]
 
-    def wait_for_sent(self, count: int, chat_id: int | str | None = None,
-                      timeout: float = 10) -> list[SentMessage]:
+    def wait_for_sent(
+        self, count: int, chat_id: int | str | None = None, timeout: float = 10
+    ) -> list[SentMessage]:
         """Poll until at least count messages were sent (to chat_id); return them all."""
         deadline = time.monotonic() + timeout
         while len(messages := self.sent(chat_id)) < count:
             if time.monotonic() > deadline:
                 shown = "\n".join(f"  {m.chat_id}: {m.displayed!r}" for m in messages)
-                raise AssertionError(f"expected {count} sent message(s) within {timeout}s, "
-                                     f"got {len(messages)}:\n{shown or '  (nothing)'}")
+                raise AssertionError(
+                    f"expected {count} sent message(s) within {timeout}s, "
+                    f"got {len(messages)}:\n{shown or '  (nothing)'}"
+                )
             time.sleep(0.05)
         return messages
 
@@ -1739,14 +2051,32 @@ class FakeTelegramClient:
         result: dict[str, Any] = self._call("GET", "/_fake/stats")
         return result
 
-    def fail_next(self, method: str, status: int = 500, description: str | None = None,
-                  retry_after: int | None = None, migrate_to_chat_id: int | None = None,
-                  times: int = 1, chat_id: int | None = None, after: int = 0) -> None:
+    def fail_next(
+        self,
+        method: str,
+        status: int = 500,
+        description: str | None = None,
+        retry_after: int | None = None,
+        migrate_to_chat_id: int | None = None,
+        times: int = 1,
+        chat_id: int | None = None,
+        after: int = 0,
+    ) -> None:
         """Make the next `times` calls of method (for chat_id, after `after` of them) fail."""
-        self._call("POST", "/_fake/fail", {
-            "method": method, "status": status, "description": description,
-            "retry_after": retry_after, "migrate_to_chat_id": migrate_to_chat_id,
-            "times": times, "chat_id": chat_id, "after": after})
+        self._call(
+            "POST",
+            "/_fake/fail",
+            {
+                "method": method,
+                "status": status,
+                "description": description,
+                "retry_after": retry_after,
+                "migrate_to_chat_id": migrate_to_chat_id,
+                "times": times,
+                "chat_id": chat_id,
+                "after": after,
+            },
+        )
 
     def flood_chat(self, chat_id: int, seconds: float) -> None:
         """Make sends to chat_id answer 429 for ``seconds``."""
@@ -1756,11 +2086,17 @@ class FakeTelegramClient:
         """Make sends to chat_id answer 400 chat not found from now on."""
         self._call("POST", "/_fake/delete_chat", {"chat_id": chat_id})
 
-    def push_my_chat_member(self, chat_id: int, new_status: str,
-                            old_status: str = "member") -> int:
+    def push_my_chat_member(
+        self, chat_id: int, new_status: str, old_status: str = "member"
+    ) -> int:
         """Queue a my_chat_member update for the bot; return its update_id."""
-        return int(self._call("POST", "/_fake/my_chat_member", {
-            "chat_id": chat_id, "new_status": new_status, "old_status": old_status})["update_id"])
+        return int(
+            self._call(
+                "POST",
+                "/_fake/my_chat_member",
+                {"chat_id": chat_id, "new_status": new_status, "old_status": old_status},
+            )["update_id"]
+        )
 
     def drop_next(self, method: str, times: int = 1) -> None:
         """Make the next `times` calls of method lose their connection."""
@@ -1787,8 +2123,9 @@ def main(argv: list[str] | None = None) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    fake = FakeTelegram(args.token, args.host, args.port, args.enforce_limits,
-                        args.first_update_id)
+    fake = FakeTelegram(
+        args.token, args.host, args.port, args.enforce_limits, args.first_update_id
+    )
     with fake:
         print(f"fake Telegram Bot API listening on {fake.url}", flush=True)
         stop.wait()
