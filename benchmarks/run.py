@@ -637,7 +637,7 @@ def burst(chats: int = 64, per_chat: int = 20, rounds: int = 3) -> list[Row]:
             fake.wait_for_sent(1, probe, timeout=30)
             time.sleep(1)
             parts = len(fake.sent(probe))
-            for round_ in range(rounds):
+            for _round in range(rounds):
                 before = {chat: len(fake.sent(chat)) for chat in ids}
                 pushed = time.monotonic()
                 for chat in ids:

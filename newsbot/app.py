@@ -8,22 +8,20 @@ from typing import Any
 
 from telegram import LinkPreviewOptions, Update
 from telegram.constants import ParseMode
-from telegram.ext import Application, ApplicationBuilder, BaseRateLimiter, Defaults
+from telegram.ext import ApplicationBuilder, BaseRateLimiter, Defaults
 from telegram.request import BaseRequest
 
 from newsbot.cluster.capacity import committing, waiting
 from newsbot.cluster.ratelimit import RedisRateLimiter
 from newsbot.config import Settings
 from newsbot.errors import BadUpdate, Deferred, Held
-from newsbot.handlers import Handlers
+from newsbot.handlers import App, Handlers
 from newsbot.news import News
 from newsbot.store import Store
 
 # Opt in to python-telegram-bot's timedelta durations (RetryAfter.retry_after and
 # friends), the default from v23; without it every 429 also raises a deprecation warning.
 os.environ.setdefault("PTB_TIMEDELTA", "true")
-
-App = Application
 
 
 def build_application(

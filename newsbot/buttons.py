@@ -16,6 +16,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import BadRequest
@@ -128,7 +129,7 @@ class Buttons:
         self.admins = admins
         self.reply = reply
 
-    def register(self, application: Application) -> None:
+    def register(self, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
         """Add the press handlers to a python-telegram-bot application."""
         application.add_handler(CallbackQueryHandler(self.press_setting, pattern=r"^set:"))
         application.add_handler(CallbackQueryHandler(self.press_remove, pattern=r"^rm:"))
@@ -142,13 +143,16 @@ class Buttons:
         text, markup = await self._settings_view(chat_id or _chat_id(update), chat_id)
         await self.reply(update, context, text, markup=markup)
 
-    async def source_list(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """/source without arguments: the sources, each with a remove button."""
+    async def source_list(
+        self,
+        update: Update,
+        context: ContextTypes.DEFAULT_TYPE,
+        sources: Sequence[Source],
+        text: str,
+    ) -> None:
+        """/source without arguments: the listing ``text``, each source with a remove button."""
         channel = target.get()  # a channel named first, in the private chat
-        sources = await self.store.get_sources(channel or _chat_id(update))
-        await self.reply(
-            update, context, sources_text(sources), markup=sources_markup(sources, channel)
-        )
+        await self.reply(update, context, text, markup=sources_markup(sources, channel))
 
     # --- presses -------------------------------------------------------------------
 

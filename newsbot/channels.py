@@ -50,6 +50,21 @@ def named_channel(argument: str) -> tuple[str, str] | None:
     return (first, rest.strip()) if _CHANNEL.fullmatch(first) else None
 
 
+def command_argument(update: Update) -> str:
+    """Everything after the command, as typed (after the channel it named, if any)."""
+    text = update.effective_message.text if update.effective_message else None
+    parts = (text or "").split(maxsplit=1)
+    argument = parts[1].strip() if len(parts) == 2 else ""
+    named = named_channel(argument) if target.get() is not None else None
+    return named[1] if named else argument
+
+
+def command_chat(update: Update) -> int:
+    """The chat the command is about: this one, or the channel it named."""
+    assert update.effective_chat is not None
+    return target.get() or update.effective_chat.id
+
+
 async def check_channel(bot: Bot, user_id: int, name: str) -> ChatFullInfo | str:
     """The channel ``name`` if the user administers it and the bot may post there;
     else the one line saying which check failed."""

@@ -95,6 +95,8 @@ class Settings:
     send_per_second: float = 30.0
     send_per_chat_second: float = 1.0
     send_per_group_minute: float = 20.0
+    # Seconds a source fails before each chat using it is told (source_health).
+    dead_source_after: int = 86_400
 
     def __repr__(self) -> str:
         # The token must never reach a log line, even through a debug repr.
@@ -134,6 +136,9 @@ class Settings:
             send_per_second=env.number("NEWSBOT_SEND_PER_SECOND", 30.0, 1, 1e6),
             send_per_chat_second=env.number("NEWSBOT_SEND_PER_CHAT_SECOND", 1.0, 0.05, 1e6),
             send_per_group_minute=env.number("NEWSBOT_SEND_PER_GROUP_MINUTE", 20.0, 1, 1e6),
+            # Up to 30 days: a failing source's streak lives in its cache entry, which
+            # each failed fetch (at most 6 hours apart) keeps for another week.
+            dead_source_after=env.integer("NEWSBOT_DEAD_SOURCE_AFTER", 86_400, 1, 30 * 86_400),
         )
 
     @property
@@ -363,7 +368,7 @@ def _redis_problem(value: str) -> str | None:
     try:
         from redis.connection import parse_url  # pure: parses, connects to nothing
 
-        parse_url(value)
+        parse_url(value)  # type: ignore[no-untyped-call]
     except ValueError as error:
         return str(error).rstrip(".")
     return None

@@ -28,7 +28,7 @@ from typing import Any
 from redis.exceptions import OutOfMemoryError
 from telegram import Bot
 
-from newsbot import keys, render, schedule
+from newsbot import keys, render, schedule, source_health
 from newsbot.held import deliver_held, hold_if_quiet
 from newsbot.merge import MergedNews, drop_seen, merge_news
 from newsbot.metrics import DIGESTS, DIGESTS_IN_HAND
@@ -261,6 +261,10 @@ class Digests:
             fresh = fresh_entries(merged, unseen)
             if fresh:
                 messages = render.render_merged(fresh, heading="Your digest")
+                # Failing sources are named, not left out in silence.
+                messages = source_health.with_failed_line(
+                    messages, [block.source.label for block in news if block.error]
+                )
                 held = await hold_if_quiet(self.store, chat_id, messages, now)
                 if held or await send_messages(
                     self.bot, self.store, chat_id, messages, scope=digest_scope(chat_id)

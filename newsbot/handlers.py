@@ -11,8 +11,8 @@ import asyncio
 import logging
 import re
 import time
-import zoneinfo
 from collections.abc import Sequence
+from typing import Any
 
 from redis.exceptions import RedisError
 from telegram import Chat, ChatMember, InlineKeyboardMarkup, Update
@@ -23,29 +23,41 @@ from telegram.ext import (
     ChatMemberHandler,
     CommandHandler,
     ContextTypes,
+    ExtBot,
+    JobQueue,
     MessageHandler,
     TypeHandler,
     filters,
 )
 
 from newsbot import filters as rules
-from newsbot import opml, render, schedule
-from newsbot import quiet as quiet_hours
+from newsbot import opml, render, schedule, source_health
 from newsbot.admins import REFUSAL, Admins
 from newsbot.buttons import Buttons
-from newsbot.channels import ChannelList, aim_at_channel, named_channel, target
+from newsbot.channels import ChannelList, aim_at_channel, command_argument, command_chat, target
 from newsbot.chats import INTRODUCTION, topic_of
+from newsbot.clock_commands import ClockCommands
 from newsbot.cluster.ratelimit import SendDeferred
 from newsbot.config import Settings
 from newsbot.errors import InvalidSource
 from newsbot.merge import merge_news
 from newsbot.metrics import CHATS_FORGOTTEN
 from newsbot.models import Source
-from newsbot.news import News
+from newsbot.news import News, source_digest
 from newsbot.sender import send_messages
 from newsbot.sources.base import parse_source, parse_sources
 from newsbot.sources.guard import Guard
 from newsbot.store import Store, update_scope
+
+# The python-telegram-bot application as Newsbot builds it: the library's default types.
+App = Application[
+    ExtBot[None],
+    ContextTypes.DEFAULT_TYPE,
+    dict[Any, Any],
+    dict[Any, Any],
+    dict[Any, Any],
+    JobQueue[ContextTypes.DEFAULT_TYPE],
+]
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +112,9 @@ class Handlers:
         self.admins = Admins(store)
         self.buttons = Buttons(settings, store, self.admins, self.reply)
         self.channel_list = ChannelList(store, self.reply)
+        self.clock = ClockCommands(store, self.reply)
 
-    def register(self, application: Application) -> None:
+    def register(self, application: App) -> None:
         """Add the handlers to a python-telegram-bot application."""
         # Before the gate, which lets only messages through: the bot's own membership.
         application.add_handler(
@@ -124,8 +137,8 @@ class Handlers:
             "filter": self.filter,
             "export": self.export,
             "import": self.import_,
-            "tz": self.tz,
-            "quiet": self.quiet,
+            "tz": self.clock.tz,
+            "quiet": self.clock.quiet,
         }
         self.commands = frozenset(commands)
         # Commands posted in a channel (channel_post) too: the channel's admins post them.
@@ -276,7 +289,9 @@ class Handlers:
         chat_id = _chat_id(update)
         text = _argument(update)
         if not text:
-            await self.buttons.source_list(update, context)
+            listed = await self.store.get_sources(chat_id)
+            marks = await self._marks(chat_id, listed)
+            await self.buttons.source_list(update, context, listed, _list_reply(listed, marks))
             return
         sources, refused = parse_sources(text)
         if len(sources) > self.settings.max_sources:
@@ -359,7 +374,7 @@ class Handlers:
         try:
             plan = schedule.parse_schedule(_argument(update), self.settings.min_interval)
         except ValueError as error:  # IntervalError or ScheduleError: the text says why
-            await self.reply(update, context, _sentence(str(error)))
+            await self.reply(update, context, render.sentence(str(error)))
             return
         zone = await self.store.get_zone(chat_id)
         first = schedule.next_run(time.time(), plan, zone)
@@ -585,82 +600,6 @@ class Handlers:
             head += "\nThe file names no feeds (no outline with an xmlUrl)."
         return _with_refusals(head, refused)
 
-    async def tz(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """/tz [zone]: set the chat's time zone (IANA name); without one, show it."""
-        chat_id = _chat_id(update)
-        text = _argument(update)
-        if not text:
-            zone = await self.store.get_zone(chat_id)
-            await self.reply(
-                update,
-                context,
-                f"Your time zone is {render.escape(zone.key)} "
-                f"(now {schedule.describe_local_time(time.time(), zone)}). "
-                f"Change it with /tz {schedule.EXAMPLE_ZONE}",
-            )
-            return
-        try:
-            zone = schedule.parse_zone(text)
-        except schedule.ScheduleError as error:
-            await self.reply(update, context, _sentence(str(error)))
-            return
-        await self.store.set_zone(chat_id, zone)
-        reply = (
-            f"Your time zone is now {render.escape(zone.key)} "
-            f"(now {schedule.describe_local_time(time.time(), zone)})."
-        )
-        plan = await self.store.get_schedule(chat_id)
-        if isinstance(plan, schedule.LocalSchedule):
-            # The digest follows the chat's clock: the new clock sets its next time.
-            due = schedule.next_local_due(time.time(), plan, zone)
-            await self.store.reschedule(chat_id, due)
-            reply += (
-                f" Your digest ({schedule.describe_schedule(plan)}) next comes at "
-                f"{schedule.describe_local_time(due, zone)}."
-            )
-        await self._reschedule_held(chat_id)
-        await self.reply(update, context, reply)
-
-    async def quiet(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """/quiet [HH:MM-HH:MM | off]: hold digests in those local hours; without, show them."""
-        chat_id = _chat_id(update)
-        text = _argument(update)
-        if not text:
-            zone, window = await self.store.get_clock(chat_id)
-            reply = quiet_setting(window, zone)
-            if window is None:
-                reply += ". Set them with /quiet 22:00-07:00"
-            await self.reply(update, context, reply)
-            return
-        try:
-            window = quiet_hours.parse_quiet(text)
-        except schedule.ScheduleError as error:
-            await self.reply(update, context, _sentence(str(error)))
-            return
-        await self.store.set_quiet(chat_id, window)
-        zone = await self.store.get_zone(chat_id)
-        if window is None:
-            reply = "Quiet hours are off. Anything held comes now."
-        else:
-            reply = (
-                f"{quiet_setting(window, zone)}. Digests due then wait, and come as one "
-                f"message when the quiet hours end. Replies to commands never wait."
-            )
-        await self._reschedule_held(chat_id)
-        await self.reply(update, context, reply)
-
-    async def _reschedule_held(self, chat_id: int) -> None:
-        """After /quiet or /tz: what is held comes when the chat's (new) quiet hours end."""
-        if await self.store.held_due(chat_id) is None:
-            return
-        now = time.time()
-        zone, window = await self.store.get_clock(chat_id)
-        quiet_now = window is not None and quiet_hours.is_quiet(now, window, zone)
-        await self.store.reschedule_held(
-            chat_id,
-            quiet_hours.quiet_ends(now, window, zone) if window is not None and quiet_now else now,
-        )
-
     async def migrate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A group became a supergroup: move its settings to the new id, merging.
 
@@ -711,6 +650,14 @@ class Handlers:
 
     # --- helpers for the commands ----------------------------------------------------
 
+    async def _marks(self, chat_id: int, sources: Sequence[Source]) -> list[str]:
+        """The ⚠️ mark of each failing source (reason, since when in the chat's zone)."""
+        if not sources:
+            return []
+        entries = await self.store.get_cached_many([source_digest(s) for s in sources])
+        zone = await self.store.get_zone(chat_id)
+        return [source_health.listing_mark(entry, zone) for entry in entries]
+
     async def drop_stale_filters(self, chat_id: int, sources: Sequence[Source]) -> None:
         """Forget the filter rules of sources the chat no longer has.
 
@@ -757,37 +704,20 @@ def _command(text: str | None) -> str | None:
     return text[1:].split(maxsplit=1)[0].split("@", 1)[0].lower() if len(text) > 1 else ""
 
 
-def _argument(update: Update) -> str:
-    """Everything after the command, as typed (after the channel it named, if any)."""
-    text = update.effective_message.text if update.effective_message else None
-    parts = (text or "").split(maxsplit=1)
-    argument = parts[1].strip() if len(parts) == 2 else ""
-    named = named_channel(argument) if target.get() is not None else None
-    return named[1] if named else argument
+# The command's argument and the chat it is about (see channels.py), shared with the
+# modules of other command groups.
+_argument = command_argument
+_chat_id = command_chat
 
 
-def _chat_id(update: Update) -> int:
-    """The chat the command is about: this one, or the channel it named."""
-    assert update.effective_chat is not None
-    return target.get() or update.effective_chat.id
-
-
-def _sentence(text: str) -> str:
-    """An error's text as an escaped reply sentence: capitalized, with a full stop."""
-    return render.escape(text[:1].upper() + text[1:] + ".")
-
-
-def quiet_setting(window: quiet_hours.QuietHours | None, zone: zoneinfo.ZoneInfo) -> str:
-    """The chat's quiet hours as a settings line: 'Quiet hours: 22:00-07:00 (Europe/Berlin)'."""
-    if window is None:
-        return "Quiet hours: off"
-    return f"Quiet hours: {window.text} ({render.escape(zone.key)} time)"
-
-
-def _list_reply(sources: Sequence[Source]) -> str:
+def _list_reply(sources: Sequence[Source], marks: Sequence[str] = ()) -> str:
     if not sources:
         return "You have no sources. Set some with /source python, golang"
-    return "Your sources:\n" + render.bullet_list(source.label for source in sources)
+    lines = render.bullet_list(source.label for source in sources).split("\n")
+    # A mark is escaped markup of its own (source_health.listing_mark), one per source.
+    return "Your sources:\n" + "\n".join(
+        line + mark for line, mark in zip(lines, [*marks, *[""] * len(lines)])
+    )
 
 
 def _filter_key(word: str, sources: Sequence[Source]) -> str | None:

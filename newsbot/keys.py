@@ -60,6 +60,38 @@ ERROR_TTL_SECONDS = 60
 FETCH_LOCK = PREFIX + "lock:fetch:{digest}"
 FETCH_LOCK_SECONDS = 30
 
+# --- source health -------------------------------------------------------------------
+# A failing source's streak (failures in a row, since when, whether its chats were told it
+# is dead) lives in its FEED hash, written with each fetch, so it is read with the cache
+# entry and lives as long as it (FEED_TTL_SECONDS, renewed by each fetch).
+# Set per source: the ids of the chats that have it among their sources, kept in step by
+# Store.set_sources, forget_chat and migrate_chat. No time-to-live: it is as durable as
+# the chats' own hashes.
+SOURCE_CHATS = PREFIX + "source-chats:{digest}"
+# Set once the index was built from the chats stored before it existed (by the one
+# replica that set it first). No time-to-live: built once per Redis.
+SOURCE_CHATS_BUILT = PREFIX + "source-chats-built"
+# Chat hashes read per SCAN step while the index is built.
+SOURCE_CHATS_SCAN = 500
+# Sorted set: digest of each failing source -> unix time of its last failed fetch, for the
+# newsbot_failing_sources gauge. A source nobody asks for is no longer fetched, so its
+# entry goes once its last failure is older than FAILING_FORGET_SECONDS (past the longest
+# backoff, 6 hours, and an ask in it).
+FAILING = PREFIX + "failing-sources"
+FAILING_FORGET_SECONDS = 7 * 3600
+# Sorted set: id of each source notice to send ("<digest>:<dead|recovered>:<since>", one
+# per transition) -> unix time it is due; claimed like DUE (DIGEST_CLAIM_SECONDS), so one
+# replica sends it, and another after the claim if that one died.
+SOURCE_NOTICES = PREFIX + "source-notices"
+# Hash per notice: the source key, the kind, since when it failed and why. Kept a day:
+# a notice not sent by then is stale news.
+SOURCE_NOTICE = PREFIX + "source-notice:{notice}"
+SOURCE_NOTICE_SECONDS = 86_400
+# Set per notice: the chats that were sent it, so a notice taken over from a replica that
+# died part-way is sent only to the chats it had not reached. Kept as long as the notice
+# (and left to expire after it is done, so a notice queued again is not sent again).
+SOURCE_NOTICE_TOLD = PREFIX + "source-notice-told:{notice}"
+
 # --- updates -------------------------------------------------------------------------
 # The stream the leader appends Telegram updates to, and the group every replica reads.
 UPDATES = PREFIX + "updates"

@@ -57,3 +57,10 @@ REPLICA_ACK_SKIPPED = Counter(
 REPLICA_ACK_TIMEOUTS = Counter(
     "newsbot_replica_ack_timeouts_total", "Writes no replica acknowledged within the WAIT timeout"
 )
+FAILING_SOURCES = Gauge(
+    "newsbot_failing_sources",
+    "Sources whose last fetch failed (the same for every replica: counted in Redis)",
+)
+SOURCE_NOTICES = Counter(
+    "newsbot_source_notices_total", "Chats told a source died or answers again, by kind", ["kind"]
+)

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import logging
 import time
 import uuid
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from newsbot import filters, keys
+from newsbot import filters, keys, source_health
 from newsbot.config import Settings
 from newsbot.errors import SourceError
 from newsbot.metrics import CACHE_HITS, UPSTREAM_FETCHES
@@ -31,7 +30,7 @@ from newsbot.sources.download import GRACE_SECONDS, Downloader, FetchPool, Valid
 from newsbot.sources.guard import Guard
 from newsbot.sources.reddit import Reddit
 from newsbot.sources.rss import MAX_ITEMS, fetch_feed
-from newsbot.store import CachedNews, Store
+from newsbot.store import CachedNews, Store, feed_digest
 
 logger = logging.getLogger(__name__)
 # How often a replica waiting for another's fetch looks at the cache.
@@ -40,7 +39,7 @@ WAIT_POLL_SECONDS = 0.05
 
 def source_digest(source: Source) -> str:
     """The cache key part for a source."""
-    return hashlib.sha256(source.key.encode()).hexdigest()[:32]
+    return feed_digest(source.key)
 
 
 class News:
@@ -128,7 +127,8 @@ class News:
     def _fresh(self, cached: CachedNews, now: float) -> bool:
         ttl = self.settings.cache_ttl
         if cached.error is not None:
-            ttl = min(ttl, keys.ERROR_TTL_SECONDS)
+            # A failure answers for a while, the longer the more often the source failed.
+            ttl = source_health.retry_after(cached.failures, ttl)
         return now < cached.fetched_at + ttl
 
     async def _refresh(
@@ -148,8 +148,7 @@ class News:
                         CACHE_HITS.inc()
                         return latest
                     fresh = await self._fetch(source, latest or cached)
-                    await self.store.put_cached(digest, fresh)
-                    return fresh
+                    return await self._store(source, digest, latest or cached, fresh)
                 finally:
                     await self.store.unlock_fetch(digest, self.owner)
             # Another replica is fetching this source: wait for what it stores.
@@ -159,6 +158,29 @@ class News:
                 CACHE_HITS.inc()
                 return latest
         return CachedNews(fetched_at=time.time(), error="timed out")
+
+    async def _store(
+        self, source: Source, digest: str, previous: CachedNews | None, fetched: CachedNews
+    ) -> CachedNews:
+        """Store a fetch with the source's failure streak; queue the notice of a transition.
+
+        Called under the fetch lock: one replica sees each transition.
+        """
+        entry, transition = source_health.follow(
+            previous, fetched, self.settings.dead_source_after
+        )
+        await self.store.put_cached(digest, entry)
+        notice = None
+        if transition is not None:
+            # A transition is named by the streak it ends or makes dead: its start.
+            streak = entry if transition == source_health.DEAD else previous
+            since = (streak.failing_since if streak else None) or entry.fetched_at
+            notice = source_health.notice_id(digest, transition, since)
+            logger.info("source %s is %s (failing since %s)", source.key, transition, since)
+        if entry.error is not None or (previous is not None and previous.error is not None):
+            # A source that was and is fine costs no write here.
+            await self.store.note_source_health(digest, source.key, entry, transition, notice)
+        return entry
 
     def _answers(self, cached: CachedNews, asked: float) -> bool:
         """Tell whether a cache entry answers a request made at ``asked``."""

@@ -70,7 +70,8 @@ def write_opml(sources: Sequence[Source], created: float | None = None) -> bytes
             body, "outline", type="rss", text=label, title=label, xmlUrl=feed_url(source)
         )
     ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+    document: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return document + b"\n"
 
 
 def read_opml(data: bytes) -> list[Feed]:

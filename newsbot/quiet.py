@@ -93,4 +93,5 @@ def _minutes(hour: int, minute: int) -> int:
 
 
 def _clock(minutes: int) -> str:
-    return "%02d:%02d" % divmod(minutes, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:02d}:{minutes:02d}"

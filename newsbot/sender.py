@@ -58,7 +58,7 @@ _FIRST_LINK = re.compile(r'<a href="([^"]+)"')
 
 def part_id(index: int, text: str) -> str:
     """Name a part of a reply by its place and its text (a re-rendered reply differs)."""
-    return f"{index}:{hashlib.sha1(text.encode('utf-8')).hexdigest()[:16]}"
+    return f"{index}:{hashlib.sha1(text.encode('utf-8'), usedforsecurity=False).hexdigest()[:16]}"
 
 
 def is_chat_gone(error: BadRequest) -> bool:
@@ -118,46 +118,60 @@ async def send_messages(
             continue
         last = index == len(messages) - 1
         options = send_options(text, delivery, thread_id, markup if last else None)
-        try:
-            await bot.send_message(chat_id, text, **options)
-        except Forbidden as error:
-            # Blocked by the user, kicked from the group: stop for good.
-            logger.info(
-                "chat %s cannot be reached (%s); its state is deleted", chat_id, error.message
-            )
-            await store.forget_chat(chat_id)
-            CHATS_FORGOTTEN.labels(reason="forbidden").inc()
+        sent_to, thread_gone = await _send_part(bot, store, chat_id, text, options, delivery)
+        if sent_to is None:
             return False
-        except ChatMigrated as migrated:
-            new_id = int(migrated.new_chat_id)
-            logger.info("group %s became supergroup %s; moving its settings", chat_id, new_id)
-            await store.migrate_chat(chat_id, new_id)
-            chat_id = new_id
-            await bot.send_message(chat_id, text, **options)
-        except BadRequest as error:
-            if thread_id is not None and is_thread_gone(error):
-                # The topic was deleted: General instead, said once; a digest bound to
-                # the topic is unbound so the next one goes to General without a notice.
-                logger.info("topic %s of chat %s is gone; sending to General", thread_id, chat_id)
-                await store.drop_digest_thread(chat_id, thread_id)
-                thread_id = None
-                options.pop("message_thread_id", None)
-                await bot.send_message(
-                    chat_id, TOPIC_GONE_NOTICE, disable_notification=delivery.silent
-                )
-                await bot.send_message(chat_id, text, **options)
-                if scope is not None and recorded:
-                    await store.mark_part_sent(scope, part)
-                MESSAGES_SENT.inc()
-                continue
-            if not is_chat_gone(error):
-                raise
-            # A deleted account or group: it will never be found again.
-            logger.info("chat %s no longer exists; its state is deleted", chat_id)
-            await store.forget_chat(chat_id)
-            CHATS_FORGOTTEN.labels(reason="not found").inc()
-            return False
+        chat_id = sent_to  # a group that became a supergroup: the rest go there too
+        if thread_gone:
+            thread_id = None  # the topic is gone: the rest go to General, without a notice
         if scope is not None and recorded:
             await store.mark_part_sent(scope, part)
         MESSAGES_SENT.inc()
     return True
+
+
+async def _send_part(
+    bot: Bot,
+    store: Store,
+    chat_id: int,
+    text: str,
+    options: dict[str, Any],
+    delivery: Delivery,
+) -> tuple[int | None, bool]:
+    """Send one part: the chat it went to, None if the chat cannot be reached (its state
+    is then deleted); and whether its forum topic was gone (it went to General)."""
+    try:
+        await bot.send_message(chat_id, text, **options)
+    except Forbidden as error:
+        # Blocked by the user, kicked from the group: stop for good.
+        logger.info("chat %s cannot be reached (%s); its state is deleted", chat_id, error.message)
+        await store.forget_chat(chat_id)
+        CHATS_FORGOTTEN.labels(reason="forbidden").inc()
+        return None, False
+    except ChatMigrated as migrated:
+        new_id = int(migrated.new_chat_id)
+        logger.info("group %s became supergroup %s; moving its settings", chat_id, new_id)
+        await store.migrate_chat(chat_id, new_id)
+        await bot.send_message(new_id, text, **options)
+        return new_id, False
+    except BadRequest as error:
+        thread_id = options.get("message_thread_id")
+        if thread_id is not None and is_thread_gone(error):
+            # The topic was deleted: General instead, said once; a digest bound to
+            # the topic is unbound so the next one goes to General without a notice.
+            logger.info("topic %s of chat %s is gone; sending to General", thread_id, chat_id)
+            await store.drop_digest_thread(chat_id, thread_id)
+            options.pop("message_thread_id")
+            await bot.send_message(
+                chat_id, TOPIC_GONE_NOTICE, disable_notification=delivery.silent
+            )
+            await bot.send_message(chat_id, text, **options)
+            return chat_id, True
+        if not is_chat_gone(error):
+            raise
+        # A deleted account or group: it will never be found again.
+        logger.info("chat %s no longer exists; its state is deleted", chat_id)
+        await store.forget_chat(chat_id)
+        CHATS_FORGOTTEN.labels(reason="not found").inc()
+        return None, False
+    return chat_id, False

@@ -24,15 +24,17 @@ from typing import Any
 from redis.exceptions import RedisError
 from telegram.error import InvalidToken, NetworkError, TelegramError
 
-from newsbot.app import App, build_application, handle_update
+from newsbot.app import build_application, handle_update
 from newsbot.cluster.poller import Poller
 from newsbot.cluster.stream import MAX_IN_FLIGHT, Consumer
 from newsbot.config import Settings
 from newsbot.digests import DIGEST_SLOTS, PREFETCH_SLOTS, Digests
 from newsbot.errors import ConfigError
+from newsbot.handlers import App
 from newsbot.health import HealthServer
 from newsbot.menu import register_commands
 from newsbot.news import News
+from newsbot.source_notices import SourceNotices
 from newsbot.sources.download import FETCH_THREADS
 from newsbot.sources.guard import Guard
 from newsbot.store import Store, connect, pool_size
@@ -122,6 +124,7 @@ async def serve(
     consumer = Consumer(store.redis, name, functools.partial(handle_update, application, handlers))
     poller = Poller(application.bot, store.redis, name)
     digests = Digests(store, news, application.bot)
+    notices = SourceNotices(store, application.bot)
 
     ready = Readiness(store, consumer)
     health = HealthServer(settings.http_port, lambda: consumer.heartbeat, ready)
@@ -136,7 +139,7 @@ async def serve(
             # Only the menu is missing: commands work without it. Retried at next start.
             logger.warning("registering the command menu failed: %s", error)
         logger.info("newsbot is running as @%s (replica %s)", application.bot.username, name)
-        await _run_until_stopped(stop, poller, consumer, digests, ready)
+        await _run_until_stopped(stop, poller, consumer, digests, ready, notices)
     finally:
         await health.stop()
         await application.shutdown()  # a no-op if it never started
@@ -168,7 +171,12 @@ async def _start(application: App, consumer: Consumer, stop: asyncio.Event) -> b
 
 
 async def _run_until_stopped(
-    stop: asyncio.Event, poller: Poller, consumer: Consumer, digests: Digests, ready: Readiness
+    stop: asyncio.Event,
+    poller: Poller,
+    consumer: Consumer,
+    digests: Digests,
+    ready: Readiness,
+    notices: SourceNotices | None = None,
 ) -> None:
     polling: asyncio.Task[Any] = asyncio.create_task(poller.run(stop), name="poller")
     working: list[asyncio.Task[Any]] = [
@@ -176,6 +184,8 @@ async def _run_until_stopped(
         asyncio.create_task(digests.run(stop), name="digests"),
         asyncio.create_task(ready.watch(stop), name="redis watch"),
     ]
+    if notices is not None:
+        working.append(asyncio.create_task(notices.run(stop), name="source notices"))
     stopping: asyncio.Task[Any] = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait(
         [polling, stopping, *working], return_when=asyncio.FIRST_COMPLETED

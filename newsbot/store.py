@@ -142,6 +142,11 @@ class CachedNews:
     error: str | None = None
     etag: str | None = None
     last_modified: str | None = None
+    # The failure streak (source_health): failed fetches in a row, when the first of
+    # them was, and whether the source's chats were told it is dead.
+    failures: int = 0
+    failing_since: float | None = None
+    dead: bool = False
 
     def to_mapping(self) -> dict[str, str]:
         return {
@@ -150,6 +155,9 @@ class CachedNews:
             "error": self.error or "",
             "etag": self.etag or "",
             "last_modified": self.last_modified or "",
+            "failures": str(self.failures),
+            "failing_since": "" if self.failing_since is None else repr(self.failing_since),
+            "dead": "1" if self.dead else "",
         }
 
     @classmethod
@@ -160,6 +168,10 @@ class CachedNews:
             error=data.get("error") or None,
             etag=data.get("etag") or None,
             last_modified=data.get("last_modified") or None,
+            # Absent in entries written before streaks were kept: no streak yet.
+            failures=int(data.get("failures") or 0),
+            failing_since=float(data["failing_since"]) if data.get("failing_since") else None,
+            dead=data.get("dead") == "1",
         )
 
 
@@ -220,7 +232,7 @@ def _sentinel_client(url: redis_url.SentinelURL, max_connections: int) -> aiored
     server that is no longer the master is dropped, so the next command goes to the
     new one: the bot needs no restart.
     """
-    sentinel = Sentinel(
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
         list(url.sentinels),
         sentinel_kwargs={
             "username": url.sentinel_username,
@@ -254,7 +266,7 @@ async def sentinel_master(redis: aioredis.Redis) -> tuple[str, int] | None:
     pool = redis.connection_pool
     if not isinstance(pool, SentinelConnectionPool):
         return None
-    host, port = await pool.get_master_address()
+    host, port = await pool.get_master_address()  # type: ignore[no-untyped-call]
     return str(host), int(port)
 
 
@@ -333,9 +345,26 @@ class Store:
         return [Source.from_json(data) for data in json.loads(raw)] if raw else []
 
     async def set_sources(self, chat_id: int, sources: Sequence[Source]) -> None:
-        """Replace the chat's sources."""
+        """Replace the chat's sources (and keep the index source -> chats in step)."""
         value = json.dumps([source.to_json() for source in sources])
-        await self.redis.hset(_chat(chat_id), "sources", value)
+        chat = _chat(chat_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(chat)
+                    raw: str | None = await pipe.hget(chat, "sources")  # type: ignore[assignment]
+                    before = _source_keys(raw)
+                    after = {source.key for source in sources}
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.hset(chat, "sources", value)
+                    for key in before - after:
+                        pipe.srem(_source_chats(key), chat_id)
+                    for key in after - before:
+                        pipe.sadd(_source_chats(key), chat_id)
+                    await pipe.execute()
+                    return
+                except WatchError:
+                    continue  # the chat changed meanwhile: read its sources again
 
     async def is_stopped(self, chat_id: int) -> bool:
         """Tell whether the chat said /stop (and not /start since)."""
@@ -490,7 +519,12 @@ class Store:
 
     async def forget_chat(self, chat_id: int) -> None:
         """Delete everything stored for a chat that blocked the bot, left or is gone."""
+        raw: str | None = await self.redis.hget(  # type: ignore[assignment]
+            _chat(chat_id), "sources"
+        )
         async with self.redis.pipeline(transaction=True) as pipe:
+            for key in _source_keys(raw):
+                pipe.srem(_source_chats(key), chat_id)
             pipe.zrem(keys.DUE, chat_id)
             pipe.zrem(keys.QUIET_END, chat_id)
             pipe.delete(*(template.format(chat_id=chat_id) for template in keys.CHAT_KEYS))
@@ -517,10 +551,10 @@ class Store:
                     new_due = await pipe.zscore(keys.DUE, new_id)
                     has_seen = bool(await pipe.exists(seen_old))
                     if not old_data and old_due is None and not has_seen:
-                        await pipe.unwatch()
+                        await pipe.unwatch()  # type: ignore[no-untyped-call]
                         return
                     merged = _merge_chat(old_data, new_data, max_sources)
-                    pipe.multi()
+                    pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.delete(old)
                     if merged != new_data:
                         pipe.delete(new)
@@ -533,6 +567,7 @@ class Store:
                         due = old_due if old_due is not None else new_due
                         if due is not None:
                             pipe.zadd(keys.DUE, {str(new_id): due})
+                    _move_in_index(pipe, old_id, old_data, new_id, merged)
                     if has_seen:
                         pipe.zunionstore(seen_new, [seen_new, seen_old], aggregate="MAX")
                         pipe.zremrangebyrank(seen_new, 0, -keys.SEEN_MAX - 1)
@@ -668,6 +703,116 @@ class Store:
         """Give up the right to fetch a source, if we still hold it."""
         await self._release(keys=[keys.FETCH_LOCK.format(digest=digest)], args=[owner])
 
+    # --- source health -----------------------------------------------------------------
+
+    async def chats_using(self, key: str) -> list[int]:
+        """The chats that have a source (by its key) among their sources."""
+        members = await self.redis.smembers(_source_chats(key))
+        return sorted(int(member) for member in members)
+
+    async def unindex_chat(self, key: str, chat_id: int) -> None:
+        """Take a chat out of a source's index (it no longer has the source)."""
+        await self.redis.srem(_source_chats(key), chat_id)
+
+    async def build_source_index(self) -> int:
+        """Index the chats stored before the index existed, once per Redis.
+
+        Returns how many chats were read (0: built before, by this or another replica).
+        A chat changing its sources meanwhile may leave itself indexed for a source it
+        dropped; whoever reads the index checks the chat's own list (and unindexes it).
+        """
+        if not await self.redis.set(keys.SOURCE_CHATS_BUILT, str(time.time()), nx=True):
+            return 0
+        prefix = keys.CHAT.format(chat_id="")
+        read = 0
+        async for name in self.redis.scan_iter(
+            match=prefix + "*", count=keys.SOURCE_CHATS_SCAN, _type="hash"
+        ):
+            chat_id = name[len(prefix) :]
+            if not chat_id.lstrip("-").isdigit():
+                continue  # not a chat hash
+            raw: str | None = await self.redis.hget(name, "sources")  # type: ignore[assignment]
+            read += 1
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in _source_keys(raw):
+                    pipe.sadd(_source_chats(key), chat_id)
+                await pipe.execute()
+        return read
+
+    async def note_source_health(
+        self, digest: str, key: str, entry: CachedNews, transition: str | None, notice: str | None
+    ) -> None:
+        """Count a source as failing or not, and queue its chats' notice of a transition.
+
+        ``notice`` is the transition's id (source_health.notice_id): queued twice, it is
+        one notice.
+        """
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if entry.error is None:
+                pipe.zrem(keys.FAILING, digest)
+            else:
+                pipe.zadd(keys.FAILING, {digest: entry.fetched_at})
+            if transition is not None and notice is not None:
+                record = keys.SOURCE_NOTICE.format(notice=notice)
+                pipe.hset(
+                    record,
+                    mapping={
+                        "key": key,
+                        "kind": transition,
+                        "reason": entry.error or "",
+                        "since": repr(entry.failing_since or entry.fetched_at),
+                    },
+                )
+                pipe.expire(record, keys.SOURCE_NOTICE_SECONDS)
+                pipe.zadd(keys.SOURCE_NOTICES, {notice: entry.fetched_at}, nx=True)
+            await pipe.execute()
+
+    async def count_failing(self, now: float) -> int:
+        """How many sources fail now (forgetting those nobody asked for in a long while)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(keys.FAILING, "-inf", now - keys.FAILING_FORGET_SECONDS)
+            pipe.zcard(keys.FAILING)
+            _, count = await pipe.execute()
+        return int(count)
+
+    async def claim_source_notices(
+        self, now: float, limit: int, hold: float = keys.DIGEST_CLAIM_SECONDS
+    ) -> list[str]:
+        """Take up to ``limit`` source notices to send; no other replica gets them.
+
+        As with ``claim_due``, a claimed notice comes back ``hold`` seconds later unless
+        it was done.
+        """
+        found = await self._claim_due(keys=[keys.SOURCE_NOTICES], args=[now, hold, limit])
+        return [str(notice) for notice in found]
+
+    async def get_source_notice(self, notice: str) -> dict[str, str]:
+        """What a source notice says: key, kind, reason, since ({} once it is stale)."""
+        data: dict[str, str] = await self.redis.hgetall(  # type: ignore[assignment]
+            keys.SOURCE_NOTICE.format(notice=notice)
+        )
+        return data
+
+    async def told_of_notice(self, notice: str) -> set[int]:
+        """The chats a source notice was sent to."""
+        members = await self.redis.smembers(keys.SOURCE_NOTICE_TOLD.format(notice=notice))
+        return {int(member) for member in members}
+
+    async def mark_told_of_notice(self, notice: str, chat_id: int) -> None:
+        """Remember that a chat was sent a source notice."""
+        key = keys.SOURCE_NOTICE_TOLD.format(notice=notice)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(key, chat_id)
+            pipe.expire(key, keys.SOURCE_NOTICE_SECONDS)
+            await pipe.execute()
+
+    async def done_source_notice(self, notice: str) -> None:
+        """Forget a notice every chat was sent."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(keys.SOURCE_NOTICES, notice)
+            pipe.delete(keys.SOURCE_NOTICE.format(notice=notice))
+            await pipe.execute()
+
     # --- delivery ----------------------------------------------------------------------
 
     async def sent_parts(self, scope: str) -> set[str]:
@@ -782,6 +927,33 @@ def _cached(data: dict[str, str]) -> CachedNews | None:
 
 def _chat(chat_id: int) -> str:
     return keys.CHAT.format(chat_id=chat_id)
+
+
+def feed_digest(key: str) -> str:
+    """The part of a source's keys that names it: a hash of its canonical name."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _source_chats(key: str) -> str:
+    return keys.SOURCE_CHATS.format(digest=feed_digest(key))
+
+
+def _move_in_index(
+    pipe: Any, old_id: int, old: dict[str, str], new_id: int, merged: dict[str, str]
+) -> None:
+    """Queue the index's side of a migration: the group out, the supergroup in."""
+    for key in _source_keys(old.get("sources")):
+        pipe.srem(_source_chats(key), old_id)
+    for key in _source_keys(merged.get("sources")):
+        pipe.sadd(_source_chats(key), new_id)
+
+
+def _source_keys(raw: str | None) -> set[str]:
+    """The keys of the sources in a chat hash's ``sources`` field."""
+    try:
+        return {data["key"] for data in json.loads(raw)} if raw else set()
+    except (ValueError, KeyError, TypeError):
+        return set()  # written by another version: nothing to index
 
 
 def _zone(name: str | None) -> zoneinfo.ZoneInfo:

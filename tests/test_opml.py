@@ -138,7 +138,7 @@ PARAMETER_ENTITY = b"""<?xml version="1.0"?>
     ids=["billion-laughs", "xxe", "external-dtd", "parameter-entity", "opml-bomb"],
 )
 def test_documents_with_a_dtd_or_entities_are_refused(data):
-    with pytest.raises(OpmlError, match="DTD|entities"):
+    with pytest.raises(OpmlError, match=r"DTD|entities"):
         opml.read_opml(data)
 
 
