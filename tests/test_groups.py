@@ -53,10 +53,23 @@ async def test_a_member_can_change_nothing_in_a_group_by_any_command_or_button(
             "/stop",
             "/add@newsbot_test_bot rust",
             "/Stop@newsbot_test_bot",
+            "/filter python -rust",
+            "/filter * off",
+            "/tz Europe/Berlin",
+            "/quiet 22:00-07:00",
+            "/quiet off",
+            "/import",
         ]
         for command in changes:
             (reply,) = await say(telegram, command, username="mallory")
             assert reply == REFUSAL, command
+        # A file captioned /import is the command too.
+        before = len(telegram.sent(GROUP))
+        opml = b'<opml version="2.0"><body><outline xmlUrl="https://example.org/f"/></body></opml>'
+        telegram.push_document(
+            GROUP, data=opml, file_name="feeds.opml", caption="/import", username="mallory"
+        )
+        assert (await wait_sent(telegram, before + 1, GROUP))[-1].displayed == REFUSAL
         # The buttons refuse her too, with an alert, and the messages stay as they were.
         await say(telegram, "/settings", username="mallory")
         settings = telegram.sent(GROUP)[-1]
@@ -79,6 +92,12 @@ async def test_a_member_can_change_nothing_in_a_group_by_any_command_or_button(
         assert "Digest: every 6 hours" in shown and "Silent delivery: off" in shown
         (fetched,) = await say(telegram, "/fetch", username="mallory")
         assert "python" in fetched
+        (zone,) = await say(telegram, "/tz", username="mallory")
+        assert zone.startswith("Your time zone is UTC")
+        (quiet,) = await say(telegram, "/quiet", username="mallory")
+        assert quiet.startswith("Quiet hours: off")
+        (rules,) = await say(telegram, "/filter", username="mallory")
+        assert rules.startswith("No filters.")
         (helped,) = await say(telegram, "/help", username="mallory")
         assert "/settings" in helped
     # One question to Telegram per user, however many commands and presses she sent.
