@@ -1,7 +1,7 @@
 """Newsbot's benchmarks: each figure is a ratio measured side by side in one run.
 
     python benchmarks/run.py [throughput|scaling|fanout|latency|memory|burst|slowfeeds|
-                              refresh|statesize|all]
+                              refresh|statesize|alerts|all]
 
 Needs `pip install -e '.[test]'` and redis-server on PATH. Everything runs on loopback:
 a redis-server of its own on a free port, the fake Telegram of the test suite in this
@@ -19,6 +19,9 @@ a markdown table of what it measured.
                 msg/s ÷ 30, and the 429s
 (h) refresh     5,000 distinct feeds fetched at 100 and 500 ms server latency ÷ cache TTL
 (i) statesize   Redis bytes per chat after 100 digests (MEMORY USAGE of its keys)
+(j) alerts      alert fan-out, 1,000 chats watching 100 feeds, 1 new item each: upstream
+                fetches per source per window, time to every alert ÷ what the limiter's
+                booked rate allows, and the 429s
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import platform
 import subprocess
@@ -765,6 +769,105 @@ def refresh(
 # --- the table --------------------------------------------------------------------------------
 
 
+# --- (j) alert fan-out ----------------------------------------------------------------------
+
+
+async def _watch_each(
+    redis_url: str, chats: Sequence[int], feeds: Sequence[str], every: float
+) -> None:
+    """Chat i watches feed i % len(feeds), from what the feed has at the first check."""
+    import redis.asyncio as aioredis
+
+    from newsbot.alerts import next_check
+    from newsbot.models import Source
+    from newsbot.news import source_digest
+    from newsbot.store import Store
+
+    store = Store(aioredis.Redis.from_url(redis_url, decode_responses=True))
+    try:
+        now = time.time()
+        for index, chat_id in enumerate(chats):
+            url = feeds[index % len(feeds)]
+            digest = source_digest(Source("feed", url, url))
+            # None: the first check takes what is there as known, as /alert does.
+            await store.add_alerts(
+                chat_id,
+                [(digest, Source("feed", url, url))],
+                None,
+                {digest: None},
+                {digest: next_check(now, every, digest)},
+            )
+    finally:
+        await store.close()
+
+
+def alerts(chats: int = 1000, feeds: int = 100, ttl: int = 10, size: int = 3) -> list[Row]:
+    """1,000 chats watching 100 feeds (10 each), by ``size`` replicas at Telegram's limits.
+
+    Each feed gets one new item: 1,000 alerts, which at the limiter's booked rate (30/s ×
+    RATE_MARGIN_GLOBAL) take about 39 s. Measured: from the first alert to the last ÷
+    that, the 429s, and each feed's upstream requests per cache window while it ran.
+    """
+    from newsbot import keys
+
+    booked = 30 * keys.RATE_MARGIN_GLOBAL
+    with redis_server() as server, FakeTelegram() as fake, FakeNews() as news:
+        fake.enforce_limits = True
+        paths = [f"/alert/{n}.xml" for n in range(feeds)]
+        for n, path in enumerate(paths):
+            news.set_route(
+                path,
+                body=_feed_xml(f"feed {n}", 0, items=1),
+                headers={"Content-Type": "application/rss+xml"},
+            )
+        env = {**REAL_LIMITS, "NEWSBOT_CACHE_TTL": str(ttl)}
+        with replicas(fake, server.url, size, news, **env):
+            asyncio.run(
+                _watch_each(
+                    server.url,
+                    range(40_000, 40_000 + chats),
+                    [f"{news.url}{path}" for path in paths],
+                    ttl,
+                )
+            )
+            time.sleep(ttl + 2)  # every feed read once: what it has now is known
+            before = {path: news.count(path) for path in paths}
+            started = time.monotonic()
+            for n, path in enumerate(paths):
+                news.set_route(
+                    path,
+                    body=_feed_xml(f"feed {n}", 1, items=1),
+                    headers={"Content-Type": "application/rss+xml"},
+                )
+            sent = fake.wait_for_sent(chats, timeout=ttl + chats / booked * 1.5 + 20)
+            time.sleep(1)  # anything sent twice would show now
+            total, too_many = len(fake.sent()), fake.too_many
+            elapsed = time.monotonic() - started
+            fetches = [news.count(path) - before[path] for path in paths]
+    windows = elapsed / ttl
+    per_window = max(fetches) / math.ceil(windows)
+    span = sent[chats - 1].sent_at - sent[0].sent_at
+    allowed = (chats - 1) / booked
+    ratio = span / allowed
+    print(
+        f"alerts: {chats} alerts from {feeds} feeds by {size} replicas in {span:.1f} s "
+        f"(the limiter's {booked:.1f} msg/s allow {allowed:.1f} s); {total} messages, "
+        f"{too_many} × 429; upstream requests per feed over {windows:.1f} windows: "
+        f"{min(fetches)}..{max(fetches)}"
+    )
+    return [
+        Row(
+            f"(j) alert fan-out, {chats} chats on {feeds} feeds, {size} replicas",
+            f"{span:.1f} s ÷ {allowed:.1f} s, {per_window:.2f} fetches/source/window, "
+            f"{too_many} × 429, {total - chats} extra",
+            "booked 25.5 msg/s",
+            ratio,
+            "<= 1.1, 1 fetch/window, 0 × 429",
+            ratio <= 1.1 and per_window <= 1 and too_many == 0 and total == chats,
+        )
+    ]
+
+
 BENCHMARKS: dict[str, Callable[[], list[Row]]] = {
     "throughput": throughput,
     "scaling": scaling,
@@ -775,6 +878,7 @@ BENCHMARKS: dict[str, Callable[[], list[Row]]] = {
     "slowfeeds": slowfeeds,
     "refresh": refresh,
     "statesize": statesize,
+    "alerts": alerts,
 }
 
 

@@ -30,8 +30,8 @@ from telegram.ext import (
     filters,
 )
 
+from newsbot import alerts, opml, render, schedule, source_health
 from newsbot import filters as rules
-from newsbot import opml, render, schedule, source_health
 from newsbot.admins import REFUSAL, Admins
 from newsbot.buttons import Buttons
 from newsbot.channels import ChannelList, aim_at_channel, command_argument, command_chat, target
@@ -80,6 +80,7 @@ HELP = """<b>Newsbot</b> brings you the news you choose: subreddits and RSS/Atom
 /subscribe <i>08:00</i> – a digest every day at 08:00 your time (<i>mon 08:00</i>: weekly)
 /unsubscribe – stop the digest
 /filter <i>python rust -"game dev"</i> – keep or drop items (<i>*</i>: every source)
+/alert <i>r/python</i> – each new item as it appears; /alert lists; /alert off <i>r/python</i>
 /export – your sources as an OPML file; send me an .opml file to import one
 /tz <i>Europe/Berlin</i> – your time zone (default UTC)
 /quiet <i>22:00-07:00</i> – hold digests at night, sent as one message when it ends; /quiet off
@@ -139,6 +140,7 @@ class Handlers:
             "import": self.import_,
             "tz": self.clock.tz,
             "quiet": self.clock.quiet,
+            "alert": self.alert,
         }
         self.commands = frozenset(commands)
         # Commands posted in a channel (channel_post) too: the channel's admins post them.
@@ -294,11 +296,17 @@ class Handlers:
             await self.buttons.source_list(update, context, listed, _list_reply(listed, marks))
             return
         sources, refused = parse_sources(text)
-        if len(sources) > self.settings.max_sources:
+        # Alerts on other sources count toward the limit too.
+        extra = await alerts.alert_only_count(self.store, chat_id, [s.key for s in sources])
+        if len(sources) + extra > self.settings.max_sources:
             # Counted before any lookup: a list of dead host names must not hold the
             # shared resolver threads only to be refused for its length.
             refused.append(
-                ("", f"at most {self.settings.max_sources} sources, you gave {len(sources)}")
+                (
+                    "",
+                    f"at most {self.settings.max_sources} sources, "
+                    f"you gave {len(sources)}" + (f" and have {extra} alerts" if extra else ""),
+                )
             )
             sources = []
         sources, more_refused = await self.guard_sources(sources)
@@ -322,7 +330,8 @@ class Handlers:
         new, refused = parse_sources(text)
         known = {source.key for source in current}
         new = [source for source in new if source.key not in known]
-        if len(current) + len(new) > self.settings.max_sources:
+        extra = await alerts.alert_only_count(self.store, chat_id, [s.key for s in current + new])
+        if len(current) + len(new) + extra > self.settings.max_sources:
             refused.append(
                 ("", f"at most {self.settings.max_sources} sources; you have {len(current)}")
             )
@@ -474,6 +483,21 @@ class Handlers:
             f"<code>{render.escape(rules.render_rules(new))}</code>\n" + _explain(new),
         )
 
+    async def alert(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/alert [off] SOURCE...: watch sources for new items; without arguments, list."""
+        message = update.effective_message
+        thread_id = message.message_thread_id if message is not None else None
+        head, refused = await alerts.alert_command(
+            self.settings,
+            self.store,
+            self.news,
+            self.guard_sources,
+            _chat_id(update),
+            thread_id,
+            _argument(update),
+        )
+        await self.reply(update, context, _with_refusals(head, refused))
+
     async def export(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/export: the chat's sources as an OPML file."""
         chat_id = _chat_id(update)
@@ -574,7 +598,10 @@ class Handlers:
                 continue
             known.add(source.key)
             candidates.append(source)
-        room = max(0, self.settings.max_sources - len(current))
+        extra = await alerts.alert_only_count(
+            self.store, chat_id, [s.key for s in current + candidates]
+        )
+        room = max(0, self.settings.max_sources - len(current) - extra)
         refused += [
             (source.label, f"over the limit of {self.settings.max_sources} sources")
             for source in candidates[room:]

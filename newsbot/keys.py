@@ -200,6 +200,33 @@ FIELD_DIGEST_THREAD = "digest_thread"
 FIELD_PREVIEWS = "previews"
 FIELD_SILENT = "silent"
 
+# --- alerts --------------------------------------------------------------------------
+# Hash per chat: source digest (news.source_digest) -> JSON {"source": ..., "thread": the
+# message_thread_id of the /alert command or null}. No time-to-live: an alert lasts until
+# /alert off, and forget_chat removes it.
+ALERTS = PREFIX + "alerts:{chat_id}"
+# Hash per chat: source digest -> JSON list of the short hashes of that source's items
+# the chat has been brought up to (sent, held, filtered out or there at /alert time), or
+# null until the first good read sets it without sending (no backfill). Bounded by the
+# cache's items per source (100) per alert; no time-to-live, as ALERTS.
+ALERT_KNOWN = PREFIX + "alert-known:{chat_id}"
+# Set per source digest: the chats watching it. A chat forgotten since is dropped lazily
+# by the watcher (it has no ALERTS entry); the set goes with its last watcher.
+ALERT_WATCHERS = PREFIX + "alert-watchers:{digest}"
+# Hash: source digest -> the source (JSON), for the watcher to fetch it.
+ALERT_SOURCES = PREFIX + "alert-sources"
+# Sorted set: source digest -> unix time of its next check. Claimed like DUE, so one
+# replica checks a source per window; each source keeps its own offset in the window.
+ALERT_CHECKS = PREFIX + "alert-checks"
+# Per chat while one replica delivers alerts to it, so two sources' checks (on any
+# replicas) never both find an article unseen and announce it twice. Outlives a delivery
+# (a few sends); a replica that dies holding it leaves it to expire.
+ALERT_LOCK = PREFIX + "alert-lock:{chat_id}"
+ALERT_LOCK_SECONDS = 30
+# A source check claimed by a replica comes back after this long if the replica dies
+# before it rescheduled it (the deliveries it finished are recorded per chat).
+ALERT_CLAIM_SECONDS = 30
+
 # --- per chat, all together ----------------------------------------------------------
 # Every key that belongs to one chat, for Store.forget_chat (a chat that blocked the bot,
 # left or was deleted keeps nothing). A new per-chat key must be added here.
@@ -214,6 +241,9 @@ CHAT_KEYS = (
     PARTS_SENT.replace("{scope}", "digest:{chat_id}"),
     ADMINS,
     USER_CHANNELS,
+    ALERTS,
+    ALERT_KNOWN,
+    ALERT_LOCK,
 )
 
 # --- readiness -----------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """`newsbot run`: one replica of the bot, with every loop it runs and a clean shutdown.
 
 Every replica runs the same loops: the poller (only while it holds the lease), the
-consumer of the update stream, the digest sender, and the health server. SIGTERM stops
-intake first (the poller gives its lease up), lets the consumer finish and acknowledge
-the updates in hand, and exits well inside Kubernetes' grace period.
+consumer of the update stream, the digest sender, the alert watcher and the health
+server. SIGTERM stops intake first (the poller gives its lease up), lets the consumer
+finish and acknowledge the updates in hand, and exits well inside Kubernetes' grace period.
 
 Readiness is Redis taking writes and the consumer running. Redis out of memory
 (``maxmemory``) is its own reason, logged once when it starts and once when it ends,
@@ -24,6 +24,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from telegram.error import InvalidToken, NetworkError, TelegramError
 
+from newsbot.alerts import ALERT_SLOTS, Alerts
 from newsbot.app import build_application, handle_update
 from newsbot.cluster.poller import Poller
 from newsbot.cluster.stream import MAX_IN_FLIGHT, Consumer
@@ -116,7 +117,9 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    connections = pool_size(MAX_IN_FLIGHT, DIGEST_SLOTS + PREFETCH_SLOTS, DOWNLOADS_IN_FLIGHT)
+    connections = pool_size(
+        MAX_IN_FLIGHT, DIGEST_SLOTS + PREFETCH_SLOTS + ALERT_SLOTS, DOWNLOADS_IN_FLIGHT
+    )
     store = Store(connect(settings, connections), settings.items_per_source)
     news = News(settings, store, guard)
     application, handlers = build_application(settings, store, news, settings.telegram_token)
@@ -124,6 +127,7 @@ async def serve(
     consumer = Consumer(store.redis, name, functools.partial(handle_update, application, handlers))
     poller = Poller(application.bot, store.redis, name)
     digests = Digests(store, news, application.bot)
+    watcher = Alerts(store, news, application.bot)
     notices = SourceNotices(store, application.bot)
 
     ready = Readiness(store, consumer)
@@ -139,7 +143,7 @@ async def serve(
             # Only the menu is missing: commands work without it. Retried at next start.
             logger.warning("registering the command menu failed: %s", error)
         logger.info("newsbot is running as @%s (replica %s)", application.bot.username, name)
-        await _run_until_stopped(stop, poller, consumer, digests, ready, notices)
+        await _run_until_stopped(stop, poller, consumer, digests, ready, watcher, notices)
     finally:
         await health.stop()
         await application.shutdown()  # a no-op if it never started
@@ -176,6 +180,7 @@ async def _run_until_stopped(
     consumer: Consumer,
     digests: Digests,
     ready: Readiness,
+    watcher: Alerts | None = None,
     notices: SourceNotices | None = None,
 ) -> None:
     polling: asyncio.Task[Any] = asyncio.create_task(poller.run(stop), name="poller")
@@ -184,6 +189,8 @@ async def _run_until_stopped(
         asyncio.create_task(digests.run(stop), name="digests"),
         asyncio.create_task(ready.watch(stop), name="redis watch"),
     ]
+    if watcher is not None:
+        working.append(asyncio.create_task(watcher.run(stop), name="alerts"))
     if notices is not None:
         working.append(asyncio.create_task(notices.run(stop), name="source notices"))
     stopping: asyncio.Task[Any] = asyncio.create_task(stop.wait())

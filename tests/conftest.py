@@ -11,6 +11,8 @@ import ipaddress
 import shutil
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -90,6 +92,26 @@ def loopback_only(_guard_connections: None) -> Iterator[list[str]]:
         found = list(_violations)
         _violations.clear()
         pytest.fail("\n".join(found), pytrace=False)
+
+
+# --- timing ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def untraced() -> Iterator[None]:
+    """Run a test that is judged on its timing without a tracer (coverage's, when on).
+
+    The tracer costs about twice the CPU a line; under it a test of Telegram's send
+    limits would measure the tracer, not the limiter.
+    """
+    trace, thread_trace = sys.gettrace(), threading.gettrace()
+    sys.settrace(None)
+    threading.settrace(None)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        threading.settrace(thread_trace)  # type: ignore[arg-type]
+        sys.settrace(trace)
 
 
 # --- Redis -----------------------------------------------------------------------------

@@ -190,7 +190,9 @@ class JitteryRequest(HTTPXRequest):
         return await super().do_request(*args, **kwargs)
 
 
-async def test_three_replicas_with_jitter_never_meet_the_strict_limits(redis_url) -> None:
+async def test_three_replicas_with_jitter_never_meet_the_strict_limits(
+    redis_url, untraced
+) -> None:
     # Three bots (replicas) share one Redis; each send reaches the fake up to 150 ms
     # after its slot. 90 private chats get 2 messages each, 2 groups 4 each.
     private = [(5000 + i, n) for i in range(90) for n in range(2)]

@@ -258,6 +258,9 @@ async def test_forget_chat_deletes_every_key_of_the_chat(store: Store) -> None:
         await store.cache_admin(chat, 7, True, T)  # a group admin check
         await store.remember_channel(chat, -1009)  # a channel managed from this chat
         await store.hold(chat, ["held in quiet hours"], T)  # and its quiet end
+        # An alert, what it knows, and a delivery's lock on the chat.
+        await store.add_alerts(chat, [("d1", PYTHON)], None, {"d1": []}, {"d1": T})
+        await store.lock_alert_chat(chat, "owner")
 
     def of_chat(chat: int, found: list[str]) -> list[str]:
         return [key for key in found if key.rsplit(":", 1)[-1] == str(chat)]
