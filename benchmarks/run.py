@@ -1,7 +1,7 @@
 """Newsbot's benchmarks: each figure is a ratio measured side by side in one run.
 
     python benchmarks/run.py [throughput|scaling|fanout|latency|memory|burst|slowfeeds|
-                              refresh|statesize|alerts|all]
+                              refresh|statesize|alerts|webhook|all]
 
 Needs `pip install -e '.[test]'` and redis-server on PATH. Everything runs on loopback:
 a redis-server of its own on a free port, the fake Telegram of the test suite in this
@@ -22,6 +22,8 @@ a markdown table of what it measured.
 (j) alerts      alert fan-out, 1,000 chats watching 100 feeds, 1 new item each: upstream
                 fetches per source per window, time to every alert ÷ what the limiter's
                 booked rate allows, and the 429s
+(k) webhook     updates/s of 3 replicas in webhook mode (the fake pushing through a
+                round-robin proxy) ÷ the same 3 replicas polling, on the same fake
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from cluster_support import (  # noqa: E402
     Pusher,
     RedisProcess,
     Replica,
+    RoundRobinProxy,
     close_all,
     marked_commands,
     start_replicas,
@@ -123,10 +126,15 @@ def redis_server() -> Iterator[RedisProcess]:
 
 @contextlib.contextmanager
 def replicas(
-    fake: FakeTelegram, redis_url: str, count: int, news: Any = None, **env: str
+    fake: FakeTelegram,
+    redis_url: str,
+    count: int,
+    news: Any = None,
+    health: bool = False,
+    **env: str,
 ) -> Iterator[list[Replica]]:
     """Replicas that run until the block ends, then get SIGTERM."""
-    started = start_replicas(fake, redis_url, count, news, **env)
+    started = start_replicas(fake, redis_url, count, news, health, **env)
     try:
         yield started
     finally:
@@ -766,6 +774,47 @@ def refresh(
     return rows
 
 
+# --- (j) webhook mode against polling -----------------------------------------------------
+
+
+def webhook(count: int = 1500, size: int = 3, rounds: int = 2) -> list[Row]:
+    """Updates/s of ``size`` replicas taking pushes through a proxy ÷ the same polling.
+
+    The fake pushes like Telegram: up to 40 connections (setWebhook's max_connections),
+    a chat's next update only once its previous one was answered.
+    """
+    rates: dict[str, list[float]] = {"polling": [], "webhook": []}
+    with redis_server() as server, FakeTelegram() as fake, RoundRobinProxy() as proxy:
+        pushed = {
+            "NEWSBOT_WEBHOOK_URL": f"http://127.0.0.1:{proxy.port}/telegram",
+            "NEWSBOT_WEBHOOK_SECRET": "benchmark-secret",
+        }
+        for _ in range(rounds):
+            with replicas(fake, server.url, size, **UNPACED):
+                warm_up(fake)
+                rates["polling"].append(burst_rate(fake, count, lambda i: f"hello {i}"))
+            with replicas(fake, server.url, size, health=True, **UNPACED, **pushed) as started:
+                proxy.backends = [replica.http_port for replica in started]
+                warm_up(fake)
+                rates["webhook"].append(burst_rate(fake, count, lambda i: f"hello {i}"))
+    polled, hooked = max(rates["polling"]), max(rates["webhook"])
+    print(
+        f"webhook: {size} replicas polling {fmt(rates['polling'])}, webhook "
+        f"{fmt(rates['webhook'])} updates/s ({count} updates from {CHATS} chats)"
+    )
+    ratio = hooked / polled
+    return [
+        Row(
+            f"(j) webhook ÷ polling, {size} replicas",
+            f"{hooked:.0f} updates/s",
+            f"{polled:.0f} updates/s",
+            ratio,
+            ">= 0.8",
+            ratio >= 0.8,
+        )
+    ]
+
+
 # --- the table --------------------------------------------------------------------------------
 
 
@@ -878,6 +927,7 @@ BENCHMARKS: dict[str, Callable[[], list[Row]]] = {
     "slowfeeds": slowfeeds,
     "refresh": refresh,
     "statesize": statesize,
+    "webhook": webhook,
     "alerts": alerts,
 }
 

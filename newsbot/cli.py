@@ -154,6 +154,15 @@ async def check(settings: Settings) -> int:
             settings.telegram_token, base_url=f"{settings.telegram_api_url}/bot"
         ) as bot:
             print(f"telegram: ok (@{bot.username})")
+            info = await bot.get_webhook_info()
+            print(
+                webhook_line(
+                    info.url,
+                    info.pending_update_count,
+                    info.last_error_message,
+                    settings.webhook_url,
+                )
+            )
     except TelegramError as error:
         print(
             f"newsbot: Telegram refused or cannot be reached: "
@@ -162,3 +171,22 @@ async def check(settings: Settings) -> int:
         )
         return 1
     return 0
+
+
+def webhook_line(url: str, pending: int, last_error: str | None, configured: str | None) -> str:
+    """What getWebhookInfo says, in one line: the URL, the pending count, the last error.
+
+    ``configured`` is NEWSBOT_WEBHOOK_URL: a webhook other than it (or one set while the
+    bot is to poll) is pointed out, since the leader replaces or deletes it at start.
+    """
+    if not url:
+        line = f"webhook: none set (polling); {pending} updates pending"
+    else:
+        line = f"webhook: {url}; {pending} updates pending"
+    if last_error:
+        line += f"; last error: {last_error}"
+    if configured and url != configured:
+        line += f" (NEWSBOT_WEBHOOK_URL is {configured}: the leader sets it at start)"
+    elif not configured and url:
+        line += " (NEWSBOT_WEBHOOK_URL is not set: the leader deletes it at start)"
+    return line

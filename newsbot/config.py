@@ -38,6 +38,8 @@ _HOST_NAME = re.compile(
     r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?"
 )
 _UNSAFE = re.compile(r"[\x00-\x20\x7f]")  # white space and control characters
+# What setWebhook takes as secret_token: 1-256 characters of A-Z, a-z, 0-9, _ and -.
+_WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 MAX_URL_LENGTH = 2000
 # Reddit's app ids and secrets are a few dozen characters.
 MAX_CREDENTIAL = 200
@@ -95,13 +97,16 @@ class Settings:
     send_per_second: float = 30.0
     send_per_chat_second: float = 1.0
     send_per_group_minute: float = 20.0
+    # Webhook mode: Telegram pushes updates to this URL; the secret is required with it.
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
     # Seconds a source fails before each chat using it is told (source_health).
     dead_source_after: int = 86_400
 
     def __repr__(self) -> str:
         # The token must never reach a log line, even through a debug repr.
         fields = dataclasses.asdict(self)
-        for secret in ("telegram_token", "reddit_client_secret"):
+        for secret in ("telegram_token", "reddit_client_secret", "webhook_secret"):
             if fields[secret]:
                 fields[secret] = "***"
         text = "Settings(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
@@ -113,7 +118,8 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Build settings from environment variables, raising ConfigError on a bad one."""
         env = _Env(environ)
-        return cls(
+        webhook_url, webhook_secret = env.webhook()
+        settings = cls(
             telegram_token=env.token(),
             telegram_api_url=env.url("TELEGRAM_API_URL", DEFAULT_TELEGRAM_API_URL),
             redis_url=env.redis_url(),
@@ -136,15 +142,24 @@ class Settings:
             send_per_second=env.number("NEWSBOT_SEND_PER_SECOND", 30.0, 1, 1e6),
             send_per_chat_second=env.number("NEWSBOT_SEND_PER_CHAT_SECOND", 1.0, 0.05, 1e6),
             send_per_group_minute=env.number("NEWSBOT_SEND_PER_GROUP_MINUTE", 20.0, 1, 1e6),
+            webhook_url=webhook_url,
+            webhook_secret=webhook_secret,
             # Up to 30 days: a failing source's streak lives in its cache entry, which
             # each failed fetch (at most 6 hours apart) keeps for another week.
             dead_source_after=env.integer("NEWSBOT_DEAD_SOURCE_AFTER", 86_400, 1, 30 * 86_400),
         )
+        if settings.webhook_url and not settings.http_port:
+            raise ConfigError(
+                "NEWSBOT_HTTP_PORT",
+                "NEWSBOT_HTTP_PORT=0 turns off the port "
+                "the webhook (NEWSBOT_WEBHOOK_URL) is served on",
+            )
+        return settings
 
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must be removed from every log line."""
-        candidates = [self.telegram_token, self.reddit_client_secret]
+        candidates = [self.telegram_token, self.reddit_client_secret, self.webhook_secret]
         for url in (self.redis_url, self.telegram_api_url, self.reddit_url):
             candidates += url_secrets(url) if url else []
         # Longest first: a secret that contains another is replaced whole.
@@ -240,6 +255,43 @@ class _Env:
         if problem is not None:
             raise ConfigError.invalid(name, _masked(value), f"{expected}; {problem}")
         return value.rstrip("/")
+
+    def webhook(self) -> tuple[str | None, str | None]:
+        """NEWSBOT_WEBHOOK_URL (http(s), a host, a path) and NEWSBOT_WEBHOOK_SECRET,
+        required with it; the secret alone is refused too, as a half-done setup."""
+        url = self.text("NEWSBOT_WEBHOOK_URL")
+        secret = self.environ.get("NEWSBOT_WEBHOOK_SECRET", "").strip() or None
+        if url is not None:
+            problem = _url_problem(url, ("http", "https"))
+            if problem is None and ("?" in url or "#" in url):
+                problem = "no query or fragment"
+            if problem is not None:
+                raise ConfigError.invalid(
+                    "NEWSBOT_WEBHOOK_URL",
+                    _masked(url),
+                    f"the https:// URL Telegram is to call, e.g. "
+                    f"https://bot.example.org/telegram; {problem}",
+                )
+        if secret is not None and not _WEBHOOK_SECRET.fullmatch(secret):
+            # The value is not shown: it is a secret, perhaps a real one mistyped.
+            raise ConfigError(
+                "NEWSBOT_WEBHOOK_SECRET",
+                "NEWSBOT_WEBHOOK_SECRET is not "
+                "valid: expected 1 to 256 characters of A-Z, a-z, 0-9, _ and -",
+            )
+        if url is not None and secret is None:
+            raise ConfigError(
+                "NEWSBOT_WEBHOOK_SECRET",
+                "NEWSBOT_WEBHOOK_URL is set but "
+                "NEWSBOT_WEBHOOK_SECRET is not: the webhook needs a secret",
+            )
+        if url is None and secret is not None:
+            raise ConfigError(
+                "NEWSBOT_WEBHOOK_URL",
+                "NEWSBOT_WEBHOOK_SECRET is set but "
+                "NEWSBOT_WEBHOOK_URL is not: set both for webhook mode",
+            )
+        return url, secret
 
     def redis_url(self) -> str | None:
         """REDIS_URL: redis://, rediss://, unix:// or redis+sentinel://, with a database

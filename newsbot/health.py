@@ -8,6 +8,10 @@ its work is taken out of rotation, not killed: Redis may come back.
 The port may be reachable by anyone on the network, so a request is read within limits
 (line length, header count, one deadline for all of it) and junk is answered with a
 plain 400, 405, 414 or 431, or the connection is simply closed; never a traceback.
+
+In webhook mode the same port takes Telegram's pushes: ``POST`` at the webhook's path
+only, with a Content-Length of at most ``webhook.MAX_BODY`` (else 411 or 413), handed
+to ``newsbot.webhook.Webhook``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from newsbot.errors import ConfigError
+from newsbot.webhook import MAX_BODY, SECRET_HEADER, Webhook
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +47,11 @@ _METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,20}")
 _REASONS = {
     200: "OK",
     400: "Bad Request",
+    401: "Unauthorized",
     404: "Not Found",
     405: "Method Not Allowed",
+    411: "Length Required",
+    413: "Content Too Large",
     414: "URI Too Long",
     431: "Request Header Fields Too Large",
     503: "Service Unavailable",
@@ -64,9 +72,15 @@ class HealthServer:
     """A tiny HTTP server for probes and metrics."""
 
     def __init__(
-        self, port: int, heartbeat: Callable[[], float], ready: Check, host: str = "0.0.0.0"
+        self,
+        port: int,
+        heartbeat: Callable[[], float],
+        ready: Check,
+        host: str = "0.0.0.0",
+        webhook: Webhook | None = None,
     ) -> None:
         self.port = port
+        self.webhook = webhook
         self.host = host
         self.heartbeat = heartbeat
         self.ready = ready
@@ -111,7 +125,14 @@ class HealthServer:
         try:
             try:
                 async with asyncio.timeout(REQUEST_SECONDS):
-                    method, path = await _read_request(reader)
+                    method, path, headers = await _read_head(
+                        reader, ALLOWED_METHODS + (("POST",) if self.webhook else ())
+                    )
+                    body = b""
+                    if method == "POST":
+                        if self.webhook is None or path != self.webhook.path:
+                            raise _Refused(405)
+                        body = await _read_body(reader, headers)
             except _Refused as refused:
                 logger.debug("health: refused a malformed request (%s)", refused.status)
                 await _respond(
@@ -121,9 +142,14 @@ class HealthServer:
                     f"{_REASONS[refused.status].lower()}\n".encode(),
                 )
                 return
-            status, content_type, body = await self.answer(path)
+            if method == "POST":
+                assert self.webhook is not None
+                status, text = await self.webhook.receive(headers.get(SECRET_HEADER), body)
+                await _respond(writer, status, "text/plain", f"{text}\n".encode())
+                return
+            status, content_type, answer = await self.answer(path)
             await _respond(
-                writer, status, content_type, b"" if method == "HEAD" else body, len(body)
+                writer, status, content_type, b"" if method == "HEAD" else answer, len(answer)
             )
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass  # a client that was too slow, hung up or went half-open: nothing to answer
@@ -132,7 +158,15 @@ class HealthServer:
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str]:
-    """The method and path of a request, its headers read and dropped; raise _Refused."""
+    """The method and path of a probe's request, its headers dropped; raise _Refused."""
+    method, path, _ = await _read_head(reader, ALLOWED_METHODS)
+    return method, path
+
+
+async def _read_head(
+    reader: asyncio.StreamReader, allowed: tuple[str, ...]
+) -> tuple[str, str, dict[str, str]]:
+    """The method, path and headers (names in lower case) of a request; raise _Refused."""
     line = await _read_line(reader, 414)
     text = line.decode("latin-1").rstrip("\r\n")
     match = _REQUEST_LINE.fullmatch(text)
@@ -140,14 +174,30 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str]:
         word = text.split(" ", 1)[0]
         # A well-formed line with another method is 405; anything else is junk.
         known_shape = _METHOD.fullmatch(word) and text.count(" ") == 2
-        raise _Refused(405 if known_shape and word not in ALLOWED_METHODS else 400)
+        raise _Refused(405 if known_shape and word not in allowed else 400)
     method, target = match.groups()
-    if method not in ALLOWED_METHODS:
+    if method not in allowed:
         raise _Refused(405)
+    headers: dict[str, str] = {}
     for _ in range(MAX_HEADERS + 1):
-        if not (await _read_line(reader, 431)).strip():
-            return method, target.split("?", 1)[0]
+        header = (await _read_line(reader, 431)).decode("latin-1").strip()
+        if not header:
+            return method, target.split("?", 1)[0], headers
+        name, _, value = header.partition(":")
+        headers[name.strip().lower()] = value.strip()
     raise _Refused(431)
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+    """A request's body by its Content-Length, at most MAX_BODY bytes; raise _Refused."""
+    if "transfer-encoding" in headers or "content-length" not in headers:
+        raise _Refused(411)  # Telegram sends a Content-Length; chunked is not read
+    length = headers["content-length"]
+    if not (length.isascii() and length.isdigit()):
+        raise _Refused(400)
+    if int(length) > MAX_BODY:
+        raise _Refused(413)
+    return await reader.readexactly(int(length))
 
 
 async def _read_line(reader: asyncio.StreamReader, too_long: int) -> bytes:

@@ -112,6 +112,15 @@ UPDATE_LOCK = PREFIX + "update-lock:{update_id}"
 # order. Shorter-lived than UPDATE_DONE, so the update it names is still known when read.
 CHAT_LAST = PREFIX + "chat-last:"
 CHAT_LAST_SECONDS = 3600
+# Per update id, set by the webhook receiver in the same script that appends the update:
+# Telegram retries a push it did not see answered 200 (a replica killed mid-request, a
+# slow one), and a retry finding the mark is answered 200 without a second entry.
+# Telegram keeps an undelivered update for 24 hours; the mark outlives that.
+WEBHOOK_SEEN = PREFIX + "webhook-seen:"
+WEBHOOK_SEEN_SECONDS = 25 * 3600
+# How long a write that must survive a failover (a stored update, a done mark) waits for
+# a replica's WAIT acknowledgement before going on without it (store.wait_for_replicas).
+REPLICA_ACK_TIMEOUT_MS = 1_000
 # An entry pending this long with a consumer is taken over by another; the owner of a
 # live entry touches it more often than that (see cluster.stream).
 CLAIM_IDLE_MS = 10_000

@@ -57,6 +57,11 @@ REPLICA_ACK_SKIPPED = Counter(
 REPLICA_ACK_TIMEOUTS = Counter(
     "newsbot_replica_ack_timeouts_total", "Writes no replica acknowledged within the WAIT timeout"
 )
+WEBHOOK_REQUESTS = Counter(
+    "newsbot_webhook_requests_total",
+    "Pushes from Telegram to the webhook, by outcome",
+    ["outcome"],
+)
 FAILING_SOURCES = Gauge(
     "newsbot_failing_sources",
     "Sources whose last fetch failed (the same for every replica: counted in Redis)",

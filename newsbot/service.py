@@ -5,6 +5,10 @@ consumer of the update stream, the digest sender, the alert watcher and the heal
 server. SIGTERM stops intake first (the poller gives its lease up), lets the consumer
 finish and acknowledge the updates in hand, and exits well inside Kubernetes' grace period.
 
+In webhook mode (NEWSBOT_WEBHOOK_URL) the health server also takes Telegram's pushes
+(newsbot.webhook), on every replica; the poller then only holds the lease and sets the
+webhook when it takes it.
+
 Readiness is Redis taking writes and the consumer running. Redis out of memory
 (``maxmemory``) is its own reason, logged once when it starts and once when it ends,
 not once per update: the updates and digests wait in Redis and go on afterwards.
@@ -39,6 +43,7 @@ from newsbot.source_notices import SourceNotices
 from newsbot.sources.download import FETCH_THREADS
 from newsbot.sources.guard import Guard
 from newsbot.store import Store, connect, pool_size
+from newsbot.webhook import Webhook
 
 logger = logging.getLogger(__name__)
 
@@ -125,13 +130,22 @@ async def serve(
     application, handlers = build_application(settings, store, news, settings.telegram_token)
     name = replica_name()
     consumer = Consumer(store.redis, name, functools.partial(handle_update, application, handlers))
-    poller = Poller(application.bot, store.redis, name)
+    poller = Poller(
+        application.bot,
+        store.redis,
+        name,
+        webhook_url=settings.webhook_url,
+        webhook_secret=settings.webhook_secret,
+    )
     digests = Digests(store, news, application.bot)
     watcher = Alerts(store, news, application.bot)
     notices = SourceNotices(store, application.bot)
+    webhook = None
+    if settings.webhook_url is not None and settings.webhook_secret is not None:
+        webhook = Webhook(store.redis, settings.webhook_url, settings.webhook_secret)
 
     ready = Readiness(store, consumer)
-    health = HealthServer(settings.http_port, lambda: consumer.heartbeat, ready)
+    health = HealthServer(settings.http_port, lambda: consumer.heartbeat, ready, webhook=webhook)
     if settings.http_port:
         await health.start()
     try:

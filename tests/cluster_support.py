@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import shutil
 import socket
+import socketserver
 import subprocess
 import threading
 import time
@@ -342,3 +343,67 @@ def metric(text: str, name: str, labels: str = "") -> float | None:
         if sample == wanted:
             return float(value)
     return None
+
+
+# --- a Service in front of replicas -----------------------------------------------------
+
+
+class RoundRobinProxy(socketserver.ThreadingTCPServer):
+    """A TCP proxy handing each connection to the next backend in turn, like a Service.
+
+    A backend that refuses the connection (a killed replica) makes the client's
+    connection close unanswered: the caller (the fake Telegram) retries, as Telegram
+    would, and the retry goes to the next backend.
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Pipe)
+        self.backends: list[int] = []
+        self.connections = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        port: int = self.server_address[1]
+        return port
+
+    def next_backend(self) -> int:
+        with self._lock:
+            self.connections += 1
+            return self.backends[self.connections % len(self.backends)]
+
+    def __enter__(self) -> RoundRobinProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _Pipe(socketserver.BaseRequestHandler):
+    server: RoundRobinProxy
+
+    def handle(self) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.server.next_backend()), 5)
+        except OSError:
+            return  # the backend is gone: the client sees its connection closed
+        with upstream:
+            threading.Thread(target=_copy, args=(upstream, self.request), daemon=True).start()
+            _copy(self.request, upstream)
+
+
+def _copy(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            target.sendall(data)
+        target.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass  # one side went away: the other sees the connection end

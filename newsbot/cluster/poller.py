@@ -31,6 +31,7 @@ from newsbot import keys
 from newsbot.cluster.lease import Lease
 from newsbot.cluster.ratelimit import retry_after_seconds
 from newsbot.metrics import LEADER
+from newsbot.store import wait_for_replicas
 
 logger = logging.getLogger(__name__)
 
@@ -38,44 +39,73 @@ logger = logging.getLogger(__name__)
 # leader never polls on a lease that ran out.
 POLL_TIMEOUT = 2
 ERROR_BACKOFF = 1.0
+# Connections Telegram opens at once to push updates (setWebhook's max_connections,
+# 1-100, Telegram's default 40): spread over the replicas behind the Service.
+WEBHOOK_MAX_CONNECTIONS = 40
+
+# One update into the stream. ARGV[1..3]: maxlen, the chat-last key prefix and its TTL.
+# Each entry also names its chat's previous update ("after") and that update's stream
+# entry ("after_entry"), so that replicas can keep a chat's updates in order. (The
+# per-chat keys are built here rather than passed in KEYS: Newsbot does not run on Redis
+# Cluster.) Shared by the poller's script and the webhook's.
+_APPEND_ONE = """
+local function append_one(update_id, chat_id, update)
+    local after, after_entry, last = '', '', nil
+    if chat_id ~= '0' then
+        last = ARGV[2] .. chat_id
+        local previous = redis.call('GET', last)
+        if previous then
+            local space = string.find(previous, ' ', 1, true)
+            if space then
+                after = string.sub(previous, 1, space - 1)
+                after_entry = string.sub(previous, space + 1)
+            else
+                after = previous
+            end
+        end
+    end
+    local entry = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+                             'update_id', update_id, 'chat_id', chat_id, 'after', after,
+                             'after_entry', after_entry, 'update', update)
+    if last then
+        redis.call('SET', last, update_id .. ' ' .. entry, 'EX', ARGV[3])
+    end
+end
+"""
 
 # KEYS: stream, offset. ARGV: maxlen, the chat-last key prefix and its TTL, then
-# (update_id, chat_id, json) triples. Each entry also names its chat's previous update
-# ("after") and that update's stream entry ("after_entry"), so that replicas can keep a
-# chat's updates in order. (The per-chat keys are built here rather than passed in KEYS:
-# Newsbot does not run on Redis Cluster.)
-_APPEND = """
+# (update_id, chat_id, json) triples. Updates below the offset are skipped: appended
+# already by a poll whose offset move another poll did not see.
+_APPEND = (
+    _APPEND_ONE
+    + """
 local offset = tonumber(redis.call('GET', KEYS[2]) or '0')
 local next_offset = offset
 for i = 4, #ARGV, 3 do
     local update_id = tonumber(ARGV[i])
     if update_id >= offset then
-        local after, after_entry, last = '', '', nil
-        if ARGV[i + 1] ~= '0' then
-            last = ARGV[2] .. ARGV[i + 1]
-            local previous = redis.call('GET', last)
-            if previous then
-                local space = string.find(previous, ' ', 1, true)
-                if space then
-                    after = string.sub(previous, 1, space - 1)
-                    after_entry = string.sub(previous, space + 1)
-                else
-                    after = previous
-                end
-            end
-        end
-        local entry = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-                                 'update_id', ARGV[i], 'chat_id', ARGV[i + 1], 'after', after,
-                                 'after_entry', after_entry, 'update', ARGV[i + 2])
-        if last then
-            redis.call('SET', last, ARGV[i] .. ' ' .. entry, 'EX', ARGV[3])
-        end
+        append_one(ARGV[i], ARGV[i + 1], ARGV[i + 2])
     end
     if update_id + 1 > next_offset then next_offset = update_id + 1 end
 end
 redis.call('SET', KEYS[2], next_offset)
 return next_offset
 """
+)
+
+# KEYS: stream, the update's seen mark. ARGV: maxlen, the chat-last key prefix and its
+# TTL, update_id, chat_id, json, the mark's TTL. 1 if appended, 0 if the mark was there:
+# pushed updates come in any order and again on retries, so no offset can tell.
+APPEND_PUSHED = (
+    _APPEND_ONE
+    + """
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[7]) then
+    return 0
+end
+append_one(ARGV[4], ARGV[5], ARGV[6])
+return 1
+"""
+)
 
 
 class Poller:
@@ -83,6 +113,11 @@ class Poller:
 
     ``request`` carries the long polls (a connection of their own by default, so sends
     never wait behind a poll); timings default to the module's and keys.py's.
+
+    With ``webhook_url`` (and its secret) nobody polls: the replica that takes the lease
+    sets the webhook, once, and then only holds the lease, so that a successor sets it
+    again. Without it, the replica that takes the lease deletes any webhook first
+    (Telegram answers getUpdates 409 while one is set).
     """
 
     def __init__(
@@ -95,8 +130,16 @@ class Poller:
         poll_timeout: int = POLL_TIMEOUT,
         lease_ttl_ms: int = keys.LEADER_TTL_MS,
         error_backoff: float = ERROR_BACKOFF,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+        ack_timeout_ms: int = keys.REPLICA_ACK_TIMEOUT_MS,
     ) -> None:
+        if webhook_url is not None and not webhook_secret:
+            raise ValueError("a webhook needs its secret")
         self.bot = bot
+        self.webhook_url = webhook_url
+        self.webhook_secret = webhook_secret
+        self.ack_timeout_ms = ack_timeout_ms
         self.redis = redis
         self.lease = Lease(redis, keys.LEADER, owner, lease_ttl_ms)
         self.poll_timeout = poll_timeout
@@ -130,7 +173,13 @@ class Poller:
             self._set_leader(False)
             await asyncio.sleep(self.lease.ttl_ms / 3000)
             return 0
+        if not self.is_leader:
+            await self.take_office()
         self._set_leader(True)
+        if self.webhook_url is not None:
+            # Telegram pushes to every replica; the leader only keeps the lease.
+            await asyncio.sleep(self.lease.ttl_ms / 3000)
+            return 0
         offset = await self.redis.get(keys.OFFSET)
         try:
             updates = await self.get_updates(int(offset) if offset else None)
@@ -153,6 +202,31 @@ class Poller:
         if updates:
             await self.append(updates)
         return len(updates)
+
+    async def take_office(self) -> None:
+        """On taking the lease: set the webhook, or delete any so that polling works.
+
+        A failure raises, so that the next holder of the lease (perhaps this replica
+        again) tries again before it relies on it.
+        """
+        if self.webhook_url is None:
+            # drop_pending_updates stays false: what Telegram holds is polled next.
+            await self.request.post(f"{self.bot.base_url}/deleteWebhook")
+            logger.info("no webhook configured: deleted any webhook, polling")
+            return
+        assert self.webhook_secret is not None
+        parameters = {
+            "url": self.webhook_url,
+            "secret_token": self.webhook_secret,
+            "allowed_updates": json.dumps(Update.ALL_TYPES),
+            "max_connections": str(WEBHOOK_MAX_CONNECTIONS),
+        }
+        # The query string, like getUpdates: the URL already holds the token and is
+        # never logged.
+        await self.request.post(
+            f"{self.bot.base_url}/setWebhook?{urllib.parse.urlencode(parameters)}"
+        )
+        logger.info("webhook set; Telegram pushes updates, nobody polls")
 
     async def get_updates(self, offset: int | None) -> list[dict[str, Any]]:
         """Long-poll Telegram once; the updates as the Bot API sent them (JSON objects)."""
@@ -188,7 +262,12 @@ class Poller:
                 continue
             args += [update_id, chat_id(raw), json.dumps(raw)]
         if len(args) > 3:
-            await self._append(keys=[keys.UPDATES, keys.OFFSET], args=args)
+            # WAIT acknowledges the writes of its own connection: one for both. Done
+            # before the next getUpdates confirms these updates to Telegram, so that a
+            # failover to the replica cannot lose them.
+            async with self.redis.client() as connection:
+                await self._append(keys=[keys.UPDATES, keys.OFFSET], args=args, client=connection)
+                await wait_for_replicas(connection, self.ack_timeout_ms)
 
     async def step_down(self) -> None:
         """Release the lease so another replica can poll at once."""
@@ -200,7 +279,11 @@ class Poller:
             logger.warning("could not release the poller lease; it will expire")
 
     def _set_leader(self, leader: bool) -> None:
-        if leader != self.is_leader:
+        if leader != self.is_leader and self.webhook_url is not None:
+            logger.info(
+                "this replica %s the webhook's leader", "is now" if leader else "stopped being"
+            )
+        elif leader != self.is_leader:
             logger.info("this replica %s polling Telegram", "is now" if leader else "stopped")
         self.is_leader = leader
         LEADER.set(1 if leader else 0)

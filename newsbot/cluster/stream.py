@@ -53,6 +53,7 @@ from newsbot.cluster.deadletter import DeadLetters
 from newsbot.cluster.pending import Entry, Item, PendingList
 from newsbot.errors import BadUpdate, Deferred, Held
 from newsbot.metrics import HANDLER_SECONDS, STREAM_LAG, STREAM_PENDING, UPDATES
+from newsbot.store import wait_for_replicas
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +126,10 @@ class Consumer:
         order_wait: float = ORDER_WAIT_SECONDS,
         drain_grace: float = DRAIN_GRACE_SECONDS,
         error_backoff: float = ERROR_BACKOFF,
+        ack_timeout_ms: int = keys.REPLICA_ACK_TIMEOUT_MS,
     ) -> None:
         self.redis = redis
+        self.ack_timeout_ms = ack_timeout_ms
         self.name = name
         self.handle = handle
         self.max_in_hand = max_in_hand
@@ -424,13 +427,17 @@ class Consumer:
         """Mark an update done and acknowledge it, waiting out a short Redis outage.
 
         The update's effects have happened: giving up here would leave the entry
-        pending and have it handled, and answered, a second time.
+        pending and have it handled, and answered, a second time. The done mark is
+        acknowledged by a Redis replica (WAIT, on the connection that wrote it) before
+        the entry is: after a failover the replica still knows the update was done.
         """
         deadline = time.monotonic() + FINISH_RETRY_SECONDS
         while True:
             try:
+                async with self.redis.client() as connection:
+                    await connection.set(done_key, "1", ex=keys.UPDATE_DONE_SECONDS)
+                    await wait_for_replicas(connection, self.ack_timeout_ms)
                 async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.set(done_key, "1", ex=keys.UPDATE_DONE_SECONDS)
                     pipe.delete(lock_key)
                     pipe.xack(keys.UPDATES, keys.GROUP, entry_id)
                     await pipe.execute()

@@ -18,7 +18,15 @@ test talks to it through nothing but ``TELEGRAM_API_URL``:
 - failures can be injected (``fail_next``, optionally for one chat and after some
   successes, ``drop_next``, ``block_chat``, ``delete_chat``, ``migrate_chat``,
   ``flood_chat``), ``my_chat_member`` updates pushed as Telegram shapes them, and
-  everything is recorded for assertions (``calls``, ``sent``).
+  everything is recorded for assertions (``calls``, ``sent``);
+- push mode: after ``setWebhook`` the fake POSTs each update to the URL (plain http on
+  loopback is accepted, unlike Telegram) with the ``X-Telegram-Bot-Api-Secret-Token``
+  header, from up to ``max_connections`` threads, one update of a chat at a time and in
+  order (a chat's next update waits until its previous one was answered 2xx); a
+  non-2xx answer, a refused connection or no answer within ``push_timeout`` is retried
+  after ``push_retry_delay``, and ``getWebhookInfo`` reports it as
+  ``last_error_message``. ``getUpdates`` is answered 409 while a webhook is set, and
+  ``deleteWebhook`` goes back to polling. Every push is recorded (``pushes``).
 
 The same state can be driven over HTTP under ``/_fake/...`` (see ``FakeTelegramClient``),
 for a fake that runs in another process or container::
@@ -34,6 +42,7 @@ import argparse
 import bisect
 import email.parser
 import email.policy
+import http.client
 import json
 import math
 import re
@@ -60,6 +69,11 @@ MAX_CAPTION_LENGTH = 1024
 # Bots download files of at most 20 MB (getFile) and upload at most 50 MB.
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+WEBHOOK_CONFLICT = (
+    "Conflict: can't use getUpdates method while webhook is active; "
+    "use deleteWebhook to delete the webhook first"
+)
+_SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 CONFLICT = (
     "Conflict: terminated by other getUpdates request; "
     "make sure that only one bot instance is running"
@@ -88,6 +102,7 @@ _TEXT_PARAMS = frozenset(
         "url",
         "emoji",
         "language_code",
+        "secret_token",
     }
 )
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
@@ -374,6 +389,18 @@ def _parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
     return params
 
 
+def _update_chat(update: dict[str, Any]) -> int:
+    """The chat an update belongs to (0 if none): its message's, callback's, member's."""
+    for key, value in update.items():
+        if key == "update_id" or not isinstance(value, dict):
+            continue
+        for holder in (value, value.get("message")):
+            chat = holder.get("chat") if isinstance(holder, dict) else None
+            if isinstance(chat, dict) and isinstance(chat.get("id"), int):
+                return int(chat["id"])
+    return 0
+
+
 def _chat_id(params: dict[str, Any]) -> int | str:
     """Return the chat_id parameter (an int, or an "@channel" string)."""
     value = params.get("chat_id")
@@ -494,8 +521,22 @@ class FakeTelegram:
         enforce_limits: bool = False,
         first_update_id: int = 1,
         clock: Callable[[], float] = time.monotonic,
+        push_timeout: float = 5.0,
+        push_retry_delay: float = 0.2,
     ) -> None:
         self.token = token
+        # Push mode: how long a push may take before it counts as failed, and the pause
+        # before a failed one is tried again (Telegram's are longer; tests want speed).
+        self.push_timeout = push_timeout
+        self.push_retry_delay = push_retry_delay
+        self._webhook: dict[str, Any] | None = None
+        self._webhook_generation = 0
+        self._pushing: set[int] = set()  # update ids in flight
+        self._pushing_chats: set[int] = set()
+        self._retry_at: dict[int, float] = {}
+        self._last_push_error: tuple[int, str] | None = None
+        # (update_id, HTTP status or 0 when no answer came), every push attempt in order
+        self.pushes: list[tuple[int, int]] = []
         self.host = host
         self.port = port
         self.enforce_limits = enforce_limits
@@ -566,7 +607,7 @@ class FakeTelegram:
             "deleteMessage": lambda p: True,
             "sendChatAction": lambda p: True,
             "deleteWebhook": self._delete_webhook,
-            "setWebhook": lambda p: True,
+            "setWebhook": self._set_webhook,
             "getWebhookInfo": self._webhook_info,
             "setMyCommands": self._set_commands,
             "getMyCommands": self._get_commands,
@@ -1295,6 +1336,8 @@ class FakeTelegram:
         allowed = params.get("allowed_updates")
         deadline = time.monotonic() + timeout
         with self._cond:
+            if self._webhook is not None:
+                raise ApiError(409, WEBHOOK_CONFLICT)
             if self._poller is not None:
                 # Telegram keeps the newest poll and terminates the one already waiting.
                 self._terminated.add(self._poller)
@@ -1346,15 +1389,163 @@ class FakeTelegram:
         return batch
 
     def _delete_webhook(self, params: dict[str, Any]) -> bool:
-        if params.get("drop_pending_updates") is True:
-            with self._cond:
+        with self._cond:
+            if params.get("drop_pending_updates") is True:
                 self._updates.clear()
+            self._webhook = None
+            self._webhook_generation += 1  # the push threads see it and end
+            self._last_push_error = None
+            self._cond.notify_all()
+        return True
+
+    def _set_webhook(self, params: dict[str, Any]) -> bool:
+        url = params.get("url")
+        if not isinstance(url, str):
+            raise ApiError(400, 'Bad Request: parameter "url" is required')
+        if not url:
+            return self._delete_webhook(params)
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ApiError(
+                400, "Bad Request: bad webhook: Failed to resolve host: Name or service not known"
+            )
+        secret = params.get("secret_token")
+        if secret is not None and not (
+            isinstance(secret, str) and _SECRET_TOKEN.fullmatch(secret)
+        ):
+            raise ApiError(400, "Bad Request: secret token contains unallowed characters")
+        connections = _int(params.get("max_connections"), 40)
+        if not 1 <= connections <= 100:
+            raise ApiError(400, "Bad Request: bad webhook: max_connections must be 1-100")
+        allowed = params.get("allowed_updates")
+        with self._cond:
+            if params.get("drop_pending_updates") is True:
+                self._updates.clear()
+            if isinstance(allowed, list):
+                self._allowed_updates = set(allowed) or None
+            self._webhook = {
+                "url": url,
+                "secret_token": secret,
+                "max_connections": connections,
+                "allowed_updates": sorted(self._allowed_updates or []),
+            }
+            self._webhook_generation += 1
+            generation = self._webhook_generation
+            self._last_push_error = None
+            self._cond.notify_all()
+        for number in range(connections):
+            threading.Thread(
+                target=self._push_loop,
+                args=(generation,),
+                name=f"fake-telegram-push-{number}",
+                daemon=True,
+            ).start()
         return True
 
     def _webhook_info(self, params: dict[str, Any]) -> dict[str, Any]:
         with self._cond:
-            pending = len(self._updates)
-        return {"url": "", "has_custom_certificate": False, "pending_update_count": pending}
+            info: dict[str, Any] = {
+                "url": "",
+                "has_custom_certificate": False,
+                "pending_update_count": len(self._updates),
+            }
+            if self._webhook is not None:
+                info["url"] = self._webhook["url"]
+                info["max_connections"] = self._webhook["max_connections"]
+                if self._webhook["allowed_updates"]:
+                    info["allowed_updates"] = self._webhook["allowed_updates"]
+                if self._last_push_error is not None:
+                    info["last_error_date"], info["last_error_message"] = self._last_push_error
+            return info
+
+    @property
+    def webhook_url(self) -> str:
+        """The webhook set now ("" while polling)."""
+        with self._cond:
+            return self._webhook["url"] if self._webhook else ""
+
+    def _push_loop(self, generation: int) -> None:
+        """One of the webhook's connections: push updates until the webhook changes."""
+        while True:
+            with self._cond:
+                while True:
+                    if self._stopping or self._webhook_generation != generation:
+                        return
+                    picked = self._next_push()
+                    if picked is not None:
+                        break
+                    self._cond.wait(0.05)
+                update_id, update = picked
+                chat = _update_chat(update)
+                self._pushing.add(update_id)
+                if chat:
+                    self._pushing_chats.add(chat)
+                hook = dict(self._webhook or {})
+            status, error = self._push(hook, update)
+            with self._cond:
+                self._pushing.discard(update_id)
+                self._pushing_chats.discard(chat)
+                self.pushes.append((update_id, status))
+                if error is None:
+                    # Delivered: Telegram forgets the update.
+                    self._updates = [entry for entry in self._updates if entry[0] != update_id]
+                    self._retry_at.pop(update_id, None)
+                else:
+                    self._last_push_error = (int(time.time()), error)
+                    self._retry_at[update_id] = time.monotonic() + self.push_retry_delay
+                self._cond.notify_all()
+
+    def _next_push(self) -> tuple[int, dict[str, Any]] | None:
+        """The first update that may go now (call with the lock held): not in flight, not
+        waiting for a retry, and no earlier update of its chat still undelivered."""
+        now = time.monotonic()
+        waiting_chats: set[int] = set()
+        for update_id, update in self._updates:
+            chat = _update_chat(update)
+            if chat and chat in waiting_chats:
+                continue
+            if (
+                update_id in self._pushing
+                or self._retry_at.get(update_id, 0) > now
+                or (chat and chat in self._pushing_chats)
+            ):
+                if chat:
+                    waiting_chats.add(chat)
+                continue
+            if self._allowed_updates is not None and not any(
+                kind in self._allowed_updates for kind in update
+            ):
+                continue
+            return update_id, update
+        return None
+
+    def _push(self, hook: dict[str, Any], update: dict[str, Any]) -> tuple[int, str | None]:
+        """POST one update to the webhook: the status (0: no answer) and the error, if any."""
+        parts = urllib.parse.urlsplit(hook["url"])
+        headers = {"Content-Type": "application/json"}
+        if hook.get("secret_token"):
+            headers["X-Telegram-Bot-Api-Secret-Token"] = hook["secret_token"]
+        connection_class = (
+            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        )
+        connection = connection_class(parts.hostname or "", parts.port, timeout=self.push_timeout)
+        try:
+            connection.request("POST", parts.path or "/", json.dumps(update).encode(), headers)
+            response = connection.getresponse()
+            response.read()
+        except TimeoutError:
+            return 0, "Connection timed out"
+        except ConnectionRefusedError:
+            return 0, "Connection refused"
+        except (OSError, http.client.HTTPException):
+            return 0, "Connection reset by peer"
+        finally:
+            connection.close()
+        if 200 <= response.status < 300:
+            return response.status, None
+        return response.status, (
+            f"Wrong response from the webhook: {response.status} {response.reason}"
+        )
 
     def _set_commands(self, params: dict[str, Any]) -> bool:
         commands = params.get("commands")
