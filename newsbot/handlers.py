@@ -11,12 +11,11 @@ import asyncio
 import logging
 import re
 import time
-import zoneinfo
 from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
-from telegram import ChatMember, Update
+from telegram import Chat, ChatMember, InlineKeyboardMarkup, Update
 from telegram.error import BadRequest, Forbidden, NetworkError
 from telegram.ext import (
     Application,
@@ -33,7 +32,11 @@ from telegram.ext import (
 
 from newsbot import alerts, opml, render, schedule, source_health
 from newsbot import filters as rules
-from newsbot import quiet as quiet_hours
+from newsbot.admins import REFUSAL, Admins
+from newsbot.buttons import Buttons
+from newsbot.channels import ChannelList, aim_at_channel, command_argument, command_chat, target
+from newsbot.chats import INTRODUCTION, topic_of
+from newsbot.clock_commands import ClockCommands
 from newsbot.cluster.ratelimit import SendDeferred
 from newsbot.config import Settings
 from newsbot.errors import InvalidSource
@@ -82,6 +85,8 @@ HELP = """<b>Newsbot</b> brings you the news you choose: subreddits and RSS/Atom
 /export – your sources as an OPML file; send me an .opml file to import one
 /tz <i>Europe/Berlin</i> – your time zone (default UTC)
 /quiet <i>22:00-07:00</i> – hold digests at night, sent as one message when it ends; /quiet off
+/settings – digest, link previews and silent delivery, with buttons
+/channels – the channels you manage here (<code>/source @mychannel python</code>)
 /stop – no digests, and silence here until /start
 /help – this message
 
@@ -106,6 +111,10 @@ class Handlers:
         # Updates whose reply must wait out a rate limit, and for how long (seconds).
         self.held: dict[int, float] = {}
         self.commands: frozenset[str] = frozenset()
+        self.admins = Admins(store)
+        self.buttons = Buttons(settings, store, self.admins, self.reply)
+        self.channel_list = ChannelList(store, self.reply)
+        self.clock = ClockCommands(store, self.reply)
 
     def register(self, application: App) -> None:
         """Add the handlers to a python-telegram-bot application."""
@@ -125,16 +134,21 @@ class Handlers:
             "subscribe": self.subscribe,
             "unsubscribe": self.unsubscribe,
             "stop": self.stop,
+            "settings": self.buttons.settings_menu,
+            "channels": self.channel_list.channels,
             "filter": self.filter,
             "export": self.export,
             "import": self.import_,
-            "tz": self.tz,
-            "quiet": self.quiet,
+            "tz": self.clock.tz,
+            "quiet": self.clock.quiet,
             "alert": self.alert,
         }
         self.commands = frozenset(commands)
+        # Commands posted in a channel (channel_post) too: the channel's admins post them.
+        posts = filters.UpdateType.MESSAGES | filters.UpdateType.CHANNEL_POSTS
         for name, callback in commands.items():
-            application.add_handler(CommandHandler(name, callback))
+            application.add_handler(CommandHandler(name, callback, filters=posts))
+        self.buttons.register(application)
         application.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self.migrate))
         application.add_handler(MessageHandler(filters.Document.ALL, self.document))
         application.add_handler(
@@ -148,7 +162,12 @@ class Handlers:
         application.add_error_handler(self.error)
 
     async def reply(
-        self, update: Update, context: ContextTypes.DEFAULT_TYPE, messages: str | Sequence[str]
+        self,
+        update: Update,
+        context: ContextTypes.DEFAULT_TYPE,
+        messages: str | Sequence[str],
+        markup: InlineKeyboardMarkup | None = None,
+        into: int | None = None,
     ) -> bool:
         """Send HTML to the chat the update came from.
 
@@ -162,9 +181,16 @@ class Handlers:
         chat = update.effective_chat
         if chat is None or not messages:
             return False
+        into = chat.id if into is None else into  # a channel named in the private chat
         try:
             sent = await send_messages(
-                context.bot, self.store, chat.id, messages, scope=update_scope(update.update_id)
+                context.bot,
+                self.store,
+                into,
+                messages,
+                scope=update_scope(update.update_id),
+                thread_id=topic_of(update) if into == chat.id else None,
+                markup=markup,
             )
         except SendDeferred as deferred:
             logger.info("update %s deferred: %s", update.update_id, deferred)
@@ -178,6 +204,7 @@ class Handlers:
 
     async def gate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Let through only allowed chats, and nothing but /start in a stopped chat."""
+        target.set(None)  # a channel named by an earlier update (the console) is not ours
         chat, message = update.effective_chat, update.effective_message
         if chat is None or message is None:
             raise ApplicationHandlerStop
@@ -185,6 +212,8 @@ class Handlers:
         if allowed is not None and chat.id not in allowed:
             logger.info("ignoring chat %s: not in NEWSBOT_ALLOWED_CHATS", chat.id)
             raise ApplicationHandlerStop
+        if update.callback_query is not None:
+            return  # a button press: the buttons check who pressed, and always answer
         if message.migrate_to_chat_id or message.migrate_from_chat_id:
             return  # the group's settings must move, stopped or not
         if _command(message.text) != "start" and await self.store.is_stopped(chat.id):
@@ -198,6 +227,25 @@ class Handlers:
                     context,
                     "That message is too long for me to read. Send fewer sources at a time.",
                 )
+            raise ApplicationHandlerStop
+        await self.admin_gate(update, context)
+
+    async def admin_gate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """In a group, let a command that changes something through only from an admin."""
+        message = update.effective_message
+        # A caption counts too: a file sent with "/import" changes the sources.
+        text = (message.text or message.caption) if message else None
+        command = _command(text)
+        if (
+            command
+            and self._is_mine(text or "", context.bot.username)
+            and not await self.admins.may_run(context.bot, update, command, _argument(update))
+        ):
+            await self.reply(update, context, REFUSAL)
+            raise ApplicationHandlerStop
+        refusal = await aim_at_channel(context.bot, self.store, update, command, _argument(update))
+        if refusal is not None:
+            await self.reply(update, context, render.escape(refusal))
             raise ApplicationHandlerStop
 
     def _is_mine(self, text: str, username: str | None) -> bool:
@@ -218,6 +266,14 @@ class Handlers:
             logger.info("the bot is %s in chat %s; its state is deleted", status, change.chat.id)
             await self.store.forget_chat(change.chat.id)
             CHATS_FORGOTTEN.labels(reason=status).inc()
+        elif (
+            status in (ChatMember.MEMBER, ChatMember.ADMINISTRATOR)
+            and change.old_chat_member.status in (ChatMember.LEFT, ChatMember.BANNED)
+            and change.chat.type in (Chat.GROUP, Chat.SUPERGROUP)
+        ):
+            allowed = self.settings.allowed_chats
+            if allowed is None or change.chat.id in allowed:
+                await self.reply(update, context, INTRODUCTION)
 
     # --- commands --------------------------------------------------------------------
 
@@ -237,9 +293,8 @@ class Handlers:
         text = _argument(update)
         if not text:
             listed = await self.store.get_sources(chat_id)
-            await self.reply(
-                update, context, _list_reply(listed, await self._marks(chat_id, listed))
-            )
+            marks = await self._marks(chat_id, listed)
+            await self.buttons.source_list(update, context, listed, _list_reply(listed, marks))
             return
         sources, refused = parse_sources(text)
         # Alerts on other sources count toward the limit too.
@@ -326,7 +381,7 @@ class Handlers:
             return
         news = await self.news.for_chat(chat_id, sources)
         merged = merge_news(news)
-        if await self.reply(update, context, render.render_merged(merged)):
+        if await self.reply(update, context, render.render_merged(merged), into=chat_id):
             # What /fetch showed is not news for the next digest, from any source.
             await self.store.mark_seen(
                 chat_id, [entry.key for block in merged for entry in block.entries]
@@ -338,7 +393,7 @@ class Handlers:
         try:
             plan = schedule.parse_schedule(_argument(update), self.settings.min_interval)
         except ValueError as error:  # IntervalError or ScheduleError: the text says why
-            await self.reply(update, context, _sentence(str(error)))
+            await self.reply(update, context, render.sentence(str(error)))
             return
         zone = await self.store.get_zone(chat_id)
         first = schedule.next_run(time.time(), plan, zone)
@@ -357,6 +412,7 @@ class Handlers:
                 f"{schedule.describe_interval(plan)}. The first comes at "
                 f"{schedule.describe_local_time(first, zone)}."
             )
+        await self.store.set_digest_thread(chat_id, topic_of(update))  # None: General
         if not await self.store.get_sources(chat_id):
             text += "\nYou have no sources yet: add some with /source python, golang"
         await self.reply(update, context, text)
@@ -463,6 +519,8 @@ class Handlers:
                 "You have no sources to export. Set some with /source python, golang",
             )
             return
+        assert update.effective_chat is not None
+        chat_id = update.effective_chat.id  # the file comes here, for a channel too
         try:
             await context.bot.send_document(
                 chat_id,
@@ -578,82 +636,6 @@ class Handlers:
         if not feeds:
             head += "\nThe file names no feeds (no outline with an xmlUrl)."
         return _with_refusals(head, refused)
-
-    async def tz(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """/tz [zone]: set the chat's time zone (IANA name); without one, show it."""
-        chat_id = _chat_id(update)
-        text = _argument(update)
-        if not text:
-            zone = await self.store.get_zone(chat_id)
-            await self.reply(
-                update,
-                context,
-                f"Your time zone is {render.escape(zone.key)} "
-                f"(now {schedule.describe_local_time(time.time(), zone)}). "
-                f"Change it with /tz {schedule.EXAMPLE_ZONE}",
-            )
-            return
-        try:
-            zone = schedule.parse_zone(text)
-        except schedule.ScheduleError as error:
-            await self.reply(update, context, _sentence(str(error)))
-            return
-        await self.store.set_zone(chat_id, zone)
-        reply = (
-            f"Your time zone is now {render.escape(zone.key)} "
-            f"(now {schedule.describe_local_time(time.time(), zone)})."
-        )
-        plan = await self.store.get_schedule(chat_id)
-        if isinstance(plan, schedule.LocalSchedule):
-            # The digest follows the chat's clock: the new clock sets its next time.
-            due = schedule.next_local_due(time.time(), plan, zone)
-            await self.store.reschedule(chat_id, due)
-            reply += (
-                f" Your digest ({schedule.describe_schedule(plan)}) next comes at "
-                f"{schedule.describe_local_time(due, zone)}."
-            )
-        await self._reschedule_held(chat_id)
-        await self.reply(update, context, reply)
-
-    async def quiet(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """/quiet [HH:MM-HH:MM | off]: hold digests in those local hours; without, show them."""
-        chat_id = _chat_id(update)
-        text = _argument(update)
-        if not text:
-            zone, window = await self.store.get_clock(chat_id)
-            reply = quiet_setting(window, zone)
-            if window is None:
-                reply += ". Set them with /quiet 22:00-07:00"
-            await self.reply(update, context, reply)
-            return
-        try:
-            window = quiet_hours.parse_quiet(text)
-        except schedule.ScheduleError as error:
-            await self.reply(update, context, _sentence(str(error)))
-            return
-        await self.store.set_quiet(chat_id, window)
-        zone = await self.store.get_zone(chat_id)
-        if window is None:
-            reply = "Quiet hours are off. Anything held comes now."
-        else:
-            reply = (
-                f"{quiet_setting(window, zone)}. Digests due then wait, and come as one "
-                f"message when the quiet hours end. Replies to commands never wait."
-            )
-        await self._reschedule_held(chat_id)
-        await self.reply(update, context, reply)
-
-    async def _reschedule_held(self, chat_id: int) -> None:
-        """After /quiet or /tz: what is held comes when the chat's (new) quiet hours end."""
-        if await self.store.held_due(chat_id) is None:
-            return
-        now = time.time()
-        zone, window = await self.store.get_clock(chat_id)
-        quiet_now = window is not None and quiet_hours.is_quiet(now, window, zone)
-        await self.store.reschedule_held(
-            chat_id,
-            quiet_hours.quiet_ends(now, window, zone) if window is not None and quiet_now else now,
-        )
 
     async def migrate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A group became a supergroup: move its settings to the new id, merging.
@@ -803,28 +785,10 @@ def _command(text: str | None) -> str | None:
     return text[1:].split(maxsplit=1)[0].split("@", 1)[0].lower() if len(text) > 1 else ""
 
 
-def _argument(update: Update) -> str:
-    """Everything after the command, as typed."""
-    text = update.effective_message.text if update.effective_message else None
-    parts = (text or "").split(maxsplit=1)
-    return parts[1].strip() if len(parts) == 2 else ""
-
-
-def _chat_id(update: Update) -> int:
-    assert update.effective_chat is not None
-    return update.effective_chat.id
-
-
-def _sentence(text: str) -> str:
-    """An error's text as an escaped reply sentence: capitalized, with a full stop."""
-    return render.escape(text[:1].upper() + text[1:] + ".")
-
-
-def quiet_setting(window: quiet_hours.QuietHours | None, zone: zoneinfo.ZoneInfo) -> str:
-    """The chat's quiet hours as a settings line: 'Quiet hours: 22:00-07:00 (Europe/Berlin)'."""
-    if window is None:
-        return "Quiet hours: off"
-    return f"Quiet hours: {window.text} ({render.escape(zone.key)} time)"
+# The command's argument and the chat it is about (see channels.py), shared with the
+# modules of other command groups.
+_argument = command_argument
+_chat_id = command_chat
 
 
 def _list_reply(sources: Sequence[Source], marks: Sequence[str] = ()) -> str:

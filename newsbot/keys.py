@@ -195,6 +195,26 @@ RATE_MAX_WAIT_MS = 8_000
 PARTS_SENT = PREFIX + "parts:{scope}"
 PARTS_SENT_SECONDS = 3600
 
+# --- groups, topics and the command menu ---------------------------------------------
+# Hash per group: user id -> "1" or "0" (administrator or not) and when it was asked,
+# as "1:<unix time>". An answer older than ADMIN_CACHE_SECONDS is asked again, so a busy
+# group costs one getChatMember per user per window, across replicas; a demoted admin
+# loses the right within that window. The hash expires a window after its last write.
+ADMINS = PREFIX + "admins:{chat_id}"
+ADMIN_CACHE_SECONDS = 300
+# The hash of the command lists last registered with setMyCommands: a replica that
+# starts with the same lists (the same deploy) does not register them again. No TTL.
+COMMANDS_SET = PREFIX + "commands"
+# Set per private chat (= user id): the channels that user manages through the bot, for
+# /channels. Written when a command naming a channel passed its checks. No TTL: it goes
+# with the private chat (CHAT_KEYS); /channels checks each again when it lists them.
+USER_CHANNELS = PREFIX + "channels:{chat_id}"
+# The chat hash's fields for topics and delivery (see Store.delivery): the forum topic
+# the digest goes to, link previews on, silent delivery on.
+FIELD_DIGEST_THREAD = "digest_thread"
+FIELD_PREVIEWS = "previews"
+FIELD_SILENT = "silent"
+
 # --- alerts --------------------------------------------------------------------------
 # Hash per chat: source digest (news.source_digest) -> JSON {"source": ..., "thread": the
 # message_thread_id of the /alert command or null}. No time-to-live: an alert lasts until
@@ -234,6 +254,8 @@ CHAT_KEYS = (
     RATE_HOLD,
     CHAT_LAST + "{chat_id}",
     PARTS_SENT.replace("{scope}", "digest:{chat_id}"),
+    ADMINS,
+    USER_CHANNELS,
     ALERTS,
     ALERT_KNOWN,
     ALERT_LOCK,

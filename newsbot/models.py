@@ -69,3 +69,12 @@ class SourceNews:
     source: Source
     items: tuple[Item, ...] = ()
     error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    """How a chat's messages go out: link previews, silence, and its digest's topic."""
+
+    previews: bool = False
+    silent: bool = False
+    digest_thread: int | None = None

@@ -31,6 +31,11 @@ def escape(text: str) -> str:
     return html.escape(text, quote=True)
 
 
+def sentence(text: str) -> str:
+    """An error's text as an escaped reply sentence: capitalized, with a full stop."""
+    return escape(text[:1].upper() + text[1:] + ".")
+
+
 def shorten(text: str, limit: int) -> str:
     """Cut text to at most ``limit`` characters, marking the cut with an ellipsis."""
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"

@@ -26,7 +26,7 @@ import uuid
 from typing import Any
 
 from redis.exceptions import RedisError
-from telegram.error import InvalidToken, NetworkError
+from telegram.error import InvalidToken, NetworkError, TelegramError
 
 from newsbot.alerts import ALERT_SLOTS, Alerts
 from newsbot.app import build_application, handle_update
@@ -37,6 +37,7 @@ from newsbot.digests import DIGEST_SLOTS, PREFETCH_SLOTS, Digests
 from newsbot.errors import ConfigError
 from newsbot.handlers import App
 from newsbot.health import HealthServer
+from newsbot.menu import register_commands
 from newsbot.news import News
 from newsbot.source_notices import SourceNotices
 from newsbot.sources.download import FETCH_THREADS
@@ -150,6 +151,11 @@ async def serve(
     try:
         if not await _start(application, consumer, stop):
             return
+        try:
+            await register_commands(application.bot, store)
+        except (TelegramError, RedisError) as error:
+            # Only the menu is missing: commands work without it. Retried at next start.
+            logger.warning("registering the command menu failed: %s", error)
         logger.info("newsbot is running as @%s (replica %s)", application.bot.username, name)
         await _run_until_stopped(stop, poller, consumer, digests, ready, watcher, notices)
     finally:

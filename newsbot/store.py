@@ -27,7 +27,7 @@ from redis.exceptions import OutOfMemoryError, RedisError, ResponseError, WatchE
 
 from newsbot import filters, keys, metrics, redis_url
 from newsbot.config import Settings
-from newsbot.models import Item, Source
+from newsbot.models import Delivery, Item, Source
 from newsbot.quiet import QuietHours, parse_quiet
 from newsbot.schedule import (
     LocalSchedule,
@@ -104,6 +104,14 @@ if ok and encoding == 'skiplist' and redis.call('ZCARD', key) <= tonumber(ARGV[5
 end
 redis.call('EXPIRE', key, ARGV[6])
 return keep
+"""
+
+# Delete a hash field only if it still has the value given. KEYS: hash. ARGV: field, value.
+_DROP_FIELD = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+    return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
 """
 
 # Drop the held messages a replica delivered, and the chat's quiet end with the last of
@@ -322,6 +330,7 @@ class Store:
         self._claim_due = redis.register_script(_CLAIM_DUE)
         self._mark_seen = redis.register_script(_MARK_SEEN)
         self._release = redis.register_script(_RELEASE)
+        self._drop_field = redis.register_script(_DROP_FIELD)
         self._release_held = redis.register_script(_RELEASE_HELD)
         self._drop_alert_source = redis.register_script(_DROP_ALERT_SOURCE)
         self._forget_watcher = redis.register_script(_FORGET_WATCHER)
@@ -914,6 +923,85 @@ class Store:
             pipe.sadd(key, part)
             pipe.expire(key, keys.PARTS_SENT_SECONDS)
             await pipe.execute()
+
+    # --- groups, topics and settings ---------------------------------------------------
+
+    async def cached_admin(self, chat_id: int, user_id: int, now: float) -> bool | None:
+        """Whether a user administers a group, if asked within keys.ADMIN_CACHE_SECONDS."""
+        value: str | None = await self.redis.hget(  # type: ignore[assignment]
+            keys.ADMINS.format(chat_id=chat_id), str(user_id)
+        )
+        if not value:
+            return None
+        flag, _, asked = value.partition(":")
+        try:
+            if now - float(asked) > keys.ADMIN_CACHE_SECONDS:
+                return None
+        except ValueError:
+            return None  # written by another version: ask again
+        return flag == "1"
+
+    async def cache_admin(self, chat_id: int, user_id: int, admin: bool, now: float) -> None:
+        """Remember for keys.ADMIN_CACHE_SECONDS whether a user administers a group."""
+        key = keys.ADMINS.format(chat_id=chat_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, str(user_id), f"{int(admin)}:{now!r}")
+            pipe.expire(key, keys.ADMIN_CACHE_SECONDS)
+            await pipe.execute()
+
+    async def delivery(self, chat_id: int) -> Delivery:
+        """How the chat's messages go out (previews, silence, the digest's topic)."""
+        previews, silent, thread = await self.redis.hmget(
+            _chat(chat_id), [keys.FIELD_PREVIEWS, keys.FIELD_SILENT, keys.FIELD_DIGEST_THREAD]
+        )
+        return Delivery(
+            previews=previews == "1",
+            silent=silent == "1",
+            digest_thread=int(thread) if thread else None,
+        )
+
+    async def set_flag(self, chat_id: int, field: str, on: bool) -> None:
+        """Turn a chat's delivery setting (keys.FIELD_PREVIEWS, FIELD_SILENT) on or off."""
+        if on:
+            await self.redis.hset(_chat(chat_id), field, "1")
+        else:
+            await self.redis.hdel(_chat(chat_id), field)
+
+    async def set_digest_thread(self, chat_id: int, thread_id: int | None) -> None:
+        """Send the chat's digest into a forum topic (None: the General topic)."""
+        if thread_id is None:
+            await self.redis.hdel(_chat(chat_id), keys.FIELD_DIGEST_THREAD)
+        else:
+            await self.redis.hset(_chat(chat_id), keys.FIELD_DIGEST_THREAD, thread_id)
+
+    async def drop_digest_thread(self, chat_id: int, thread_id: int) -> bool:
+        """Forget the digest's topic if it is still ``thread_id``; tell whether it was."""
+        dropped = await self._drop_field(
+            keys=[_chat(chat_id)], args=[keys.FIELD_DIGEST_THREAD, str(thread_id)]
+        )
+        return bool(dropped)
+
+    async def remember_channel(self, user_id: int, channel_id: int) -> None:
+        """Note that a user manages a channel through the bot (for /channels)."""
+        await self.redis.sadd(keys.USER_CHANNELS.format(chat_id=user_id), channel_id)
+
+    async def channels_of(self, user_id: int) -> list[int]:
+        """The channels a user manages through the bot, in id order."""
+        members = await self.redis.smembers(keys.USER_CHANNELS.format(chat_id=user_id))
+        return sorted(int(member) for member in members)
+
+    async def forget_channel_of(self, user_id: int, channel_id: int) -> None:
+        """Drop a channel from a user's list (the bot left it, or the user is no admin)."""
+        await self.redis.srem(keys.USER_CHANNELS.format(chat_id=user_id), channel_id)
+
+    async def claim_commands(self, digest: str) -> bool:
+        """Record ``digest`` as the registered command lists; False if it already was."""
+        previous = await self.redis.set(keys.COMMANDS_SET, digest, get=True)
+        return previous != digest
+
+    async def unclaim_commands(self, digest: str) -> None:
+        """Forget a registration that failed, so the next start tries again."""
+        await self._release(keys=[keys.COMMANDS_SET], args=[digest])
 
     # --- alerts ------------------------------------------------------------------------
 

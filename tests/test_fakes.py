@@ -573,3 +573,115 @@ async def test_python_telegram_bot_application_polls_fake(telegram: FakeTelegram
         await application.stop()
     assert sent.displayed == "Hello there & welcome" and sent.reply_to == 1
     assert telegram.pending_updates == 0 and telegram.conflicts == 0
+
+
+# --- Telegram: members, topics, buttons, menus -----------------------------------------
+
+
+def test_callback_queries_are_answered_once(telegram: FakeTelegram, http: Any) -> None:
+    keyboard = '{"inline_keyboard": [[{"text": "Go", "callback_data": "go"}]]}'
+    status, body = api(
+        http, telegram, "sendMessage", chat_id=42, text="menu", reply_markup=keyboard
+    )
+    assert status == 200 and body["result"]["reply_markup"]["inline_keyboard"][0][0]["text"]
+    query = telegram.press(42, body["result"]["message_id"], "Go")
+    update = api(http, telegram, "getUpdates")[1]["result"][-1]["callback_query"]
+    assert (update["id"], update["data"], update["message"]["text"]) == (query, "go", "menu")
+    assert api(http, telegram, "answerCallbackQuery", callback_query_id=query)[0] == 200
+    status, body = api(http, telegram, "answerCallbackQuery", callback_query_id=query)
+    assert (status, body["description"]) == (
+        400,
+        "Bad Request: query is too old and response timeout expired or query ID is invalid",
+    )
+    status, body = api(http, telegram, "answerCallbackQuery", callback_query_id="999")
+    assert status == 400
+
+
+def test_edits_and_button_data_as_telegram_checks_them(telegram: FakeTelegram, http: Any) -> None:
+    too_long = '{"inline_keyboard": [[{"text": "x", "callback_data": "' + "d" * 65 + '"}]]}'
+    status, body = api(http, telegram, "sendMessage", chat_id=42, text="a", reply_markup=too_long)
+    assert (status, body["description"]) == (400, "Bad Request: BUTTON_DATA_INVALID")
+    keyboard = '{"inline_keyboard": [[{"text": "x", "callback_data": "' + "d" * 64 + '"}]]}'
+    _, body = api(http, telegram, "sendMessage", chat_id=42, text="a", reply_markup=keyboard)
+    message_id = body["result"]["message_id"]
+    status, body = api(
+        http,
+        telegram,
+        "editMessageText",
+        chat_id=42,
+        message_id=message_id,
+        text="a",
+        reply_markup=keyboard,
+    )
+    assert status == 400 and body["description"].startswith(
+        "Bad Request: message is not modified: specified new message content"
+    )
+    assert (
+        api(http, telegram, "editMessageText", chat_id=42, message_id=message_id, text="b")[0]
+        == 200
+    )
+    assert telegram.message(42, message_id).reply_markup is None  # no markup: removed
+    assert (
+        api(
+            http,
+            telegram,
+            "editMessageReplyMarkup",
+            chat_id=42,
+            message_id=message_id,
+            reply_markup=keyboard,
+        )[0]
+        == 200
+    )
+    assert telegram.buttons(42, message_id) == ["x"]
+    status, body = api(http, telegram, "editMessageText", chat_id=42, message_id=999, text="c")
+    assert (status, body["description"]) == (400, "Bad Request: message to edit not found")
+
+
+def test_forum_topics_and_channel_rights(telegram: FakeTelegram, http: Any) -> None:
+    telegram.add_topic(-1005, 7)
+    assert (
+        api(http, telegram, "sendMessage", chat_id=-1005, text="a", message_thread_id=7)[0] == 200
+    )
+    telegram.delete_topic(-1005, 7)
+    status, body = api(http, telegram, "sendMessage", chat_id=-1005, text="a", message_thread_id=7)
+    assert (status, body["description"]) == (400, "Bad Request: message thread not found")
+    telegram.make_chat(-1006, "channel", username="news")
+    status, body = api(http, telegram, "getChatMember", chat_id="@news", user_id=5)
+    assert (status, body["description"]) == (
+        403,
+        "Forbidden: bot is not a member of the channel chat",
+    )
+    bot_id = telegram.bot_user["id"]
+    telegram.set_member(-1006, bot_id, "administrator", can_post_messages=False)
+    status, body = api(http, telegram, "sendMessage", chat_id=-1006, text="a")
+    assert (status, body["description"]) == (
+        400,
+        "Bad Request: need administrator rights in the channel chat",
+    )
+    telegram.set_member(-1006, 5, "creator")
+    _, body = api(http, telegram, "getChatMember", chat_id=-1006, user_id=5)
+    assert body["result"]["status"] == "creator"
+    _, body = api(http, telegram, "getChatAdministrators", chat_id=-1006)
+    assert {m["user"]["id"] for m in body["result"]} == {5, bot_id}
+
+
+def test_commands_are_kept_per_scope(telegram: FakeTelegram, http: Any) -> None:
+    admins = '{"type": "all_chat_administrators"}'
+    api(http, telegram, "setMyCommands", commands='[{"command": "a", "description": "A"}]')
+    api(
+        http,
+        telegram,
+        "setMyCommands",
+        scope=admins,
+        commands='[{"command": "b", "description": "B"}]',
+    )
+    assert api(http, telegram, "getMyCommands")[1]["result"] == [
+        {"command": "a", "description": "A"}
+    ]
+    assert [
+        c["command"] for c in api(http, telegram, "getMyCommands", scope=admins)[1]["result"]
+    ] == ["b"]
+    status, _ = api(
+        http, telegram, "setMyCommands", commands='[{"command": "Bad Name", "description": "x"}]'
+    )
+    assert status == 400

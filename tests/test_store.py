@@ -255,6 +255,8 @@ async def test_forget_chat_deletes_every_key_of_the_chat(store: Store) -> None:
         # A 429's hold on the chat, and the parts of its digest Telegram already took.
         await store.redis.set(keys.RATE_HOLD.format(chat_id=chat), "1", ex=60)
         await store.mark_part_sent(digest_scope(chat), "0:abc")
+        await store.cache_admin(chat, 7, True, T)  # a group admin check
+        await store.remember_channel(chat, -1009)  # a channel managed from this chat
         await store.hold(chat, ["held in quiet hours"], T)  # and its quiet end
         # An alert, what it knows, and a delivery's lock on the chat.
         await store.add_alerts(chat, [("d1", PYTHON)], None, {"d1": []}, {"d1": T})
@@ -409,3 +411,28 @@ async def test_embedded_store_works_without_redis_url(caplog: pytest.LogCaptureF
         assert await embedded.lock_fetch("d", "you")
     finally:
         await embedded.close()
+
+
+async def test_a_migrated_group_keeps_its_delivery_settings_and_topic(store: Store) -> None:
+    from newsbot.models import Delivery
+
+    await store.set_flag(-4001, keys.FIELD_PREVIEWS, True)
+    await store.set_flag(-4001, keys.FIELD_SILENT, True)
+    await store.set_digest_thread(-4001, 7)
+    await store.migrate_chat(-4001, -1004001)
+    assert await store.delivery(-1004001) == Delivery(True, True, 7)
+    assert await store.delivery(-4001) == Delivery()
+    # A binding is dropped only while it still names the gone topic.
+    assert not await store.drop_digest_thread(-1004001, 8)
+    assert await store.drop_digest_thread(-1004001, 7)
+    assert (await store.delivery(-1004001)).digest_thread is None
+
+
+async def test_admin_answers_expire_after_five_minutes(store: Store) -> None:
+    await store.cache_admin(-5, 11, True, T)
+    await store.cache_admin(-5, 12, False, T)
+    assert await store.cached_admin(-5, 11, T + keys.ADMIN_CACHE_SECONDS) is True
+    assert await store.cached_admin(-5, 12, T + 1) is False
+    assert await store.cached_admin(-5, 11, T + keys.ADMIN_CACHE_SECONDS + 1) is None
+    assert await store.cached_admin(-5, 13, T) is None
+    assert 0 < await store.redis.ttl(keys.ADMINS.format(chat_id=-5)) <= 300

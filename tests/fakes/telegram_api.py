@@ -57,7 +57,7 @@ import urllib.request
 import zlib
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -106,6 +106,30 @@ _TEXT_PARAMS = frozenset(
     }
 )
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
+# Telegram's exact error descriptions for the chat, topic, button and menu behaviours.
+THREAD_NOT_FOUND = "Bad Request: message thread not found"
+QUERY_TOO_OLD = "Bad Request: query is too old and response timeout expired or query ID is invalid"
+NOT_MODIFIED = (
+    "Bad Request: message is not modified: specified new message content and "
+    "reply markup are exactly the same as a current content and reply markup "
+    "of the message"
+)
+BUTTON_DATA_INVALID = "Bad Request: BUTTON_DATA_INVALID"
+NEED_ADMIN = "Bad Request: need administrator rights in the channel chat"
+NOT_CHANNEL_MEMBER = "Forbidden: bot is not a member of the channel chat"
+MESSAGE_TO_EDIT_NOT_FOUND = "Bad Request: message to edit not found"
+# A callback query must be answered this soon after the press (Telegram: "the answer
+# will be displayed to the user"... within about 15 seconds, then the query is too old).
+CALLBACK_ANSWER_SECONDS = 15.0
+MAX_CALLBACK_DATA_BYTES = 64
+# Who an anonymous group admin's messages come from.
+ANONYMOUS_ADMIN = {
+    "id": 1087968824,
+    "is_bot": True,
+    "first_name": "Group",
+    "username": "GroupAnonymousBot",
+}
+_COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")
 _COMMAND = re.compile(r"/[A-Za-z0-9_]{1,64}(?:@[A-Za-z0-9_]{1,64})?")
 
 
@@ -133,6 +157,10 @@ class SentMessage:
     previews_disabled: bool
     sent_at: float  # the fake's clock (time.monotonic) when it accepted it
     reply_to: int | None = None
+    thread_id: int | None = None  # the forum topic it went to (None: General)
+    silent: bool = False  # sent with disable_notification
+    preview_url: str | None = None  # link_preview_options.url, when previews are on
+    reply_markup: dict[str, Any] | None = None  # current inline keyboard (after edits)
     document: dict[str, Any] | None = None  # sendDocument: the Document (text = caption)
 
 
@@ -394,6 +422,28 @@ def _chat_type(chat_id: int) -> str:
     return "group"
 
 
+def _scope_key(params: dict[str, Any]) -> tuple[str, str]:
+    """The key setMyCommands files commands under: the scope, then the language."""
+    scope = params.get("scope") or {"type": "default"}
+    if not isinstance(scope, dict) or "type" not in scope:
+        raise ApiError(400, "Bad Request: can't parse BotCommandScope JSON object")
+    return json.dumps(dict(sorted(scope.items()))), str(params.get("language_code") or "")
+
+
+def _check_markup(markup: Any) -> dict[str, Any] | None:
+    """Validate an inline keyboard as Telegram does; return it (None without one)."""
+    if markup is None or markup == "":
+        return None
+    if not isinstance(markup, dict) or not isinstance(markup.get("inline_keyboard"), list):
+        raise ApiError(400, "Bad Request: can't parse reply keyboard markup JSON object")
+    for row in markup["inline_keyboard"]:
+        for button in row:
+            data = button.get("callback_data")
+            if data is not None and not 1 <= len(str(data).encode()) <= MAX_CALLBACK_DATA_BYTES:
+                raise ApiError(400, BUTTON_DATA_INVALID)
+    return markup
+
+
 def _int(value: Any, default: int) -> int:
     """Read an integer parameter that may arrive as int, float or string."""
     if value is None or value == "":
@@ -526,7 +576,18 @@ class FakeTelegram:
         self._blocked: set[int | str] = set()
         self._migrated: dict[int | str, int] = {}
         self._limits = _FloodLimits()
-        self._commands: list[Any] = []
+        # (scope as JSON, language_code) -> the commands set for it (setMyCommands).
+        self._commands: dict[tuple[str, str], list[Any]] = {}
+        # chat -> user id -> ChatMember as Telegram shapes it (getChatMember).
+        self._members: dict[int | str, dict[int, dict[str, Any]]] = {}
+        # forum chat -> its topics' message_thread_id -> name.
+        self._topics: dict[int | str, dict[int, str]] = {}
+        # callback query id -> (when pressed, answered?); the answers given, in order.
+        self._queries: dict[str, list[Any]] = {}
+        self.answers: dict[str, dict[str, Any]] = {}
+        # (chat, message id) -> the message as it is now, after edits.
+        self._current: dict[tuple[int | str, int], SentMessage] = {}
+        self._next_query = 1
         self._files: dict[str, StoredFile] = {}
         self.downloads: list[str] = []  # file paths fetched from /file/bot<token>/
         self._stopping = False
@@ -537,22 +598,25 @@ class FakeTelegram:
             "getUpdates": self._get_updates,
             "sendMessage": self._send_message,
             "editMessageText": self._edit_message_text,
+            "editMessageReplyMarkup": self._edit_message_reply_markup,
+            "answerCallbackQuery": self._answer_callback_query,
+            "getChatMember": self._get_chat_member,
+            "getChatAdministrators": self._get_chat_administrators,
             "sendDocument": self._send_document,
             "getFile": self._get_file,
-            "answerCallbackQuery": lambda p: True,
             "deleteMessage": lambda p: True,
             "sendChatAction": lambda p: True,
             "deleteWebhook": self._delete_webhook,
             "setWebhook": self._set_webhook,
             "getWebhookInfo": self._webhook_info,
             "setMyCommands": self._set_commands,
-            "getMyCommands": lambda p: list(self._commands),
+            "getMyCommands": self._get_commands,
             "deleteMyCommands": self._delete_commands,
             "setMyDescription": lambda p: True,
             "setMyShortDescription": lambda p: True,
             "setMyName": lambda p: True,
             "setChatMenuButton": lambda p: True,
-            "getChat": lambda p: self._chat(_chat_id(p)),
+            "getChat": self._get_chat,
             "logOut": lambda p: True,
             "close": lambda p: True,
         }
@@ -619,16 +683,18 @@ class FakeTelegram:
         chat_type: str | None = None,
         user_id: int | None = None,
         username: str = "alice",
+        thread_id: int | None = None,
+        anonymous: bool = False,
     ) -> int:
-        """Queue a text message from a user, as Telegram would deliver it; return update_id."""
+        """Queue a text message from a user, as Telegram would deliver it; return update_id.
+
+        ``thread_id`` sends it in a forum topic; ``anonymous`` as an anonymous group
+        admin (from GroupAnonymousBot, ``sender_chat`` the group itself).
+        """
         if chat_type is None:
-            chat_type = _chat_type(chat_id)
-        if user_id is None:
-            user_id = (
-                chat_id
-                if chat_type == "private"
-                else (zlib.crc32(username.encode()) % 900_000_000 + 100_000_000)
-            )
+            known_type = self._chats.get(chat_id, {}).get("type")
+            chat_type = known_type if isinstance(known_type, str) else _chat_type(chat_id)
+        user_id = self.user_id(chat_id, username) if user_id is None else user_id
         user = {
             "id": user_id,
             "is_bot": False,
@@ -642,15 +708,42 @@ class FakeTelegram:
         else:
             chat["title"] = f"Test {chat_type} {chat_id}"
         with self._cond:
+            known = self._chats.get(chat_id)
+            if known is not None and known.get("type") == chat_type:
+                chat = known  # a forum stays a forum, a channel keeps its username
             self._chats[chat_id] = chat
+            if chat_type in ("group", "supergroup") and not anonymous:
+                # Whoever writes in a group is in it; an admin set earlier stays one.
+                # Someone made the group: with no creator or admin recorded yet, the
+                # first user heard in it is its creator (tests that are not about
+                # admins then run as the group's owner).
+                members = self._members.setdefault(chat_id, {})
+                ruled = any(
+                    m["status"] in ("creator", "administrator") and not m["user"].get("is_bot")
+                    for m in members.values()
+                )
+                members.setdefault(
+                    user_id,
+                    {
+                        "user": user,
+                        "status": ("member" if ruled else "creator"),
+                        **({} if ruled else {"is_anonymous": False}),
+                    },
+                )
             message: dict[str, Any] = {
                 "message_id": self._next_message_id(chat_id),
                 "date": int(time.time()),
                 "chat": chat,
                 "text": text,
             }
+            if thread_id is not None:
+                if thread_id not in self._topics.get(chat_id, {}):
+                    raise ValueError(f"chat {chat_id} has no topic {thread_id}")
+                message.update(message_thread_id=thread_id, is_topic_message=True)
         if chat_type == "channel":
             message["sender_chat"] = chat
+        elif anonymous:
+            message.update({"from": dict(ANONYMOUS_ADMIN), "sender_chat": chat})
         else:
             message["from"] = user
         command = _COMMAND.match(text)
@@ -661,6 +754,176 @@ class FakeTelegram:
             message["entities"] = [{"type": "bot_command", "offset": 0, "length": length}]
         kind = "channel_post" if chat_type == "channel" else "message"
         return self.push_update({kind: message})
+
+    @staticmethod
+    def user_id(chat_id: int, username: str = "alice") -> int:
+        """The id push_message gives a user: the chat's in private, by name elsewhere."""
+        if chat_id > 0:
+            return chat_id
+        return zlib.crc32(username.encode()) % 900_000_000 + 100_000_000
+
+    # chats, members, topics
+
+    def set_member(
+        self,
+        chat_id: int | str,
+        user_id: int,
+        status: str,
+        username: str | None = None,
+        **rights: Any,
+    ) -> None:
+        """Record a user's (or the bot's) membership, as getChatMember will answer it.
+
+        ``status`` is Telegram's: "creator", "administrator", "member", "restricted",
+        "left", "kicked"; ``rights`` are an administrator's (can_post_messages=True...).
+        """
+        if user_id == self.bot_user["id"]:
+            user = dict(self.bot_user)
+        else:
+            name = username or f"user{user_id}"
+            user = {
+                "id": user_id,
+                "is_bot": False,
+                "first_name": name.capitalize(),
+                "username": name,
+            }
+        member: dict[str, Any] = {"user": user, "status": status}
+        if status == "creator":
+            member["is_anonymous"] = False
+        elif status == "administrator":
+            member.update(
+                {
+                    "can_be_edited": False,
+                    "is_anonymous": False,
+                    "can_manage_chat": True,
+                    "can_delete_messages": True,
+                    "can_manage_video_chats": True,
+                    "can_restrict_members": True,
+                    "can_promote_members": False,
+                    "can_change_info": True,
+                    "can_invite_users": True,
+                    "can_post_stories": False,
+                    "can_edit_stories": False,
+                    "can_delete_stories": False,
+                }
+            )
+            member.update(rights)
+        elif status == "kicked":
+            member["until_date"] = 0
+        with self._cond:
+            self._members.setdefault(chat_id, {})[user_id] = member
+
+    def make_chat(
+        self, chat_id: int, chat_type: str, username: str | None = None, forum: bool = False
+    ) -> dict[str, Any]:
+        """Create a chat of a type ("channel", "supergroup" with ``forum``...); return it."""
+        chat: dict[str, Any] = {
+            "id": chat_id,
+            "type": chat_type,
+            "title": f"Test {chat_type} {chat_id}",
+        }
+        if username:
+            chat["username"] = username
+        if forum:
+            chat["is_forum"] = True
+        with self._cond:
+            self._chats[chat_id] = chat
+            if forum:
+                self._topics.setdefault(chat_id, {})
+        return chat
+
+    def add_topic(self, chat_id: int, thread_id: int, name: str = "News") -> None:
+        """Open a topic in a forum supergroup (made one if it is not yet)."""
+        if not self._chats.get(chat_id, {}).get("is_forum"):
+            self.make_chat(chat_id, "supergroup", forum=True)
+        with self._cond:
+            self._topics.setdefault(chat_id, {})[thread_id] = name
+
+    def delete_topic(self, chat_id: int, thread_id: int) -> None:
+        """Delete a forum topic: sends into it answer 400 message thread not found."""
+        with self._cond:
+            self._topics.get(chat_id, {}).pop(thread_id, None)
+
+    # buttons
+
+    def message(self, chat_id: int | str, message_id: int) -> SentMessage:
+        """A message the bot sent, as it looks now (after any edits)."""
+        with self._cond:
+            return self._current[(chat_id, message_id)]
+
+    def buttons(self, chat_id: int | str, message_id: int) -> list[str]:
+        """The texts of a message's inline buttons, row by row."""
+        markup = self.message(chat_id, message_id).reply_markup or {}
+        return [button["text"] for row in markup.get("inline_keyboard", []) for button in row]
+
+    def press(
+        self,
+        chat_id: int,
+        message_id: int,
+        button: str,
+        username: str = "alice",
+        user_id: int | None = None,
+        twice: bool = False,
+    ) -> str:
+        """Press the inline button whose text contains ``button``; return the query id.
+
+        Queued as the callback_query update Telegram sends, carrying the button's
+        callback_data and the message as it is now. With ``twice`` the same update is
+        queued twice, as Telegram delivers it again when a getUpdates answer was lost.
+        """
+        current = self.message(chat_id, message_id)
+        rows = (current.reply_markup or {}).get("inline_keyboard", [])
+        found = [b for row in rows for b in row if button in b["text"]]
+        if len(found) != 1:
+            raise ValueError(f"{len(found)} buttons match {button!r} on message {message_id}")
+        user_id = self.user_id(chat_id, username) if user_id is None else user_id
+        with self._cond:
+            query_id = str(8_000_000_000 + self._next_query)
+            self._next_query += 1
+            self._queries[query_id] = [self.clock(), False]
+            chat = self._chat(chat_id)
+        message: dict[str, Any] = {
+            "message_id": message_id,
+            "from": dict(self.bot_user),
+            "chat": chat,
+            "date": int(time.time()),
+            "text": current.displayed,
+            "reply_markup": current.reply_markup,
+        }
+        if current.thread_id is not None:
+            message.update(message_thread_id=current.thread_id, is_topic_message=True)
+        update = {
+            "callback_query": {
+                "id": query_id,
+                "from": {
+                    "id": user_id,
+                    "is_bot": False,
+                    "first_name": username.capitalize(),
+                    "username": username,
+                    "language_code": "en",
+                },
+                "message": message,
+                "chat_instance": str(zlib.crc32(str(chat_id).encode())),
+                "data": found[0]["callback_data"],
+            }
+        }
+        update_id = self.push_update(update)
+        if twice:
+            self.push_update({"update_id": update_id, **update})
+        return query_id
+
+    def wait_for_answer(self, query_id: str, timeout: float = 10) -> dict[str, Any]:
+        """Wait until a callback query was answered; return the answer's parameters."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while query_id not in self.answers:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"callback query {query_id} was not answered within {timeout}s"
+                    )
+                self._cond.wait(remaining)
+            return self.answers[query_id]
 
     def add_file(
         self,
@@ -1288,12 +1551,30 @@ class FakeTelegram:
         commands = params.get("commands")
         if not isinstance(commands, list):
             raise ApiError(400, "Bad Request: can't parse commands JSON object")
-        self._commands = commands
+        for command in commands:
+            if (
+                not isinstance(command, dict)
+                or not _COMMAND_NAME.fullmatch(str(command.get("command", "")))
+                or not 1 <= len(str(command.get("description", ""))) <= 256
+            ):
+                raise ApiError(400, "Bad Request: BOT_COMMAND_INVALID")
+        with self._cond:
+            self._commands[_scope_key(params)] = commands
         return True
 
+    def _get_commands(self, params: dict[str, Any]) -> list[Any]:
+        with self._cond:
+            return list(self._commands.get(_scope_key(params), []))
+
     def _delete_commands(self, params: dict[str, Any]) -> bool:
-        self._commands = []
+        with self._cond:
+            self._commands.pop(_scope_key(params), None)
         return True
+
+    def commands(self, scope: str = "default", language_code: str = "") -> list[Any]:
+        """The commands set for a scope type ("default", "all_chat_administrators", ...)."""
+        with self._cond:
+            return list(self._commands.get((json.dumps({"type": scope}), language_code), []))
 
     def _next_message_id(self, chat_id: int | str) -> int:
         """Allocate a message id; like Telegram, ids count up per chat."""
@@ -1349,11 +1630,17 @@ class FakeTelegram:
                     "Bad Request: group chat was upgraded to a supergroup chat",
                     {"migrate_to_chat_id": self._migrated[chat_id]},
                 )
+            chat_id = self._channel_poster(chat_id)
+            thread_id = params.get("message_thread_id")
+            if thread_id is not None and thread_id not in self._topics.get(chat_id, {}):
+                raise ApiError(400, THREAD_NOT_FOUND)
         text, displayed, parse_mode = self._displayed(params)
+        markup = _check_markup(params.get("reply_markup"))
         preview = params.get("link_preview_options")
         previews_disabled = (
             isinstance(preview, dict) and preview.get("is_disabled") is True
         ) or params.get("disable_web_page_preview") is True
+        preview_url = preview.get("url") if isinstance(preview, dict) else None
         reply_to = params.get("reply_to_message_id")
         reply = params.get("reply_parameters")
         if isinstance(reply, dict):
@@ -1377,26 +1664,133 @@ class FakeTelegram:
                     )
             self._limits.record(chat_id, now)
             message_id = self._next_message_id(chat_id)
-            self._sent.append(
-                SentMessage(
-                    chat_id=chat_id,
-                    message_id=message_id,
-                    text=text,
-                    displayed=displayed,
-                    parse_mode=parse_mode,
-                    previews_disabled=previews_disabled,
-                    sent_at=now,
-                    reply_to=reply_to if isinstance(reply_to, int) else None,
-                )
+            message = SentMessage(
+                chat_id=chat_id,
+                message_id=message_id,
+                text=text,
+                displayed=displayed,
+                parse_mode=parse_mode,
+                previews_disabled=previews_disabled,
+                sent_at=now,
+                reply_to=reply_to if isinstance(reply_to, int) else None,
+                thread_id=thread_id if isinstance(thread_id, int) else None,
+                silent=params.get("disable_notification") is True,
+                preview_url=preview_url if isinstance(preview_url, str) else None,
+                reply_markup=markup,
             )
+            self._sent.append(message)
+            self._current[(chat_id, message_id)] = message
             self._cond.notify_all()
-        return {
+        answer: dict[str, Any] = {
             "message_id": message_id,
             "from": self.bot_user,
             "chat": chat,
             "date": int(time.time()),
             "text": displayed,
         }
+        if markup is not None:
+            answer["reply_markup"] = markup
+        if message.thread_id is not None:
+            answer.update(message_thread_id=message.thread_id, is_topic_message=True)
+        return answer
+
+    def _channel_poster(self, chat_id: int | str) -> int | str:
+        """The channel a send goes to, if the bot may post there (lock held).
+
+        ``@username`` names a known channel by its username. Telegram: a bot that is not
+        in the channel gets 403, one without the right to post 400.
+        """
+        if isinstance(chat_id, str):
+            named = [
+                cid
+                for cid, chat in self._chats.items()
+                if chat.get("username", "").lower() == chat_id.lstrip("@").lower()
+            ]
+            if not named:
+                raise ApiError(400, "Bad Request: chat not found")
+            chat_id = named[0]
+        if self._chats.get(chat_id, {}).get("type") != "channel":
+            return chat_id
+        me = self._members.get(chat_id, {}).get(self.bot_user["id"])
+        if me is None or me["status"] in ("left", "kicked"):
+            raise ApiError(403, NOT_CHANNEL_MEMBER)
+        if me["status"] != "creator" and not me.get("can_post_messages"):
+            raise ApiError(400, NEED_ADMIN)
+        return chat_id
+
+    def _get_chat_member(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = _chat_id(params)
+        user_id = _int(params.get("user_id"), 0)
+        with self._cond:
+            chat_id = self._known_chat(chat_id)
+            members = self._members.get(chat_id, {})
+            if self._chats.get(chat_id, {}).get("type") == "channel":
+                me = members.get(self.bot_user["id"])
+                if me is None or me["status"] in ("left", "kicked"):
+                    raise ApiError(403, NOT_CHANNEL_MEMBER)
+                if (
+                    me["status"] not in ("creator", "administrator")
+                    and user_id != self.bot_user["id"]
+                ):
+                    raise ApiError(400, NEED_ADMIN)
+            found = members.get(user_id)
+        if found is not None:
+            return found
+        if user_id == self.bot_user["id"]:
+            # The bot is in every group it hears from, as a plain member by default.
+            return {"user": dict(self.bot_user), "status": "member"}
+        if user_id <= 0:
+            raise ApiError(400, "Bad Request: invalid user_id specified")
+        return {
+            "user": {"id": user_id, "is_bot": False, "first_name": f"User{user_id}"},
+            "status": "left",
+        }
+
+    def _get_chat_administrators(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        chat_id = _chat_id(params)
+        with self._cond:
+            chat_id = self._known_chat(chat_id)
+            if self._chats.get(chat_id, {}).get("type") == "channel":
+                me = self._members.get(chat_id, {}).get(self.bot_user["id"])
+                if me is None or me["status"] in ("left", "kicked"):
+                    raise ApiError(403, NOT_CHANNEL_MEMBER)
+            return [
+                member
+                for member in self._members.get(chat_id, {}).values()
+                if member["status"] in ("creator", "administrator")
+            ]
+
+    def _get_chat(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = _chat_id(params)
+        if isinstance(chat_id, str):
+            with self._cond:
+                chat_id = self._known_chat(chat_id)  # an unknown @username: not found
+        # getChat answers a ChatFullInfo: the chat plus fields that object requires.
+        return {**self._chat(chat_id), "accent_color_id": 0, "max_reaction_count": 11}
+
+    def _known_chat(self, chat_id: int | str) -> int | str:
+        """The id of a chat named by id or @username (lock held); 400 if unknown."""
+        if isinstance(chat_id, str):
+            named = [
+                cid
+                for cid, chat in self._chats.items()
+                if chat.get("username", "").lower() == chat_id.lstrip("@").lower()
+            ]
+            if not named:
+                raise ApiError(400, "Bad Request: chat not found")
+            return named[0]
+        return chat_id
+
+    def _answer_callback_query(self, params: dict[str, Any]) -> bool:
+        query_id = str(params.get("callback_query_id") or "")
+        with self._cond:
+            query = self._queries.get(query_id)
+            if query is None or query[1] or self.clock() - query[0] > CALLBACK_ANSWER_SECONDS:
+                raise ApiError(400, QUERY_TOO_OLD)
+            query[1] = True
+            self.answers[query_id] = dict(params)
+            self._cond.notify_all()
+        return True
 
     def _get_file(self, params: dict[str, Any]) -> dict[str, Any]:
         file_id = params.get("file_id")
@@ -1501,19 +1895,49 @@ class FakeTelegram:
             message["caption"] = displayed
         return message
 
-    def _edit_message_text(self, params: dict[str, Any]) -> dict[str, Any] | bool:
-        _, displayed, _ = self._displayed(params)
+    def _edit_message_reply_markup(self, params: dict[str, Any]) -> dict[str, Any] | bool:
         if "inline_message_id" in params:
             return True
+        markup = _check_markup(params.get("reply_markup"))
+        return self._edit(params, None, markup)
+
+    def _edit(
+        self,
+        params: dict[str, Any],
+        new_text: tuple[str, str] | None,
+        markup: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """Edit a stored message's text (None: keep it) and keyboard, as Telegram does."""
         chat_id = _chat_id(params)
-        return {
-            "message_id": _int(params.get("message_id"), 0),
+        message_id = _int(params.get("message_id"), 0)
+        with self._cond:
+            current = self._current.get((chat_id, message_id))
+            if current is None:
+                raise ApiError(400, MESSAGE_TO_EDIT_NOT_FOUND)
+            text, displayed = new_text or (current.text, current.displayed)
+            if displayed == current.displayed and markup == current.reply_markup:
+                raise ApiError(400, NOT_MODIFIED)
+            edited = replace(current, text=text, displayed=displayed, reply_markup=markup)
+            self._current[(chat_id, message_id)] = edited
+            self._cond.notify_all()
+        answer: dict[str, Any] = {
+            "message_id": message_id,
             "from": self.bot_user,
             "chat": self._chat(chat_id),
             "date": int(time.time()),
             "edit_date": int(time.time()),
             "text": displayed,
         }
+        if markup is not None:
+            answer["reply_markup"] = markup
+        return answer
+
+    def _edit_message_text(self, params: dict[str, Any]) -> dict[str, Any] | bool:
+        text, displayed, _ = self._displayed(params)
+        if "inline_message_id" in params:
+            return True
+        # Without reply_markup an edit removes the message's inline keyboard.
+        return self._edit(params, (text, displayed), _check_markup(params.get("reply_markup")))
 
     def _control(self, http_method: str, path: str, query: str, body: dict[str, Any]) -> Answer:
         """Serve the /_fake/ control API used when the fake runs in another process."""
