@@ -337,6 +337,23 @@ async def test_a_dead_consumers_entry_is_claimed_and_handled_once(redis, consume
     assert sorted(recorder.calls.items()) == [(1, 1), (2, 1)]
 
 
+async def test_a_dead_consumers_entry_claimed_behind_its_chats_next_one_goes_first(
+    redis, consumers
+):
+    recorder = Recorder()
+    await append(redis, [message(1, 5)])
+    await Consumer(redis, "dead", recorder).ensure_group()
+    await redis.xreadgroup(keys.GROUP, "dead", {keys.UPDATES: ">"}, count=10)
+    # The chat's next update is read at once; its previous one comes only by a claim,
+    # once idle, into the same hand. Waiting for it out of order would take a minute.
+    await append(redis, [message(2, 5)])
+    await consumers.start(recorder, name="alive", order_wait=60.0)
+    await recorder.wait_for(lambda: len(recorder.of(5)) == 2)
+    assert recorder.of(5) == [1, 2]
+    await settled(redis)
+    assert recorder.calls == {1: 1, 2: 1}
+
+
 async def test_a_deferred_update_stays_pending_and_is_handled_later(redis, consumers):
     recorder = Recorder()
     outage = asyncio.Event()

@@ -90,6 +90,18 @@ return 'mine'
 """
 
 
+class _PreviousInHand(Exception):
+    """The update a handler waits for is queued behind it, in the same hand.
+
+    A claim brings a dead replica's entry after the chat's later ones were read, so the
+    later one would wait for an entry that can only start once it is done.
+    """
+
+    def __init__(self, item: Item) -> None:
+        super().__init__(item.update_id)
+        self.item = item
+
+
 @dataclass
 class _Chat:
     """One chat's entries in hand, in order, and the task working through them."""
@@ -319,6 +331,11 @@ class Consumer:
                 handled = False
                 try:
                     handled = await self._handle_item(item)
+                except _PreviousInHand as previous:
+                    # Claimed after this one was read: it goes first, this one next.
+                    chat.queue.remove(previous.item)
+                    chat.queue.appendleft(previous.item)
+                    continue
                 except RedisError:
                     # Left pending: claimed and handled again once Redis answers.
                     logger.warning(
@@ -335,6 +352,12 @@ class Consumer:
                 self._progress.set()
         finally:
             chat.runner = None
+
+    def _in_hand_of(self, chat_id: str, update_id: str) -> Item | None:
+        """The chat's entry of ``update_id`` if it is in our hand, queued."""
+        chat = self._chats.get(chat_id)
+        queued = chat.queue if chat is not None else ()
+        return next((item for item in queued if item.update_id == update_id), None)
 
     async def _give_back_chat(self, chat: _Chat) -> None:
         """Give back the chat's entries behind one left pending: they must wait for it.
@@ -366,6 +389,9 @@ class Consumer:
             )
             if state != "wait":
                 break
+            earlier = self._in_hand_of(item.chat, previous)
+            if earlier is not None:
+                raise _PreviousInHand(earlier)
             if waited > self.order_wait:
                 logger.warning(
                     "update %s goes ahead of update %s of the same chat", item.update_id, previous
