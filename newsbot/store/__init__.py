@@ -5,9 +5,6 @@ Every Redis command about chats and news lives here (the cluster modules keep th
 keys). Each chat is one hash, so a chat's settings move or vanish together; its seen
 history is one small sorted set with a time-to-live, and ``forget_chat`` deletes every
 key of a chat (``keys.CHAT_KEYS``).
-
-The client waits for a free connection rather than failing when its pool is busy: a
-burst of work is queued, not mistaken for an outage (``pool_size`` says how big).
 """
 
 from __future__ import annotations
@@ -15,18 +12,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import time
 import zoneinfo
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError, WatchError
 
-from newsbot import filters, keys, metrics, redis_url
-from newsbot.config import Settings
+from newsbot import filters, keys
 from newsbot.models import Delivery, Item, Source
 from newsbot.quiet import QuietHours, parse_quiet
 from newsbot.schedule import (
@@ -36,118 +31,43 @@ from newsbot.schedule import (
     parse_local_schedule,
     parse_zone,
 )
+from newsbot.store.connection import (
+    LOOP_CONNECTIONS,
+    POOL_WAIT_SECONDS,
+    SENTINEL_TIMEOUT_SECONDS,
+    connect,
+    pool_size,
+    sentinel_master,
+    wait_for_replicas,
+)
+from newsbot.store.scripts import (
+    _CLAIM_DUE,
+    _DROP_ALERT_SOURCE,
+    _DROP_FIELD,
+    _FORGET_WATCHER,
+    _MARK_SEEN,
+    _RELEASE,
+    _RELEASE_HELD,
+)
+
+__all__ = [
+    "LOOP_CONNECTIONS",
+    "POOL_WAIT_SECONDS",
+    "SENTINEL_TIMEOUT_SECONDS",
+    "UTC",
+    "CachedNews",
+    "Store",
+    "alert_member",
+    "connect",
+    "digest_scope",
+    "feed_digest",
+    "pool_size",
+    "sentinel_master",
+    "update_scope",
+    "wait_for_replicas",
+]
 
 UTC = zoneinfo.ZoneInfo("UTC")
-
-logger = logging.getLogger(__name__)
-
-# How long a command waits for a free connection of a busy pool before it fails (and
-# the bot treats Redis as unreachable): as long as a command may take on the wire.
-POOL_WAIT_SECONDS = 10.0
-# Connections for the loops beside the work: the poller's long poll and lease, the
-# consumer's read, touch and claim, the readiness check, the digest claim and prefetch.
-LOOP_CONNECTIONS = 8
-
-# Claim the digests that are due: move each from "due now" to "being sent" in one step,
-# so two replicas never take the same one. ARGV: now, claim seconds, max count.
-_CLAIM_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
-local hold_until = tonumber(ARGV[1]) + tonumber(ARGV[2])
-for _, chat in ipairs(due) do
-    redis.call('ZADD', KEYS[1], hold_until, chat)
-end
-return due
-"""
-
-# Remember items as sent, keeping the history within what the chat can be shown.
-# KEYS: seen set, chat hash. ARGV: now (ms), items per source, rounds, floor, compact
-# size, time-to-live (s), then the members. Room is made before the new members go in,
-# so a set at its bound never grows past it (Redis would convert a listpack set to the
-# large encoding for good); members sent again move to the newest end.
-_MARK_SEEN = """
-local key = KEYS[1]
-local raw = redis.call('HGET', KEYS[2], 'sources')
-local sources = 0
-if raw then sources = #cjson.decode(raw) end
-local per_round = sources * tonumber(ARGV[2])
-local batch = #ARGV - 6
-local keep = math.max(tonumber(ARGV[4]), per_round, batch,
-                      math.min(per_round * tonumber(ARGV[3]), tonumber(ARGV[5])))
--- Each batch strictly newer than the last, whatever the clocks of the replicas say.
-local now = tonumber(ARGV[1])
-local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-if newest[2] and tonumber(newest[2]) >= now then now = tonumber(newest[2]) + 1 end
-local fresh = {}
-for i = 7, #ARGV do
-    if redis.call('ZSCORE', key, ARGV[i]) then
-        redis.call('ZADD', key, now, ARGV[i])
-    else
-        fresh[#fresh + 1] = ARGV[i]
-    end
-end
-local excess = redis.call('ZCARD', key) + #fresh - keep
-if excess > 0 then
-    redis.call('ZREMRANGEBYRANK', key, 0, excess - 1)
-end
-for _, member in ipairs(fresh) do
-    redis.call('ZADD', key, now, member)
-end
--- A history written by an older version (or before a chat dropped sources) may sit in
--- the large encoding although it is small now: written anew, it is compact again.
-local ok, encoding = pcall(redis.call, 'OBJECT', 'ENCODING', key)
-if ok and encoding == 'skiplist' and redis.call('ZCARD', key) <= tonumber(ARGV[5]) then
-    local entries = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-    redis.call('DEL', key)
-    for i = 1, #entries, 2 do
-        redis.call('ZADD', key, entries[i + 1], entries[i])
-    end
-end
-redis.call('EXPIRE', key, ARGV[6])
-return keep
-"""
-
-# Delete a hash field only if it still has the value given. KEYS: hash. ARGV: field, value.
-_DROP_FIELD = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-    return redis.call('HDEL', KEYS[1], ARGV[1])
-end
-return 0
-"""
-
-# Drop the held messages a replica delivered, and the chat's quiet end with the last of
-# them; messages held meanwhile stay, due at the end their hold set. KEYS: held list, quiet
-# end set. ARGV: chat id, how many were delivered. Returns how many are left.
-_RELEASE_HELD = """
-redis.call('LTRIM', KEYS[1], tonumber(ARGV[2]), -1)
-local left = redis.call('LLEN', KEYS[1])
-if left == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end
-return left
-"""
-
-# Stop checking a source no chat watches any more; not if a chat began watching it
-# meanwhile. KEYS: watchers set, checks set, sources hash. ARGV: digest.
-_DROP_ALERT_SOURCE = """
-if redis.call('SCARD', KEYS[1]) > 0 then return 0 end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
-return 1
-"""
-
-# Drop a chat from a source's watchers unless it watches it again by now (/alert off,
-# then /alert, while a check looked). KEYS: the chat's alerts hash, the watchers set.
-# ARGV: digest, chat id.
-_FORGET_WATCHER = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
-return redis.call('SREM', KEYS[2], ARGV[2])
-"""
-
-# Release a lock only if we still hold it.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,122 +122,6 @@ class CachedNews:
             failing_since=float(data["failing_since"]) if data.get("failing_since") else None,
             dead=data.get("dead") == "1",
         )
-
-
-def pool_size(updates_in_flight: int, digest_slots: int, downloads: int) -> int:
-    """Connections one replica needs so that its work never waits for a connection.
-
-    ``updates_in_flight + digest_slots + downloads + LOOP_CONNECTIONS``: each update in
-    hand, digest being built (or source being prefetched) and download finishing (it
-    stores its result and drops its lock) uses one connection at a time, and the loops
-    beside them a few more. More concurrent commands than that wait for a connection
-    (``POOL_WAIT_SECONDS`` at most): a burst is slowed, never failed.
-    """
-    return updates_in_flight + digest_slots + downloads + LOOP_CONNECTIONS
-
-
-def connect(settings: Settings, max_connections: int = 64) -> aioredis.Redis:
-    """A Redis client for REDIS_URL, or the embedded in-process store without one.
-
-    Its pool holds at most ``max_connections`` connections and, when all are busy, a
-    command waits for one (``BlockingConnectionPool``) instead of raising.
-    """
-    if settings.redis_url and redis_url.is_sentinel(settings.redis_url):
-        return _sentinel_client(redis_url.parse(settings.redis_url), max_connections)
-    if settings.redis_url:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=max_connections,
-            timeout=POOL_WAIT_SECONDS,
-            decode_responses=True,
-            health_check_interval=15,
-            socket_timeout=10,
-            socket_connect_timeout=5,
-        )
-        return aioredis.Redis.from_pool(pool)
-    import fakeredis  # only needed for the embedded default
-
-    logger.info(
-        "REDIS_URL is not set: using an embedded in-process store; "
-        "state is lost when the bot stops and replicas cannot share it"
-    )
-    return fakeredis.FakeAsyncRedis(decode_responses=True)
-
-
-class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
-    """The master's pool as the sentinels name it, waiting for a free connection as
-    ``BlockingConnectionPool`` does (Sentinel's own pool raises when all are busy)."""
-
-
-# A sentinel that does not answer is skipped for the next one; waiting long on it would
-# stretch every lookup of the master during a failover.
-SENTINEL_TIMEOUT_SECONDS = 2.0
-
-
-def _sentinel_client(url: redis_url.SentinelURL, max_connections: int) -> aioredis.Redis:
-    """A client of the master the sentinels name, following it through failovers.
-
-    Each new connection asks the sentinels where the master is, and a connection to a
-    server that is no longer the master is dropped, so the next command goes to the
-    new one: the bot needs no restart.
-    """
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        list(url.sentinels),
-        sentinel_kwargs={
-            "username": url.sentinel_username,
-            "password": url.sentinel_password,
-            "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
-            "socket_connect_timeout": SENTINEL_TIMEOUT_SECONDS,
-            "decode_responses": True,
-        },
-    )
-    client: aioredis.Redis = sentinel.master_for(
-        url.master,
-        connection_pool_class=_BlockingSentinelPool,
-        max_connections=max_connections,
-        timeout=POOL_WAIT_SECONDS,
-        db=url.db,
-        username=url.username,
-        password=url.password,
-        decode_responses=True,
-        health_check_interval=15,
-        socket_timeout=10,
-        socket_connect_timeout=5,
-    )
-    return client
-
-
-async def sentinel_master(redis: aioredis.Redis) -> tuple[str, int] | None:
-    """The master's address as the sentinels name it now; None for a plain Redis URL.
-
-    Raises MasterNotFoundError when no sentinel names one (``newsbot check``).
-    """
-    pool = redis.connection_pool
-    if not isinstance(pool, SentinelConnectionPool):
-        return None
-    host, port = await pool.get_master_address()  # type: ignore[no-untyped-call]
-    return str(host), int(port)
-
-
-async def wait_for_replicas(redis: aioredis.Redis, timeout_ms: int) -> int | None:
-    """Wait until a replica has what this connection wrote; how many have (None: none
-    is attached, counted in ``newsbot_replica_ack_skipped_total``).
-
-    ``WAIT`` waits for the writes of the connection it runs on, so ``redis`` must be the
-    one that wrote: a single-connection client (``async with redis.client() as
-    conn``) or a pipeline's connection. 0 means the timeout passed unacknowledged (a
-    slow or cut-off replica): the write is on the master and the caller goes on, as it
-    would with no replica. With no replica attached ``WAIT`` would only sleep out its
-    timeout, so it is not sent.
-    """
-    info = await redis.info("replication")
-    if not int(info.get("connected_slaves", 0)):
-        metrics.REPLICA_ACK_SKIPPED.inc()
-        return None
-    acknowledged = int(await redis.wait(1, timeout_ms))
-    if not acknowledged:
-        metrics.REPLICA_ACK_TIMEOUTS.inc()
-    return acknowledged
 
 
 class Store:
