@@ -17,9 +17,7 @@ import zoneinfo
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
-from redis.exceptions import OutOfMemoryError, RedisError, ResponseError, WatchError
+from redis.exceptions import WatchError
 
 from newsbot import filters, keys
 from newsbot.models import Delivery, Item, Source
@@ -31,6 +29,14 @@ from newsbot.schedule import (
     parse_local_schedule,
     parse_zone,
 )
+from newsbot.store.base import (
+    StoreBase,
+    _chat,
+    _seen_member,
+    _source_chats,
+    _source_keys,
+    feed_digest,
+)
 from newsbot.store.connection import (
     LOOP_CONNECTIONS,
     POOL_WAIT_SECONDS,
@@ -39,15 +45,6 @@ from newsbot.store.connection import (
     pool_size,
     sentinel_master,
     wait_for_replicas,
-)
-from newsbot.store.scripts import (
-    _CLAIM_DUE,
-    _DROP_ALERT_SOURCE,
-    _DROP_FIELD,
-    _FORGET_WATCHER,
-    _MARK_SEEN,
-    _RELEASE,
-    _RELEASE_HELD,
 )
 
 __all__ = [
@@ -124,53 +121,8 @@ class CachedNews:
         )
 
 
-class Store:
+class Store(StoreBase):
     """Chats, subscriptions, seen items and the fetch cache."""
-
-    def __init__(self, redis: aioredis.Redis, items_per_source: int = 5) -> None:
-        self.redis = redis
-        # What one /fetch or digest shows of a source: the unit of the seen history.
-        self.items_per_source = items_per_source
-        self._claim_due = redis.register_script(_CLAIM_DUE)
-        self._mark_seen = redis.register_script(_MARK_SEEN)
-        self._release = redis.register_script(_RELEASE)
-        self._drop_field = redis.register_script(_DROP_FIELD)
-        self._release_held = redis.register_script(_RELEASE_HELD)
-        self._drop_alert_source = redis.register_script(_DROP_ALERT_SOURCE)
-        self._forget_watcher = redis.register_script(_FORGET_WATCHER)
-
-    async def close(self) -> None:
-        await self.redis.aclose()
-        manager = getattr(self.redis.connection_pool, "sentinel_manager", None)
-        if isinstance(manager, Sentinel):
-            await manager.aclose()  # its own connections to the sentinels
-
-    async def ping(self) -> bool:
-        """Tell whether Redis answers."""
-        try:
-            return bool(await self.redis.ping())
-        except (RedisError, OSError):
-            return False
-
-    async def write_problem(self) -> str | None:
-        """Why Redis cannot take the bot's writes now, or None when it can (readiness).
-
-        Out of memory is told apart from unreachable: Redis at ``maxmemory`` with the
-        noeviction policy answers reads and refuses every write.
-        """
-        try:
-            await self.redis.set(keys.READY_PROBE, "1", px=keys.READY_PROBE_MS)
-        except OutOfMemoryError as error:
-            # redis-py drops the "OOM" of Redis' answer; said again, it is recognisable.
-            return f"Redis is out of memory: OOM {str(error).rstrip('.')}"
-        except ResponseError as error:
-            return f"Redis refuses writes: {error}"  # e.g. READONLY: a replica, not the master
-        except MasterNotFoundError:
-            # Before RedisError: it is a ConnectionError, but the cure differs (sentinels).
-            return "Redis Sentinel names no master (a failover under way, or no sentinel answers)"
-        except (RedisError, OSError):
-            return "Redis does not answer"
-        return None
 
     # --- chats -------------------------------------------------------------------------
 
@@ -1010,19 +962,6 @@ def _moved_filters(raw: str, moves: dict[str, str]) -> str:
     return json.dumps(moved)
 
 
-def _chat(chat_id: int) -> str:
-    return keys.CHAT.format(chat_id=chat_id)
-
-
-def feed_digest(key: str) -> str:
-    """The part of a source's keys that names it: a hash of its canonical name."""
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
-
-
-def _source_chats(key: str) -> str:
-    return keys.SOURCE_CHATS.format(digest=feed_digest(key))
-
-
 def _move_in_index(
     pipe: Any, old_id: int, old: dict[str, str], new_id: int, merged: dict[str, str]
 ) -> None:
@@ -1031,14 +970,6 @@ def _move_in_index(
         pipe.srem(_source_chats(key), old_id)
     for key in _source_keys(merged.get("sources")):
         pipe.sadd(_source_chats(key), new_id)
-
-
-def _source_keys(raw: str | None) -> set[str]:
-    """The keys of the sources in a chat hash's ``sources`` field."""
-    try:
-        return {data["key"] for data in json.loads(raw)} if raw else set()
-    except (ValueError, KeyError, TypeError):
-        return set()  # written by another version: nothing to index
 
 
 def _zone(name: str | None) -> zoneinfo.ZoneInfo:
@@ -1053,16 +984,6 @@ def _quiet(text: str | None) -> QuietHours | None:
         return parse_quiet(text) if text else None
     except ScheduleError:
         return None  # written by another version: no quiet hours rather than a failure
-
-
-def _seen_member(item_id: str) -> str:
-    """An item id as the seen history stores it: 16 hex digits, whatever its length.
-
-    Feed ids are often long URLs; above 64 bytes a member alone would move the set to
-    Redis' large encoding. 64 bits of SHA-256 make a collision among a chat's few hundred
-    entries a chance of about one in 10^14.
-    """
-    return hashlib.sha256(item_id.encode()).hexdigest()[:16]
 
 
 def _merge_chat(
