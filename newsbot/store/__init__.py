@@ -9,7 +9,6 @@ key of a chat (``keys.CHAT_KEYS``).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import time
@@ -20,7 +19,7 @@ from typing import Any
 from redis.exceptions import WatchError
 
 from newsbot import filters, keys
-from newsbot.models import Delivery, Item, Source
+from newsbot.models import Delivery, Source
 from newsbot.quiet import QuietHours, parse_quiet
 from newsbot.schedule import (
     LocalSchedule,
@@ -37,6 +36,7 @@ from newsbot.store.base import (
     _source_keys,
     feed_digest,
 )
+from newsbot.store.cache import CachedNews, CacheStore
 from newsbot.store.connection import (
     LOOP_CONNECTIONS,
     POOL_WAIT_SECONDS,
@@ -46,6 +46,7 @@ from newsbot.store.connection import (
     sentinel_master,
     wait_for_replicas,
 )
+from newsbot.store.notices import NoticeStore
 
 __all__ = [
     "LOOP_CONNECTIONS",
@@ -67,61 +68,7 @@ __all__ = [
 UTC = zoneinfo.ZoneInfo("UTC")
 
 
-@dataclasses.dataclass(frozen=True)
-class CachedNews:
-    """A source's last fetch: items or an error, when, and validators for the next GET."""
-
-    fetched_at: float
-    items: tuple[Item, ...] = ()
-    error: str | None = None
-    etag: str | None = None
-    last_modified: str | None = None
-    # The feed a web page links to (feed discovery), and where a feed moved permanently
-    # (a 301/308): what /source and /add store instead of the URL given.
-    discovered: str | None = None
-    moved_to: str | None = None
-    # The failure streak (source_health): failed fetches in a row, when the first of
-    # them was, and whether the source's chats were told it is dead.
-    failures: int = 0
-    failing_since: float | None = None
-    dead: bool = False
-
-    def to_mapping(self) -> dict[str, str]:
-        mapping = {
-            "fetched_at": repr(self.fetched_at),
-            "items": json.dumps([item.to_json() for item in self.items]),
-            "error": self.error or "",
-            "etag": self.etag or "",
-            "last_modified": self.last_modified or "",
-            "failures": str(self.failures),
-            "failing_since": "" if self.failing_since is None else repr(self.failing_since),
-            "dead": "1" if self.dead else "",
-        }
-        # Only when set: an entry without them is written exactly as before.
-        if self.discovered:
-            mapping["discovered"] = self.discovered
-        if self.moved_to:
-            mapping["moved_to"] = self.moved_to
-        return mapping
-
-    @classmethod
-    def from_mapping(cls, data: dict[str, str]) -> CachedNews:
-        return cls(
-            fetched_at=float(data["fetched_at"]),
-            items=tuple(Item.from_json(item) for item in json.loads(data["items"])),
-            error=data.get("error") or None,
-            etag=data.get("etag") or None,
-            last_modified=data.get("last_modified") or None,
-            discovered=data.get("discovered") or None,
-            moved_to=data.get("moved_to") or None,
-            # Absent in entries written before streaks were kept: no streak yet.
-            failures=int(data.get("failures") or 0),
-            failing_since=float(data["failing_since"]) if data.get("failing_since") else None,
-            dead=data.get("dead") == "1",
-        )
-
-
-class Store(StoreBase):
+class Store(NoticeStore, CacheStore, StoreBase):
     """Chats, subscriptions, seen items and the fetch cache."""
 
     # --- chats -------------------------------------------------------------------------
@@ -456,43 +403,6 @@ class Store(StoreBase):
         )
         return int(kept)
 
-    # --- fetch cache -------------------------------------------------------------------
-
-    async def get_cached(self, digest: str) -> CachedNews | None:
-        """A source's last fetch, however old."""
-        data: dict[str, str] = await self.redis.hgetall(  # type: ignore[assignment]
-            keys.FEED.format(digest=digest)
-        )
-        return _cached(data)
-
-    async def get_cached_many(self, digests: Sequence[str]) -> list[CachedNews | None]:
-        """The last fetch of each source, in order, read in one round trip."""
-        if not digests:
-            return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for digest in digests:
-                pipe.hgetall(keys.FEED.format(digest=digest))
-            found: list[dict[str, str]] = await pipe.execute()
-        return [_cached(data) for data in found]
-
-    async def put_cached(self, digest: str, news: CachedNews) -> None:
-        """Store a source's fetch for every chat and replica."""
-        key = keys.FEED.format(digest=digest)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(key)
-            pipe.hset(key, mapping=dict[Any, Any](news.to_mapping()))
-            pipe.expire(key, keys.FEED_TTL_SECONDS)
-            await pipe.execute()
-
-    async def lock_fetch(self, digest: str, owner: str) -> bool:
-        """Take the right to fetch a source; False if another fetch is under way."""
-        key = keys.FETCH_LOCK.format(digest=digest)
-        return bool(await self.redis.set(key, owner, nx=True, ex=keys.FETCH_LOCK_SECONDS))
-
-    async def unlock_fetch(self, digest: str, owner: str) -> None:
-        """Give up the right to fetch a source, if we still hold it."""
-        await self._release(keys=[keys.FETCH_LOCK.format(digest=digest)], args=[owner])
-
     # --- moved feeds -------------------------------------------------------------------
     #
     # Lazily, when a chat's sources are read: a move costs nothing until then, and never
@@ -590,80 +500,6 @@ class Store(StoreBase):
                     pipe.sadd(_source_chats(key), chat_id)
                 await pipe.execute()
         return read
-
-    async def note_source_health(
-        self, digest: str, key: str, entry: CachedNews, transition: str | None, notice: str | None
-    ) -> None:
-        """Count a source as failing or not, and queue its chats' notice of a transition.
-
-        ``notice`` is the transition's id (source_health.notice_id): queued twice, it is
-        one notice.
-        """
-        async with self.redis.pipeline(transaction=True) as pipe:
-            if entry.error is None:
-                pipe.zrem(keys.FAILING, digest)
-            else:
-                pipe.zadd(keys.FAILING, {digest: entry.fetched_at})
-            if transition is not None and notice is not None:
-                record = keys.SOURCE_NOTICE.format(notice=notice)
-                pipe.hset(
-                    record,
-                    mapping={
-                        "key": key,
-                        "kind": transition,
-                        "reason": entry.error or "",
-                        "since": repr(entry.failing_since or entry.fetched_at),
-                    },
-                )
-                pipe.expire(record, keys.SOURCE_NOTICE_SECONDS)
-                pipe.zadd(keys.SOURCE_NOTICES, {notice: entry.fetched_at}, nx=True)
-            await pipe.execute()
-
-    async def count_failing(self, now: float) -> int:
-        """How many sources fail now (forgetting those nobody asked for in a long while)."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zremrangebyscore(keys.FAILING, "-inf", now - keys.FAILING_FORGET_SECONDS)
-            pipe.zcard(keys.FAILING)
-            _, count = await pipe.execute()
-        return int(count)
-
-    async def claim_source_notices(
-        self, now: float, limit: int, hold: float = keys.DIGEST_CLAIM_SECONDS
-    ) -> list[str]:
-        """Take up to ``limit`` source notices to send; no other replica gets them.
-
-        As with ``claim_due``, a claimed notice comes back ``hold`` seconds later unless
-        it was done.
-        """
-        found = await self._claim_due(keys=[keys.SOURCE_NOTICES], args=[now, hold, limit])
-        return [str(notice) for notice in found]
-
-    async def get_source_notice(self, notice: str) -> dict[str, str]:
-        """What a source notice says: key, kind, reason, since ({} once it is stale)."""
-        data: dict[str, str] = await self.redis.hgetall(  # type: ignore[assignment]
-            keys.SOURCE_NOTICE.format(notice=notice)
-        )
-        return data
-
-    async def told_of_notice(self, notice: str) -> set[int]:
-        """The chats a source notice was sent to."""
-        members = await self.redis.smembers(keys.SOURCE_NOTICE_TOLD.format(notice=notice))
-        return {int(member) for member in members}
-
-    async def mark_told_of_notice(self, notice: str, chat_id: int) -> None:
-        """Remember that a chat was sent a source notice."""
-        key = keys.SOURCE_NOTICE_TOLD.format(notice=notice)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.sadd(key, chat_id)
-            pipe.expire(key, keys.SOURCE_NOTICE_SECONDS)
-            await pipe.execute()
-
-    async def done_source_notice(self, notice: str) -> None:
-        """Forget a notice every chat was sent."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(keys.SOURCE_NOTICES, notice)
-            pipe.delete(keys.SOURCE_NOTICE.format(notice=notice))
-            await pipe.execute()
 
     # --- delivery ----------------------------------------------------------------------
 
@@ -920,13 +756,6 @@ def digest_scope(chat_id: int) -> str:
 def update_scope(update_id: int) -> str:
     """The delivery scope of the reply to an update (keys.PARTS_SENT)."""
     return f"update:{update_id}"
-
-
-def _cached(data: dict[str, str]) -> CachedNews | None:
-    try:
-        return CachedNews.from_mapping(data) if data else None
-    except (KeyError, ValueError, TypeError):
-        return None  # written by another version; refetching is the cure
 
 
 def _source_digest(key: str) -> str:
