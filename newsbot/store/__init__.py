@@ -10,7 +10,6 @@ key of a chat (``keys.CHAT_KEYS``).
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable, Sequence
 
 from newsbot import keys
@@ -32,8 +31,10 @@ from newsbot.store.connection import (
     sentinel_master,
     wait_for_replicas,
 )
+from newsbot.store.held import HeldStore
 from newsbot.store.lifecycle import LifecycleStore
 from newsbot.store.notices import NoticeStore
+from newsbot.store.seen import SeenStore
 from newsbot.store.subscriptions import UTC, SubscriptionStore
 
 __all__ = [
@@ -54,97 +55,17 @@ __all__ = [
 ]
 
 
-class Store(LifecycleStore, SubscriptionStore, ChatStore, NoticeStore, CacheStore, StoreBase):
+class Store(
+    SeenStore,
+    HeldStore,
+    LifecycleStore,
+    SubscriptionStore,
+    ChatStore,
+    NoticeStore,
+    CacheStore,
+    StoreBase,
+):
     """Chats, subscriptions, seen items and the fetch cache."""
-
-    # --- messages held during quiet hours ---------------------------------------------
-
-    async def hold(self, chat_id: int, messages: Sequence[str], until: float) -> None:
-        """Keep messages for the chat until ``until`` (its quiet hours end), durably."""
-        if not messages:
-            return
-        held = keys.HELD.format(chat_id=chat_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(held, *messages)
-            pipe.ltrim(held, -keys.HELD_MAX, -1)
-            pipe.zadd(keys.QUIET_END, {str(chat_id): until})
-            await pipe.execute()
-
-    async def claim_quiet_ends(
-        self, now: float, limit: int, hold: float = keys.DIGEST_CLAIM_SECONDS
-    ) -> list[int]:
-        """Take up to ``limit`` chats whose quiet hours ended with messages held.
-
-        As with ``claim_due``, no other replica gets them; a claimed chat comes back
-        ``hold`` seconds later unless its messages were released.
-        """
-        chats = await self._claim_due(keys=[keys.QUIET_END], args=[now, hold, limit])
-        return [int(chat) for chat in chats]
-
-    async def held(self, chat_id: int) -> list[str]:
-        """The messages held for the chat, oldest first."""
-        messages: list[str] = await self.redis.lrange(  # type: ignore[assignment]
-            keys.HELD.format(chat_id=chat_id), 0, -1
-        )
-        return messages
-
-    async def release_held(self, chat_id: int, count: int) -> int:
-        """Forget the first ``count`` held messages (delivered); return how many are left."""
-        left = await self._release_held(
-            keys=[keys.HELD.format(chat_id=chat_id), keys.QUIET_END], args=[chat_id, count]
-        )
-        return int(left)
-
-    async def reschedule_held(self, chat_id: int, due: float) -> None:
-        """Move when the chat's held messages are due, if it has any."""
-        await self.redis.zadd(keys.QUIET_END, {str(chat_id): due}, xx=True)
-
-    async def held_due(self, chat_id: int) -> float | None:
-        """When the chat's held messages are due, None if nothing is held."""
-        return await self.redis.zscore(keys.QUIET_END, chat_id)
-
-    # --- seen items --------------------------------------------------------------------
-
-    async def unseen(self, chat_id: int, item_ids: Sequence[str]) -> set[str]:
-        """The ids among ``item_ids`` this chat has not been sent yet."""
-        if not item_ids:
-            return set()
-        key = keys.SEEN.format(chat_id=chat_id)
-        ids = list(item_ids)
-        # The raw ids too: a history written before ids were hashed still counts (its
-        # entries are the oldest and leave first).
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zmscore(key, [_seen_member(item_id) for item_id in ids] + ids)
-            pipe.expire(key, keys.SEEN_TTL_SECONDS)
-            scores, _ = await pipe.execute()
-        hashed, raw = scores[: len(ids)], scores[len(ids) :]
-        return {
-            item_id for item_id, mine, old in zip(ids, hashed, raw) if mine is None and old is None
-        }
-
-    async def mark_seen(self, chat_id: int, item_ids: Iterable[str]) -> int:
-        """Remember items as sent to this chat; return how many the history keeps.
-
-        The history holds what the chat can be shown in a few rounds (its sources ×
-        items per source × SEEN_ROUNDS, at least SEEN_MIN), within Redis' compact
-        encoding (SEEN_COMPACT) unless a single round is bigger; the oldest go first.
-        """
-        members = list(dict.fromkeys(_seen_member(item_id) for item_id in item_ids))
-        if not members:
-            return 0
-        kept = await self._mark_seen(
-            keys=[keys.SEEN.format(chat_id=chat_id), _chat(chat_id)],
-            args=[
-                int(time.time() * 1000),
-                self.items_per_source,
-                keys.SEEN_ROUNDS,
-                keys.SEEN_MIN,
-                keys.SEEN_COMPACT,
-                keys.SEEN_TTL_SECONDS,
-                *members,
-            ],
-        )
-        return int(kept)
 
     # --- delivery ----------------------------------------------------------------------
 
