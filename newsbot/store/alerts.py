@@ -1,5 +1,5 @@
-"""Alerts: the sources a chat watches for new items (sent as they appear, not in a
-digest), the chats watching each source, and when each source is checked next.
+"""Instant alerts: the sources a chat watches for new items (each sent as it appears,
+not in a digest), the chats watching each source, and when each source is checked next.
 
 Per chat, the alerts and the items it knows of each source (``keys.ALERTS``,
 ``keys.ALERT_KNOWN``); per source, its watchers (``keys.ALERT_WATCHERS``); shared, the

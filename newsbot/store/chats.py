@@ -1,5 +1,5 @@
-"""A chat's sources, /stop and filter rules, all fields of the chat's one hash
-(``keys.CHAT``), and the two things that follow a chat's sources: feeds that moved for
+"""A chat's sources, /stop and filter rules (fields of the chat's one hash,
+``keys.CHAT``), and the two things that follow a chat's sources: feeds that moved for
 good, and the index source -> chats (``keys.SOURCE_CHATS``) the source notices read.
 
 The index is kept in step by every write of a chat's sources (here, and when a chat is

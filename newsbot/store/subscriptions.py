@@ -95,6 +95,8 @@ class SubscriptionStore(StoreBase):
         """When the chat's next digest is due."""
         return await self.redis.zscore(keys.DUE, chat_id)
 
+    # --- the chat's clock --------------------------------------------------------------
+
     async def get_zone(self, chat_id: int) -> zoneinfo.ZoneInfo:
         """The chat's time zone (UTC unless it set one with /tz)."""
         name: str | None = await self.redis.hget(  # type: ignore[assignment]
