@@ -33,16 +33,21 @@ from newsbot.sources.download import GRACE_SECONDS, FetchPool, Validators
 from newsbot.sources.fetcher import MAX_ITEMS, Fetched, Fetcher, fetch_seconds
 from newsbot.sources.guard import Guard
 from newsbot.sources.kinds import default_fetchers
-from newsbot.store import CachedNews, Store, feed_digest
+from newsbot.store import CachedNews, Store
+from newsbot.store import feed_digest as key_hash
 
 logger = logging.getLogger(__name__)
 # How often a replica waiting for another's fetch looks at the cache.
 WAIT_POLL_SECONDS = 0.05
 
 
-def source_digest(source: Source) -> str:
-    """The cache key part for a source."""
-    return feed_digest(source.key)
+def source_id(source: Source) -> str:
+    """The hash that names a source in its Redis keys: cache entry, fetch lock, health."""
+    return key_hash(source.key)
+
+
+# The old name, for the modules outside news.py that still import it.
+source_digest = source_id
 
 
 class News:
@@ -91,15 +96,7 @@ class News:
         Each source gives at most ``limit`` items (default NEWSBOT_ITEMS_PER_SOURCE).
         """
         limit = self.settings.items_per_source if limit is None else limit
-        digests = [source_digest(source) for source in sources]
-        asked = time.time()
-        cached = await self.store.get_cached_many(digests)
-        entries = await asyncio.gather(
-            *(
-                self._entry(source, digest, entry, asked)
-                for source, digest, entry in zip(sources, digests, cached, strict=False)
-            )
-        )
+        entries = await self.entries(sources)
         return [
             _news(source, entry, limit) for source, entry in zip(sources, entries, strict=False)
         ]
@@ -119,14 +116,14 @@ class News:
 
         What /source and /add look at: a web page's discovered feed, a feed's new home.
         """
-        digests = [source_digest(source) for source in sources]
+        sids = [source_id(source) for source in sources]
         asked = time.time()
-        cached = await self.store.get_cached_many(digests)
+        cached = await self.store.get_cached_many(sids)
         return list(
             await asyncio.gather(
                 *(
-                    self._entry(source, digest, entry, asked)
-                    for source, digest, entry in zip(sources, digests, cached, strict=False)
+                    self._entry(source, sid, entry, asked)
+                    for source, sid, entry in zip(sources, sids, cached, strict=False)
                 )
             )
         )
@@ -137,17 +134,17 @@ class News:
         return news
 
     async def _entry(
-        self, source: Source, digest: str, cached: CachedNews | None, asked: float
+        self, source: Source, sid: str, cached: CachedNews | None, asked: float
     ) -> CachedNews:
         """A source's cache entry if it is fresh, else the one fetch under way for it."""
         if cached is not None and self._fresh(cached, asked):
             CACHE_HITS.inc()
             return cached
-        task = self._inflight.get(digest)
+        task = self._inflight.get(sid)
         if task is None:
-            task = asyncio.create_task(self._refresh(source, digest, cached, asked))
-            self._inflight[digest] = task
-            task.add_done_callback(lambda _: self._inflight.pop(digest, None))
+            task = asyncio.create_task(self._refresh(source, sid, cached, asked))
+            self._inflight[sid] = task
+            task.add_done_callback(lambda _: self._inflight.pop(sid, None))
         return await asyncio.shield(task)
 
     def _fresh(self, cached: CachedNews, now: float) -> bool:
@@ -158,35 +155,35 @@ class News:
         return now < cached.fetched_at + ttl
 
     async def _refresh(
-        self, source: Source, digest: str, cached: CachedNews | None, asked: float
+        self, source: Source, sid: str, cached: CachedNews | None, asked: float
     ) -> CachedNews:
         """Fetch a source once for everyone who asked at ``asked`` or later."""
         # Another replica's fetch ends at its deadline: waiting longer is pointless.
         wait = min(keys.FETCH_LOCK_SECONDS, self.fetch_seconds + 2 * GRACE_SECONDS)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if await self.store.lock_fetch(digest, self.owner):
+            if await self.store.lock_fetch(sid, self.owner):
                 try:
                     # Another replica may have stored a fetch between our look at the
                     # cache and taking the lock: that one is news enough.
-                    latest = await self.store.get_cached(digest)
+                    latest = await self.store.get_cached(sid)
                     if latest is not None and self._answers(latest, asked):
                         CACHE_HITS.inc()
                         return latest
                     fresh = await self._fetch(source, latest or cached)
-                    return await self._store(source, digest, latest or cached, fresh)
+                    return await self._store(source, sid, latest or cached, fresh)
                 finally:
-                    await self.store.unlock_fetch(digest, self.owner)
+                    await self.store.unlock_fetch(sid, self.owner)
             # Another replica is fetching this source: wait for what it stores.
             await asyncio.sleep(WAIT_POLL_SECONDS)
-            latest = await self.store.get_cached(digest)
+            latest = await self.store.get_cached(sid)
             if latest is not None and self._answers(latest, asked):
                 CACHE_HITS.inc()
                 return latest
         return CachedNews(fetched_at=time.time(), error="timed out")
 
     async def _store(
-        self, source: Source, digest: str, previous: CachedNews | None, fetched: CachedNews
+        self, source: Source, sid: str, previous: CachedNews | None, fetched: CachedNews
     ) -> CachedNews:
         """Store a fetch with the source's failure streak; queue the notice of a transition.
 
@@ -195,17 +192,17 @@ class News:
         entry, transition = source_health.follow(
             previous, fetched, self.settings.dead_source_after
         )
-        await self.store.put_cached(digest, entry)
+        await self.store.put_cached(sid, entry)
         notice = None
         if transition is not None:
             # A transition is named by the streak it ends or makes dead: its start.
             streak = entry if transition == source_health.DEAD else previous
             since = (streak.failing_since if streak else None) or entry.fetched_at
-            notice = source_health.notice_id(digest, transition, since)
+            notice = source_health.notice_id(sid, transition, since)
             logger.info("source %s is %s (failing since %s)", source.key, transition, since)
         if entry.error is not None or (previous is not None and previous.error is not None):
             # A source that was and is fine costs no write here.
-            await self.store.note_source_health(digest, source.key, entry, transition, notice)
+            await self.store.note_source_health(sid, source.key, entry, transition, notice)
         return entry
 
     def _answers(self, cached: CachedNews, asked: float) -> bool:

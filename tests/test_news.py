@@ -20,7 +20,7 @@ from fakes.news import FakeNews
 from newsbot import keys
 from newsbot.config import Settings
 from newsbot.models import Item, Source
-from newsbot.news import News, source_digest
+from newsbot.news import News, source_id
 from newsbot.sources.download import Downloader, Validators
 from newsbot.sources.fetcher import Fetched, Fetcher, url_address
 from newsbot.sources.guard import Guard
@@ -131,10 +131,10 @@ async def test_the_cache_is_shared_by_replicas(news: FakeNews, make_news: MakeNe
 
 async def age(store: Store, source: Source, seconds: float) -> None:
     """Make the cached fetch of a source look ``seconds`` older."""
-    cached = await store.get_cached(source_digest(source))
+    cached = await store.get_cached(source_id(source))
     assert cached is not None
     await store.put_cached(
-        source_digest(source), dataclasses.replace(cached, fetched_at=cached.fetched_at - seconds)
+        source_id(source), dataclasses.replace(cached, fetched_at=cached.fetched_at - seconds)
     )
 
 
@@ -214,7 +214,7 @@ async def test_a_replica_that_looked_before_another_stored_uses_that_fetch(
     first, second = make_news(0, cache_ttl=0), make_news(1, cache_ttl=0)
     asked = time.time()
     await first.get_one(PYTHON)
-    fetched = await second._refresh(PYTHON, source_digest(PYTHON), None, asked)
+    fetched = await second._refresh(PYTHON, source_id(PYTHON), None, asked)
     assert fetched.items and news.count("/r/python") == 1
 
 
@@ -240,7 +240,7 @@ async def test_the_cache_keeps_the_whole_item_list_and_a_request_gets_its_share(
     fetcher = make_news(items_per_source=5)
     (shown,) = await fetcher.get([source])
     assert [item.title for item in shown.items] == [f"Story {n}" for n in range(5)]
-    cached = await stores[0].get_cached(source_digest(source))
+    cached = await stores[0].get_cached(source_id(source))
     assert cached is not None and len(cached.items) == 100  # up to 100, not 5
     (everything,) = await fetcher.get([source], limit=100)
     assert [item.title for item in everything.items] == [f"Story {n}" for n in range(100)]
@@ -258,7 +258,7 @@ async def test_cached_entries_are_read_together_and_only_the_missing_fetched(
     fetcher = make_news()
     await fetcher.get(sources[::2])
     assert news.count("/feeds/rss20.xml") == 10
-    found = await stores[0].get_cached_many([source_digest(s) for s in sources])
+    found = await stores[0].get_cached_many([source_id(s) for s in sources])
     assert [entry is not None for entry in found] == [n % 2 == 0 for n in range(20)]
     results = await fetcher.get(sources)
     assert news.count("/feeds/rss20.xml") == 20  # only the ten missing ones

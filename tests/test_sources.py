@@ -33,9 +33,9 @@ from fakes.news import BOMB, HUGE_BYTES, XXE, FakeNews
 from newsbot import __version__
 from newsbot.config import Settings
 from newsbot.errors import FetchError, InvalidSource
-from newsbot.sources.base import parse_source, parse_sources, split_sources
 from newsbot.sources.download import CHUNK, Downloader, FetchPool, Validators
 from newsbot.sources.guard import Guard, Resolver, is_public
+from newsbot.sources.parsing import parse_source, parse_sources, split_sources
 from newsbot.sources.reddit import (
     Reddit,
     RedditRateLimited,

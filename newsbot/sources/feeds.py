@@ -12,9 +12,9 @@ import time
 
 from newsbot.errors import InvalidSource
 from newsbot.models import Source
-from newsbot.sources.base import parse_source
 from newsbot.sources.download import Downloader, Validators
 from newsbot.sources.fetcher import Fetched, url_address
+from newsbot.sources.parsing import parse_source
 from newsbot.sources.rss import fetch_feed
 
 

@@ -21,9 +21,9 @@ from newsbot import __version__
 from newsbot.config import DEFAULT_REDDIT_URL, Settings
 from newsbot.errors import FetchError
 from newsbot.models import Item, Source
-from newsbot.sources.base import SUBREDDIT_NAME
 from newsbot.sources.download import Download, Downloader, HTTPStatusError, Validators
 from newsbot.sources.fetcher import Fetched, url_address
+from newsbot.sources.parsing import SUBREDDIT_NAME
 
 OAUTH_API_URL = "https://oauth.reddit.com"
 # Reddit asks for a unique, descriptive User-Agent naming the app and a contact.
