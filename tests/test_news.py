@@ -286,6 +286,7 @@ class Headlines:
 
     def __init__(self, downloader: Downloader) -> None:
         self.downloader = downloader
+        self.closed = False
 
     def address(self, source: Source) -> tuple[str, int]:
         return url_address(source.key)
@@ -307,6 +308,7 @@ class Headlines:
         return Fetched(items=tuple(items), validators=download.validators)
 
     def close(self) -> None:
+        self.closed = True
         self.downloader.close()
 
 
@@ -382,3 +384,26 @@ async def test_a_fetchers_unexpected_exception_fails_only_its_own_source(
     # The bug is in the log, with its traceback; the chat only reads the one line.
     (record,) = [r for r in caplog.records if r.getMessage() == f"fetching {broken.key} failed"]
     assert record.exc_info is not None and record.exc_info[0] is ValueError
+
+
+async def test_fetchers_given_to_news_stay_the_callers_and_serve_the_next_one(
+    news: FakeNews,
+    stores: list[Store],
+    with_headlines: tuple[Settings, Guard, dict[str, Fetcher]],
+) -> None:
+    settings, guard, fetchers = with_headlines
+    headlines = fetchers["headlines"]
+    assert isinstance(headlines, Headlines)
+    source = Source("headlines", news.url + "/feeds/headlines.txt", "my headlines")
+    first = News(settings, stores[0], guard, fetchers=fetchers)
+    assert (await first.get_one(source)).error is None
+    first.close()
+    assert not headlines.closed  # built once by the wiring, closed by it
+    # A News built later on the same fetchers fetches with them: a source not cached.
+    second = News(settings, stores[1], guard, fetchers=fetchers)
+    try:
+        again = await second.get_one(dataclasses.replace(source, key=source.key + "?again"))
+    finally:
+        second.close()
+    assert again.error is None and [item.title for item in again.items] == HEADLINES
+    assert news.count("/feeds/headlines.txt") == 2
