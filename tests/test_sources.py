@@ -34,6 +34,8 @@ from newsbot import __version__
 from newsbot.config import Settings
 from newsbot.errors import FetchError, InvalidSource
 from newsbot.sources.download import CHUNK, Downloader, FetchPool, Validators
+from newsbot.sources.feeds import Feeds
+from newsbot.sources.fetcher import url_address
 from newsbot.sources.guard import Guard, Resolver, is_public
 from newsbot.sources.parsing import parse_source, parse_sources, split_sources
 from newsbot.sources.reddit import (
@@ -55,7 +57,7 @@ def data(name: str) -> bytes:
     return (DATA / name).read_bytes()
 
 
-# --- base: what the user typed ---------------------------------------------------------
+# --- parsing: what the user typed ------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -634,6 +636,37 @@ def test_fetch_feed_reports_bad_feeds(
 ) -> None:
     with pytest.raises(FetchError, match=reason):
         fetch_feed(downloader, news.url + path, 5, None)
+
+
+# --- the fetchers: what News gets from each kind ----------------------------------------
+
+
+def test_a_feed_fetcher_reports_a_permanent_move_by_its_key_and_a_304_as_no_items(
+    news: FakeNews, downloader: Downloader
+) -> None:
+    news.set_route("/old.xml", 301, headers={"Location": "/feeds/rss20.xml"})
+    feeds = Feeds(downloader)
+    old = parse_source(news.url + "/old.xml")
+    fetched = feeds.fetch(old, 5, None, time.monotonic() + 5)
+    assert fetched.moved_to == parse_source(news.url + "/feeds/rss20.xml").key
+    assert fetched.items == tuple(parse_feed(data("rss20.xml"), 5))
+    assert fetched.validators is not None and fetched.validators.etag
+    again = feeds.fetch(old, 5, fetched.validators, time.monotonic() + 5)
+    assert again.items is None and again.moved_to == fetched.moved_to
+    # Where it lives is no move.
+    here = feeds.fetch(parse_source(news.url + "/feeds/rss20.xml"), 5, None, time.monotonic() + 5)
+    assert here.moved_to is None and here.items == fetched.items
+
+
+def test_a_reddit_fetcher_fetches_a_subreddit_source_by_its_name(
+    news: FakeNews, reddit: Reddit
+) -> None:
+    fetched = reddit.fetch(parse_source("r/Python"), 5, None, time.monotonic() + 5)
+    assert fetched.items is not None
+    assert [item.title for item in fetched.items] == python_titles()[:5]
+    assert fetched.moved_to is None and isinstance(fetched.validators, Validators)
+    assert reddit.address(parse_source("golang")) == url_address(news.url)
+    assert news.count("/r/python/hot.json") == 1
 
 
 # --- reddit ----------------------------------------------------------------------------
