@@ -1,7 +1,8 @@
 """The kinds of source Newsbot reads, each with its ``Fetcher``: what News fetches with.
 
-Built once by the wiring and handed to ``News(..., fetchers=...)``; a new kind of source
-(a ``Source.kind``) is one more entry here and a fetcher, nothing in News.
+Built once by the wiring and handed to ``News(..., fetchers=...)``. A new kind of source
+is a fetcher and one more entry here (with its ``Source.kind`` in models and its syntax
+in parsing); nothing in News changes.
 """
 
 from __future__ import annotations
