@@ -354,6 +354,34 @@ async def test_a_dead_consumers_entry_claimed_behind_its_chats_next_one_goes_fir
     assert recorder.calls == {1: 1, 2: 1}
 
 
+async def test_a_claimed_entry_goes_before_its_chats_later_one_waiting_on_another_consumer(
+    redis, consumers
+):
+    recorder = Recorder()
+    await append(redis, [message(1, 5)])
+    await Consumer(redis, "dead", recorder).ensure_group()
+    await redis.xreadgroup(keys.GROUP, "dead", {keys.UPDATES: ">"}, count=10)
+    # Update 2 is in another consumer's hand, waiting for 1; that one claims nothing and
+    # reads nothing more.
+    await append(redis, [message(2, 5)])
+    await consumers.start(
+        recorder, name="holder", max_in_hand=1, claim_idle_ms=60_000, order_wait=60.0
+    )
+    while not [entry for entry in await pending(redis) if entry["consumer"] == "holder"]:
+        await asyncio.sleep(0.01)
+    # Update 3 is read here and waits for 2; then 1 comes by claim, behind it (its idle
+    # time starts again now, as if the dead consumer had just touched it).
+    (dead_entry,) = [entry for entry in await pending(redis) if entry["consumer"] == "dead"]
+    await redis.xclaim(
+        keys.UPDATES, keys.GROUP, "dead", 0, [dead_entry["message_id"]], justid=True
+    )
+    await append(redis, [message(3, 5)])
+    await consumers.start(recorder, name="claimer", order_wait=60.0)
+    await recorder.wait_for(lambda: len(recorder.of(5)) == 3)
+    assert recorder.of(5) == [1, 2, 3]
+    await settled(redis)
+
+
 async def test_a_deferred_update_stays_pending_and_is_handled_later(redis, consumers):
     recorder = Recorder()
     outage = asyncio.Event()

@@ -90,16 +90,18 @@ return 'mine'
 """
 
 
-class _PreviousInHand(Exception):
-    """The update a handler waits for is queued behind it, in the same hand.
+class _EarlierInHand(Exception):
+    """An earlier update of the chat is queued behind the one waiting, in the same hand.
 
-    A claim brings a dead replica's entry after the chat's later ones were read, so the
-    later one would wait for an entry that can only start once it is done.
+    A claim brings a dead replica's entry after the chat's later ones were read. The later
+    one waits for its previous update, which may wait, on another replica, for the very
+    entry queued behind it here: that one must go first.
     """
 
-    def __init__(self, item: Item) -> None:
-        super().__init__(item.update_id)
-        self.item = item
+
+def _sent_order(item: Item) -> int:
+    """Where an update stands in its chat: Telegram's update ids only grow."""
+    return int(item.update_id) if item.update_id.isdigit() else -1
 
 
 @dataclass
@@ -331,10 +333,12 @@ class Consumer:
                 handled = False
                 try:
                     handled = await self._handle_item(item)
-                except _PreviousInHand as previous:
-                    # Claimed after this one was read: it goes first, this one next.
-                    chat.queue.remove(previous.item)
-                    chat.queue.appendleft(previous.item)
+                except _EarlierInHand:
+                    # Claimed after this one was read: the chat's earlier updates go
+                    # first, in the order they were sent.
+                    in_order = sorted(chat.queue, key=_sent_order)
+                    chat.queue.clear()
+                    chat.queue.extend(in_order)
                     continue
                 except RedisError:
                     # Left pending: claimed and handled again once Redis answers.
@@ -353,11 +357,11 @@ class Consumer:
         finally:
             chat.runner = None
 
-    def _in_hand_of(self, chat_id: str, update_id: str) -> Item | None:
-        """The chat's entry of ``update_id`` if it is in our hand, queued."""
-        chat = self._chats.get(chat_id)
+    def _earlier_in_hand(self, item: Item) -> bool:
+        """Tell whether an earlier update of the item's chat is queued behind it here."""
+        chat = self._chats.get(item.chat)
         queued = chat.queue if chat is not None else ()
-        return next((item for item in queued if item.update_id == update_id), None)
+        return any(_sent_order(other) < _sent_order(item) for other in queued)
 
     async def _give_back_chat(self, chat: _Chat) -> None:
         """Give back the chat's entries behind one left pending: they must wait for it.
@@ -389,9 +393,8 @@ class Consumer:
             )
             if state != "wait":
                 break
-            earlier = self._in_hand_of(item.chat, previous)
-            if earlier is not None:
-                raise _PreviousInHand(earlier)
+            if self._earlier_in_hand(item):
+                raise _EarlierInHand(item.update_id)
             if waited > self.order_wait:
                 logger.warning(
                     "update %s goes ahead of update %s of the same chat", item.update_id, previous
