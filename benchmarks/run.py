@@ -548,7 +548,7 @@ async def _measure_state(
     )
     news = News(settings, store)
     assert settings.telegram_token is not None
-    application, _ = build_application(settings, store, news, settings.telegram_token)
+    application = build_application(settings, store, news, settings.telegram_token)
     await application.initialize()
     try:
         urls = [f"https://feeds.example.org/{n}.xml" for n in range(sources)]

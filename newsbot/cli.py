@@ -98,14 +98,15 @@ def run(settings: Settings) -> int:
 
 async def fetch(settings: Settings, words: Sequence[str]) -> int:
     """`newsbot fetch`: print news as plain text; exit 1 if any source failed."""
-    from newsbot.handlers import Handlers
     from newsbot.news import News
+    from newsbot.sources.checking import SourceChecker
     from newsbot.store import Store, connect
 
     store = Store(connect(settings))
     news = News(settings, store)
     try:
-        sources, refused = await Handlers(settings, store, news).check_sources(" ".join(words))
+        checker = SourceChecker(news.guard, news.fetch_seconds)
+        sources, refused = await checker.check_words(" ".join(words))
         results = await news.get(sources)
     finally:
         news.close()

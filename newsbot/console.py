@@ -93,7 +93,7 @@ async def chat(settings: Settings, lines: TextIO = sys.stdin, out: TextIO = sys.
     """Read commands from ``lines`` until end of input, printing the bot's replies."""
     store = Store(connect(settings))
     news = News(settings, store)
-    application, _ = build_application(
+    application = build_application(
         settings, store, news, CONSOLE_TOKEN, request=ConsoleRequest(out), rate_limited=False
     )
     stop = asyncio.Event()

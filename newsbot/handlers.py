@@ -7,16 +7,14 @@ shared rate limiter.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import RedisError
 from telegram import Chat, ChatMember, InlineKeyboardMarkup, Update
-from telegram.error import BadRequest, Forbidden, NetworkError
+from telegram.error import BadRequest, Forbidden
 from telegram.ext import (
     Application,
     ApplicationHandlerStop,
@@ -37,7 +35,6 @@ from newsbot.buttons import Buttons
 from newsbot.channels import ChannelList, aim_at_channel, command_argument, command_chat, target
 from newsbot.chats import INTRODUCTION, topic_of
 from newsbot.clock_commands import ClockCommands
-from newsbot.cluster.ratelimit import SendDeferred
 from newsbot.config import Settings
 from newsbot.errors import InvalidSource
 from newsbot.merge import merge_news
@@ -46,6 +43,7 @@ from newsbot.models import Source
 from newsbot.news import News, source_digest
 from newsbot.sender import send_messages
 from newsbot.sources.base import parse_source, parse_sources
+from newsbot.sources.checking import SourceChecker
 from newsbot.sources.discovery import NO_FEED_LINK
 from newsbot.sources.guard import Guard
 from newsbot.store import Store, update_scope
@@ -69,6 +67,9 @@ MAX_ARGUMENT_LENGTH = 4000
 MAX_REFUSALS_SHOWN = 10
 # "/command" or "/command@botname" at the start of a message, as Telegram marks them.
 _COMMAND = re.compile(r"/([A-Za-z0-9_]{1,64})(?:@([A-Za-z0-9_]{1,64}))?(?=\s|$)")
+
+# The answer to an update whose handling failed by a bug of ours (app's error handler).
+APOLOGY = "Sorry, something went wrong on my side. Please try again in a minute."
 
 HELP = """<b>Newsbot</b> brings you the news you choose: subreddits and RSS/Atom feeds.
 
@@ -106,10 +107,7 @@ class Handlers:
         # The news' guard by default: one resolver, so a name checked here is known
         # when it is first fetched.
         self.guard = guard or news.guard
-        # Updates whose handling met an outage; the consumer leaves them pending.
-        self.deferred: set[int] = set()
-        # Updates whose reply must wait out a rate limit, and for how long (seconds).
-        self.held: dict[int, float] = {}
+        self.checker = SourceChecker(self.guard, news.fetch_seconds)
         self.commands: frozenset[str] = frozenset()
         self.admins = Admins(store)
         self.buttons = Buttons(settings, store, self.admins, self.reply)
@@ -159,7 +157,6 @@ class Handlers:
                 filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND, self.unknown
             )
         )
-        application.add_error_handler(self.error)
 
     async def reply(
         self,
@@ -172,9 +169,10 @@ class Handlers:
         """Send HTML to the chat the update came from.
 
         Each part goes once however often the update is handled. If the chat cannot be
-        reached (its state is then deleted), or must wait longer than a worker may (the
-        update is then deferred: left pending and handled again later), the handler
-        stops here.
+        reached (its state is then deleted), the handler stops here. A send that must
+        wait longer than a worker may raises ``SendDeferred`` through here, to the
+        application's error handler (``app.Outcomes``): the update is held and handled
+        again later.
         """
         if isinstance(messages, str):
             messages = render.split_message(messages.split("\n"))
@@ -182,20 +180,15 @@ class Handlers:
         if chat is None or not messages:
             return False
         into = chat.id if into is None else into  # a channel named in the private chat
-        try:
-            sent = await send_messages(
-                context.bot,
-                self.store,
-                into,
-                messages,
-                scope=update_scope(update.update_id),
-                thread_id=topic_of(update) if into == chat.id else None,
-                markup=markup,
-            )
-        except SendDeferred as deferred:
-            logger.info("update %s deferred: %s", update.update_id, deferred)
-            self.held[update.update_id] = deferred.wait_seconds
-            raise ApplicationHandlerStop from None
+        sent = await send_messages(
+            context.bot,
+            self.store,
+            into,
+            messages,
+            scope=update_scope(update.update_id),
+            thread_id=topic_of(update) if into == chat.id else None,
+            markup=markup,
+        )
         if not sent:
             raise ApplicationHandlerStop  # the chat is gone; nothing more to do for it
         return True
@@ -310,7 +303,7 @@ class Handlers:
                 )
             )
             sources = []
-        sources, more_refused = await self.guard_sources(sources)
+        sources, more_refused = await self.checker.guard_sources(sources)
         refused += more_refused
         sources, found, more_refused = await self.find_feeds(sources)
         refused += more_refused
@@ -339,7 +332,7 @@ class Handlers:
                 ("", f"at most {self.settings.max_sources} sources; you have {len(current)}")
             )
             new = []
-        new, more_refused = await self.guard_sources(new)
+        new, more_refused = await self.checker.guard_sources(new)
         refused += more_refused
         new, found, more_refused = await self.find_feeds(new)
         refused += more_refused
@@ -501,7 +494,7 @@ class Handlers:
             self.settings,
             self.store,
             self.news,
-            self.guard_sources,
+            self.checker.guard_sources,
             _chat_id(update),
             thread_id,
             _argument(update),
@@ -618,7 +611,7 @@ class Handlers:
         ]
         # Only as many as fit are looked up: a file of a thousand dead hosts must not
         # hold the resolver threads for sources that would be refused anyway.
-        accepted, guarded = await self.guard_sources(candidates[:room])
+        accepted, guarded = await self.checker.guard_sources(candidates[:room])
         refused += [
             (label, "private or local address" if "private" in reason else reason)
             for label, reason in guarded
@@ -668,23 +661,6 @@ class Handlers:
             update, context, "I did not understand that. Send /help to see what I can do."
         )
 
-    async def error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Log an error; tell the user it was ours, or retry the update after an outage."""
-        if is_outage(context.error):
-            # Redis or Telegram is unreachable: the update is handled again later, so
-            # the user gets the real answer rather than an apology.
-            logger.warning("update deferred: %s", context.error)
-            if isinstance(update, Update):
-                self.deferred.add(update.update_id)
-            return
-        logger.error("handling an update failed", exc_info=context.error)
-        if isinstance(update, Update) and update.effective_chat is not None:
-            await self.reply(
-                update,
-                context,
-                "Sorry, something went wrong on my side. Please try again in a minute.",
-            )
-
     # --- helpers for the commands ----------------------------------------------------
 
     async def _marks(self, chat_id: int, sources: Sequence[Source]) -> list[str]:
@@ -704,23 +680,6 @@ class Handlers:
         current = _current_rules(chat_rules, sources)
         if current != chat_rules:
             await self.store.set_filters(chat_id, current)
-
-    async def check_sources(self, text: str) -> tuple[list[Source], list[tuple[str, str]]]:
-        """Parse sources and run the SSRF guard on the feeds, all in parallel."""
-        sources, refused = parse_sources(text)
-        accepted, more_refused = await self.guard_sources(sources)
-        return accepted, refused + more_refused
-
-    async def guard_sources(
-        self, sources: Sequence[Source]
-    ) -> tuple[list[Source], list[tuple[str, str]]]:
-        """Run the SSRF guard on parsed sources in parallel: the accepted and the refused."""
-        checks = await asyncio.gather(*(self._check(source) for source in sources))
-        accepted = [source for source, reason in zip(sources, checks) if reason is None]
-        refused = [
-            (source.label, reason) for source, reason in zip(sources, checks) if reason is not None
-        ]
-        return accepted, refused
 
     async def find_feeds(
         self, sources: Sequence[Source]
@@ -751,7 +710,7 @@ class Handlers:
                 refused.append((source.label, str(error)))
                 continue
             feed = Source(kind="feed", key=feed.key, label=target)
-            reason = await self._check(feed)
+            reason = await self.checker.refusal(feed)
             if reason is not None:
                 refused.append((source.label, f"its feed {target}: {reason}"))
                 continue
@@ -765,17 +724,6 @@ class Handlers:
         for source in result:
             unique.setdefault(source.key, source)  # a page and its feed, both given
         return list(unique.values()), found, refused
-
-    async def _check(self, source: Source) -> str | None:
-        if source.kind != "feed":
-            return None
-        try:
-            # On the event loop, within the fetch deadline: no thread waits for a
-            # name whose DNS never answers.
-            await self.guard.check_url_async(source.key, self.news.fetch_seconds)
-        except InvalidSource as error:
-            return str(error)
-        return None
 
 
 def _command(text: str | None) -> str | None:
@@ -877,10 +825,3 @@ def _with_refusals(head: str, refused: list[tuple[str, str]]) -> str:
         parts.append(lines)
     parts += ["⚠️ " + render.escape(reason[0].upper() + reason[1:]) for reason in general]
     return "\n\n".join(parts)
-
-
-def is_outage(error: object) -> bool:
-    """Tell whether an error means "try again later" rather than "this is a bug"."""
-    if isinstance(error, BadRequest):
-        return False
-    return isinstance(error, RedisError | OSError | NetworkError)

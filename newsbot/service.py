@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 from telegram.error import InvalidToken, NetworkError, TelegramError
 
 from newsbot.alerts import ALERT_SLOTS, Alerts
-from newsbot.app import build_application, handle_update
+from newsbot.app import Outcomes, build_application, handle_update
 from newsbot.cluster.poller import Poller
 from newsbot.cluster.stream import MAX_IN_FLIGHT, Consumer
 from newsbot.config import Settings
@@ -127,9 +127,12 @@ async def serve(
     )
     store = Store(connect(settings, connections), settings.items_per_source)
     news = News(settings, store, guard)
-    application, handlers = build_application(settings, store, news, settings.telegram_token)
+    outcomes = Outcomes()
+    application = build_application(
+        settings, store, news, settings.telegram_token, outcomes=outcomes
+    )
     name = replica_name()
-    consumer = Consumer(store.redis, name, functools.partial(handle_update, application, handlers))
+    consumer = Consumer(store.redis, name, functools.partial(handle_update, application, outcomes))
     poller = Poller(
         application.bot,
         store.redis,
