@@ -3,7 +3,8 @@ one update at a time by ``handle_update``, against the fake Telegram and a real 
 
 Handled, it returns; a reply that must wait out a 429 raises ``Held`` with the wait;
 an update that meets a Redis outage raises ``Deferred`` (not ``Held``), and nothing is
-said to the user until it is handled again.
+said to the user until it is handled again. A deferred update goes no further: a
+command whose admin check met an outage is not run without it.
 """
 
 from __future__ import annotations
@@ -29,18 +30,25 @@ from newsbot.store import Store, connect
 
 CHAT = 5151
 OTHER = 5252
+GROUP = -100515151
+MALLORY = 777
 
 
-def message(update_id: int, text: str, chat_id: int = CHAT) -> dict[str, Any]:
-    """The update Telegram sends for a command typed in a private chat."""
-    user = {"id": chat_id, "is_bot": False, "first_name": "Ada", "username": "ada"}
+def message(
+    update_id: int, text: str, chat_id: int = CHAT, user_id: int | None = None
+) -> dict[str, Any]:
+    """The update Telegram sends for a command typed in a private chat (or a group)."""
+    user = {"id": user_id or chat_id, "is_bot": False, "first_name": "Ada", "username": "ada"}
+    chat: dict[str, Any] = {"id": chat_id, "type": "private", "first_name": "Ada"}
+    if chat_id < 0:
+        chat = {"id": chat_id, "type": "supergroup", "title": "A group"}
     return {
         "update_id": update_id,
         "message": {
             "message_id": update_id,
             "date": int(time.time()),
             "text": text,
-            "chat": {"id": chat_id, "type": "private", "first_name": "Ada"},
+            "chat": chat,
             "from": user,
             "entities": [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}],
         },
@@ -64,14 +72,19 @@ def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
 
 
 @contextlib.asynccontextmanager
-async def started(settings: Settings) -> AsyncIterator[Bot]:
+async def started(settings: Settings, rate_limited: bool = True) -> AsyncIterator[Bot]:
     """The application as a replica builds it, initialized against the fake Telegram."""
     store = Store(connect(settings), settings.items_per_source)
     news = News(settings, store)
     outcomes = Outcomes()
     assert settings.telegram_token is not None
     application = build_application(
-        settings, store, news, settings.telegram_token, outcomes=outcomes
+        settings,
+        store,
+        news,
+        settings.telegram_token,
+        rate_limited=rate_limited,
+        outcomes=outcomes,
     )
     await application.initialize()
     try:
@@ -126,3 +139,24 @@ async def test_an_update_that_meets_a_redis_outage_is_deferred_then_answered(
         replies = [sent.displayed for sent in telegram.sent(CHAT)]
         assert len(replies) == 2 and replies[0] == replies[1]
         assert len(bot.outcomes) == 0
+
+
+async def test_a_group_command_whose_admin_check_meets_an_outage_is_deferred_not_run(
+    telegram: Any, redis_url: str
+) -> None:
+    telegram.make_chat(GROUP, "supergroup")
+    telegram.set_member(GROUP, MALLORY, "member")
+    # Telegram fails the gate's getChatMember once (no limiter here: it would retry it).
+    telegram.fail_next("getChatMember", 502)
+    settings = Settings.from_env(bot_env(telegram, redis_url))
+    async with started(settings, rate_limited=False) as bot:
+        with pytest.raises(Deferred):
+            await bot.handle(message(1, "/source python", GROUP, MALLORY))
+        # Handled again, the gate has its say; the list was never set meanwhile.
+        await bot.handle(message(1, "/source python", GROUP, MALLORY))
+        await bot.handle(message(2, "/sources", GROUP, MALLORY))
+    shown = [sent.displayed for sent in telegram.sent(GROUP)]
+    assert len(shown) == 2, shown  # no "Your sources are now" before the refusal
+    refusal, listing = shown
+    assert refusal == "Only this group's admins can change that."
+    assert listing.startswith("You have no sources.")
