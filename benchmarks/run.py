@@ -253,7 +253,7 @@ async def subscribe(redis_url: str, chats: Sequence[int], due: float) -> None:
     """Give every chat r/python and a daily digest first due at ``due``."""
     import redis.asyncio as aioredis
 
-    from newsbot.sources.base import parse_source
+    from newsbot.sources.parsing import parse_source
     from newsbot.store import Store
 
     store = Store(aioredis.Redis.from_url(redis_url, decode_responses=True))

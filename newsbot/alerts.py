@@ -40,7 +40,7 @@ from newsbot.merge import item_key
 from newsbot.models import Item, Source, SourceNews
 from newsbot.news import News, source_digest
 from newsbot.sender import send_messages
-from newsbot.sources.base import parse_sources
+from newsbot.sources.parsing import parse_sources
 from newsbot.sources.rss import MAX_ITEMS
 from newsbot.store import Store, alert_member
 

@@ -9,6 +9,9 @@ missing or stale ones, on the sources' own thread pool (see sources.download) an
 within ``NEWSBOT_FETCH_TIMEOUT`` each: a chat's slow sources delay only that chat's
 reply, and only that long. The cache keeps a source's whole item list (up to 100, for
 filters); a request gets the first ``NEWSBOT_ITEMS_PER_SOURCE`` of them.
+
+What to fetch a source with is the fetcher of its kind (sources.fetcher): News never
+asks which kind a source is, and maps every fetcher's failure to a reason in one place.
 """
 
 from __future__ import annotations
@@ -18,30 +21,33 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Sequence
-from urllib.parse import urlsplit
+from collections.abc import Mapping, Sequence
 
 from newsbot import filters, keys, source_health
 from newsbot.config import Settings
-from newsbot.errors import InvalidSource, SourceError
+from newsbot.errors import SourceError
 from newsbot.metrics import CACHE_HITS, UPSTREAM_FETCHES
-from newsbot.models import Item, Source, SourceNews
-from newsbot.sources.base import parse_source
+from newsbot.models import Source, SourceNews
 from newsbot.sources.discovery import WebPage
-from newsbot.sources.download import GRACE_SECONDS, Downloader, FetchPool, Validators
+from newsbot.sources.download import GRACE_SECONDS, FetchPool, Validators
+from newsbot.sources.fetcher import MAX_ITEMS, Fetched, Fetcher, fetch_seconds
 from newsbot.sources.guard import Guard
-from newsbot.sources.reddit import Reddit
-from newsbot.sources.rss import MAX_ITEMS, fetch_feed
-from newsbot.store import CachedNews, Store, feed_digest
+from newsbot.sources.kinds import default_fetchers
+from newsbot.store import CachedNews, Store
+from newsbot.store import feed_digest as key_hash
 
 logger = logging.getLogger(__name__)
 # How often a replica waiting for another's fetch looks at the cache.
 WAIT_POLL_SECONDS = 0.05
 
 
-def source_digest(source: Source) -> str:
-    """The cache key part for a source."""
-    return feed_digest(source.key)
+def source_id(source: Source) -> str:
+    """The hash that names a source in its Redis keys: cache entry, fetch lock, health."""
+    return key_hash(source.key)
+
+
+# The old name, for the modules outside news.py that still import it.
+source_digest = source_id
 
 
 class News:
@@ -53,28 +59,34 @@ class News:
         store: Store,
         guard: Guard | None = None,
         pool: FetchPool | None = None,
+        *,
+        fetchers: Mapping[str, Fetcher] | None = None,
     ) -> None:
+        """Fetch through ``fetchers`` (by source kind; default: kinds.default_fetchers).
+
+        A guard or fetchers given are the caller's to close; those built here are closed
+        by ``close``, as is the pool.
+        """
         self.settings = settings
         self.store = store
         self._own_guard = guard is None
         self.guard = guard or Guard(settings.allow_private_urls)
         self.pool = pool or FetchPool()
-        # The lock must outlive the fetch it guards, or a second replica would fetch
-        # the same source at once.
-        self.fetch_seconds = min(
-            settings.fetch_timeout, keys.FETCH_LOCK_SECONDS - 4 * GRACE_SECONDS
+        self.fetch_seconds = fetch_seconds(settings)
+        self._own_fetchers = fetchers is None
+        self.fetchers: Mapping[str, Fetcher] = (
+            default_fetchers(settings, self.guard, self.fetch_seconds)
+            if fetchers is None
+            else fetchers
         )
-        self.feeds = Downloader(self.guard, timeout=self.fetch_seconds)
-        # Reddit resolves its (operator-chosen) name on a resolver of its own, so that
-        # users' dead feed names never queue in front of it.
-        self.reddit = Reddit(settings, Downloader(timeout=self.fetch_seconds))
         self.owner = uuid.uuid4().hex
         self._inflight: dict[str, asyncio.Task[CachedNews]] = {}
 
     def close(self) -> None:
         self.pool.close()
-        self.feeds.close()
-        self.reddit.downloader.close()
+        if self._own_fetchers:
+            for fetcher in self.fetchers.values():
+                fetcher.close()
         if self._own_guard:
             self.guard.close()
 
@@ -84,15 +96,7 @@ class News:
         Each source gives at most ``limit`` items (default NEWSBOT_ITEMS_PER_SOURCE).
         """
         limit = self.settings.items_per_source if limit is None else limit
-        digests = [source_digest(source) for source in sources]
-        asked = time.time()
-        cached = await self.store.get_cached_many(digests)
-        entries = await asyncio.gather(
-            *(
-                self._entry(source, digest, entry, asked)
-                for source, digest, entry in zip(sources, digests, cached, strict=False)
-            )
-        )
+        entries = await self.entries(sources)
         return [
             _news(source, entry, limit) for source, entry in zip(sources, entries, strict=False)
         ]
@@ -112,14 +116,14 @@ class News:
 
         What /source and /add look at: a web page's discovered feed, a feed's new home.
         """
-        digests = [source_digest(source) for source in sources]
+        sids = [source_id(source) for source in sources]
         asked = time.time()
-        cached = await self.store.get_cached_many(digests)
+        cached = await self.store.get_cached_many(sids)
         return list(
             await asyncio.gather(
                 *(
-                    self._entry(source, digest, entry, asked)
-                    for source, digest, entry in zip(sources, digests, cached, strict=False)
+                    self._entry(source, sid, entry, asked)
+                    for source, sid, entry in zip(sources, sids, cached, strict=False)
                 )
             )
         )
@@ -130,17 +134,17 @@ class News:
         return news
 
     async def _entry(
-        self, source: Source, digest: str, cached: CachedNews | None, asked: float
+        self, source: Source, sid: str, cached: CachedNews | None, asked: float
     ) -> CachedNews:
         """A source's cache entry if it is fresh, else the one fetch under way for it."""
         if cached is not None and self._fresh(cached, asked):
             CACHE_HITS.inc()
             return cached
-        task = self._inflight.get(digest)
+        task = self._inflight.get(sid)
         if task is None:
-            task = asyncio.create_task(self._refresh(source, digest, cached, asked))
-            self._inflight[digest] = task
-            task.add_done_callback(lambda _: self._inflight.pop(digest, None))
+            task = asyncio.create_task(self._refresh(source, sid, cached, asked))
+            self._inflight[sid] = task
+            task.add_done_callback(lambda _: self._inflight.pop(sid, None))
         return await asyncio.shield(task)
 
     def _fresh(self, cached: CachedNews, now: float) -> bool:
@@ -151,35 +155,35 @@ class News:
         return now < cached.fetched_at + ttl
 
     async def _refresh(
-        self, source: Source, digest: str, cached: CachedNews | None, asked: float
+        self, source: Source, sid: str, cached: CachedNews | None, asked: float
     ) -> CachedNews:
         """Fetch a source once for everyone who asked at ``asked`` or later."""
         # Another replica's fetch ends at its deadline: waiting longer is pointless.
         wait = min(keys.FETCH_LOCK_SECONDS, self.fetch_seconds + 2 * GRACE_SECONDS)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if await self.store.lock_fetch(digest, self.owner):
+            if await self.store.lock_fetch(sid, self.owner):
                 try:
                     # Another replica may have stored a fetch between our look at the
                     # cache and taking the lock: that one is news enough.
-                    latest = await self.store.get_cached(digest)
+                    latest = await self.store.get_cached(sid)
                     if latest is not None and self._answers(latest, asked):
                         CACHE_HITS.inc()
                         return latest
                     fresh = await self._fetch(source, latest or cached)
-                    return await self._store(source, digest, latest or cached, fresh)
+                    return await self._store(source, sid, latest or cached, fresh)
                 finally:
-                    await self.store.unlock_fetch(digest, self.owner)
+                    await self.store.unlock_fetch(sid, self.owner)
             # Another replica is fetching this source: wait for what it stores.
             await asyncio.sleep(WAIT_POLL_SECONDS)
-            latest = await self.store.get_cached(digest)
+            latest = await self.store.get_cached(sid)
             if latest is not None and self._answers(latest, asked):
                 CACHE_HITS.inc()
                 return latest
         return CachedNews(fetched_at=time.time(), error="timed out")
 
     async def _store(
-        self, source: Source, digest: str, previous: CachedNews | None, fetched: CachedNews
+        self, source: Source, sid: str, previous: CachedNews | None, fetched: CachedNews
     ) -> CachedNews:
         """Store a fetch with the source's failure streak; queue the notice of a transition.
 
@@ -188,17 +192,17 @@ class News:
         entry, transition = source_health.follow(
             previous, fetched, self.settings.dead_source_after
         )
-        await self.store.put_cached(digest, entry)
+        await self.store.put_cached(sid, entry)
         notice = None
         if transition is not None:
             # A transition is named by the streak it ends or makes dead: its start.
             streak = entry if transition == source_health.DEAD else previous
             since = (streak.failing_since if streak else None) or entry.fetched_at
-            notice = source_health.notice_id(digest, transition, since)
+            notice = source_health.notice_id(sid, transition, since)
             logger.info("source %s is %s (failing since %s)", source.key, transition, since)
         if entry.error is not None or (previous is not None and previous.error is not None):
             # A source that was and is fine costs no write here.
-            await self.store.note_source_health(digest, source.key, entry, transition, notice)
+            await self.store.note_source_health(sid, source.key, entry, transition, notice)
         return entry
 
     def _answers(self, cached: CachedNews, asked: float) -> bool:
@@ -206,86 +210,67 @@ class News:
         return cached.fetched_at >= asked or self._fresh(cached, time.time())
 
     async def _fetch(self, source: Source, cached: CachedNews | None) -> CachedNews:
-        """Fetch a source upstream on the pool, within the fetch timeout."""
+        """Fetch a source upstream on the pool, within the fetch timeout.
+
+        Reuses the cache's items on a 304; every failure, whatever raised it, becomes
+        the source's error here (see ``failure``).
+        """
         expires = time.monotonic() + self.fetch_seconds
-        url = self.settings.reddit_url if source.kind == "reddit" else source.key
-        downloader = self.reddit.downloader if source.kind == "reddit" else self.feeds
-        host, port = _address(url)
+        validators = None
+        if cached is not None and cached.error is None:
+            validators = Validators(cached.etag, cached.last_modified)
         try:
+            fetcher = self.fetchers[source.kind]
+            host, _ = fetcher.address(source)
             # The name first, on the event loop: no download thread waits for DNS, so
             # dead names cannot take the pool. The download then finds it resolved.
-            await downloader.resolver.resolve_async(host, port, expires - time.monotonic())
-            fresh = await self.pool.run(
-                host, expires, functools.partial(self._download, source, cached, expires)
+            await fetcher.resolve(source, expires)
+            fetched = await self.pool.run(
+                host, expires, functools.partial(_download, fetcher, source, validators, expires)
             )
-        except SourceError as error:  # no answer, no slot in time, or closing down
-            return CachedNews(fetched_at=time.time(), error=str(error))
+        except Exception as error:  # one broken source must not break the others
+            return failure(source, error)
+        items = fetched.items
+        if items is None:  # 304 Not Modified
+            items = cached.items if cached is not None else ()
+        fresh = CachedNews(
+            fetched_at=time.time(),
+            items=items,
+            etag=fetched.validators.etag if fetched.validators else None,
+            last_modified=fetched.validators.last_modified if fetched.validators else None,
+            moved_to=fetched.moved_to,
+        )
         if fresh.moved_to is not None:
             # Once per fetch, not per chat: chats follow it when next read.
             await self.store.record_move(source.key, fresh.moved_to)
         return fresh
 
-    def _download(self, source: Source, cached: CachedNews | None, expires: float) -> CachedNews:
-        """Fetch a source upstream (blocking), reusing the cache's items on a 304."""
-        UPSTREAM_FETCHES.labels(kind=source.kind).inc()
-        validators = None
-        if cached is not None and cached.error is None:
-            validators = Validators(cached.etag, cached.last_modified)
-        items: list[Item] | None
-        moved_to = None
-        try:
-            if source.kind == "reddit":
-                items, validators = self.reddit.fetch(
-                    source.key[2:], MAX_ITEMS, validators, expires
-                )
-            else:
-                download, items = fetch_feed(
-                    self.feeds, source.key, MAX_ITEMS, validators, expires
-                )
-                validators = download.validators
-                moved_to = _feed_key(download.moved_to)
-        except WebPage as page:
-            return CachedNews(
-                fetched_at=time.time(),
-                error=str(page),
-                discovered=page.feeds[0] if page.feeds else None,
-            )
-        except SourceError as error:
-            return CachedNews(fetched_at=time.time(), error=str(error))
-        except Exception:
-            # One broken source must not break the others; the log keeps the traceback.
-            logger.exception("fetching %s failed", source.key)
-            return CachedNews(fetched_at=time.time(), error="could not be read")
-        if items is None:  # 304 Not Modified
-            items = list(cached.items) if cached is not None else []
+
+def _download(
+    fetcher: Fetcher, source: Source, validators: Validators | None, expires: float
+) -> Fetched:
+    """Fetch a source upstream (blocking, on the pool): its whole list, for filters."""
+    UPSTREAM_FETCHES.labels(kind=source.kind).inc()
+    return fetcher.fetch(source, MAX_ITEMS, validators, expires)
+
+
+def failure(source: Source, error: Exception) -> CachedNews:
+    """What a failed fetch leaves in the cache: the one mapping of errors to reasons.
+
+    A web page carries the feed it names; a SourceError its reason (no answer, no pool
+    slot in time, closing down, a refusal of the guard, a bad feed); anything else is a
+    bug, logged with its traceback, and the chat reads "could not be read".
+    """
+    if isinstance(error, WebPage):
         return CachedNews(
             fetched_at=time.time(),
-            items=tuple(items),
-            etag=validators.etag if validators else None,
-            last_modified=validators.last_modified if validators else None,
-            moved_to=moved_to if moved_to != source.key else None,
+            error=str(error),
+            discovered=error.feeds[0] if error.feeds else None,
         )
-
-
-def _feed_key(url: str | None) -> str | None:
-    """A moved feed's new URL in canonical form; None if there is none we could follow."""
-    if url is None:
-        return None
-    try:
-        source = parse_source(url)
-    except InvalidSource:
-        return None  # a URL we would refuse from a user is not stored for one either
-    return source.key if source.kind == "feed" else None
-
-
-def _address(url: str) -> tuple[str, int]:
-    """The host (lower case) and port a URL names."""
-    parts = urlsplit(url)
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        port = 0  # the download refuses the URL with its reason
-    return (parts.hostname or url).lower(), port
+    if isinstance(error, SourceError):
+        return CachedNews(fetched_at=time.time(), error=str(error))
+    logger.error("fetching %s failed", source.key, exc_info=error)
+    return CachedNews(fetched_at=time.time(), error="could not be read")
 
 
 def _news(source: Source, cached: CachedNews, limit: int) -> SourceNews:

@@ -24,7 +24,7 @@ import defusedxml.ElementTree
 
 from newsbot.errors import InvalidSource, NewsbotError
 from newsbot.models import Source
-from newsbot.sources.base import SUBREDDIT_NAME, parse_source
+from newsbot.sources.parsing import SUBREDDIT_NAME, parse_source
 
 EXPORT_FILE_NAME = "newsbot-sources.opml"
 # The biggest OPML file the bot reads: thousands of feeds, far below Telegram's 20 MB.

@@ -240,7 +240,7 @@ async def subscribe_all(redis_url: str, chats: list[int], due: float) -> None:
     """Give every chat r/python and a daily digest due at ``due``, through the store."""
     import redis.asyncio as aioredis
 
-    from newsbot.sources.base import parse_source
+    from newsbot.sources.parsing import parse_source
     from newsbot.store import Store
 
     store = Store(aioredis.Redis.from_url(redis_url, decode_responses=True))

@@ -28,9 +28,9 @@ from fakes.news import FakeNews
 from harness import bot_env
 from newsbot.config import Settings
 from newsbot.service import serve
-from newsbot.sources.base import parse_source
 from newsbot.sources.download import FETCH_THREADS, PER_HOST
 from newsbot.sources.guard import Guard, Resolver, system_lookup
+from newsbot.sources.parsing import parse_source
 from newsbot.store import Store, connect
 from test_bot import hot_titles, newest_feed_titles, say
 

@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from harness import bot_env, running_bot, wait_sent
-from newsbot.sources.base import parse_source
+from newsbot.sources.parsing import parse_source
 from newsbot.store import Store
 
 CHAT = 4242

@@ -33,9 +33,11 @@ from fakes.news import BOMB, HUGE_BYTES, XXE, FakeNews
 from newsbot import __version__
 from newsbot.config import Settings
 from newsbot.errors import FetchError, InvalidSource
-from newsbot.sources.base import parse_source, parse_sources, split_sources
 from newsbot.sources.download import CHUNK, Downloader, FetchPool, Validators
+from newsbot.sources.feeds import Feeds
+from newsbot.sources.fetcher import url_address
 from newsbot.sources.guard import Guard, Resolver, is_public
+from newsbot.sources.parsing import parse_source, parse_sources, split_sources
 from newsbot.sources.reddit import (
     Reddit,
     RedditRateLimited,
@@ -55,7 +57,7 @@ def data(name: str) -> bytes:
     return (DATA / name).read_bytes()
 
 
-# --- base: what the user typed ---------------------------------------------------------
+# --- parsing: what the user typed ------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -636,6 +638,37 @@ def test_fetch_feed_reports_bad_feeds(
         fetch_feed(downloader, news.url + path, 5, None)
 
 
+# --- the fetchers: what News gets from each kind ----------------------------------------
+
+
+def test_a_feed_fetcher_reports_a_permanent_move_by_its_key_and_a_304_as_no_items(
+    news: FakeNews, downloader: Downloader
+) -> None:
+    news.set_route("/old.xml", 301, headers={"Location": "/feeds/rss20.xml"})
+    feeds = Feeds(downloader)
+    old = parse_source(news.url + "/old.xml")
+    fetched = feeds.fetch(old, 5, None, time.monotonic() + 5)
+    assert fetched.moved_to == parse_source(news.url + "/feeds/rss20.xml").key
+    assert fetched.items == tuple(parse_feed(data("rss20.xml"), 5))
+    assert fetched.validators is not None and fetched.validators.etag
+    again = feeds.fetch(old, 5, fetched.validators, time.monotonic() + 5)
+    assert again.items is None and again.moved_to == fetched.moved_to
+    # Where it lives is no move.
+    here = feeds.fetch(parse_source(news.url + "/feeds/rss20.xml"), 5, None, time.monotonic() + 5)
+    assert here.moved_to is None and here.items == fetched.items
+
+
+def test_a_reddit_fetcher_fetches_a_subreddit_source_by_its_name(
+    news: FakeNews, reddit: Reddit
+) -> None:
+    fetched = reddit.fetch(parse_source("r/Python"), 5, None, time.monotonic() + 5)
+    assert fetched.items is not None
+    assert [item.title for item in fetched.items] == python_titles()[:5]
+    assert fetched.moved_to is None and isinstance(fetched.validators, Validators)
+    assert reddit.address(parse_source("golang")) == url_address(news.url)
+    assert news.count("/r/python/hot.json") == 1
+
+
 # --- reddit ----------------------------------------------------------------------------
 
 
@@ -672,7 +705,7 @@ def reddit(news: FakeNews) -> Iterator[Reddit]:
 
 
 def test_reddit_fetch_returns_hot_items_as_written(news: FakeNews, reddit: Reddit) -> None:
-    items, validators = reddit.fetch("python", 5)
+    items, validators = reddit.hot("python", 5)
     assert items is not None
     # raw_json=1: "&" and "<" arrive as written, not as Reddit's legacy &amp; / &lt;.
     assert [item.title for item in items] == python_titles()[:5]
@@ -693,35 +726,35 @@ def test_reddit_fetch_returns_hot_items_as_written(news: FakeNews, reddit: Reddi
 )
 def test_reddit_failures_have_reasons(reddit: Reddit, name: str, reason: str) -> None:
     with pytest.raises(FetchError, match=re.escape(reason)):
-        reddit.fetch(name, 5)
+        reddit.hot(name, 5)
 
 
 def test_reddit_empty_subreddit_has_no_items(reddit: Reddit) -> None:
-    assert reddit.fetch("emptysub", 5)[0] == []
+    assert reddit.hot("emptysub", 5)[0] == []
 
 
 def test_reddit_refuses_a_bad_name_without_asking(news: FakeNews, reddit: Reddit) -> None:
     with pytest.raises(FetchError):
-        reddit.fetch("../api", 5)
+        reddit.hot("../api", 5)
     assert news.requests == []
 
 
 def test_reddit_429_holds_back_the_next_request(news: FakeNews, reddit: Reddit) -> None:
     with pytest.raises(RedditRateLimited) as limited:
-        reddit.fetch("limitedsub", 5)
+        reddit.hot("limitedsub", 5)
     assert limited.value.retry_after == 30
     asked = news.count("/r/")
     with pytest.raises(RedditRateLimited):
-        reddit.fetch("python", 5)
+        reddit.hot("python", 5)
     assert news.count("/r/") == asked
 
 
 def test_reddit_waits_when_the_window_is_used_up(news: FakeNews, reddit: Reddit) -> None:
     news.ratelimit_limit = 1
-    items, _ = reddit.fetch("python", 5)  # a good answer, but the last one allowed
+    items, _ = reddit.hot("python", 5)  # a good answer, but the last one allowed
     assert items
     with pytest.raises(RedditRateLimited):
-        reddit.fetch("golang", 5)
+        reddit.hot("golang", 5)
     assert news.count("/r/") == 1
 
 
@@ -734,7 +767,7 @@ def test_reddit_oauth_uses_one_token_for_many_fetches(news: FakeNews) -> None:
     try:
         reddit = Reddit(settings, fetcher)
         for name in ("python", "golang", "python"):
-            items, _ = reddit.fetch(name, 3)
+            items, _ = reddit.hot(name, 3)
             assert items is not None and len(items) == 3
     finally:
         fetcher.close()
@@ -750,10 +783,10 @@ def test_reddit_oauth_renews_a_revoked_token(news: FakeNews) -> None:
     fetcher = Downloader(timeout=5.0)
     try:
         reddit = Reddit(settings, fetcher)
-        assert reddit.fetch("python", 3)[0]
+        assert reddit.hot("python", 3)[0]
         news.revoke_tokens()
-        assert reddit.fetch("python", 3)[0]
-        assert reddit.fetch("golang", 3)[0]
+        assert reddit.hot("python", 3)[0]
+        assert reddit.hot("golang", 3)[0]
     finally:
         fetcher.close()
     assert news.count("/api/v1/access_token") == 2
@@ -767,7 +800,7 @@ def test_reddit_oauth_with_wrong_credentials_fails_without_leaking(news: FakeNew
     fetcher = Downloader(timeout=5.0)
     try:
         with pytest.raises(FetchError) as failure:
-            Reddit(settings, fetcher).fetch("python", 3)
+            Reddit(settings, fetcher).hot("python", 3)
     finally:
         fetcher.close()
     assert "wrong-secret" not in str(failure.value)
@@ -1026,12 +1059,12 @@ def test_a_hostile_429_blocks_reddit_for_minutes_at_most(
         },
     )
     with pytest.raises(RedditRateLimited) as limited:
-        reddit.fetch("python", 5)
+        reddit.hot("python", 5)
     assert limited.value.retry_after == blocked
     assert f"try again in {blocked} s" in str(limited.value)
     news.remove_route("/r/python/hot.json")
     with pytest.raises(RedditRateLimited) as still:
-        reddit.fetch("python", 5)
+        reddit.hot("python", 5)
     assert 0 < still.value.retry_after <= blocked
     assert news.count("/r/") == 1
 
@@ -1100,7 +1133,7 @@ def test_a_listing_with_hostile_permalinks_links_only_to_reddit(
     news.set_route(
         "/r/hostilesub/hot.json", body=listing, headers={"Content-Type": "application/json"}
     )
-    items, _ = reddit.fetch("hostilesub", 20)
+    items, _ = reddit.hot("hostilesub", 20)
     assert items is not None and len(items) == len(posts)
     assert items[0].link == "https://www.reddit.com/r/python/comments/p0/ok/"
     assert items[0].published is None  # 1e400 is no time

@@ -436,3 +436,19 @@ async def test_admin_answers_expire_after_five_minutes(store: Store) -> None:
     assert await store.cached_admin(-5, 11, T + keys.ADMIN_CACHE_SECONDS + 1) is None
     assert await store.cached_admin(-5, 13, T) is None
     assert 0 < await store.redis.ttl(keys.ADMINS.format(chat_id=-5)) <= 300
+
+
+def test_no_two_parts_of_the_store_define_the_same_name() -> None:
+    """Store is made of parts (newsbot/store/): a method two parts define would be
+    shadowed by whichever comes first among Store's bases, silently."""
+    defined: dict[str, str] = {}
+    clashes = []
+    for part in Store.__mro__[1:-1]:  # not Store itself, not object
+        for name in vars(part):
+            if name.startswith("__") and name != "__init__":
+                continue  # __doc__, __module__ and the like are every class's own
+            if name in defined:
+                clashes.append(f"{name}: {part.__name__} and {defined[name]}")
+            defined[name] = part.__name__
+    assert clashes == []
+    assert "get_sources" in defined  # the parts are there: the test looks at something

@@ -1,1 +1,1 @@
-"""News sources: parsing what the user typed, the SSRF guard, Reddit and RSS/Atom."""
+"""News sources: parsing what users type, the SSRF guard, downloads, and a Fetcher per kind."""

@@ -20,9 +20,10 @@ from urllib.parse import urljoin, urlsplit
 from newsbot import __version__
 from newsbot.config import DEFAULT_REDDIT_URL, Settings
 from newsbot.errors import FetchError
-from newsbot.models import Item
-from newsbot.sources.base import SUBREDDIT_NAME
+from newsbot.models import Item, Source
 from newsbot.sources.download import Download, Downloader, HTTPStatusError, Validators
+from newsbot.sources.fetcher import Fetched, url_address
+from newsbot.sources.parsing import SUBREDDIT_NAME
 
 OAUTH_API_URL = "https://oauth.reddit.com"
 # Reddit asks for a unique, descriptive User-Agent naming the app and a contact.
@@ -175,7 +176,11 @@ def _remaining(headers: Mapping[str, str]) -> float:
 
 
 class Reddit:
-    """Fetches subreddit listings, anonymously or with app-only OAuth."""
+    """Fetches subreddit listings, anonymously or with app-only OAuth (a ``Fetcher``).
+
+    Its downloader is its own, unguarded (the URL is the operator's) and with a resolver
+    of its own, so that users' dead feed names never queue in front of Reddit's.
+    """
 
     def __init__(self, settings: Settings, downloader: Downloader) -> None:
         self.base_url = settings.reddit_url
@@ -187,7 +192,26 @@ class Reddit:
         self._token_lock = threading.Lock()
         self._blocked_until = 0.0
 
+    def address(self, source: Source) -> tuple[str, int]:
+        """Reddit's host and port: every subreddit is fetched from it."""
+        return url_address(self.base_url)
+
+    async def resolve(self, source: Source, expires: float) -> None:
+        """Look Reddit's host up on this fetcher's own resolver."""
+        host, port = self.address(source)
+        await self.downloader.resolver.resolve_async(host, port, expires - time.monotonic())
+
     def fetch(
+        self, source: Source, limit: int, validators: Validators | None, expires: float
+    ) -> Fetched:
+        """Fetch a subreddit source's hot listing."""
+        items, validators = self.hot(source.key.removeprefix("r/"), limit, validators, expires)
+        return Fetched(items=None if items is None else tuple(items), validators=validators)
+
+    def close(self) -> None:
+        self.downloader.close()
+
+    def hot(
         self,
         name: str,
         limit: int = MAX_LIMIT,

@@ -27,6 +27,7 @@ from newsbot.errors import FetchError
 from newsbot.models import Item
 from newsbot.sources.discovery import WebPage, find_feeds, is_web_page
 from newsbot.sources.download import Download, Downloader, Validators
+from newsbot.sources.fetcher import MAX_ITEMS as MAX_ITEMS  # alerts take it from here
 from newsbot.sources.jsonfeed import looks_like_json_feed, parse_json_feed
 from newsbot.sources.text import excerpt, plain_text
 
@@ -47,8 +48,6 @@ MAX_ELEMENTS = 50_000
 # A start tag, to count the elements of a document expat cannot read (feedparser's loose
 # parser takes those).
 _START_TAG = re.compile(rb"<[A-Za-z_]")
-# Items a fetch keeps in the shared cache: filters need more than the few shown.
-MAX_ITEMS = 100
 # A numeric character reference; an emoji written as a UTF-16 surrogate pair of them
 # makes a feed ill-formed (and crashed feedparser's loose parser).
 _CHARREF = re.compile(rb"&#(?:[xX]([0-9a-fA-F]{1,8})|([0-9]{1,10}));")
