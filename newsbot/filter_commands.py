@@ -17,7 +17,7 @@ from newsbot.channels import command_argument, command_chat
 from newsbot.errors import InvalidSource
 from newsbot.models import Source
 from newsbot.replies import Reply
-from newsbot.sources.base import parse_source
+from newsbot.sources.parsing import parse_source
 from newsbot.store import Store
 
 

@@ -21,11 +21,11 @@ from newsbot.errors import InvalidSource
 from newsbot.filter_commands import drop_stale_filters
 from newsbot.merge import merge_news
 from newsbot.models import Source
-from newsbot.news import News, source_digest
+from newsbot.news import News, source_id
 from newsbot.replies import Reply, list_reply, with_found, with_refusals
-from newsbot.sources.base import parse_source, parse_sources
 from newsbot.sources.checking import Refusal, SourceChecker
 from newsbot.sources.discovery import NO_FEED_LINK
+from newsbot.sources.parsing import parse_source, parse_sources
 from newsbot.store import Store
 
 
@@ -152,7 +152,7 @@ class SourceCommands:
         """The ⚠️ mark of each failing source (reason, since when in the chat's zone)."""
         if not sources:
             return []
-        entries = await self.store.get_cached_many([source_digest(s) for s in sources])
+        entries = await self.store.get_cached_many([source_id(s) for s in sources])
         zone = await self.store.get_zone(chat_id)
         return [source_health.listing_mark(entry, zone) for entry in entries]
 

@@ -1,6 +1,6 @@
 """Checking the sources a user names before any is stored or fetched.
 
-The words become sources (``sources.base.parse_sources``, pure), then every feed's URL
+The words become sources (``sources.parsing.parse_sources``, pure), then every feed's URL
 passes the SSRF guard, all of them at once, on the event loop and within the fetch
 deadline: no thread waits for a name whose DNS never answers. What is refused comes back
 as ``(word, reason)`` pairs, the reason worded for the user. The chat commands and
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 from newsbot.errors import InvalidSource
 from newsbot.models import Source
-from newsbot.sources.base import parse_sources
 from newsbot.sources.guard import Guard
+from newsbot.sources.parsing import parse_sources
 
 # A refused word (or "" for a refusal of the whole list) and the reason shown for it.
 Refusal = tuple[str, str]
