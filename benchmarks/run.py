@@ -525,10 +525,10 @@ async def _measure_state(
     from newsbot.app import build_application
     from newsbot.cluster.stream import MAX_IN_FLIGHT
     from newsbot.config import Settings
+    from newsbot.core import DOWNLOADS_IN_FLIGHT
     from newsbot.digests import DIGEST_SLOTS, PREFETCH_SLOTS, Digests
     from newsbot.models import Item, Source
     from newsbot.news import News, source_digest
-    from newsbot.service import DOWNLOADS_IN_FLIGHT
     from newsbot.store import CachedNews, Store, connect, pool_size
 
     settings = Settings.from_env(
@@ -548,7 +548,7 @@ async def _measure_state(
     )
     news = News(settings, store)
     assert settings.telegram_token is not None
-    application, _ = build_application(settings, store, news, settings.telegram_token)
+    application = build_application(settings, store, news, settings.telegram_token)
     await application.initialize()
     try:
         urls = [f"https://feeds.example.org/{n}.xml" for n in range(sources)]

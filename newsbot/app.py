@@ -1,23 +1,49 @@
-"""Wiring: the one place the object graph is put together."""
+"""The python-telegram-bot application, and how the handling of each update went.
+
+``build_application`` builds the application with Newsbot's handlers; ``handle_update``
+feeds it one update from the stream and tells the consumer how that went:
+
+* handled (a reply, a refusal, even the apology for a bug of ours): it returns;
+* ``Held``: a send must wait out a rate limit longer than a worker may (the limiter
+  raised ``SendDeferred``); the update is handled again once the wait has passed;
+* ``Deferred``: Redis or Telegram was unreachable; the update is handled again later;
+* ``BadUpdate``: it cannot be parsed; never retried.
+
+The application's error handler is where a held or deferred update is told apart from
+a bug. It reports to ``Outcomes`` under the update's id, and ``handle_update`` takes the
+report when the application has returned: nothing else keeps track of updates.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from redis.exceptions import RedisError
 from telegram import LinkPreviewOptions, Update
 from telegram.constants import ParseMode
-from telegram.ext import ApplicationBuilder, BaseRateLimiter, Defaults
+from telegram.error import BadRequest, NetworkError
+from telegram.ext import (
+    ApplicationBuilder,
+    ApplicationHandlerStop,
+    BaseRateLimiter,
+    ContextTypes,
+    Defaults,
+)
 from telegram.request import BaseRequest
 
 from newsbot.cluster.capacity import committing, waiting
-from newsbot.cluster.ratelimit import RedisRateLimiter
+from newsbot.cluster.ratelimit import RedisRateLimiter, SendDeferred
 from newsbot.config import Settings
 from newsbot.errors import BadUpdate, Deferred, Held
-from newsbot.handlers import App, Handlers
+from newsbot.handlers import APOLOGY, App, Handlers
 from newsbot.news import News
+from newsbot.sources.guard import Guard
 from newsbot.store import Store
+
+logger = logging.getLogger(__name__)
 
 # Opt in to python-telegram-bot's timedelta durations (RetryAfter.retry_after and
 # friends), the default from v23; without it every 429 also raises a deprecation warning.
@@ -31,11 +57,14 @@ def build_application(
     token: str,
     request: BaseRequest | None = None,
     rate_limited: bool = True,
-) -> tuple[App, Handlers]:
+    outcomes: Outcomes | None = None,
+    guard: Guard | None = None,
+) -> App:
     """Build the python-telegram-bot application with Newsbot's handlers.
 
     There is no Updater: updates arrive through the Redis stream (see cluster.stream),
-    and ``handle_update`` feeds them in.
+    and ``handle_update`` feeds them in; its error handler reports to ``outcomes``.
+    ``guard`` checks the URLs users give (the news' own by default).
     """
     builder = (
         ApplicationBuilder()
@@ -60,9 +89,87 @@ def build_application(
     if rate_limited:
         builder = builder.rate_limiter(WaitingRateLimiter(RedisRateLimiter(store.redis, settings)))
     application = builder.build()
-    handlers = Handlers(settings, store, news)
+    handlers = Handlers(settings, store, news, guard)
     handlers.register(application)
-    return application, handlers
+    reports = outcomes if outcomes is not None else Outcomes()
+
+    async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await report_error(reports, handlers, update, context)
+
+    application.add_error_handler(on_error)
+    return application
+
+
+class Outcomes:
+    """How the updates in hand went, where not simply handled: held or deferred.
+
+    The error handler reports here, under the update's id; ``handle_update`` takes the
+    report once the application has returned. An update handled without trouble leaves
+    nothing behind.
+    """
+
+    def __init__(self) -> None:
+        self._reports: dict[int, Deferred] = {}
+
+    def report(self, update_id: int, problem: Deferred) -> None:
+        """Note that an update must be handled again later, and why."""
+        if isinstance(self._reports.get(update_id), Held) and not isinstance(problem, Held):
+            return  # the hold says how long to wait; an outage beside it does not
+        self._reports[update_id] = problem
+
+    def take(self, update_id: int) -> Deferred | None:
+        """The report on an update (None: it was handled), forgotten as it is read."""
+        return self._reports.pop(update_id, None)
+
+    def __len__(self) -> int:
+        return len(self._reports)
+
+
+def deferral(update_id: int | None, error: object) -> Deferred | None:
+    """What an error means for its update: held, deferred, or None for a bug of ours."""
+    if isinstance(error, SendDeferred):
+        return Held(f"update {update_id} waits out a rate limit: {error}", error.wait_seconds)
+    if isinstance(error, Deferred):
+        return error
+    if is_outage(error):
+        return Deferred(f"update {update_id} met an outage: {error}")
+    return None
+
+
+def is_outage(error: object) -> bool:
+    """Tell whether an error means "try again later" rather than "this is a bug"."""
+    if isinstance(error, BadRequest):
+        return False
+    return isinstance(error, RedisError | OSError | NetworkError)
+
+
+async def report_error(
+    outcomes: Outcomes, handlers: Handlers, update: object, context: ContextTypes.DEFAULT_TYPE
+) -> None:
+    """The application's error handler: a held or deferred update, or a bug of ours.
+
+    A held or deferred update goes no further (no later handler group runs without the
+    gate's say): it is handled again from the start. A bug is logged, and the user is
+    told it was ours.
+    """
+    update_id = update.update_id if isinstance(update, Update) else None
+    problem = deferral(update_id, context.error)
+    if problem is not None:
+        # Redis or Telegram is unreachable, or the chat must wait: the update is handled
+        # again later, so the user gets the real answer rather than an apology.
+        logger.warning("update %s deferred: %s", update_id, context.error)
+        if update_id is not None:
+            outcomes.report(update_id, problem)
+        raise ApplicationHandlerStop
+    logger.error("handling an update failed", exc_info=context.error)
+    if not isinstance(update, Update) or update.effective_chat is None:
+        return
+    try:
+        await handlers.reply(update, context, APOLOGY)
+    except SendDeferred as held:
+        # Even the apology must wait: the update is handled again (and answered) later.
+        outcomes.report(update.update_id, deferral(update.update_id, held) or held)
+        raise ApplicationHandlerStop from None
 
 
 class WaitingRateLimiter(BaseRateLimiter[Any]):
@@ -105,11 +212,12 @@ class WaitingRateLimiter(BaseRateLimiter[Any]):
             )
 
 
-async def handle_update(application: App, handlers: Handlers, data: dict[str, Any]) -> None:
+async def handle_update(application: App, outcomes: Outcomes, data: dict[str, Any]) -> None:
     """Handle one update given as Bot API JSON; raise Deferred to have it retried.
 
-    Raises BadUpdate when python-telegram-bot cannot parse it (a field shape of another
-    Bot API version, say): trying again could not help.
+    Raises Held (a Deferred) when a reply must wait out a rate limit, Deferred when the
+    handling met an outage, and BadUpdate when python-telegram-bot cannot parse the
+    update (a field shape of another Bot API version, say): trying again could not help.
     """
     try:
         update = Update.de_json(data, application.bot)
@@ -120,10 +228,6 @@ async def handle_update(application: App, handlers: Handlers, data: dict[str, An
             f"update {data.get('update_id')} cannot be parsed: {type(error).__name__}: {error}"
         ) from error
     await application.process_update(update)
-    wait = handlers.held.pop(update.update_id, None)
-    if wait is not None:
-        handlers.deferred.discard(update.update_id)
-        raise Held(f"update {update.update_id} waits out a rate limit", wait)
-    if update.update_id in handlers.deferred:
-        handlers.deferred.discard(update.update_id)
-        raise Deferred(f"update {update.update_id} met an outage")
+    problem = outcomes.take(update.update_id)
+    if problem is not None:
+        raise problem

@@ -98,18 +98,11 @@ def run(settings: Settings) -> int:
 
 async def fetch(settings: Settings, words: Sequence[str]) -> int:
     """`newsbot fetch`: print news as plain text; exit 1 if any source failed."""
-    from newsbot.handlers import Handlers
-    from newsbot.news import News
-    from newsbot.store import Store, connect
+    from newsbot.core import open_core
 
-    store = Store(connect(settings))
-    news = News(settings, store)
-    try:
-        sources, refused = await Handlers(settings, store, news).check_sources(" ".join(words))
-        results = await news.get(sources)
-    finally:
-        news.close()
-        await store.close()
+    async with open_core(settings) as core:  # no token: no application
+        sources, refused = await core.checker.check_words(" ".join(words))
+        results = await core.news.get(sources)
     for message in render.render_news(results):
         print(render.to_plain(message))
     for word, reason in refused:
@@ -124,20 +117,19 @@ async def check(settings: Settings) -> int:
     from telegram import Bot
     from telegram.error import TelegramError
 
-    from newsbot.store import Store, connect, sentinel_master
+    from newsbot.core import open_store
+    from newsbot.store import sentinel_master
 
     print("configuration: ok")
     if settings.redis_url:
-        store = Store(connect(settings))
         where = redis_location(settings.redis_url)  # never the URL: it may hold a password
-        try:
-            master = await sentinel_master(store.redis)
-        except MasterNotFoundError:
-            await store.close()
-            print(f"newsbot: no sentinel names a master: {where} (REDIS_URL)", file=sys.stderr)
-            return 1
-        reachable = await store.ping()
-        await store.close()
+        async with open_store(settings) as store:
+            try:
+                master = await sentinel_master(store.redis)
+            except MasterNotFoundError:
+                print(f"newsbot: no sentinel names a master: {where} (REDIS_URL)", file=sys.stderr)
+                return 1
+            reachable = await store.ping()
         if master is not None:
             where = f"{where}: master at {master[0]}:{master[1]}"
         if not reachable:

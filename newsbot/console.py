@@ -12,15 +12,13 @@ import sys
 import time
 from typing import Any, TextIO
 
-from telegram import Update
 from telegram.request import BaseRequest, RequestData
 
 from newsbot import render
-from newsbot.app import build_application
 from newsbot.config import Settings
+from newsbot.core import Core, open_core
 from newsbot.digests import Digests
-from newsbot.news import News
-from newsbot.store import Store, connect
+from newsbot.errors import Deferred
 
 # Telegram wants a token of this shape; it is never sent anywhere.
 CONSOLE_TOKEN = "0:console"  # noqa: S105 (a placeholder, not a secret)
@@ -91,14 +89,18 @@ def message_update(update_id: int, text: str) -> dict[str, Any]:
 
 async def chat(settings: Settings, lines: TextIO = sys.stdin, out: TextIO = sys.stdout) -> None:
     """Read commands from ``lines`` until end of input, printing the bot's replies."""
-    store = Store(connect(settings))
-    news = News(settings, store)
-    application, _ = build_application(
-        settings, store, news, CONSOLE_TOKEN, request=ConsoleRequest(out), rate_limited=False
-    )
+    async with open_core(
+        settings, CONSOLE_TOKEN, request=ConsoleRequest(out), rate_limited=False
+    ) as core:
+        await _converse(core, settings, lines, out)
+
+
+async def _converse(core: Core, settings: Settings, lines: TextIO, out: TextIO) -> None:
+    """The console's loop: a line read, an update handled, until end of input."""
+    application = core.bot_application
     stop = asyncio.Event()
     await application.initialize()
-    digests = asyncio.create_task(Digests(store, news, application.bot).run(stop))
+    digests = asyncio.create_task(Digests(core.store, core.news, application.bot).run(stop))
     where = "Redis at REDIS_URL" if settings.redis_url else "memory (set REDIS_URL to keep it)"
     out.write(
         f"Newsbot console: type /help, or /source python then /fetch. "
@@ -118,11 +120,11 @@ async def chat(settings: Settings, lines: TextIO = sys.stdin, out: TextIO = sys.
                 break
             if line.strip():
                 update_id += 1
-                update = Update.de_json(message_update(update_id, line.strip()), application.bot)
-                await application.process_update(update)
+                try:
+                    await core.handle(message_update(update_id, line.strip()))
+                except Deferred as error:
+                    # Redis is away (or Telegram's stand-in held it): no answer now.
+                    out.write(f"\n(no answer now: {error}; try again)\n\n")
     finally:
         stop.set()
         await digests
-        await application.shutdown()
-        news.close()
-        await store.close()

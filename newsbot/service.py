@@ -17,7 +17,6 @@ not once per update: the updates and digests wait in Redis and go on afterwards.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import signal
@@ -28,21 +27,19 @@ from typing import Any
 from redis.exceptions import RedisError
 from telegram.error import InvalidToken, NetworkError, TelegramError
 
-from newsbot.alerts import ALERT_SLOTS, Alerts
-from newsbot.app import build_application, handle_update
+from newsbot.alerts import Alerts
 from newsbot.cluster.poller import Poller
-from newsbot.cluster.stream import MAX_IN_FLIGHT, Consumer
+from newsbot.cluster.stream import Consumer
 from newsbot.config import Settings
-from newsbot.digests import DIGEST_SLOTS, PREFETCH_SLOTS, Digests
+from newsbot.core import Core, open_core
+from newsbot.digests import Digests
 from newsbot.errors import ConfigError
 from newsbot.handlers import App
 from newsbot.health import HealthServer
 from newsbot.menu import register_commands
-from newsbot.news import News
 from newsbot.source_notices import SourceNotices
-from newsbot.sources.download import FETCH_THREADS
 from newsbot.sources.guard import Guard
-from newsbot.store import Store, connect, pool_size
+from newsbot.store import Store
 from newsbot.webhook import Webhook
 
 logger = logging.getLogger(__name__)
@@ -51,10 +48,6 @@ logger = logging.getLogger(__name__)
 # 10 s the compose file and the 30 s Kubernetes allow.
 DRAIN_SECONDS = 7.0
 STARTUP_RETRY_SECONDS = 2.0
-# Downloads one replica runs at once (the download pool of newsbot.sources.download):
-# each one that finishes stores its result in Redis, so the Redis pool has a connection
-# for each.
-DOWNLOADS_IN_FLIGHT = FETCH_THREADS
 # How often Redis' state is looked at between probes, so its change is logged promptly.
 REDIS_WATCH_SECONDS = 2.0
 
@@ -113,8 +106,9 @@ async def serve(
 ) -> None:
     """Run one replica until SIGTERM/SIGINT (or ``stop``), then shut down cleanly.
 
-    ``guard`` replaces the feeds' SSRF guard (and with it their resolver): tests stand
-    in the DNS edge with it.
+    ``guard`` replaces the SSRF guard (and with it the resolver) that both the feeds'
+    fetches and the checks of users' URLs go through: tests stand in the DNS edge with
+    it, and close it themselves.
     """
     assert settings.telegram_token is not None
     stop = stop or asyncio.Event()
@@ -122,14 +116,15 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    connections = pool_size(
-        MAX_IN_FLIGHT, DIGEST_SLOTS + PREFETCH_SLOTS + ALERT_SLOTS, DOWNLOADS_IN_FLIGHT
-    )
-    store = Store(connect(settings, connections), settings.items_per_source)
-    news = News(settings, store, guard)
-    application, handlers = build_application(settings, store, news, settings.telegram_token)
+    async with open_core(settings, settings.telegram_token, guard=guard) as core:
+        await _serve(core, stop)
+
+
+async def _serve(core: Core, stop: asyncio.Event) -> None:
+    """Run the loops of one replica on the core until ``stop``."""
+    settings, store, application = core.settings, core.store, core.bot_application
     name = replica_name()
-    consumer = Consumer(store.redis, name, functools.partial(handle_update, application, handlers))
+    consumer = Consumer(store.redis, name, core.handle)
     poller = Poller(
         application.bot,
         store.redis,
@@ -137,8 +132,8 @@ async def serve(
         webhook_url=settings.webhook_url,
         webhook_secret=settings.webhook_secret,
     )
-    digests = Digests(store, news, application.bot)
-    watcher = Alerts(store, news, application.bot)
+    digests = Digests(store, core.news, application.bot)
+    watcher = Alerts(store, core.news, application.bot)
     notices = SourceNotices(store, application.bot)
     webhook = None
     if settings.webhook_url is not None and settings.webhook_secret is not None:
@@ -160,9 +155,7 @@ async def serve(
         await _run_until_stopped(stop, poller, consumer, digests, ready, watcher, notices)
     finally:
         await health.stop()
-        await application.shutdown()  # a no-op if it never started
-        news.close()
-        await store.close()
+        # The core closes the rest (the application, the news, the store) right after.
         logger.info("newsbot stopped")
 
 

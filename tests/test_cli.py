@@ -176,6 +176,18 @@ def test_fetch_prints_news_and_fails_on_a_bad_source(news):
     assert "⚠️ ftp://example.org/feed: only http:// and https:// feeds" in result.stdout
 
 
+def test_fetch_prints_the_good_sources_news_beside_the_reason_for_a_refused_one(news):
+    # Private URLs are not allowed here: the guard refuses the loopback feed before any
+    # request, and the subreddit (the operator's Reddit address, on the same fake
+    # server) is fetched all the same.
+    refused = f"{news.url}/feeds/atom.xml"
+    result = newsbot("fetch", "r/python", refused, env={"REDDIT_URL": news.url})
+    assert result.returncode == 1
+    assert "https://www.reddit.com/r/Python/comments/" in result.stdout
+    assert f"⚠️ {refused}: the address is private or local, which is not allowed" in result.stdout
+    assert news.count("/feeds/") == 0 and news.count("/") > 0
+
+
 def test_check_reaches_redis_and_telegram(telegram, redis_url):
     result = newsbot("check", env=bot_env(telegram, redis_url))
     assert result.returncode == 0, result.stderr

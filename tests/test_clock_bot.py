@@ -188,7 +188,7 @@ async def replica(telegram, news, redis_url) -> AsyncIterator[Digests]:
     store = Store(connect(settings), settings.items_per_source)
     fetcher = News(settings, store)
     assert settings.telegram_token is not None
-    application, _ = build_application(settings, store, fetcher, settings.telegram_token)
+    application = build_application(settings, store, fetcher, settings.telegram_token)
     await application.initialize()
     yield Digests(store, fetcher, application.bot, prefetch_seconds=0)
     await application.shutdown()

@@ -63,7 +63,7 @@ async def start_replica(settings: Settings) -> tuple[Replica, Any]:
     store = Store(connect(settings), settings.items_per_source)
     news = News(settings, store)
     assert settings.telegram_token is not None
-    application, _ = build_application(settings, store, news, settings.telegram_token)
+    application = build_application(settings, store, news, settings.telegram_token)
     await application.initialize()
     return Replica(store, news, application.bot), application
 

@@ -196,7 +196,7 @@ async def replica(telegram, news, redis_url) -> AsyncIterator[tuple[Store, News,
     store = Store(connect(settings), settings.items_per_source)
     news_ = News(settings, store)
     assert settings.telegram_token is not None
-    application, _ = build_application(settings, store, news_, settings.telegram_token)
+    application = build_application(settings, store, news_, settings.telegram_token)
     await application.initialize()
     yield store, news_, application.bot
     await application.shutdown()

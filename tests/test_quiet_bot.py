@@ -67,7 +67,7 @@ async def start_replica(settings: Settings) -> tuple[Digests, Any]:
     store = Store(connect(settings), settings.items_per_source)
     fetcher = News(settings, store)
     assert settings.telegram_token is not None
-    application, _ = build_application(settings, store, fetcher, settings.telegram_token)
+    application = build_application(settings, store, fetcher, settings.telegram_token)
     await application.initialize()
     return Digests(store, fetcher, application.bot, prefetch_seconds=0), application
 

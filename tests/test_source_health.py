@@ -292,7 +292,7 @@ async def replicas(settings: Settings) -> AsyncIterator[list[Replica]]:
         store = Store(connect(settings), settings.items_per_source)
         fetcher = News(settings, store)
         assert settings.telegram_token is not None
-        application, _ = build_application(settings, store, fetcher, settings.telegram_token)
+        application = build_application(settings, store, fetcher, settings.telegram_token)
         await application.initialize()
         started.append((Replica(store, fetcher, application.bot), application))
     yield [replica for replica, _ in started]
