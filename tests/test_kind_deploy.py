@@ -3,20 +3,30 @@
 The kind job applies k8s/ as it is, then this directory: the fake Bot API
 (tests/fakes/telegram_api.py from a ConfigMap, run by the bot's own image), its Service
 and the NetworkPolicies that let the bot reach it. Here: strict schemas, k8s/'s pod
-policy, and that the pieces fit (ports, labels, image). tests/test_k8s_apiserver.py
-applies the directory to a real API server; tests/test_deploy.py lints its YAML.
+policy, and that the pieces fit (ports, labels, image). Then the kind job's deploy step,
+as the workflow writes it, and deploy/kind/e2e.py's kubectl steps (scale, roll) run
+against a real control plane (k8s_support), which has no kubelet: what the API server
+and the controllers make of them is checked, not pods running.
+tests/test_k8s_apiserver.py applies the directory by itself; tests/test_deploy.py lints
+its YAML.
 """
 
 from __future__ import annotations
 
+import base64
+import importlib.util
 import os
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 
 from checktools import find_tool, import_yaml
+from k8s_support import ControlPlane, remove, report, start_control_plane, wait_for
 from test_deploy import KUBERNETES_VERSIONS
 from test_k8s_apiserver import check_pod_runs_unprivileged
 
@@ -25,6 +35,10 @@ yaml: Any = import_yaml()
 ROOT = Path(__file__).resolve().parent.parent
 SETUP = ROOT / "deploy" / "kind"
 FAKE = ROOT / "tests" / "fakes" / "telegram_api.py"
+WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
+DEPLOY_STEP = "Deploy k8s/ with the fake Telegram"
+BOT_SELECTOR = "app.kubernetes.io/name=newsbot,app.kubernetes.io/instance=newsbot"
+FAKE_SELECTOR = "app.kubernetes.io/name=telegram-api,app.kubernetes.io/instance=newsbot-e2e"
 
 
 def _objects(directory: Path) -> list[dict[str, Any]]:
@@ -135,3 +149,117 @@ def test_the_bot_may_reach_the_fake_and_nothing_more() -> None:
     assert fence["spec"]["ingress"] == [
         {"ports": [{"protocol": "TCP", "port": port["containerPort"]}]}
     ]
+
+
+# -- the kind job's kubectl steps on a real control plane -------------------------------
+
+
+def load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("kind_e2e", SETUP / "e2e.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def kind_job() -> dict[str, Any]:
+    job: dict[str, Any] = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))["jobs"]["kind"]
+    return job
+
+
+@pytest.fixture(scope="module")
+def plane() -> Iterator[ControlPlane]:
+    control_plane = start_control_plane()
+    try:
+        control_plane.require_controllers()
+        yield control_plane
+    finally:
+        remove(control_plane)
+
+
+def run_deploy_step(plane: ControlPlane, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """The workflow's deploy step, verbatim but for `rollout status` (no kubelet here, so
+    no pod ever gets ready), with the control plane's kubectl first on PATH."""
+    [step] = [s for s in kind_job()["steps"] if s.get("name") == DEPLOY_STEP]
+    script = "\n".join(line for line in step["run"].splitlines() if "rollout status" not in line)
+    assert "kubectl apply -f k8s/" in script
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").symlink_to(plane.assets.kubectl)
+    return subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HOME": str(plane.root),
+            "KUBECONFIG": str(plane.kubeconfig),
+            "E2E_TOKEN": kind_job()["env"]["E2E_TOKEN"],
+        },
+    )
+
+
+def pods(plane: ControlPlane, selector: str, count: int | None = None) -> list[Any] | None:
+    """The pods a selector finds (that many of them, if count); None for none (yet)."""
+    found: list[Any] = plane.get("pods", "-n", "newsbot", "-l", selector)["items"]
+    return found if found and (count is None or len(found) == count) else None
+
+
+@pytest.mark.timeout(300)
+def test_the_kind_jobs_deploy_step_and_the_scripts_kubectl_steps(
+    plane: ControlPlane, tmp_path: Path
+) -> None:
+    result = run_deploy_step(plane, tmp_path)
+    # No warning either: nothing was applied over an object kubectl apply did not make.
+    assert (result.returncode, result.stderr) == (0, ""), report(result)
+
+    # The bot's settings name the fake; the fake's code is the repository's file; the
+    # token is the one the job gives both.
+    config = plane.get("configmap", "-n", "newsbot", "newsbot-config")["data"]
+    assert config["TELEGRAM_API_URL"] == "http://telegram-api:8081"
+    assert config["REDIS_URL"] == "redis://redis:6379/0"  # the rest of k8s/'s, kept
+    code = plane.get("configmap", "-n", "newsbot", "telegram-api-code")["data"]
+    assert code == {"telegram_api.py": FAKE.read_text(encoding="utf-8")}
+    secret = plane.get("secret", "-n", "newsbot", "newsbot-telegram")["data"]
+    token = base64.b64decode(secret["TELEGRAM_TOKEN"]).decode()
+    assert token == kind_job()["env"]["E2E_TOKEN"]
+
+    # Pod Security "restricted" admits the fake's pod and the bot's.
+    [fake_pod] = wait_for("the fake's pod", lambda: pods(plane, FAKE_SELECTOR))
+    check_pod_runs_unprivileged(fake_pod)
+    wait_for("the bot's 3 pods", lambda: pods(plane, BOT_SELECTOR, 3))
+
+    e2e = load_script()
+    kubectl = e2e.Kubectl("newsbot", str(plane.assets.kubectl), str(plane.kubeconfig))
+    # Scaled to 5, and it stays 5 once the autoscaler has looked: without metrics-server
+    # (kind has none) it cannot act on CPU, and 5 is within its 3-10.
+    kubectl.scale("newsbot", 5)
+
+    def seen_by_autoscaler() -> dict[str, Any] | None:
+        hpa: dict[str, Any] = plane.get("hpa", "-n", "newsbot", "newsbot")
+        return hpa if hpa.get("status", {}).get("currentReplicas") == 5 else None
+
+    wait_for("the autoscaler to see 5 replicas", seen_by_autoscaler)
+    assert plane.get("deployment", "-n", "newsbot", "newsbot")["spec"]["replicas"] == 5
+    wait_for("the bot's 5 pods", lambda: pods(plane, BOT_SELECTOR, 5))
+
+    # The roll: a new ReplicaSet on the other image. No pod gets ready here, so the old
+    # pods stay (maxUnavailable 0) and the script's last check would refuse the result.
+    template = plane.get("deployment", "-n", "newsbot", "newsbot")["spec"]["template"]
+    old_image = template["spec"]["containers"][0]["image"]
+    rolled = f"{old_image.rsplit(':', 1)[0]}:e2e-rolled"
+    kubectl.set_image("newsbot", "newsbot", rolled)
+
+    def rolling() -> list[str] | None:
+        images: list[str] = kubectl.pod_images(BOT_SELECTOR)
+        return images if rolled in images else None
+
+    images = wait_for("a pod of the rolled image", rolling)
+    assert sorted(images) == sorted([old_image] * 5 + [rolled]), images
+    assert kubectl.ready_replicas("newsbot") == 0
+    # The fake is not rolled with the bot.
+    [fake_pod] = pods(plane, FAKE_SELECTOR) or []
+    assert fake_pod["spec"]["containers"][0]["image"] == old_image

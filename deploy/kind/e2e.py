@@ -310,9 +310,14 @@ class Kubectl:
 
     namespace: str = "newsbot"
     executable: str = "kubectl"
+    kubeconfig: str | None = None  # None: kubectl's own (KUBECONFIG, ~/.kube/config)
+
+    def _base(self) -> list[str]:
+        config = [] if self.kubeconfig is None else ["--kubeconfig", self.kubeconfig]
+        return [self.executable, *config, "--namespace", self.namespace]
 
     def __call__(self, *args: str, timeout: float = 600) -> str:
-        command = [self.executable, "--namespace", self.namespace, *args]
+        command = [*self._base(), *args]
         print("$", " ".join(command), flush=True)
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
         if result.returncode != 0:
@@ -323,9 +328,7 @@ class Kubectl:
     def port_forward(self, target: str, port: int) -> Iterator[int]:
         """Forward a free loopback port to target's port; yield the local port."""
         command = [
-            self.executable,
-            "--namespace",
-            self.namespace,
+            *self._base(),
             "port-forward",
             "--address",
             "127.0.0.1",
@@ -348,6 +351,24 @@ class Kubectl:
         finally:
             process.terminate()
             process.wait(10)
+
+    def scale(self, deployment: str, replicas: int) -> None:
+        # kind has no metrics-server, so the autoscaler (3-10 replicas) cannot act on CPU
+        # and leaves a count within its range as it is.
+        self("scale", f"deployment/{deployment}", f"--replicas={replicas}")
+
+    def set_image(self, deployment: str, container: str, image: str) -> None:
+        self("set", "image", f"deployment/{deployment}", f"{container}={image}")
+
+    def rollout_status(self, deployment: str, timeout: float) -> None:
+        """Wait until the Deployment's newest pods are all ready and the old ones gone."""
+        self(
+            "rollout",
+            "status",
+            f"deployment/{deployment}",
+            f"--timeout={timeout:.0f}s",
+            timeout=timeout + 30,
+        )
 
     def ready_replicas(self, deployment: str) -> int:
         return int(
@@ -380,12 +401,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kubectl", default="kubectl")
     args = parser.parse_args(argv)
     kubectl = Kubectl(args.namespace, args.kubectl)
-    deployment = f"deployment/{args.deployment}"
-    wait = f"--timeout={args.timeout:.0f}s"
 
     def roll() -> None:
-        kubectl("set", "image", deployment, f"{args.container}={args.roll_image}")
-        kubectl("rollout", "status", deployment, wait, timeout=args.timeout + 30)
+        kubectl.set_image(args.deployment, args.container, args.roll_image)
+        kubectl.rollout_status(args.deployment, args.timeout)
 
     try:
         with (
@@ -397,10 +416,8 @@ def main(argv: list[str] | None = None) -> int:
             per_start = answer_start(telegram, redis, PROBE_CHAT, args.timeout)
             print(f"/start answered ({per_start} message(s))", flush=True)
 
-            # kind has no metrics-server, so the autoscaler (3-10) leaves a count in its
-            # range as it is.
-            kubectl("scale", deployment, f"--replicas={args.replicas}")
-            kubectl("rollout", "status", deployment, wait, timeout=args.timeout + 30)
+            kubectl.scale(args.deployment, args.replicas)
+            kubectl.rollout_status(args.deployment, args.timeout)
             ready = kubectl.ready_replicas(args.deployment)
             if ready != args.replicas:
                 raise CheckFailed(f"{ready} replicas ready, not {args.replicas}")
