@@ -534,3 +534,17 @@ def test_kind_job_runs_the_script_that_scales_to_5_and_rolls_the_image() -> None
     assert names.index("Deploy k8s/ with the fake Telegram") < script
     assert steps("kind")[-1]["if"] == "failure()"
     # What its kubectl steps do to a cluster: tests/test_kind_deploy.py.
+
+
+def test_readme_says_what_the_kind_job_does_and_where_it_runs() -> None:
+    readme = source("README.md", "its CI/CD section must describe the kind job")
+    section = readme.split("## CI/CD", 1)[1].split("\n## ", 1)[0]
+    [row] = [line for line in section.splitlines() if line.startswith("| `kind`")]
+    assert "GitHub only" in row
+    for text in ("deploy/kind-cluster.yaml", "kubectl apply -f k8s/", "deploy/kind/e2e.py"):
+        assert text in row, text
+    assert "runs only on GitHub" in section
+    # The README's way to run it by hand takes the options the job gives the script.
+    [run] = [c for c in commands("kind") if "deploy/kind/e2e.py" in c]
+    by_hand = run.replace('"$E2E_ROLLED"', f"{workflow()['env']['IMAGE']}:e2e-rolled")
+    assert by_hand in section, by_hand
