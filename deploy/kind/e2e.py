@@ -8,7 +8,8 @@ pointing at it, then runs::
 
 which port-forwards to the fake's control API and to Redis, and then:
 
-1. sends ``/start`` and waits for the reply;
+1. sends ``/start`` and waits for the reply, and sees a connection that no
+   NetworkPolicy admits refused (kind's network plugin enforces them);
 2. scales the bot to 5 replicas and waits until all are ready;
 3. rolls the image (``kubectl set image``) while a new chat sends ``/start`` every
    fifth of a second, from before the roll starts until after it ends;
@@ -370,6 +371,13 @@ class Kubectl:
             timeout=timeout + 30,
         )
 
+    def connects(self, workload: str, host: str, port: int) -> bool:
+        """Whether a connection from workload's pod to host:port gets through."""
+        probe = f"import socket; socket.create_connection(({host!r}, {port}), 5).close()"
+        command = [*self._base(), "exec", workload, "--", "python", "-c", probe]
+        print("$", " ".join(command), flush=True)
+        return subprocess.run(command, capture_output=True, timeout=60).returncode == 0
+
     def ready_replicas(self, deployment: str) -> int:
         return int(
             self("get", f"deployment/{deployment}", "-o", "jsonpath={.status.readyReplicas}") or 0
@@ -415,6 +423,13 @@ def main(argv: list[str] | None = None) -> int:
             redis = Redis("127.0.0.1", redis_port)
             per_start = answer_start(telegram, redis, PROBE_CHAT, args.timeout)
             print(f"/start answered ({per_start} message(s))", flush=True)
+            # The bot reached the fake through the opening deploy/kind/ adds. That the
+            # policies hold at all: the fake may open no connection, not even to Redis
+            # (by address: its DNS is closed too), which no policy admits it to.
+            redis_ip = kubectl("get", "service/redis", "-o", "jsonpath={.spec.clusterIP}")
+            if kubectl.connects("deployment/telegram-api", redis_ip, 6379):
+                raise CheckFailed("NetworkPolicies are not enforced: the fake reached Redis")
+            print("NetworkPolicies are enforced", flush=True)
 
             kubectl.scale(args.deployment, args.replicas)
             kubectl.rollout_status(args.deployment, args.timeout)
