@@ -14,13 +14,10 @@ its YAML.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -29,6 +26,7 @@ from checktools import find_tool, import_yaml
 from k8s_support import ControlPlane, remove, report, start_control_plane, wait_for
 from test_deploy import KUBERNETES_VERSIONS
 from test_k8s_apiserver import check_pod_runs_unprivileged
+from test_kind_e2e import e2e
 
 yaml: Any = import_yaml()
 
@@ -154,15 +152,6 @@ def test_the_bot_may_reach_the_fake_and_nothing_more() -> None:
 # -- the kind job's kubectl steps on a real control plane -------------------------------
 
 
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("kind_e2e", SETUP / "e2e.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 def kind_job() -> dict[str, Any]:
     job: dict[str, Any] = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))["jobs"]["kind"]
     return job
@@ -232,7 +221,6 @@ def test_the_kind_jobs_deploy_step_and_the_scripts_kubectl_steps(
     check_pod_runs_unprivileged(fake_pod)
     wait_for("the bot's 3 pods", lambda: pods(plane, BOT_SELECTOR, 3))
 
-    e2e = load_script()
     kubectl = e2e.Kubectl("newsbot", str(plane.assets.kubectl), str(plane.kubeconfig))
     # Scaled to 5, and it stays 5 once the autoscaler has looked: without metrics-server
     # (kind has none) it cannot act on CPU, and 5 is within its 3-10.
