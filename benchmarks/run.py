@@ -528,7 +528,7 @@ async def _measure_state(
     from newsbot.core import DOWNLOADS_IN_FLIGHT
     from newsbot.digests import DIGEST_SLOTS, PREFETCH_SLOTS, Digests
     from newsbot.models import Item, Source
-    from newsbot.news import News, source_digest
+    from newsbot.news import News, source_id
     from newsbot.store import CachedNews, Store, connect, pool_size
 
     settings = Settings.from_env(
@@ -573,7 +573,7 @@ async def _measure_state(
                     for i in range(5)
                 )
                 await store.put_cached(
-                    source_digest(source), CachedNews(fetched_at=time.time(), items=items)
+                    source_id(source), CachedNews(fetched_at=time.time(), items=items)
                 )
             # Every chat is due again: the next round's "now" is past its next due time.
             claimed = await sender.run_once(now=time.time() + 2 * 86_400 * (round_number + 1))
@@ -589,7 +589,7 @@ async def _measure_state(
         total += await redis.memory_usage(keys.DUE) or 0
         feeds = 0
         for source in chosen:
-            feeds += await redis.memory_usage(keys.FEED.format(digest=source_digest(source))) or 0
+            feeds += await redis.memory_usage(keys.FEED.format(digest=source_id(source))) or 0
         return total / chats, feeds
     finally:
         await application.shutdown()
@@ -607,7 +607,7 @@ async def cache_sources(
     import redis.asyncio as aioredis
 
     from newsbot.models import Item, Source
-    from newsbot.news import source_digest
+    from newsbot.news import source_id
     from newsbot.store import CachedNews, Store
 
     store = Store(aioredis.Redis.from_url(redis_url, decode_responses=True))
@@ -630,7 +630,7 @@ async def cache_sources(
                         for i in range(items)
                     ),
                 )
-                await store.put_cached(source_digest(source), news)
+                await store.put_cached(source_id(source), news)
     finally:
         await store.close()
 
@@ -829,7 +829,7 @@ async def _watch_each(
 
     from newsbot.alerts import next_check
     from newsbot.models import Source
-    from newsbot.news import source_digest
+    from newsbot.news import source_id
     from newsbot.store import Store
 
     store = Store(aioredis.Redis.from_url(redis_url, decode_responses=True))
@@ -837,7 +837,7 @@ async def _watch_each(
         now = time.time()
         for index, chat_id in enumerate(chats):
             url = feeds[index % len(feeds)]
-            digest = source_digest(Source("feed", url, url))
+            digest = source_id(Source("feed", url, url))
             # None: the first check takes what is there as known, as /alert does.
             await store.add_alerts(
                 chat_id,

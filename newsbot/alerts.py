@@ -38,7 +38,7 @@ from newsbot.config import Settings
 from newsbot.held import hold_if_quiet
 from newsbot.merge import item_key
 from newsbot.models import Item, Source, SourceNews
-from newsbot.news import News, source_digest
+from newsbot.news import News, source_id
 from newsbot.sender import send_messages
 from newsbot.sources.parsing import parse_sources
 from newsbot.sources.rss import MAX_ITEMS
@@ -133,7 +133,7 @@ async def alert_command(
         return _listing(alerts), []
     if words[0].lower() == "off":
         gone, refused = parse_sources(words[1] if len(words) > 1 else "")
-        digests = [source_digest(source) for source in gone]
+        digests = [source_id(source) for source in gone]
         refused += [
             (source.label, "no alert on it")
             for source, digest in zip(gone, digests, strict=False)
@@ -144,7 +144,7 @@ async def alert_command(
             alerts.pop(digest, None)
         return _listing(alerts), refused
     sources, refused = parse_sources(text)
-    sources = [s for s in {s.key: s for s in sources}.values() if source_digest(s) not in alerts]
+    sources = [s for s in {s.key: s for s in sources}.values() if source_id(s) not in alerts]
     watched = {source.key for source in await store.get_sources(chat_id)}
     watched |= {source.key for source, _ in alerts.values()}
     total = len(watched | {source.key for source in sources})
@@ -164,7 +164,7 @@ async def alert_command(
     # What is there now is not news: read through the shared cache, it becomes known.
     now_there = await news.get(sources, limit=MAX_ITEMS)
     every = window(settings.cache_ttl)
-    digests = [source_digest(source) for source in sources]
+    digests = [source_id(source) for source in sources]
     known: dict[str, list[str] | None] = {
         digest: None if block.error is not None else [item.id for item in block.items]
         for digest, block in zip(digests, now_there, strict=False)

@@ -2,11 +2,12 @@
 
 ``open_core(settings)`` builds, in this order, the store (its Redis pool sized for one
 replica's work), ONE SSRF guard (its resolver shared by the news' fetches and the
-checks of what users type), the news, the source checker and, given a token, the
-python-telegram-bot application with its handlers and the outcome registry its error
-handler reports to. On exit it closes them the other way round: the application (its
-HTTP pool and the rate limiter, which still use Redis), the news (its fetch threads),
-the guard (its resolver threads), and last the store.
+checks of what users type), the fetcher of each kind of source, the news, the source
+checker and, given a token, the python-telegram-bot application with its handlers and
+the outcome registry its error handler reports to. On exit it closes them the other way
+round: the application (its HTTP pool and the rate limiter, which still use Redis), the
+news (its fetch pool), the fetchers (their download threads), the guard (its resolver
+threads), and last the store.
 
 Every command uses it: `newsbot run` (service) and `newsbot console` with the
 application, `newsbot fetch` without; `newsbot check` needs only the store
@@ -32,6 +33,7 @@ from newsbot.news import News
 from newsbot.sources.checking import SourceChecker
 from newsbot.sources.download import FETCH_THREADS
 from newsbot.sources.guard import Guard
+from newsbot.sources.kinds import default_fetchers
 from newsbot.store import Store, connect, pool_size
 
 # Downloads one replica runs at once (the download pool of newsbot.sources.download):
@@ -104,7 +106,10 @@ async def open_core(
         if guard is None:
             guard = Guard(settings.allow_private_urls)
             stack.callback(guard.close)
-        news = News(settings, store, guard)
+        fetchers = default_fetchers(settings, guard)
+        for fetcher in fetchers.values():
+            stack.callback(fetcher.close)
+        news = News(settings, store, guard, fetchers=fetchers)
         stack.callback(news.close)
         outcomes = Outcomes()
         application = None

@@ -47,7 +47,6 @@ def source_id(source: Source) -> str:
 
 
 # The old name, for the modules outside news.py that still import it.
-source_digest = source_id
 
 
 class News:

@@ -27,7 +27,7 @@ from newsbot.config import Settings
 from newsbot.digests import Digests
 from newsbot.health import HealthServer
 from newsbot.models import Source
-from newsbot.news import News, source_digest
+from newsbot.news import News, source_id
 from newsbot.source_notices import SourceNotices
 from newsbot.store import CachedNews, Store, connect
 
@@ -66,7 +66,7 @@ def answer(news: Any, path: str, title: str = "Back again") -> None:
 
 async def elapse(store: Store, src: Source, seconds: float) -> None:
     """Let ``seconds`` pass for a source: its fetch and its streak become that much older."""
-    digest = source_digest(src)
+    digest = source_id(src)
     entry = await store.get_cached(digest)
     assert entry is not None
     since = entry.failing_since
@@ -200,7 +200,7 @@ async def test_a_dead_source_is_asked_less_and_less_often_then_normally_again(
         # 60 s, then 5, 10, 20, 40, 80, 160 and 320 minutes, then every 6 hours: 11
         # requests instead of 1,440.
         assert asked_at == [0, 1, 6, 16, 36, 76, 156, 316, 636, 996, 1356]
-        entry = await stores[0].get_cached(source_digest(src))
+        entry = await stores[0].get_cached(source_id(src))
         assert entry is not None and entry.failures == 11
 
         # It answers again: the next try (6 hours after the last) finds it, and from
@@ -249,7 +249,7 @@ async def test_fetch_answers_from_the_failure_and_source_marks_it(
 
         store = Store(connect(Settings(redis_url=redis_url)))
         try:
-            entry = await store.get_cached(source_digest(Source("feed", down, down)))
+            entry = await store.get_cached(source_id(Source("feed", down, down)))
         finally:
             await store.close()
         assert entry is not None and entry.failing_since is not None
@@ -434,7 +434,7 @@ async def test_the_index_of_chats_follows_their_sources(stores: list[Store]) -> 
     assert await store.chats_using("r/b") == [-1002]
     await store.forget_chat(1)
     assert await store.chats_using("r/a") == []
-    assert not await store.redis.exists(keys.SOURCE_CHATS.format(digest=source_digest(a)))
+    assert not await store.redis.exists(keys.SOURCE_CHATS.format(digest=source_id(a)))
 
 
 async def test_chats_stored_before_the_index_are_indexed_once(stores: list[Store]) -> None:

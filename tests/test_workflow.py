@@ -252,7 +252,7 @@ def test_jobs_run_in_order() -> None:
     assert jobs["test"]["needs"] == "lint"
     assert jobs["kind"]["needs"] == "lint"
     assert jobs["container"]["needs"] == "lint"
-    assert sorted(jobs["docker"]["needs"]) == ["container", "test"]
+    assert sorted(jobs["docker"]["needs"]) == ["container", "kind", "test"]
 
 
 def test_actions_are_pinned_to_commits() -> None:
