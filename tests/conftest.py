@@ -94,7 +94,55 @@ def loopback_only(_guard_connections: None) -> Iterator[list[str]]:
         pytest.fail("\n".join(found), pytrace=False)
 
 
+_worker_figures: dict[str, str] = {}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """Keep what an xdist worker's container tests measured, to print at the end."""
+    _worker_figures.update(getattr(node, "workeroutput", {}).get("container_figures", {}))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _worker_figures:
+        terminalreporter.section("container figures", sep="-")
+        for name, value in _worker_figures.items():
+            terminalreporter.write_line(f"{name}: {value}")
+
+
 # --- timing ----------------------------------------------------------------------------
+
+# Modules whose module- or session-scoped fixtures are dear (a Docker image, a control
+# plane): run on one worker each, so those fixtures are built once.
+ONE_WORKER_MODULES = ("test_container.py", "test_k8s_apiserver.py", "test_kind_deploy.py")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--alone",
+        choices=("include", "skip", "only"),
+        default="include",
+        help="the tests judged on timing (marked alone): run them too (include), leave them "
+        "out (skip: the parallel phase of `make test`) or run only them (only)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark what needs the machine to itself or one worker; keep the phase's share."""
+    for item in items:
+        if "untraced" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.alone)
+        if item.path.name in ONE_WORKER_MODULES:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    choice = config.getoption("alone")
+    if choice == "include":
+        return
+    wanted = choice == "only"
+    keep = [item for item in items if (item.get_closest_marker("alone") is not None) == wanted]
+    if len(keep) < len(items):
+        kept = set(keep)
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = keep
 
 
 @pytest.fixture

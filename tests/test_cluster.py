@@ -121,6 +121,7 @@ def test_the_leader_killed_mid_stream_loses_and_repeats_nothing(
     assert_no_conflict_loop(telegram)
 
 
+@pytest.mark.alone
 def test_a_replica_killed_under_a_burst_at_telegrams_strict_limits(
     telegram, launch, client, redis_url
 ):
@@ -252,6 +253,7 @@ async def subscribe_all(redis_url: str, chats: list[int], due: float) -> None:
         await store.close()
 
 
+@pytest.mark.alone
 def test_digests_due_at_once_go_out_once_each_within_telegrams_limits(
     telegram, news, launch, client, redis_url
 ):

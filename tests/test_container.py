@@ -239,6 +239,10 @@ class Built:
 def report(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     """Collect figures to print when the session ends (timings, the image's size)."""
     yield REPORT
+    if hasattr(request.config, "workeroutput"):
+        # An xdist worker prints nothing: the figures go to the controller (conftest).
+        request.config.workeroutput["container_figures"] = dict(REPORT)
+        return
     plugins = request.config.pluginmanager
     reporter, capture = (
         plugins.get_plugin("terminalreporter"),

@@ -93,6 +93,7 @@ def test_metrics_count_updates_messages_and_leadership(bot, telegram, own_redis)
     assert metric(text, "newsbot_telegram_429_total") == 0
 
 
+@pytest.mark.alone
 def test_sigterm_drains_and_exits_0_in_time(telegram, own_redis, replicas):
     # At Telegram's pace, a batch of updates is still in hand when SIGTERM comes.
     replicas += start_replicas(telegram, own_redis.url, 1, **REAL_LIMITS)

@@ -91,6 +91,7 @@ def warnings_of(texts: list[str]) -> dict[str, str]:
     return found
 
 
+@pytest.mark.alone
 async def test_trickling_feeds_delay_only_their_own_chat(telegram, news, healthy, redis_url):
     # More trickling feeds than the whole fetch pool has threads, all on one host.
     trickles = [f"{news.url}/trickle?n={n}" for n in range(FETCH_THREADS + 6)]
@@ -189,6 +190,7 @@ class DeadDNS:
         raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
 
 
+@pytest.mark.alone
 async def test_feeds_whose_dns_never_answers_delay_only_their_own_chat(
     telegram, healthy, redis_url
 ):

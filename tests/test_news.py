@@ -159,6 +159,7 @@ async def test_a_failing_source_is_remembered_briefly(
     assert news.count("/feeds/rss10.xml") == 1
 
 
+@pytest.mark.alone
 async def test_the_other_sources_arrive_when_some_fail(
     news: FakeNews, make_news: MakeNews
 ) -> None:
