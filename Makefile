@@ -13,7 +13,7 @@
 PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 PYTEST_ARGS ?=
 WORKERS ?= 4
-PARALLEL = -n $(WORKERS) --dist loadgroup --alone=skip
+PARALLEL = -n $(WORKERS) --dist loadfile --alone=skip
 
 .PHONY: install format fix lint typecheck test coverage
 
@@ -36,8 +36,9 @@ typecheck:
 	$(PYTHON) -m mypy
 
 # Two phases: most tests on $(WORKERS) workers at once (they mostly wait on sockets and
-# timers, so more workers than cores pays), then those judged on timing (marked alone),
-# with the machine to themselves. Exit status 5 is a phase with no test selected.
+# timers, so more workers than cores pays), a module's tests on one worker (its fixtures,
+# a Docker image or a control plane, are built once); then those judged on timing
+# (marked alone), with the machine to themselves. Exit status 5: no test selected.
 test:
 	$(PYTHON) -m pytest $(PARALLEL) $(PYTEST_ARGS) || [ $$? -eq 5 ]
 	$(PYTHON) -m pytest --alone=only $(PYTEST_ARGS) || [ $$? -eq 5 ]

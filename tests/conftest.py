@@ -20,10 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from fakes.news import FakeNews
 from fakes.telegram_api import FakeTelegram
 from harness import REDIS_SERVER, stop_process
+
+# Hypothesis' 200 ms deadline per example would time the machine, not the code: the
+# suite runs on several workers at once, under coverage. Examples still have to pass.
+settings.register_profile("newsbot", deadline=None)
+settings.load_profile("newsbot")
 
 # --- network guard ---------------------------------------------------------------------
 
@@ -112,10 +118,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 # --- timing ----------------------------------------------------------------------------
 
-# Modules whose module- or session-scoped fixtures are dear (a Docker image, a control
-# plane): run on one worker each, so those fixtures are built once.
-ONE_WORKER_MODULES = ("test_container.py", "test_k8s_apiserver.py", "test_kind_deploy.py")
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
@@ -128,12 +130,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark what needs the machine to itself or one worker; keep the phase's share."""
+    """Mark the tests that need the machine to themselves; keep the phase's share."""
     for item in items:
         if "untraced" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.alone)
-        if item.path.name in ONE_WORKER_MODULES:
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
     choice = config.getoption("alone")
     if choice == "include":
         return

@@ -95,6 +95,7 @@ def test_three_replicas_alert_ten_chats_once_each_with_one_fetch_a_window(
 
 @pytest.mark.cluster
 @pytest.mark.timeout(300)
+@pytest.mark.alone
 def test_replicas_killed_while_delivering_lose_and_repeat_nothing(telegram, news, tmp_path):
     feed = "/c.xml"
     news.set_route(feed, body=rss(["Old1 story"]))

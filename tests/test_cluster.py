@@ -102,6 +102,7 @@ def assert_no_conflict_loop(telegram, quiet_seconds: float = 4.5) -> None:
     assert telegram.count("getUpdates") - polls <= 5
 
 
+@pytest.mark.alone
 def test_the_leader_killed_mid_stream_loses_and_repeats_nothing(
     telegram, launch, client, redis_url
 ):
@@ -141,6 +142,7 @@ def test_a_replica_killed_under_a_burst_at_telegrams_strict_limits(
     assert telegram.too_many == 0
 
 
+@pytest.mark.alone
 def test_rolling_restart_by_sigterm_loses_and_repeats_nothing(telegram, launch, client, redis_url):
     replicas = launch(redis_url, 3)
     commands = marked_commands(300, chats=100)
@@ -161,6 +163,7 @@ def test_rolling_restart_by_sigterm_loses_and_repeats_nothing(telegram, launch, 
     assert_no_conflict_loop(telegram)
 
 
+@pytest.mark.alone
 def test_an_update_in_hand_of_a_killed_replica_is_answered_by_another(
     telegram, launch, client, redis_url
 ):
