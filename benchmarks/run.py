@@ -34,10 +34,13 @@ import contextlib
 import math
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +61,7 @@ from cluster_support import (  # noqa: E402
     close_all,
     marked_commands,
     start_replicas,
+    stream_settled,
 )
 from fakes.news import FakeNews  # noqa: E402
 from fakes.telegram_api import FakeTelegram  # noqa: E402
@@ -212,6 +216,89 @@ def throughput(count: int = 2000, rounds: int = 3) -> list[Row]:
             ratio,
             ">= 0.8",
             ratio >= 0.8,
+        )
+    ]
+
+
+# --- (l) Redis round trips per update ------------------------------------------------------
+
+
+class Monitor(threading.Thread):
+    """Counts the commands clients send to a redis-server (MONITOR), by name.
+
+    Commands run inside a script are not counted (the script's call is), and a
+    transaction (MULTI ... EXEC) counts as one round trip, under "multi".
+    """
+
+    def __init__(self, port: int, ignore: str) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.sendall(b"MONITOR\r\n")
+        self.ignore = ignore  # the benchmark's own client, ip:port
+        self.counts: Counter[str] = Counter()
+        self.counting = False
+        self._in_multi: set[str] = set()
+
+    def run(self) -> None:
+        with contextlib.suppress(OSError), self.sock.makefile("rb") as lines:
+            for raw in lines:
+                self._count(raw.decode("utf-8", "replace"))
+
+    def _count(self, line: str) -> None:
+        head, _, rest = line.partition("] ")
+        client = head.rpartition(" ")[2]
+        if not self.counting or not rest or client in ("lua", self.ignore):
+            return
+        name = rest.split(" ", 1)[0].strip().strip('"').lower()
+        if name == "multi":
+            self._in_multi.add(client)
+            self.counts[name] += 1
+        elif name == "exec":
+            self._in_multi.discard(client)
+        elif client not in self._in_multi:
+            self.counts[name] += 1
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+def commands(count: int = 1000) -> list[Row]:
+    """Redis round trips per handled /help update of one replica (MONITOR)."""
+    with redis_server() as server, FakeTelegram() as fake:
+        client = server.client()
+        own = client.client_info()["addr"]
+        monitor = Monitor(server.port, own)
+        monitor.start()
+        try:
+            with replicas(fake, server.url, 1, **UNPACED):
+                warm_up(fake)
+                stream_settled(client)
+                sent_before = len(fake.sent())
+                monitor.counting = True
+                for i in range(count):
+                    fake.push_message(1 + i % CHATS, "/help")
+                fake.wait_for_sent(sent_before + count, timeout=110)
+                stream_settled(client)
+                time.sleep(0.5)  # the last lines of MONITOR
+                monitor.counting = False
+        finally:
+            monitor.close()
+    per_update = {name: calls / count for name, calls in monitor.counts.items()}
+    total = sum(per_update.values())
+    print(
+        f"round trips per /help update ({count} updates from {CHATS} chats): "
+        + ", ".join(f"{name} {calls:.2f}" for name, calls in sorted(per_update.items()))
+    )
+    return [
+        Row(
+            "(l) Redis round trips per /help update, 1 replica",
+            f"{total:.2f} round trips",
+            "-",
+            total,
+            "fewer",
+            True,
         )
     ]
 
@@ -929,6 +1016,7 @@ BENCHMARKS: dict[str, Callable[[], list[Row]]] = {
     "statesize": statesize,
     "webhook": webhook,
     "alerts": alerts,
+    "commands": commands,
 }
 
 
