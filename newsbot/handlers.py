@@ -44,7 +44,7 @@ from newsbot.merge import merge_news
 from newsbot.metrics import CHATS_FORGOTTEN
 from newsbot.models import Source
 from newsbot.news import News, source_digest
-from newsbot.sender import send_messages
+from newsbot.sender import remember_delivery, send_messages
 from newsbot.sources.base import parse_source, parse_sources
 from newsbot.sources.discovery import NO_FEED_LINK
 from newsbot.sources.guard import Guard
@@ -216,7 +216,10 @@ class Handlers:
             return  # a button press: the buttons check who pressed, and always answer
         if message.migrate_to_chat_id or message.migrate_from_chat_id:
             return  # the group's settings must move, stopped or not
-        if _command(message.text) != "start" and await self.store.is_stopped(chat.id):
+        # One read for the gate and the reply: the sender takes the delivery from here.
+        stopped, delivery = await self.store.chat_state(chat.id)
+        remember_delivery(update_scope(update.update_id), chat.id, delivery)
+        if _command(message.text) != "start" and stopped:
             raise ApplicationHandlerStop
         if message.text and len(message.text) > MAX_ARGUMENT_LENGTH:
             # In a group, what is not a command of ours (plain talk, or a command for

@@ -89,6 +89,17 @@ redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 'mine'
 """
 
+# KEYS: done mark, lock, stream. ARGV: the done mark's TTL, group, entry id. Marks the
+# update done, releases its lock and acknowledges its entry; returns how many Redis
+# replicas are attached (INFO, read here to save a round trip), for the WAIT after it.
+_FINISH = """
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+redis.call('DEL', KEYS[2])
+redis.call('XACK', KEYS[3], ARGV[2], ARGV[3])
+local replication = redis.call('INFO', 'replication')
+return tonumber(string.match(replication, 'connected_slaves:(%d+)')) or 0
+"""
+
 
 class _PreviousInHand(Exception):
     """The update a handler waits for is queued behind it, in the same hand.
@@ -164,6 +175,7 @@ class Consumer:
         self._dead = DeadLetters(redis, name)
         self._pending = PendingList(redis, name, claim_idle_ms)
         self._begin = redis.register_script(_BEGIN)
+        self._finish_script = redis.register_script(_FINISH)
         self._last_claim = 0.0
         self._chats: dict[str, _Chat] = {}
         self._in_hand = 0
@@ -453,20 +465,23 @@ class Consumer:
         """Mark an update done and acknowledge it, waiting out a short Redis outage.
 
         The update's effects have happened: giving up here would leave the entry
-        pending and have it handled, and answered, a second time. The done mark is
-        acknowledged by a Redis replica (WAIT, on the connection that wrote it) before
-        the entry is: after a failover the replica still knows the update was done.
+        pending and have it handled, and answered, a second time. The done mark, the
+        lock's release and the XACK are one script (one round trip, all or nothing);
+        the script also says whether a Redis replica is attached, and if one is, the
+        writes are acknowledged by it (WAIT, on the connection that wrote them) before
+        the update counts as finished: after a failover the replica still knows the
+        update was done, or still has it pending, never acknowledged but not done.
         """
         deadline = time.monotonic() + FINISH_RETRY_SECONDS
         while True:
             try:
                 async with self.redis.client() as connection:
-                    await connection.set(done_key, "1", ex=keys.UPDATE_DONE_SECONDS)
-                    await wait_for_replicas(connection, self.ack_timeout_ms)
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.delete(lock_key)
-                    pipe.xack(keys.UPDATES, keys.GROUP, entry_id)
-                    await pipe.execute()
+                    attached = await self._finish_script(
+                        keys=[done_key, lock_key, keys.UPDATES],
+                        args=[keys.UPDATE_DONE_SECONDS, keys.GROUP, entry_id],
+                        client=connection,
+                    )
+                    await wait_for_replicas(connection, self.ack_timeout_ms, int(attached))
                 return
             except RedisError:
                 if time.monotonic() > deadline:
