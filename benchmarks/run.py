@@ -75,6 +75,8 @@ UNPACED = {
     "NEWSBOT_SEND_PER_GROUP_MINUTE": "600000",
 }
 CHATS = 100
+# The default download deadline, where the test suite's shorter one would cut a queue.
+FETCH_DEFAULT = {"NEWSBOT_FETCH_TIMEOUT": "10"}
 
 
 @dataclass
@@ -216,6 +218,87 @@ def throughput(count: int = 2000, rounds: int = 3) -> list[Row]:
             ratio,
             ">= 0.8",
             ratio >= 0.8,
+        )
+    ]
+
+
+# --- (m) replicas for slow sources -----------------------------------------------------
+
+
+async def _own_feeds(redis_url: str, chats: Sequence[int], urls: Sequence[str]) -> None:
+    """Give chat i the one feed urls[i]."""
+    import redis.asyncio as aioredis
+
+    from newsbot.models import Source
+    from newsbot.store import Store
+
+    store = Store(aioredis.Redis.from_url(redis_url, decode_responses=True))
+    try:
+        for chat_id, url in zip(chats, urls, strict=True):
+            await store.set_sources(chat_id, [Source("feed", url, url)])
+    finally:
+        await store.close()
+
+
+def replicas_scaling(
+    count: int = 400, delay: float = 0.5, hosts: int = 1, rounds: int = 2
+) -> list[Row]:
+    """/fetch replies per second of 3 replicas ÷ 1 when every source takes ``delay`` s.
+
+    Each chat has a feed of its own (the shared cache never answers), on ``hosts`` feed
+    servers of their own processes. A replica downloads at most PER_HOST feeds from a
+    host at once: with one host that, not its handlers (MAX_IN_FLIGHT), is the
+    replica's concurrency, so that three replicas need well under this machine's two
+    cores (at 32 fetches at once each they would need about 2.5) and the figure
+    measures concurrency, not cores. One replica's rate is checked against what its
+    concurrency allows. Telegram's pacing is off (UNPACED): the shared send limit would
+    cap both figures at 30 msg/s.
+    """
+    from newsbot.cluster.stream import MAX_IN_FLIGHT
+    from newsbot.sources.download import PER_HOST
+
+    at_once = min(MAX_IN_FLIGHT, hosts * PER_HOST)
+    bound = at_once / delay  # replies/s one replica's concurrency allows
+    rates: dict[int, list[float]] = {1: [], 3: []}
+    failed = 0  # replies without the feed's items: an error message, not news
+    first = 50_000
+    with redis_server() as server, FakeTelegram() as fake:
+        with slow_feed_servers(hosts, delay) as bases:
+            for _ in range(rounds):
+                for size in (1, 3):
+                    chats = range(first, first + count)
+                    first += count
+                    urls = [f"{bases[chat % hosts]}/slow?feed={chat}" for chat in chats]
+                    asyncio.run(_own_feeds(server.url, chats, urls))
+                    # The default fetch timeout (the tests' 2 s is shorter than a
+                    # queue for the host's downloads: 32 handlers, 8 at once).
+                    with replicas(fake, server.url, size, **UNPACED, **FETCH_DEFAULT):
+                        warm_up(fake)
+                        before = len(fake.sent())
+                        started = time.monotonic()
+                        for chat in chats:
+                            fake.push_message(chat, "/fetch")
+                        sent = fake.wait_for_sent(before + count, timeout=110)
+                        last = sent[before + count - 1].sent_at
+                        rates[size].append(count / (last - started))
+                        failed += sum("Ferry timetable" not in m.text for m in sent[before:])
+    one, three = max(rates[1]), max(rates[3])
+    print(
+        f"replicas: 1 replica {fmt(rates[1])}, 3 replicas {fmt(rates[3])} /fetch replies/s "
+        f"({count} chats, each its own feed answering after {delay * 1000:.0f} ms, on "
+        f"{hosts} host(s); a replica fetches {at_once} at once: at most {bound:.0f}/s); "
+        f"{failed} replies without news"
+    )
+    ratio = three / one
+    return [
+        Row(
+            f"(m) replica scaling, 3 ÷ 1 replica, /fetch of sources taking {delay * 1000:.0f} ms",
+            f"{three:.1f} replies/s, {failed} failed",
+            f"{one:.1f} replies/s ({one / bound:.2f} of the {bound:.0f}/s its "
+            f"{at_once} downloads at once allow)",
+            ratio,
+            ">= 2.7",
+            ratio >= 2.7 and failed == 0,
         )
     ]
 
@@ -1017,6 +1100,7 @@ BENCHMARKS: dict[str, Callable[[], list[Row]]] = {
     "webhook": webhook,
     "alerts": alerts,
     "commands": commands,
+    "replicas": replicas_scaling,
 }
 
 
