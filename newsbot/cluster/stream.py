@@ -62,8 +62,11 @@ Handler = Callable[[dict[str, Any]], Awaitable[None]]
 # sized from it. Reading goes on while they run, so one slow /fetch does not hold up
 # the updates behind it.
 MAX_IN_FLIGHT = 32
-# Entries a replica holds in hand at once, over all chats.
-MAX_IN_HAND = 256
+# Entries a replica holds in hand at once, over all chats: enough for its handlers and
+# as many again waiting (a rate-limit slot, a chat's previous update), no more. What a
+# replica holds it alone can handle: a larger hand took a burst of slow updates from
+# the replicas beside it, which sat idle meanwhile (`benchmarks/run.py replicas`).
+MAX_IN_HAND = 2 * MAX_IN_FLIGHT
 BLOCK_MS = 1000
 CLAIM_EVERY_SECONDS = 2.0
 ERROR_BACKOFF = 1.0
@@ -176,6 +179,8 @@ class Consumer:
         self._pending = PendingList(redis, name, claim_idle_ms)
         self._begin = redis.register_script(_BEGIN)
         self._finish_script = redis.register_script(_FINISH)
+        # Whether the last finish saw a Redis replica attached (see _finish_once).
+        self._replicas_attached = True
         self._last_claim = 0.0
         self._chats: dict[str, _Chat] = {}
         self._in_hand = 0
@@ -475,18 +480,31 @@ class Consumer:
         deadline = time.monotonic() + FINISH_RETRY_SECONDS
         while True:
             try:
-                async with self.redis.client() as connection:
-                    attached = await self._finish_script(
-                        keys=[done_key, lock_key, keys.UPDATES],
-                        args=[keys.UPDATE_DONE_SECONDS, keys.GROUP, entry_id],
-                        client=connection,
-                    )
-                    await wait_for_replicas(connection, self.ack_timeout_ms, int(attached))
+                await self._finish_once(entry_id, done_key, lock_key)
                 return
             except RedisError:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(self.error_backoff / 2)
+
+    async def _finish_once(self, entry_id: str, done_key: str, lock_key: str) -> None:
+        script_keys = [done_key, lock_key, keys.UPDATES]
+        script_args: list[str | int] = [keys.UPDATE_DONE_SECONDS, keys.GROUP, entry_id]
+        if not self._replicas_attached:
+            # No replica when we last looked: no WAIT, so any pooled connection will do
+            # (a connection of its own costs CPU to set up, at every update).
+            attached = int(await self._finish_script(keys=script_keys, args=script_args))
+            if not attached:
+                await wait_for_replicas(self.redis, self.ack_timeout_ms, attached)
+                return
+            # A replica attached meanwhile: the script again (it changes nothing now)
+            # on a connection of its own, whose writes WAIT can wait for.
+        async with self.redis.client() as connection:
+            attached = int(
+                await self._finish_script(keys=script_keys, args=script_args, client=connection)
+            )
+            self._replicas_attached = attached > 0
+            await wait_for_replicas(connection, self.ack_timeout_ms, attached)
 
     async def _touch(self) -> None:
         """Reset the idle time of the entries in hand and renew their locks, forever."""
