@@ -1,7 +1,7 @@
 """Newsbot's benchmarks: each figure is a ratio measured side by side in one run.
 
     python benchmarks/run.py [throughput|scaling|fanout|latency|memory|burst|slowfeeds|
-                              refresh|statesize|alerts|webhook|all]
+                              refresh|statesize|alerts|webhook|commands|replicas|all]
 
 Needs `pip install -e '.[test]'` and redis-server on PATH. Everything runs on loopback:
 a redis-server of its own on a free port, the fake Telegram of the test suite in this
@@ -24,6 +24,9 @@ a markdown table of what it measured.
                 booked rate allows, and the 429s
 (k) webhook     updates/s of 3 replicas in webhook mode (the fake pushing through a
                 round-robin proxy) ÷ the same 3 replicas polling, on the same fake
+(l) commands    Redis round trips per handled /help update of one replica (MONITOR)
+(m) replicas    /fetch replies/s of 3 replicas ÷ 1 when every chat's own feed takes
+                500 ms, one replica bound by its own downloads at once
 """
 
 from __future__ import annotations
