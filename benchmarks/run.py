@@ -1,7 +1,7 @@
 """Newsbot's benchmarks: each figure is a ratio measured side by side in one run.
 
     python benchmarks/run.py [throughput|scaling|fanout|latency|memory|burst|slowfeeds|
-                              refresh|statesize|alerts|webhook|all]
+                              refresh|statesize|alerts|webhook|commands|replicas|all]
 
 Needs `pip install -e '.[test]'` and redis-server on PATH. Everything runs on loopback:
 a redis-server of its own on a free port, the fake Telegram of the test suite in this
@@ -24,6 +24,9 @@ a markdown table of what it measured.
                 booked rate allows, and the 429s
 (k) webhook     updates/s of 3 replicas in webhook mode (the fake pushing through a
                 round-robin proxy) ÷ the same 3 replicas polling, on the same fake
+(l) commands    Redis round trips per handled /help update of one replica (MONITOR)
+(m) replicas    /fetch replies/s of 3 replicas ÷ 1 when every chat's own feed takes
+                500 ms, one replica bound by its own downloads at once
 """
 
 from __future__ import annotations
@@ -34,10 +37,13 @@ import contextlib
 import math
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +64,7 @@ from cluster_support import (  # noqa: E402
     close_all,
     marked_commands,
     start_replicas,
+    stream_settled,
 )
 from fakes.news import FakeNews  # noqa: E402
 from fakes.telegram_api import FakeTelegram  # noqa: E402
@@ -71,6 +78,8 @@ UNPACED = {
     "NEWSBOT_SEND_PER_GROUP_MINUTE": "600000",
 }
 CHATS = 100
+# The default download deadline, where the test suite's shorter one would cut a queue.
+FETCH_DEFAULT = {"NEWSBOT_FETCH_TIMEOUT": "10"}
 
 
 @dataclass
@@ -212,6 +221,171 @@ def throughput(count: int = 2000, rounds: int = 3) -> list[Row]:
             ratio,
             ">= 0.8",
             ratio >= 0.8,
+        )
+    ]
+
+
+# --- (m) replicas for slow sources -----------------------------------------------------
+
+
+async def _own_feeds(redis_url: str, chats: Sequence[int], urls: Sequence[str]) -> None:
+    """Give chat i the one feed urls[i]."""
+    import redis.asyncio as aioredis
+
+    from newsbot.models import Source
+    from newsbot.store import Store
+
+    store = Store(aioredis.Redis.from_url(redis_url, decode_responses=True))
+    try:
+        for chat_id, url in zip(chats, urls, strict=True):
+            await store.set_sources(chat_id, [Source("feed", url, url)])
+    finally:
+        await store.close()
+
+
+def replicas_scaling(
+    count: int = 400, delay: float = 0.5, hosts: int = 1, rounds: int = 2
+) -> list[Row]:
+    """/fetch replies per second of 3 replicas ÷ 1 when every source takes ``delay`` s.
+
+    Each chat has a feed of its own (the shared cache never answers), on ``hosts`` feed
+    servers of their own processes. A replica downloads at most PER_HOST feeds from a
+    host at once: with one host that, not its handlers (MAX_IN_FLIGHT), is the
+    replica's concurrency, so that three replicas need well under this machine's two
+    cores (at 32 fetches at once each they would need about 2.5) and the figure
+    measures concurrency, not cores. One replica's rate is checked against what its
+    concurrency allows. Telegram's pacing is off (UNPACED): the shared send limit would
+    cap both figures at 30 msg/s.
+    """
+    from newsbot.cluster.stream import MAX_IN_FLIGHT
+    from newsbot.sources.download import PER_HOST
+
+    at_once = min(MAX_IN_FLIGHT, hosts * PER_HOST)
+    bound = at_once / delay  # replies/s one replica's concurrency allows
+    rates: dict[int, list[float]] = {1: [], 3: []}
+    failed = 0  # replies without the feed's items: an error message, not news
+    first = 50_000
+    with redis_server() as server, FakeTelegram() as fake:
+        with slow_feed_servers(hosts, delay) as bases:
+            for _ in range(rounds):
+                for size in (1, 3):
+                    chats = range(first, first + count)
+                    first += count
+                    urls = [f"{bases[chat % hosts]}/slow?feed={chat}" for chat in chats]
+                    asyncio.run(_own_feeds(server.url, chats, urls))
+                    # The default fetch timeout (the tests' 2 s is shorter than a
+                    # queue for the host's downloads: 32 handlers, 8 at once).
+                    with replicas(fake, server.url, size, **UNPACED, **FETCH_DEFAULT):
+                        warm_up(fake)
+                        before = len(fake.sent())
+                        for chat in chats:
+                            fake.push_message(chat, "/fetch")
+                        sent = fake.wait_for_sent(before + count, timeout=110)
+                        # From the first reply to the last, as (c): the first fetch's
+                        # 500 ms is latency, the same for 1 and 3, not throughput.
+                        span = sent[before + count - 1].sent_at - sent[before].sent_at
+                        rates[size].append((count - 1) / span)
+                        failed += sum("Ferry timetable" not in m.text for m in sent[before:])
+    one, three = max(rates[1]), max(rates[3])
+    print(
+        f"replicas: 1 replica {fmt(rates[1])}, 3 replicas {fmt(rates[3])} /fetch replies/s "
+        f"({count} chats, each its own feed answering after {delay * 1000:.0f} ms, on "
+        f"{hosts} host(s); a replica fetches {at_once} at once: at most {bound:.0f}/s); "
+        f"{failed} replies without news"
+    )
+    ratio = three / one
+    return [
+        Row(
+            f"(m) replica scaling, 3 ÷ 1 replica, /fetch of sources taking {delay * 1000:.0f} ms",
+            f"{three:.1f} replies/s, {failed} failed",
+            f"{one:.1f} replies/s ({one / bound:.2f} of the {bound:.0f}/s its "
+            f"{at_once} downloads at once allow)",
+            ratio,
+            ">= 2.7",
+            ratio >= 2.7 and failed == 0,
+        )
+    ]
+
+
+# --- (l) Redis round trips per update ------------------------------------------------------
+
+
+class Monitor(threading.Thread):
+    """Counts the commands clients send to a redis-server (MONITOR), by name.
+
+    Commands run inside a script are not counted (the script's call is), and a
+    transaction (MULTI ... EXEC) counts as one round trip, under "multi".
+    """
+
+    def __init__(self, port: int, ignore: str) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.sendall(b"MONITOR\r\n")
+        self.ignore = ignore  # the benchmark's own client, ip:port
+        self.counts: Counter[str] = Counter()
+        self.counting = False
+        self._in_multi: set[str] = set()
+
+    def run(self) -> None:
+        with contextlib.suppress(OSError), self.sock.makefile("rb") as lines:
+            for raw in lines:
+                self._count(raw.decode("utf-8", "replace"))
+
+    def _count(self, line: str) -> None:
+        head, _, rest = line.partition("] ")
+        client = head.rpartition(" ")[2]
+        if not self.counting or not rest or client in ("lua", self.ignore):
+            return
+        name = rest.split(" ", 1)[0].strip().strip('"').lower()
+        if name == "multi":
+            self._in_multi.add(client)
+            self.counts[name] += 1
+        elif name == "exec":
+            self._in_multi.discard(client)
+        elif client not in self._in_multi:
+            self.counts[name] += 1
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+def commands(count: int = 1000) -> list[Row]:
+    """Redis round trips per handled /help update of one replica (MONITOR)."""
+    with redis_server() as server, FakeTelegram() as fake:
+        client = server.client()
+        own = client.client_info()["addr"]
+        monitor = Monitor(server.port, own)
+        monitor.start()
+        try:
+            with replicas(fake, server.url, 1, **UNPACED):
+                warm_up(fake)
+                stream_settled(client)
+                sent_before = len(fake.sent())
+                monitor.counting = True
+                for i in range(count):
+                    fake.push_message(1 + i % CHATS, "/help")
+                fake.wait_for_sent(sent_before + count, timeout=110)
+                stream_settled(client)
+                time.sleep(0.5)  # the last lines of MONITOR
+                monitor.counting = False
+        finally:
+            monitor.close()
+    per_update = {name: calls / count for name, calls in monitor.counts.items()}
+    total = sum(per_update.values())
+    print(
+        f"round trips per /help update ({count} updates from {CHATS} chats): "
+        + ", ".join(f"{name} {calls:.2f}" for name, calls in sorted(per_update.items()))
+    )
+    return [
+        Row(
+            "(l) Redis round trips per /help update, 1 replica",
+            f"{total:.2f} round trips",
+            "main `171d930`: 7.35",
+            total,
+            "< 5",
+            total < 5,
         )
     ]
 
@@ -929,6 +1103,8 @@ BENCHMARKS: dict[str, Callable[[], list[Row]]] = {
     "statesize": statesize,
     "webhook": webhook,
     "alerts": alerts,
+    "commands": commands,
+    "replicas": replicas_scaling,
 }
 
 

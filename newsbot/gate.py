@@ -22,7 +22,8 @@ from newsbot.admins import REFUSAL, Admins
 from newsbot.channels import aim_at_channel, command_argument, target
 from newsbot.config import Settings
 from newsbot.replies import Reply
-from newsbot.store import Store
+from newsbot.sender import remember_delivery
+from newsbot.store import Store, update_scope
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,10 @@ class Gate:
             return  # a button press: the buttons check who pressed, and always answer
         if message.migrate_to_chat_id or message.migrate_from_chat_id:
             return  # the group's settings must move, stopped or not
-        if command_name(message.text) != "start" and await self.store.is_stopped(chat.id):
+        # One read for the gate and the reply: the sender takes the delivery from here.
+        stopped, delivery = await self.store.chat_state(chat.id)
+        remember_delivery(update_scope(update.update_id), chat.id, delivery)
+        if command_name(message.text) != "start" and stopped:
             raise ApplicationHandlerStop
         if message.text and len(message.text) > MAX_ARGUMENT_LENGTH:
             # In a group, what is not a command of ours (plain talk, or a command for

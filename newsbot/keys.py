@@ -216,7 +216,7 @@ FIELD_PREVIEWS = "previews"
 FIELD_SILENT = "silent"
 
 # --- alerts --------------------------------------------------------------------------
-# Hash per chat: source digest (news.source_digest) -> JSON {"source": ..., "thread": the
+# Hash per chat: source id (news.source_id) -> JSON {"source": ..., "thread": the
 # message_thread_id of the /alert command or null}. No time-to-live: an alert lasts until
 # /alert off, and forget_chat removes it.
 ALERTS = PREFIX + "alerts:{chat_id}"

@@ -22,6 +22,10 @@ Each part carries the chat's delivery settings (``Store.delivery``): silent deli
 none), and the forum topic (``message_thread_id``): the one a command came from, or
 for a digest the one ``/subscribe`` was sent in.
 
+The delivery settings are read once an update: the gate reads them with the chat's
+stopped flag and leaves them here (``remember_delivery``) for the replies to that
+update; anything else (digests, alerts, notices) reads them as it sends.
+
 A send that would wait past the limiter's longest wait raises
 ``cluster.ratelimit.SendDeferred`` through here: the caller leaves its work for later.
 """
@@ -33,6 +37,7 @@ import html
 import logging
 import re
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions
@@ -52,6 +57,12 @@ TOPIC_GONE_NOTICE = (
     "⚠️ The topic I posted into is gone, so this comes to General. "
     "Send /subscribe in a topic to have the digest there again."
 )
+# The delivery settings read for a reply scope and chat (see remember_delivery). A
+# context variable: each update is handled in a task of its own, or after the one
+# before it in its chat's, and the scope names the update it was read for.
+_known_delivery: ContextVar[tuple[str, int, Delivery] | None] = ContextVar(
+    "newsbot_known_delivery", default=None
+)
 # The first link of a rendered part: its preview is the one shown when previews are on.
 _FIRST_LINK = re.compile(r'<a href="([^"]+)"')
 
@@ -69,6 +80,19 @@ def is_chat_gone(error: BadRequest) -> bool:
 def is_thread_gone(error: BadRequest) -> bool:
     """Tell whether a 400 means the forum topic a message went to no longer exists."""
     return THREAD_NOT_FOUND in error.message.lower()
+
+
+def remember_delivery(scope: str, chat_id: int, delivery: Delivery) -> None:
+    """Keep a chat's delivery settings, just read, for the replies under ``scope``."""
+    _known_delivery.set((scope, chat_id, delivery))
+
+
+async def _delivery(store: Store, chat_id: int, scope: str | None) -> Delivery:
+    """The chat's delivery settings: as read for this scope already, else from the store."""
+    known = _known_delivery.get()
+    if known is not None and scope is not None and known[:2] == (scope, chat_id):
+        return known[2]
+    return await store.delivery(chat_id)
 
 
 def send_options(
@@ -108,7 +132,7 @@ async def send_messages(
     """
     recorded = scope is not None and len(messages) > 1
     done = await store.sent_parts(scope) if scope is not None and recorded else set()
-    delivery = await store.delivery(chat_id)
+    delivery = await _delivery(store, chat_id, scope)
     if thread_id is None and scope == digest_scope(chat_id):
         thread_id = delivery.digest_thread
     for index, text in enumerate(messages):

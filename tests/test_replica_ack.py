@@ -110,3 +110,33 @@ async def test_appends_stores_and_done_marks_wait_for_the_replica(
         assert (await master.xpending(keys.UPDATES, keys.GROUP))["pending"] == 0
     finally:
         os.kill(sentinels.replica.process.pid, signal.SIGCONT)
+
+
+async def test_a_replica_that_attaches_after_finishes_without_one_is_waited_for(
+    telegram, sentinels: SentinelSet, master: aioredis.Redis
+) -> None:
+    """The consumer sends WAIT only while a replica is attached: it learns that from its
+    finish script, and must not go on skipping WAIT once one is (here: stopped, so the
+    WAIT times out and is counted)."""
+    bot = Bot(telegram.token, base_url=f"{telegram.url}/bot")
+    poller = Poller(bot, master, "host-1-abc", ack_timeout_ms=ACK_MS)
+    handled: list[int] = []
+
+    async def handle(fields: dict[str, Any]) -> None:
+        handled.append(fields["update_id"])
+
+    consumer = Consumer(master, "c1", handle, ack_timeout_ms=ACK_MS, block_ms=100)
+    await consumer.ensure_group()
+    await poller.append([update(1, 10)])
+    assert sentinels.replica.process is not None
+    os.kill(sentinels.replica.process.pid, signal.SIGSTOP)
+    try:
+        # As if the last finish had seen no replica attached.
+        consumer._replicas_attached = False
+        before = timeouts()
+        await consumer.run(asyncio.Event(), once=True)
+        assert handled == [1]
+        assert timeouts() == before + 1
+        assert (await master.xpending(keys.UPDATES, keys.GROUP))["pending"] == 0
+    finally:
+        os.kill(sentinels.replica.process.pid, signal.SIGCONT)

@@ -13,10 +13,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from telegram import Bot
 
 from harness import bot_env, running_bot, wait_sent
+from newsbot import keys
+from newsbot.sender import remember_delivery, send_messages
 from newsbot.sources.parsing import parse_source
-from newsbot.store import Store
+from newsbot.store import Store, update_scope
 
 CHAT = 4242
 OTHER = 5151
@@ -197,3 +200,22 @@ def _feed(titles: list[str]) -> bytes:
         f'<?xml version="1.0"?><rss version="2.0"><channel><title>Test</title>'
         f"{items}</channel></rss>"
     ).encode()
+
+
+async def test_a_reply_uses_the_settings_read_for_its_update_and_chat_only(telegram, store):
+    """The gate's read of a chat's delivery settings serves the replies to that update in
+    that chat; a reply to another chat, or to a later update, reads its own."""
+    bot = Bot(telegram.token, base_url=f"{telegram.url}/bot")
+    async with bot:
+        await store.set_flag(1, keys.FIELD_SILENT, True)
+        stopped, delivery = await store.chat_state(1)
+        assert (stopped, delivery.silent) == (False, True)
+        remember_delivery(update_scope(7), 1, delivery)
+        await store.set_flag(1, keys.FIELD_SILENT, False)
+        # The update's own reply: as read by its gate.
+        assert await send_messages(bot, store, 1, ["first"], scope=update_scope(7))
+        # Another chat (a channel the command named), and a later update: read afresh.
+        assert await send_messages(bot, store, 2, ["second"], scope=update_scope(7))
+        assert await send_messages(bot, store, 1, ["third"], scope=update_scope(8))
+    sent = {message.text: message.silent for message in telegram.sent()}
+    assert sent == {"first": True, "second": False, "third": False}

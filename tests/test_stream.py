@@ -149,7 +149,10 @@ async def settled(redis: aioredis.Redis, timeout: float = 10) -> None:
         while True:
             groups = await redis.xinfo_groups(keys.UPDATES)
             (group,) = [g for g in groups if g["name"] == keys.GROUP]
-            if not group["pending"] and not group["lag"]:
+            # Every entry read (Redis 6.2 has no "lag" yet) and acknowledged.
+            stream = await redis.xinfo_stream(keys.UPDATES)
+            read = group["last-delivered-id"] == stream["last-generated-id"]
+            if not group["pending"] and read:
                 return
             await asyncio.sleep(0.02)
 

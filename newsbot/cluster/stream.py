@@ -62,8 +62,11 @@ Handler = Callable[[dict[str, Any]], Awaitable[None]]
 # sized from it. Reading goes on while they run, so one slow /fetch does not hold up
 # the updates behind it.
 MAX_IN_FLIGHT = 32
-# Entries a replica holds in hand at once, over all chats.
-MAX_IN_HAND = 256
+# Entries a replica holds in hand at once, over all chats: enough for its handlers and
+# as many again waiting (a rate-limit slot, a chat's previous update), no more. What a
+# replica holds it alone can handle: a larger hand took a burst of slow updates from
+# the replicas beside it, which sat idle meanwhile (`benchmarks/run.py replicas`).
+MAX_IN_HAND = 2 * MAX_IN_FLIGHT
 BLOCK_MS = 1000
 CLAIM_EVERY_SECONDS = 2.0
 ERROR_BACKOFF = 1.0
@@ -87,6 +90,17 @@ local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[1] then return 'busy' end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 'mine'
+"""
+
+# KEYS: done mark, lock, stream. ARGV: the done mark's TTL, group, entry id. Marks the
+# update done, releases its lock and acknowledges its entry; returns how many Redis
+# replicas are attached (INFO, read here to save a round trip), for the WAIT after it.
+_FINISH = """
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+redis.call('DEL', KEYS[2])
+redis.call('XACK', KEYS[3], ARGV[2], ARGV[3])
+local replication = redis.call('INFO', 'replication')
+return tonumber(string.match(replication, 'connected_slaves:(%d+)')) or 0
 """
 
 
@@ -166,6 +180,9 @@ class Consumer:
         self._dead = DeadLetters(redis, name)
         self._pending = PendingList(redis, name, claim_idle_ms)
         self._begin = redis.register_script(_BEGIN)
+        self._finish_script = redis.register_script(_FINISH)
+        # Whether the last finish saw a Redis replica attached (see _finish_once).
+        self._replicas_attached = True
         self._last_claim = 0.0
         self._chats: dict[str, _Chat] = {}
         self._in_hand = 0
@@ -456,25 +473,41 @@ class Consumer:
         """Mark an update done and acknowledge it, waiting out a short Redis outage.
 
         The update's effects have happened: giving up here would leave the entry
-        pending and have it handled, and answered, a second time. The done mark is
-        acknowledged by a Redis replica (WAIT, on the connection that wrote it) before
-        the entry is: after a failover the replica still knows the update was done.
+        pending and have it handled, and answered, a second time. The done mark, the
+        lock's release and the XACK are one script (one round trip, all or nothing);
+        the script also says whether a Redis replica is attached, and if one is, the
+        writes are acknowledged by it (WAIT, on the connection that wrote them) before
+        the update counts as finished: after a failover the replica still knows the
+        update was done, or still has it pending, never acknowledged but not done.
         """
         deadline = time.monotonic() + FINISH_RETRY_SECONDS
         while True:
             try:
-                async with self.redis.client() as connection:
-                    await connection.set(done_key, "1", ex=keys.UPDATE_DONE_SECONDS)
-                    await wait_for_replicas(connection, self.ack_timeout_ms)
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.delete(lock_key)
-                    pipe.xack(keys.UPDATES, keys.GROUP, entry_id)
-                    await pipe.execute()
+                await self._finish_once(entry_id, done_key, lock_key)
                 return
             except RedisError:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(self.error_backoff / 2)
+
+    async def _finish_once(self, entry_id: str, done_key: str, lock_key: str) -> None:
+        script_keys = [done_key, lock_key, keys.UPDATES]
+        script_args: list[str | int] = [keys.UPDATE_DONE_SECONDS, keys.GROUP, entry_id]
+        if not self._replicas_attached:
+            # No replica when we last looked: no WAIT, so any pooled connection will do
+            # (a connection of its own costs CPU to set up, at every update).
+            attached = int(await self._finish_script(keys=script_keys, args=script_args))
+            if not attached:
+                await wait_for_replicas(self.redis, self.ack_timeout_ms, attached)
+                return
+            # A replica attached meanwhile: the script again (it changes nothing now)
+            # on a connection of its own, whose writes WAIT can wait for.
+        async with self.redis.client() as connection:
+            attached = int(
+                await self._finish_script(keys=script_keys, args=script_args, client=connection)
+            )
+            self._replicas_attached = attached > 0
+            await wait_for_replicas(connection, self.ack_timeout_ms, attached)
 
     async def _touch(self) -> None:
         """Reset the idle time of the entries in hand and renew their locks, forever."""

@@ -198,7 +198,7 @@ class ChatStore(StoreBase):
 
 
 def _source_digest(key: str) -> str:
-    """A source key as keys.MOVED names it (as news.source_digest does for the cache)."""
+    """A source key as keys.MOVED names it (as news.source_id does for the cache)."""
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 

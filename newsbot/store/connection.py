@@ -121,7 +121,9 @@ async def sentinel_master(redis: aioredis.Redis) -> tuple[str, int] | None:
     return str(host), int(port)
 
 
-async def wait_for_replicas(redis: aioredis.Redis, timeout_ms: int) -> int | None:
+async def wait_for_replicas(
+    redis: aioredis.Redis, timeout_ms: int, attached: int | None = None
+) -> int | None:
     """Wait until a replica has what this connection wrote; how many have (None: none
     is attached, counted in ``newsbot_replica_ack_skipped_total``).
 
@@ -130,10 +132,13 @@ async def wait_for_replicas(redis: aioredis.Redis, timeout_ms: int) -> int | Non
     conn``) or a pipeline's connection. 0 means the timeout passed unacknowledged (a
     slow or cut-off replica): the write is on the master and the caller goes on, as it
     would with no replica. With no replica attached ``WAIT`` would only sleep out its
-    timeout, so it is not sent.
+    timeout, so it is not sent. ``attached`` is the number of replicas attached, when
+    the caller's own script has read it already (it saves a round trip).
     """
-    info = await redis.info("replication")
-    if not int(info.get("connected_slaves", 0)):
+    if attached is None:
+        info = await redis.info("replication")
+        attached = int(info.get("connected_slaves", 0))
+    if not attached:
         metrics.REPLICA_ACK_SKIPPED.inc()
         return None
     acknowledged = int(await redis.wait(1, timeout_ms))

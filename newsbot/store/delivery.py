@@ -64,6 +64,19 @@ class DeliveryStore(StoreBase):
             digest_thread=int(thread) if thread else None,
         )
 
+    async def chat_state(self, chat_id: int) -> tuple[bool, Delivery]:
+        """Whether the chat said /stop, and how its messages go out: one read for both."""
+        stopped, previews, silent, thread = await self.redis.hmget(
+            _chat(chat_id),
+            ["stopped", keys.FIELD_PREVIEWS, keys.FIELD_SILENT, keys.FIELD_DIGEST_THREAD],
+        )
+        delivery = Delivery(
+            previews=previews == "1",
+            silent=silent == "1",
+            digest_thread=int(thread) if thread else None,
+        )
+        return stopped == "1", delivery
+
     async def set_flag(self, chat_id: int, field: str, on: bool) -> None:
         """Turn a chat's delivery setting (keys.FIELD_PREVIEWS, FIELD_SILENT) on or off."""
         if on:
