@@ -5,7 +5,7 @@ from __future__ import annotations
 from telegram import Update
 
 INTRODUCTION = """Hello! I am <b>Newsbot</b>: I bring this group the news it chooses, \
-from subreddits and RSS/Atom feeds.
+from subreddits and RSS, Atom and JSON feeds.
 Admins set the sources with /source <i>python, golang</i> and a digest with \
 /subscribe <i>6h</i>; anyone can /fetch the latest. /help lists every command."""
 

@@ -25,7 +25,8 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="newsbot",
         description="A Telegram bot that brings you the news you choose: "
-        "subreddits and RSS/Atom feeds. Configured by environment variables (see README).",
+        "subreddits and RSS, Atom and JSON feeds. "
+        "Configured by environment variables (see README).",
     )
     top.add_argument("--version", action="version", version=f"newsbot {__version__}")
     commands = top.add_subparsers(dest="command", metavar="COMMAND")

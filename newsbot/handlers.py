@@ -60,7 +60,7 @@ App = Application[
 # The answer to an update whose handling failed by a bug of ours (app's error handler).
 APOLOGY = "Sorry, something went wrong on my side. Please try again in a minute."
 
-HELP = """<b>Newsbot</b> brings you the news you choose: subreddits and RSS/Atom feeds.
+HELP = """<b>Newsbot</b> brings you the news you choose: subreddits and RSS, Atom and JSON feeds.
 
 /source <i>python, golang, https://example.org/feed.xml</i> – set your sources
 /source – list your sources

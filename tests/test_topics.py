@@ -38,7 +38,7 @@ async def test_commands_are_answered_in_the_topic_they_came_from(telegram, news,
     assert [(m.thread_id, m.displayed.split("\n")[0]) for m in sent] == [
         (NEWS_TOPIC, "Your sources are now:"),
         (CHAT_TOPIC, "python"),
-        (None, "Newsbot brings you the news you choose: subreddits and RSS/Atom feeds."),
+        (None, "Newsbot brings you the news you choose: subreddits and RSS, Atom and JSON feeds."),
     ]
 
 
