@@ -27,7 +27,7 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, cast
+from typing import Any
 
 from redis.exceptions import OutOfMemoryError
 from telegram import Bot
@@ -192,19 +192,6 @@ def _listing(alerts: dict[str, tuple[Source, int | None]]) -> str:
 
 
 # --- the watcher ---------------------------------------------------------------------
-
-
-class _InTopic:
-    """A bot that sends into one forum topic (the one /alert was sent in)."""
-
-    def __init__(self, bot: Bot, thread_id: int) -> None:
-        self.bot = bot
-        self.thread_id = thread_id
-
-    async def send_message(self, chat_id: int, text: str, **kwargs: Any) -> Any:
-        return await self.bot.send_message(
-            chat_id, text, message_thread_id=self.thread_id, **kwargs
-        )
 
 
 class Alerts:
@@ -378,18 +365,15 @@ class Alerts:
             if items:
                 messages = render_alerts(block.source, items)
                 held = await hold_if_quiet(self.store, chat_id, messages, now)
-                if not held:
-                    bot = (
-                        self.bot if thread_id is None else cast(Bot, _InTopic(self.bot, thread_id))
-                    )
-                    if not await send_messages(
-                        bot,
-                        self.store,
-                        chat_id,
-                        messages,
-                        scope=alert_scope(chat_id, digest, known),
-                    ):
-                        return  # the chat is gone, its alerts with it
+                if not held and not await send_messages(
+                    self.bot,
+                    self.store,
+                    chat_id,
+                    messages,
+                    scope=alert_scope(chat_id, digest, known),
+                    thread_id=thread_id,
+                ):
+                    return  # the chat is gone, its alerts with it
                 await self.store.mark_seen(chat_id, [article[item.id] for item in items])
         # Stopped chats too: silence means what came meanwhile is not sent after /start.
         await self.store.set_alert_known(chat_id, digest, current)

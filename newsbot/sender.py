@@ -14,8 +14,8 @@ Telegram call goes through (cluster.ratelimit); here are the answers that change
   or group) delete the chat's state: nothing is retried, no digest comes again;
 * a group that became a supergroup has its settings moved and the part goes there;
 * ``400 message thread not found`` (the forum topic was deleted): the part goes to the
-  General topic instead, after a one-line notice, and a digest bound to that topic is
-  unbound, so the notice comes once.
+  General topic instead, after a one-line notice, and the digest and alerts bound to
+  that topic are unbound, so the notice comes once.
 
 Each part carries the chat's delivery settings (``Store.delivery``): silent delivery
 (``disable_notification``), link previews (a preview of the part's first link, else
@@ -55,7 +55,7 @@ CHAT_NOT_FOUND = "chat not found"
 THREAD_NOT_FOUND = "message thread not found"
 TOPIC_GONE_NOTICE = (
     "⚠️ The topic I posted into is gone, so this comes to General. "
-    "Send /subscribe in a topic to have the digest there again."
+    "Send /subscribe or /alert in a topic to have digests or alerts there again."
 )
 # The delivery settings read for a reply scope and chat (see remember_delivery). A
 # context variable: each update is handled in a task of its own, or after the one
@@ -181,10 +181,11 @@ async def _send_part(
     except BadRequest as error:
         thread_id = options.get("message_thread_id")
         if thread_id is not None and is_thread_gone(error):
-            # The topic was deleted: General instead, said once; a digest bound to
-            # the topic is unbound so the next one goes to General without a notice.
+            # The topic was deleted: General instead, said once; a digest or alerts
+            # bound to the topic are unbound, so the next go to General without a notice.
             logger.info("topic %s of chat %s is gone; sending to General", thread_id, chat_id)
             await store.drop_digest_thread(chat_id, thread_id)
+            await store.drop_alert_thread(chat_id, thread_id)
             options.pop("message_thread_id")
             await bot.send_message(
                 chat_id, TOPIC_GONE_NOTICE, disable_notification=delivery.silent

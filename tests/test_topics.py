@@ -1,7 +1,7 @@
 """Forum topics end to end: answers in the topic asked from, digests in the topic bound.
 
-A deleted topic makes Telegram answer ``400 message thread not found``: the digest then
-goes to General once with a notice, and from then on to General without one.
+A deleted topic makes Telegram answer ``400 message thread not found``: the digest or
+alert then goes to General once with a notice, and from then on to General without one.
 """
 
 from __future__ import annotations
@@ -88,6 +88,36 @@ async def test_digest_goes_to_its_topic_and_to_general_once_the_topic_is_gone(
     assert len(into_topic) == 4
     assert len([m for m in telegram.sent(FORUM) if m.thread_id == NEWS_TOPIC]) == 3
     assert sum("gone" in m.displayed for m in telegram.sent(FORUM)) == 1
+
+
+async def test_alerts_go_to_their_topic_and_to_general_once_the_topic_is_gone(
+    telegram, news, redis_url
+):
+    telegram.add_topic(FORUM, NEWS_TOPIC, "News")
+    rss = {"Content-Type": "application/rss+xml"}
+    news.set_route("/alerts.xml", body=_feed(["Old story"]), headers=rss)
+    async with running_bot(bot_env(telegram, redis_url, news, NEWSBOT_CACHE_TTL="1")):
+        telegram.push_message(FORUM, f"/alert {news.url}/alerts.xml", thread_id=NEWS_TOPIC)
+        await wait_sent(telegram, 1, FORUM)
+        news.set_route("/alerts.xml", body=_feed(["First story", "Old story"]), headers=rss)
+        first = (await wait_sent(telegram, 2, FORUM))[1]
+        telegram.delete_topic(FORUM, NEWS_TOPIC)
+        news.set_route("/alerts.xml", body=_feed(["Second story", "First story"]), headers=rss)
+        notice, second = (await wait_sent(telegram, 4, FORUM))[2:4]
+        news.set_route("/alerts.xml", body=_feed(["Third story", "Second story"]), headers=rss)
+        third = (await wait_sent(telegram, 5, FORUM))[4]
+    assert first.thread_id == NEWS_TOPIC and "First story" in first.displayed
+    assert notice.thread_id is None and "topic" in notice.displayed
+    assert second.thread_id is None and "Second story" in second.displayed
+    # The alerts were moved to General with the refusal: no second notice, no second try.
+    assert third.thread_id is None and "Third story" in third.displayed
+    assert sum("gone" in m.displayed for m in telegram.sent(FORUM)) == 1
+    into_topic = [
+        params
+        for name, params in telegram.calls
+        if name == "sendMessage" and params.get("message_thread_id") == NEWS_TOPIC
+    ]
+    assert len(into_topic) == 3  # /alert's answer, the first alert, the refused second
 
 
 async def test_a_reply_to_a_topic_deleted_meanwhile_goes_to_general(telegram, redis_url):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from newsbot import keys
 from newsbot.models import Source
@@ -33,6 +34,19 @@ class AlertStore(StoreBase):
             except (ValueError, KeyError, TypeError):
                 continue  # written by another version; /alert sets it again
         return alerts
+
+    async def drop_alert_thread(self, chat_id: int, thread_id: int) -> int:
+        """Send the chat's alerts set in a deleted topic to General; how many there were."""
+        moved = {
+            digest: json.dumps({"source": source.to_json(), "thread": None})
+            for digest, (source, thread) in (await self.get_alerts(chat_id)).items()
+            if thread == thread_id
+        }
+        if moved:
+            await self.redis.hset(
+                keys.ALERTS.format(chat_id=chat_id), mapping=dict[Any, Any](moved)
+            )
+        return len(moved)
 
     async def add_alerts(
         self,
