@@ -31,6 +31,7 @@ CHAT_COMMANDS = frozenset(
         "fetch",
         "subscribe",
         "unsubscribe",
+        "alert",
         "settings",
         "filter",
         "export",

@@ -176,6 +176,38 @@ async def test_commands_posted_in_a_channel_are_answered_there(telegram, news, r
     assert telegram.count("getChatMember") == 0
 
 
+async def test_alerts_on_a_channel_are_set_from_the_private_chat_and_posted_there(
+    telegram, news, redis_url
+):
+    owner = 4242
+    telegram.make_chat(CHANNEL, "channel", username="mychannel")
+    telegram.set_member(CHANNEL, owner, "creator", username="alice")
+    telegram.set_member(CHANNEL, telegram.bot_user["id"], "administrator", can_post_messages=True)
+    feed = f"{news.url}/channel-alerts.xml"
+    news.set_route("/channel-alerts.xml", body=_rss(["Old story"]))
+    async with running_bot(bot_env(telegram, redis_url, news, NEWSBOT_CACHE_TTL="1")):
+        (reply,) = await say(telegram, f"/alert @mychannel {feed}", chat_id=owner)
+        assert reply.startswith(f"Alerts on:\n• {feed}")
+        (mine,) = await say(telegram, "/alert", chat_id=owner)
+        assert mine.startswith("No alerts.")  # her own chat watches nothing
+        news.set_route("/channel-alerts.xml", body=_rss(["New story", "Old story"]))
+        (posted,) = await wait_sent(telegram, 1, CHANNEL)
+        (listing,) = await say(telegram, "/alert @mychannel", chat_id=owner)
+    assert "New story" in posted.displayed and "Old story" not in posted.displayed
+    assert listing == f"Alerts on:\n• {feed}"
+    assert not [m for m in telegram.sent(owner) if "New story" in m.displayed]
+
+
+def _rss(titles: list[str]) -> str:
+    items = "".join(
+        f"<item><title>{t}</title><link>https://example.org/{t.replace(' ', '-')}</link></item>"
+        for t in titles
+    )
+    return (
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>{items}</channel></rss>'
+    )
+
+
 async def test_a_channel_is_managed_from_the_private_chat_by_its_admin(telegram, news, redis_url):
     owner = 4242
     telegram.make_chat(CHANNEL, "channel", username="mychannel")
