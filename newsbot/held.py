@@ -3,9 +3,10 @@
 Digests (and, later, alerts) go out through ``hold_or_send``: inside the chat's quiet
 hours (in its own zone) the messages are held in Redis until the window ends, otherwise
 they are sent. When a window ends, the replica that claims the chat's quiet end
-(``Store.claim_quiet_ends``) sends everything held as one message, so a batch goes out
-once however many replicas run; held messages and their quiet end are ordinary Redis
-keys, so a restart, a replica dying or a Redis restart with persistence loses nothing.
+(``Store.claim_quiet_ends``) sends everything held as one message, into the digest's
+forum topic if it has one, so a batch goes out once however many replicas run; held
+messages and their quiet end are ordinary Redis keys, so a restart, a replica dying or a
+Redis restart with persistence loses nothing.
 Replies to commands never come here: they are never held.
 """
 
@@ -70,7 +71,11 @@ async def deliver_held(bot: Bot, store: Store, chat_id: int, now: float | None =
             # Quiet again (the window was moved, or the zone changed): wait for its end.
             await store.reschedule_held(chat_id, quiet_ends(now, quiet, zone))
             return
-        if not messages or await send_messages(bot, store, chat_id, combine(messages)):
+        # The batch goes where the digest goes: its forum topic, if it has one.
+        topic = (await store.delivery(chat_id)).digest_thread if messages else None
+        if not messages or await send_messages(
+            bot, store, chat_id, combine(messages), thread_id=topic
+        ):
             # Messages held while these were sent stay, due at the end of their own window.
             await store.release_held(chat_id, len(messages))
         # Unreachable: send_messages has forgotten the chat, its held messages included.

@@ -147,6 +147,28 @@ async def test_digests_due_in_quiet_hours_come_as_one_message_when_they_end(
     assert await store.held(CHAT) == [] and await store.held_due(CHAT) is None
 
 
+async def test_a_batch_held_in_quiet_hours_goes_into_the_digests_topic(
+    telegram, news, redis_url, replica
+):
+    forum, topic = -1009000000007, 7
+    telegram.add_topic(forum, topic, "News")
+    news.set_route("/q.xml", body=rss(["Night story"]))
+    async with running_bot(env_for(telegram, redis_url, news)):
+        for count, text in enumerate(
+            (f"/source {news.url}/q.xml", "/tz Europe/Berlin", "/quiet 22:00-07:00"), 1
+        ):
+            telegram.push_message(forum, text, thread_id=topic)
+            await wait_sent(telegram, count, forum)
+        telegram.push_message(forum, "/subscribe 1h", thread_id=topic)  # binds the topic
+        await wait_sent(telegram, 4, forum)
+        await replica.store.reschedule(forum, berlin(5, 23))
+        assert await replica.run_once(now=berlin(5, 23)) == 1  # held
+        await replica.run_once(now=berlin(6, 7))
+        batch = (await wait_sent(telegram, 5, forum))[4]
+    assert batch.displayed.startswith(HEADING) and "Night story" in batch.displayed
+    assert batch.thread_id == topic
+
+
 async def test_quiet_off_delivers_what_was_held_at_once(telegram, news, redis_url, replica):
     news.set_route("/q.xml", body=rss(["Night story"]))
     async with running_bot(env_for(telegram, redis_url, news)):
