@@ -100,6 +100,8 @@ def loopback_only(_guard_connections: None) -> Iterator[list[str]]:
         pytest.fail("\n".join(found), pytrace=False)
 
 
+# --- parallel workers ------------------------------------------------------------------
+
 _worker_figures: dict[str, str] = {}
 
 
