@@ -40,6 +40,7 @@ from newsbot.merge import item_key
 from newsbot.models import Item, Source, SourceNews
 from newsbot.news import News, source_id
 from newsbot.sender import send_messages
+from newsbot.slots import run_in_slots
 from newsbot.sources.parsing import parse_sources
 from newsbot.sources.rss import MAX_ITEMS
 from newsbot.store import Store, alert_member
@@ -220,25 +221,12 @@ class Alerts:
         self._in_hand: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Check due sources until ``stop`` is set; the checks in hand are finished."""
-        stopping = asyncio.create_task(stop.wait())
-        try:
-            while not stop.is_set():
-                await self._fill()
-                if len(self._in_hand) >= self.slots:
-                    await asyncio.wait(
-                        {*self._in_hand, stopping}, return_when=asyncio.FIRST_COMPLETED
-                    )
-                else:
-                    await asyncio.wait([stopping], timeout=self.idle_seconds)
-            if self._in_hand:
-                await asyncio.wait(self._in_hand)
-        finally:
-            # Cut off: a check in hand comes back when its claim runs out; what it
-            # delivered is recorded per chat and not sent again.
-            for task in (*self._in_hand, stopping):
-                task.cancel()
-            await asyncio.gather(*self._in_hand, stopping, return_exceptions=True)
+        """Check due sources until ``stop`` is set; the checks in hand are finished.
+
+        Cut off, a check in hand comes back when its claim runs out; what it delivered
+        is recorded per chat and not sent again.
+        """
+        await run_in_slots(stop, self._fill, self._in_hand, self.slots, self.idle_seconds)
 
     async def _fill(self) -> None:
         free = self.slots - len(self._in_hand)

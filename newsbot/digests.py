@@ -35,6 +35,7 @@ from newsbot.metrics import DIGESTS, DIGESTS_IN_HAND
 from newsbot.models import Source, SourceNews
 from newsbot.news import News
 from newsbot.sender import send_messages
+from newsbot.slots import run_in_slots
 from newsbot.store import Store, digest_scope
 
 logger = logging.getLogger(__name__)
@@ -119,29 +120,17 @@ class Digests:
         self._prefetched: dict[int, float] = {}  # chat id -> when fetched ahead
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Send due digests until ``stop`` is set; the digests in hand are finished."""
+        """Send due digests until ``stop`` is set; the digests in hand are finished.
+
+        Cut off (or failed), the digests in hand stop too. Not rescheduled, each comes
+        back when its claim runs out and is sent then, by whoever claims it.
+        """
         prefetching = asyncio.create_task(self.prefetch(stop), name="digest prefetch")
-        stopping = asyncio.create_task(stop.wait())
         try:
-            while not stop.is_set():
-                await self._fill()
-                if len(self._in_hand) >= self.slots:
-                    # Full: the next claim waits for a free slot, not for the slowest.
-                    await asyncio.wait(
-                        {*self._in_hand, stopping}, return_when=asyncio.FIRST_COMPLETED
-                    )
-                else:
-                    # Fewer were due than there was room for (or Redis failed): nothing
-                    # more is due now; look again a little later.
-                    await asyncio.wait([stopping], timeout=self.idle_seconds)
-            if self._in_hand:
-                await asyncio.wait(self._in_hand)
+            await run_in_slots(stop, self._fill, self._in_hand, self.slots, self.idle_seconds)
         finally:
-            # Cut off (or failed): the digests in hand stop too. Not rescheduled, each
-            # comes back when its claim runs out and is sent then, by whoever claims it.
-            for task in (*self._in_hand, stopping, prefetching):
-                task.cancel()
-            await asyncio.gather(*self._in_hand, prefetching, stopping, return_exceptions=True)
+            prefetching.cancel()
+            await asyncio.gather(prefetching, return_exceptions=True)
 
     async def _fill(self) -> None:
         """Claim as many due digests as there are free slots, and start them."""
