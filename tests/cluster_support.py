@@ -57,6 +57,8 @@ OLD_API_POLL: dict[str, Any] = {
 LEADER_KEY = "newsbot:leader"
 UPDATES_KEY = "newsbot:updates"
 GROUP = "newsbot"
+# An update's done mark (newsbot.keys.UPDATE_DONE): once written, a redelivery is a no-op.
+DONE_KEY = "newsbot:update:{update_id}"
 
 
 def free_port() -> int:
@@ -275,6 +277,7 @@ class Pusher:
         self.pushed = 0
         # marker -> time.monotonic() when it was pushed, to measure reply latency
         self.pushed_at: dict[str, float] = {}
+        self.update_ids: dict[str, int] = {}  # marker -> the update that carried it
         self._thread = threading.Thread(target=self._run, name="pusher", daemon=True)
 
     def __enter__(self) -> Pusher:
@@ -300,8 +303,37 @@ class Pusher:
             if delay > 0:
                 time.sleep(delay)
             self.pushed_at[marker] = time.monotonic()
-            self.telegram.push_message(chat_id, text)
+            self.update_ids[marker] = self.telegram.push_message(chat_id, text)
             self.pushed = i + 1
+
+
+def kill_between_replies(
+    telegram: Any, client: redis.Redis, victim: BotProcess, update_ids: dict[str, int]
+) -> None:
+    """SIGKILL ``victim`` at a moment none of its replies is taken but not yet recorded.
+
+    Telegram has no idempotency key: a replica killed after Telegram took a reply and
+    before the update's done mark was written repeats that reply (README, "Each
+    update's effect once"), and a kill at a random moment lands there now and then (a
+    few milliseconds a reply on a busy machine). Everywhere else a kill must lose and
+    repeat nothing, so the kill lands there: Telegram holds every new post, each reply
+    it took (by marker) is left to get its done mark, then the replica dies, and its
+    held posts, whose client hung up, are never taken.
+    """
+
+    def all_taken_recorded() -> bool:
+        taken = list(replies_per_marker(telegram))
+        if not set(taken) <= update_ids.keys():
+            return False  # answered before its pusher noted the update id: a moment more
+        marks = [DONE_KEY.format(update_id=update_ids[marker]) for marker in taken]
+        return not marks or client.exists(*marks) == len(marks)
+
+    with telegram.hold_sends():
+        deadline = time.monotonic() + 30
+        while not all_taken_recorded():
+            assert time.monotonic() < deadline, "replies taken by Telegram never recorded"
+            time.sleep(0.005)
+        victim.kill()  # waits for the process: its connections are closed when it returns
 
 
 def replies_per_marker(telegram: Any) -> Counter[str]:

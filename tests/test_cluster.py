@@ -29,6 +29,7 @@ from cluster_support import (
     by_pid,
     close_all,
     delivery_report,
+    kill_between_replies,
     leader_pid,
     marked_commands,
     metric,
@@ -112,7 +113,7 @@ def test_the_leader_killed_mid_stream_loses_and_repeats_nothing(
     with Pusher(telegram, commands, per_second=50) as pusher:
         pusher.wait_pushed(150)
         victim = by_pid(replicas, leader_pid(client))
-        victim.kill()
+        kill_between_replies(telegram, client, victim, pusher.update_ids)
 
     assert_each_answered_once(telegram, client, markers)
     survivors = {replica.pid for replica in replicas if replica is not victim}
@@ -136,7 +137,7 @@ def test_a_replica_killed_under_a_burst_at_telegrams_strict_limits(
     with Pusher(telegram, commands, per_second=300) as pusher:
         pusher.wait_pushed(150)
         victim = by_pid(replicas, leader_pid(client))
-        victim.kill()
+        kill_between_replies(telegram, client, victim, pusher.update_ids)
 
     assert_each_answered_once(telegram, client, markers)
     assert telegram.too_many == 0

@@ -233,6 +233,28 @@ def test_drop_next_closes_without_answer(telegram: FakeTelegram, http: Any) -> N
     assert api(http, telegram, "sendMessage", chat_id=1, text="kept")[0] == 200
 
 
+def test_held_posts_wait_and_one_whose_client_hung_up_is_never_taken(
+    telegram: FakeTelegram, http: Any
+) -> None:
+    path = f"/bot{telegram.token}/sendMessage"
+    body = b'{"chat_id": 1, "text": "from a killed bot"}'
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with ThreadPoolExecutor(1) as pool, telegram.hold_sends():
+        kept = pool.submit(api, http, telegram, "sendMessage", chat_id=2, text="kept")
+        with socket.create_connection(("127.0.0.1", int(telegram.url.rsplit(":", 1)[1]))) as dead:
+            dead.sendall(request)
+        deadline = time.monotonic() + 10
+        while telegram.hung_up == 0:
+            assert time.monotonic() < deadline, "the hung-up post was never given up"
+            time.sleep(0.01)
+        assert telegram.sent() == [] and not kept.done()  # held: not taken yet
+    assert kept.result(10)[0] == 200
+    assert [m.text for m in telegram.sent()] == ["kept"]
+
+
 def test_flood_limits(http: Any) -> None:
     now = [1000.0]
     with FakeTelegram(enforce_limits=True, clock=lambda: now[0]) as fake:

@@ -29,6 +29,7 @@ from cluster_support import (
     close_all,
     delivery_report,
     free_port,
+    kill_between_replies,
     leader_pid,
     marked_commands,
     metric,
@@ -163,7 +164,7 @@ def test_pushes_through_a_service_reach_three_replicas_one_killed_each_answered_
         pusher.wait_pushed(150)
         # The leader: its lease runs out and another replica sets the webhook again.
         victim = by_pid(replicas, leader_pid(client))
-        victim.kill()
+        kill_between_replies(telegram, client, victim, pusher.update_ids)
 
     missing, _ = delivery_report(wait_answered(telegram, markers, ANSWER_TIMEOUT), markers)
     assert not missing, f"{len(missing)} update(s) never answered: {missing[:20]}"

@@ -26,7 +26,10 @@ test talks to it through nothing but ``TELEGRAM_API_URL``:
   non-2xx answer, a refused connection or no answer within ``push_timeout`` is retried
   after ``push_retry_delay``, and ``getWebhookInfo`` reports it as
   ``last_error_message``. ``getUpdates`` is answered 409 while a webhook is set, and
-  ``deleteWebhook`` goes back to polling. Every push is recorded (``pushes``).
+  ``deleteWebhook`` goes back to polling. Every push is recorded (``pushes``);
+- ``hold_sends`` holds every call that posts or edits a message unanswered and not yet
+  taken, and a post whose client hangs up before it is taken is never carried out: a
+  test can kill a bot at a moment no reply of it is in flight (see tests/cluster_support).
 
 The same state can be driven over HTTP under ``/_fake/...`` (see ``FakeTelegramClient``),
 for a fake that runs in another process or container::
@@ -56,7 +59,8 @@ import urllib.parse
 import urllib.request
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -503,6 +507,8 @@ class _FloodLimits:
 # --- the fake ---------------------------------------------------------------------------
 
 _DROP = object()  # a handler result meaning: close the connection, answer nothing
+# The calls that post or change what a chat shows: what hold_sends holds.
+_POSTING = frozenset({"sendmessage", "senddocument", "editmessagetext", "editmessagereplymarkup"})
 Answer = tuple[int, Any]
 
 
@@ -591,6 +597,8 @@ class FakeTelegram:
         self._files: dict[str, StoredFile] = {}
         self.downloads: list[str] = []  # file paths fetched from /file/bot<token>/
         self._stopping = False
+        self._holding = False  # hold_sends: posts wait, not yet taken
+        self.hung_up = 0  # posts never carried out: their client hung up first
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
@@ -1130,6 +1138,33 @@ class FakeTelegram:
             }
         )
 
+    @contextmanager
+    def hold_sends(self) -> Iterator[None]:
+        """Hold every post (sendMessage, sendDocument, edits) untaken until the block ends.
+
+        A held post whose client hangs up meanwhile (a killed bot) is never carried out;
+        the others are carried out when the block ends, in the order they are let go.
+        """
+        with self._cond:
+            self._holding = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._holding = False
+                self._cond.notify_all()
+
+    def _hung_up_while_held(self, gone: Callable[[], bool]) -> bool:
+        """Wait while posts are held; True if the client hung up before the post was taken."""
+        with self._cond:
+            while self._holding and not gone():
+                self._cond.wait(0.02)
+            if not gone():
+                return False
+            self.hung_up += 1
+            self._cond.notify_all()
+            return True
+
     def drop_next(self, method: str, times: int = 1) -> None:
         """Make the next `times` calls of method lose their connection without an answer."""
         with self._cond:
@@ -1278,6 +1313,8 @@ class FakeTelegram:
         if params is None:
             return _error(ApiError(400, "Bad Request: can't parse request body"))
         name = self._canonical(match.group(2))
+        if name.lower() in _POSTING and self._hung_up_while_held(gone):
+            return _DROP
         with self._cond:
             self.calls.append((name, params))
             self._call_counts[name] = self._call_counts.get(name, 0) + 1
@@ -1995,6 +2032,11 @@ class FakeTelegram:
             if route == ("POST", "/_fake/block"):
                 self.block_chat(int(body["chat_id"]))
                 return 200, {"ok": True}
+            if route == ("POST", "/_fake/hold"):
+                with self._cond:
+                    self._holding = bool(body.get("on", True))
+                    self._cond.notify_all()
+                return 200, {"ok": True, "holding": self._holding}
             if route == ("POST", "/_fake/limits"):
                 self.enforce_limits = bool(body.get("enforce", True))
                 return 200, {"ok": True, "enforce": self.enforce_limits}
@@ -2296,6 +2338,15 @@ class FakeTelegramClient:
     def block_chat(self, chat_id: int) -> None:
         """Make sendMessage to chat_id answer 403 from now on."""
         self._call("POST", "/_fake/block", {"chat_id": chat_id})
+
+    @contextmanager
+    def hold_sends(self) -> Iterator[None]:
+        """Hold posts untaken until the block ends (FakeTelegram.hold_sends)."""
+        self._call("POST", "/_fake/hold", {"on": True})
+        try:
+            yield
+        finally:
+            self._call("POST", "/_fake/hold", {"on": False})
 
     def set_limits(self, enforce: bool) -> None:
         """Switch flood-limit enforcement on or off."""
