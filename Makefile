@@ -13,7 +13,9 @@
 PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 PYTEST_ARGS ?=
 WORKERS ?= 4
-PARALLEL = -n $(WORKERS) --dist loadfile --alone=skip
+# The slowest tests of each phase are listed at its end: where the run's time goes.
+DURATIONS = --durations=12 --durations-min=10
+PARALLEL = -n $(WORKERS) --dist loadfile --alone=skip $(DURATIONS)
 
 .PHONY: install format fix lint typecheck test coverage
 
@@ -41,7 +43,7 @@ typecheck:
 # (marked alone), with the machine to themselves. Exit status 5: no test selected.
 test:
 	$(PYTHON) -m pytest $(PARALLEL) $(PYTEST_ARGS) || [ $$? -eq 5 ]
-	$(PYTHON) -m pytest --alone=only $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(PYTHON) -m pytest --alone=only $(DURATIONS) $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # pyproject's [tool.coverage.run] patch = ["subprocess"] makes every `python -m newsbot`
 # the tests start write its own data file; `combine` merges them. The cluster/ line is
