@@ -854,7 +854,7 @@ def burst(chats: int = 64, per_chat: int = 20, rounds: int = 3) -> list[Row]:
 @contextlib.contextmanager
 def slow_feed_servers(hosts: int, delay: float) -> Iterator[list[str]]:
     """Fake feed servers in processes of their own, on 127.0.0.2.., answering after delay."""
-    from cluster_support import free_port
+    from harness import free_port
 
     processes, urls = [], []
     try:

@@ -28,7 +28,7 @@ from typing import Any
 
 import redis
 
-from harness import REDIS_SERVER, BotProcess, bot_env, stop_process
+from harness import REDIS_SERVER, BotProcess, bot_env, free_port, stop_process, wait_for_redis
 
 READY_LINE = "newsbot is running"
 # Telegram's real limits, for the tests about them (tests/harness.py relaxes them).
@@ -59,14 +59,6 @@ UPDATES_KEY = "newsbot:updates"
 GROUP = "newsbot"
 # An update's done mark (newsbot.keys.UPDATE_DONE): once written, a redelivery is a no-op.
 DONE_KEY = "newsbot:update:{update_id}"
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 # --- redis-server of a test's own ---------------------------------------------------------
@@ -119,18 +111,8 @@ class RedisProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if self.client().ping():
-                    return self
-            except redis.RedisError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"redis-server did not start on port {self.port}; "
-                        f"see {self.directory / 'redis.log'}"
-                    ) from None
-                time.sleep(0.05)
+        wait_for_redis(self.port, self.process, self.directory / "redis.log")
+        return self
 
     def stop(self) -> None:
         """Shut down cleanly (SIGTERM: the append-only file is flushed first)."""

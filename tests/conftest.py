@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from hypothesis import settings
 
 from fakes.news import FakeNews
 from fakes.telegram_api import FakeTelegram
-from harness import REDIS_SERVER, stop_process
+from harness import REDIS_SERVER, free_port, stop_process, wait_for_redis
 
 # Hypothesis' 200 ms deadline per example would time the machine, not the code: the
 # suite runs on several workers at once, under coverage. Examples still have to pass.
@@ -179,13 +178,6 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def redis_command(port: int, *args: str, timeout: float = 2.0) -> bytes:
     """Send one command in RESP and return the first reply line (enough for PING/FLUSHALL)."""
     request = f"*{len(args)}\r\n" + "".join(f"${len(arg.encode())}\r\n{arg}\r\n" for arg in args)
@@ -203,7 +195,7 @@ def redis_command(port: int, *args: str, timeout: float = 2.0) -> bytes:
 def _start_redis(executable: str, directory: Path) -> tuple[subprocess.Popen[bytes], int]:
     """Start redis-server on a free port; retry if another process grabbed the port first."""
     for _ in range(5):
-        port = _free_port()
+        port = free_port()
         log = directory / f"redis-{port}.log"
         process = subprocess.Popen(
             [
@@ -225,14 +217,11 @@ def _start_redis(executable: str, directory: Path) -> tuple[subprocess.Popen[byt
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                if redis_command(port, "PING") == b"+PONG":
-                    return process, port
-            except OSError:
-                pass  # not listening yet
-            time.sleep(0.05)
+        try:
+            wait_for_redis(port, process, log)
+            return process, port
+        except RuntimeError:
+            pass  # most likely another process took the port first: another one
         process.kill()
         process.wait()
     raise RuntimeError(f"redis-server did not start; see the logs in {directory}")

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -16,6 +17,8 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import IO, Any
+
+import redis
 
 from newsbot.config import Settings
 from newsbot.service import serve
@@ -68,6 +71,53 @@ async def wait_sent(
 ) -> list[Any]:
     """Wait, without blocking the loop, until the fake has seen ``count`` messages."""
     return await asyncio.to_thread(telegram.wait_for_sent, count, chat_id, timeout)
+
+
+# The ports this process handed out. bind(("127.0.0.1", 0)) may give back a port as
+# soon as its probe is closed, so a test asking for several at once (a Redis master, its
+# replica and three sentinels) could get one twice: the second server fails to start,
+# and a ping of its port reaches the first.
+_handed_out: set[int] = set()
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now and that this process did not
+    hand out before."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+
+
+def wait_for_redis(
+    port: int,
+    process: subprocess.Popen[bytes],
+    log: Path,
+    password: str | None = None,
+    timeout: float = 10,
+) -> None:
+    """Wait until the redis-server (or sentinel) ``process`` answers on ``port``.
+
+    The answer must come from that process: if another server took the port meanwhile,
+    this one failed to start, and a mere ping would reach the other. RuntimeError, with
+    the end of its log, if it does not come up.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with redis.Redis(port=port, password=password, socket_timeout=5) as client:
+                answering = client.info("server").get("process_id")
+        except redis.RedisError:
+            answering = None
+        if answering == process.pid:
+            return
+        if process.poll() is not None or time.monotonic() > deadline:
+            text = log.read_text(errors="replace") if log.exists() else ""
+            raise RuntimeError(f"did not start on port {port}; {log}:\n{text[-2000:]}")
+        time.sleep(0.05)
 
 
 def stop_process(process: subprocess.Popen[Any], timeout: float = 10) -> None:

@@ -17,7 +17,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from checktools import missing
-from harness import stop_process
+from harness import free_port, stop_process
 
 VERSION = "1.36.2"
 # Where .ci/k8s.sh puts the binaries, by the same rule.
@@ -219,13 +218,6 @@ def write_kubeconfig(path: Path, server: str, pki: Path, user: str, cert: str) -
 
 
 # -- the processes -------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class NotReady(RuntimeError):

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import redis
 
-from cluster_support import free_port
-from harness import stop_process
+from harness import free_port, stop_process, wait_for_redis
 
 MASTER_NAME = "mymaster"
 DOWN_AFTER_MS = 1000
@@ -74,7 +73,7 @@ class Server:
         self.process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        _wait_ping(self.client, self.process, self.directory / "redis.log")
+        wait_for_redis(self.port, self.process, self.directory / "redis.log", self.password)
         return self
 
     def kill(self) -> None:
@@ -139,7 +138,9 @@ class SentinelProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        _wait_ping(self.client, self.process, self.directory / "sentinel.log")
+        wait_for_redis(
+            self.port, self.process, self.directory / "sentinel.log", self.sentinel_password
+        )
         return self
 
     def master_port(self) -> int | None:
@@ -245,18 +246,3 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
-
-
-def _wait_ping(
-    client: Callable[[], redis.Redis], process: subprocess.Popen[bytes], log: Path
-) -> None:
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if client().ping():
-                return
-        except redis.RedisError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                text = log.read_text() if log.exists() else ""
-                raise RuntimeError(f"did not start; see {log}:\n{text[-2000:]}") from None
-            time.sleep(0.05)

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from cluster_support import free_port
-from harness import REDIS_SERVER, ROOT, BotProcess, bot_env, stop_process
+from harness import REDIS_SERVER, ROOT, BotProcess, bot_env, free_port, stop_process
 
 CHAT = 515
 

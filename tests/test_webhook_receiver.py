@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from cluster_support import free_port
+from harness import free_port
 from newsbot import keys
 from newsbot.webhook import Webhook, parse_update, webhook_path
 
