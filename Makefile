@@ -54,7 +54,7 @@ coverage:
 	out=$$(mktemp -d); \
 	{ $(PYTHON) -m coverage run -m pytest $(PARALLEL) $(PYTEST_ARGS); echo $$? >"$$out/parallel"; } \
 	    2>&1 | tee "$$out/parallel.log"; \
-	{ $(PYTHON) -m coverage run -m pytest --alone=only $(PYTEST_ARGS); echo $$? >"$$out/alone"; } \
+	{ $(PYTHON) -m coverage run -m pytest --alone=only $(DURATIONS) $(PYTEST_ARGS); echo $$? >"$$out/alone"; } \
 	    2>&1 | tee "$$out/alone.log"; \
 	$(PYTHON) -m coverage combine --quiet; \
 	$(PYTHON) -m coverage report; \
