@@ -15,7 +15,9 @@ PYTEST_ARGS ?=
 WORKERS ?= 4
 # The slowest tests of each phase are listed at its end: where the run's time goes.
 DURATIONS = --durations=12 --durations-min=10
-PARALLEL = -n $(WORKERS) --dist loadfile --alone=skip $(DURATIONS)
+# --no-loadscope-reorder: modules go out in collection order, which tests/conftest.py
+# starts with the longest (xdist would start with those of the most tests).
+PARALLEL = -n $(WORKERS) --dist loadfile --no-loadscope-reorder --alone=skip $(DURATIONS)
 
 .PHONY: install format fix lint typecheck test coverage
 

@@ -130,8 +130,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# The modules whose tests take minutes of real time (a group's replies at Telegram's 20 a
+# minute, a quiet window on the minute clock, sentinels, control planes), longest first.
+# They are collected first, so pytest-xdist hands them out first: started last, one of
+# them would keep the parallel phase waiting long after the rest were done.
+LONG_MODULES = (
+    "test_stream_bot.py",
+    "test_sentinel.py",
+    "test_quiet_bot.py",
+    "test_cli.py",
+    "test_k8s_apiserver.py",
+    "test_health.py",
+    "test_container.py",
+    "test_cluster.py",
+    "test_kind_e2e.py",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the tests that need the machine to themselves; keep the phase's share."""
+    """Mark the tests that need the machine to themselves; keep the phase's share; put
+    the long modules first (the sort is stable: each module's own order is kept)."""
+    first = {name: rank for rank, name in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: first.get(item.path.name, len(first)))
     for item in items:
         if "untraced" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.alone)

@@ -103,7 +103,6 @@ def assert_no_conflict_loop(telegram, quiet_seconds: float = 4.5) -> None:
     assert telegram.count("getUpdates") - polls <= 5
 
 
-@pytest.mark.alone
 def test_the_leader_killed_mid_stream_loses_and_repeats_nothing(
     telegram, launch, client, redis_url
 ):
@@ -164,7 +163,6 @@ def test_rolling_restart_by_sigterm_loses_and_repeats_nothing(telegram, launch, 
     assert_no_conflict_loop(telegram)
 
 
-@pytest.mark.alone
 def test_an_update_in_hand_of_a_killed_replica_is_answered_by_another(
     telegram, launch, client, redis_url
 ):

@@ -809,7 +809,6 @@ def replies_per_chat(telegram: FakeTelegramClient) -> collections.Counter[int]:
 
 
 @pytest.mark.container
-@pytest.mark.alone  # a replica killed mid-send: judged with the machine to itself
 @pytest.mark.timeout(900)
 def test_compose_scaled_answers_each_update_once(stack: Stack, report: dict[str, str]) -> None:
     """Three replicas answer 100 updates exactly once, also when the leader is killed."""

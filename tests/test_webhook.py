@@ -150,7 +150,6 @@ def stream_ids(client: redis.Redis) -> list[int]:
 
 
 @pytest.mark.cluster
-@pytest.mark.alone
 def test_pushes_through_a_service_reach_three_replicas_one_killed_each_answered_once(
     telegram, redis_url, client, proxy, launched
 ):
