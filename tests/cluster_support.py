@@ -29,6 +29,7 @@ from typing import Any
 import redis
 
 from harness import REDIS_SERVER, BotProcess, bot_env, free_port, stop_process, wait_for_redis
+from newsbot import keys
 
 READY_LINE = "newsbot is running"
 # Telegram's real limits, for the tests about them (tests/harness.py relaxes them).
@@ -57,8 +58,6 @@ OLD_API_POLL: dict[str, Any] = {
 LEADER_KEY = "newsbot:leader"
 UPDATES_KEY = "newsbot:updates"
 GROUP = "newsbot"
-# An update's done mark (newsbot.keys.UPDATE_DONE): once written, a redelivery is a no-op.
-DONE_KEY = "newsbot:update:{update_id}"
 
 
 # --- redis-server of a test's own ---------------------------------------------------------
@@ -307,7 +306,7 @@ def kill_between_replies(
         taken = list(replies_per_marker(telegram))
         if not set(taken) <= update_ids.keys():
             return False  # answered before its pusher noted the update id: a moment more
-        marks = [DONE_KEY.format(update_id=update_ids[marker]) for marker in taken]
+        marks = [keys.UPDATE_DONE.format(update_id=update_ids[marker]) for marker in taken]
         return not marks or client.exists(*marks) == len(marks)
 
     with telegram.hold_sends():

@@ -73,6 +73,20 @@ async def wait_sent(
     return await asyncio.to_thread(telegram.wait_for_sent, count, chat_id, timeout)
 
 
+def text_update(update_id: int, chat_id: int = 42, text: str = "/help") -> dict[str, Any]:
+    """A Bot API update of a text message: private for a positive chat id, else a group."""
+    return {
+        "update_id": update_id,
+        "message": {
+            "message_id": update_id,
+            "date": 1_700_000_000,
+            "text": text,
+            "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "group"},
+            "from": {"id": abs(chat_id), "is_bot": False, "first_name": "A"},
+        },
+    }
+
+
 # The ports this process handed out. bind(("127.0.0.1", 0)) may give back a port as
 # soon as its probe is closed, so a test asking for several at once (a Redis master, its
 # replica and three sentinels) could get one twice: the second server fails to start,

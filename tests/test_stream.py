@@ -20,6 +20,7 @@ from telegram import Bot
 from cluster_support import (
     metric,
 )
+from harness import text_update
 from newsbot import keys
 from newsbot.cluster.capacity import committing, waiting
 from newsbot.cluster.poller import Poller
@@ -46,20 +47,6 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     await client.aclose()
-
-
-def message(update_id: int, chat_id: int, text: str = "/help") -> dict[str, Any]:
-    """A Bot API update of a text message."""
-    return {
-        "update_id": update_id,
-        "message": {
-            "message_id": update_id,
-            "date": 1_700_000_000,
-            "text": text,
-            "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "group"},
-            "from": {"id": abs(chat_id), "is_bot": False, "first_name": "A"},
-        },
-    }
 
 
 async def append(redis: aioredis.Redis, updates: list[dict[str, Any]]) -> None:
@@ -162,7 +149,7 @@ async def test_one_chats_backlog_does_not_keep_another_chat_waiting(redis, consu
     # share, the flood would fill it and the other chat would wait for ~30 of them.
     recorder = Recorder(pace=0.01)
     flood, other = 1001, 2002
-    await append(redis, [message(i, flood) for i in range(1, 41)] + [message(41, other)])
+    await append(redis, [text_update(i, flood) for i in range(1, 41)] + [text_update(41, other)])
     await consumers.start(recorder, max_in_hand=10, chat_in_hand=4, max_running=2)
 
     await recorder.wait_for(lambda: recorder.of(other) == [41])
@@ -187,7 +174,7 @@ async def test_a_backlog_given_back_does_not_keep_other_claims_from_coming(redis
             raise Deferred("Redis is away")
         await recorder(update)
 
-    await append(redis, [message(i, flood) for i in range(1, 41)] + [message(41, other)])
+    await append(redis, [text_update(i, flood) for i in range(1, 41)] + [text_update(41, other)])
     await consumers.start(handle, max_in_hand=8, chat_in_hand=2, max_running=2)
     await recorder.wait_for(lambda: recorder.of(other) == [41], timeout=20)
     assert len(recorder.of(flood)) < 20
@@ -210,7 +197,7 @@ async def test_a_handler_waiting_for_telegram_does_not_hold_capacity(redis, cons
             order.append("B")
             b_done.set()
 
-    await append(redis, [message(1, 1), message(2, 2)])
+    await append(redis, [text_update(1, 1), text_update(2, 2)])
     await consumers.start(handle, max_running=1)
     await settled(redis)
     assert order == ["B", "A"]
@@ -229,7 +216,7 @@ async def test_an_unreadable_update_is_set_aside_once_and_the_next_is_handled(re
         await recorder(update)
 
     poll = {"update_id": 7, "poll": {"id": "1", "question": "?", "options": []}}
-    await append(redis, [poll, message(8, 5)])
+    await append(redis, [poll, text_update(8, 5)])
     await consumers.start(handle)
     await recorder.wait_for(lambda: recorder.of(5) == [8])
     await settled(redis)
@@ -242,7 +229,7 @@ async def test_an_unreadable_update_is_set_aside_once_and_the_next_is_handled(re
 
     # A restart does not bring it back: a new consumer handles only the new update.
     await consumers.stop()
-    await append(redis, [message(9, 5)])
+    await append(redis, [text_update(9, 5)])
     await consumers.start(handle, name="c2")
     await recorder.wait_for(lambda: recorder.of(5) == [8, 9])
     assert len(await redis.xrange(keys.DEAD_UPDATES)) == 1
@@ -263,7 +250,7 @@ async def test_an_update_that_fails_by_outage_every_time_is_tried_a_bounded_numb
         await recorder(update)
 
     # The chat's next update waits for the poison one, then goes on.
-    await append(redis, [message(1, 5), message(2, 5), message(3, 6)])
+    await append(redis, [text_update(1, 5), text_update(2, 5), text_update(3, 6)])
     await consumers.start(handle, max_tries=3)
     await recorder.wait_for(lambda: recorder.of(5) == [2], timeout=15)
     await settled(redis)
@@ -286,7 +273,7 @@ async def test_an_update_held_by_a_rate_limit_is_not_counted_as_a_failed_try(red
             raise Held("the chat waits out a 429", 0.05)
         await recorder(update)
 
-    await append(redis, [message(1, 5), message(2, 5)])
+    await append(redis, [text_update(1, 5), text_update(2, 5)])
     await consumers.start(handle, max_tries=3)
     await recorder.wait_for(lambda: recorder.of(5) == [1, 2], timeout=15)
     await settled(redis)
@@ -304,7 +291,7 @@ async def test_an_update_that_crashes_its_handler_is_set_aside_at_once(redis, co
             raise KeyError("from")
         await recorder(update)
 
-    await append(redis, [message(1, 5), message(2, 5)])
+    await append(redis, [text_update(1, 5), text_update(2, 5)])
     await consumers.start(handle)
     await recorder.wait_for(lambda: recorder.of(5) == [2])
     await settled(redis)
@@ -318,7 +305,7 @@ async def test_an_update_that_crashes_its_handler_is_set_aside_at_once(redis, co
 
 async def test_a_dead_consumers_entry_is_claimed_and_handled_once(redis, consumers):
     recorder = Recorder()
-    await append(redis, [message(1, 5), message(2, 6)])
+    await append(redis, [text_update(1, 5), text_update(2, 6)])
     await Consumer(redis, "dead", recorder).ensure_group()
     # A replica read both and died before handling them: they stay pending with it.
     await redis.xreadgroup(keys.GROUP, "dead", {keys.UPDATES: ">"}, count=10)
@@ -333,12 +320,12 @@ async def test_a_dead_consumers_entry_claimed_behind_its_chats_next_one_goes_fir
     redis, consumers
 ):
     recorder = Recorder()
-    await append(redis, [message(1, 5)])
+    await append(redis, [text_update(1, 5)])
     await Consumer(redis, "dead", recorder).ensure_group()
     await redis.xreadgroup(keys.GROUP, "dead", {keys.UPDATES: ">"}, count=10)
     # The chat's next update is read at once; its previous one comes only by a claim,
     # once idle, into the same hand. Waiting for it out of order would take a minute.
-    await append(redis, [message(2, 5)])
+    await append(redis, [text_update(2, 5)])
     await consumers.start(recorder, name="alive", order_wait=60.0)
     await recorder.wait_for(lambda: len(recorder.of(5)) == 2)
     assert recorder.of(5) == [1, 2]
@@ -350,12 +337,12 @@ async def test_a_claimed_entry_goes_before_its_chats_later_one_waiting_on_anothe
     redis, consumers
 ):
     recorder = Recorder()
-    await append(redis, [message(1, 5)])
+    await append(redis, [text_update(1, 5)])
     await Consumer(redis, "dead", recorder).ensure_group()
     await redis.xreadgroup(keys.GROUP, "dead", {keys.UPDATES: ">"}, count=10)
     # Update 2 is in another consumer's hand, waiting for 1; that one claims nothing and
     # reads nothing more.
-    await append(redis, [message(2, 5)])
+    await append(redis, [text_update(2, 5)])
     await consumers.start(
         recorder, name="holder", max_in_hand=1, claim_idle_ms=60_000, order_wait=60.0
     )
@@ -367,7 +354,7 @@ async def test_a_claimed_entry_goes_before_its_chats_later_one_waiting_on_anothe
     await redis.xclaim(
         keys.UPDATES, keys.GROUP, "dead", 0, [dead_entry["message_id"]], justid=True
     )
-    await append(redis, [message(3, 5)])
+    await append(redis, [text_update(3, 5)])
     await consumers.start(recorder, name="claimer", order_wait=60.0)
     await recorder.wait_for(lambda: len(recorder.of(5)) == 3)
     assert recorder.of(5) == [1, 2, 3]
@@ -386,7 +373,7 @@ async def test_a_deferred_update_stays_pending_and_is_handled_later(redis, consu
             raise Deferred("Redis is away")
         await recorder(update)
 
-    await append(redis, [message(1, 5)])
+    await append(redis, [text_update(1, 5)])
     await consumers.start(handle)
     while not deferrals:
         await asyncio.sleep(0.01)
@@ -417,7 +404,8 @@ async def test_each_chats_updates_keep_their_order_across_two_consumers(redis, c
     await consumers.start(counted("c2"), name="c2", max_running=4, max_in_hand=10)
     chats = range(100, 113)
     await append(
-        redis, [message(100 * round_ + chat - 99, chat) for round_ in range(6) for chat in chats]
+        redis,
+        [text_update(100 * round_ + chat - 99, chat) for round_ in range(6) for chat in chats],
     )
     await recorder.wait_for(lambda: len(recorder.done) == 6 * len(chats))
     await settled(redis)
@@ -458,7 +446,7 @@ async def test_an_update_waiting_for_telegram_at_stop_is_left_for_another_consum
     async def quick(update: dict[str, Any]) -> None:
         handled.append("second")
 
-    await append(redis, [message(1, 5)])
+    await append(redis, [text_update(1, 5)])
     await consumers.start(patient, name="c1")
     while not await redis.exists(keys.UPDATE_LOCK.format(update_id=1)):
         await asyncio.sleep(0.01)
@@ -492,7 +480,7 @@ async def test_a_handler_that_sent_part_of_its_reply_is_not_interrupted(redis, c
             async with committing():
                 parts.append("second")
 
-    await append(redis, [message(1, 5), message(2, 6)])
+    await append(redis, [text_update(1, 5), text_update(2, 6)])
     await consumers.start(handle, name="c1")
     while not parts or not await redis.exists(keys.UPDATE_LOCK.format(update_id=2)):
         await asyncio.sleep(0.01)
