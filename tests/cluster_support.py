@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -297,9 +297,8 @@ def kill_between_replies(
     before the update's done mark was written repeats that reply (README, "Each
     update's effect once"), and a kill at a random moment lands there now and then (a
     few milliseconds a reply on a busy machine). Everywhere else a kill must lose and
-    repeat nothing, so the kill lands there: Telegram holds every new post, each reply
-    it took (by marker) is left to get its done mark, then the replica dies, and its
-    held posts, whose client hung up, are never taken.
+    repeat nothing, so the kill lands there (see kill_while_posts_held); the replies
+    are told apart by their markers.
     """
 
     def all_taken_recorded() -> bool:
@@ -309,12 +308,21 @@ def kill_between_replies(
         marks = [keys.UPDATE_DONE.format(update_id=update_ids[marker]) for marker in taken]
         return not marks or client.exists(*marks) == len(marks)
 
+    kill_while_posts_held(telegram, all_taken_recorded, victim.kill)
+
+
+def kill_while_posts_held(
+    telegram: Any, all_taken_recorded: Callable[[], bool], kill: Callable[[], None]
+) -> None:
+    """Hold every new post at ``telegram``, wait until each reply it took is recorded,
+    ``kill`` (which returns once the process is dead, its connections closed), let go:
+    the posts the dead process left held are never taken."""
     with telegram.hold_sends():
         deadline = time.monotonic() + 30
         while not all_taken_recorded():
             assert time.monotonic() < deadline, "replies taken by Telegram never recorded"
             time.sleep(0.005)
-        victim.kill()  # waits for the process: its connections are closed when it returns
+        kill()
 
 
 def replies_per_marker(telegram: Any) -> Counter[str]:

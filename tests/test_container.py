@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 
 import pytest
 
+from cluster_support import kill_while_posts_held
 from container_images import BaseImages, ImageError, base_images, docker_build_env
 from fakes.telegram_api import FakeTelegramClient
 from newsbot import keys
@@ -832,18 +833,21 @@ def test_compose_scaled_answers_each_update_once(stack: Stack, report: dict[str,
     wait_until("half the first 50 updates answered", lambda: answered() >= 25, 60, stack.logs)
     # The leader is the one replica that polls Telegram: killing it (SIGKILL, no
     # chance to clean up) is the hardest case for exactly-once. It is killed where a
-    # kill must repeat nothing (tests/cluster_support.kill_between_replies): not
+    # kill must repeat nothing (cluster_support.kill_while_posts_held): not
     # between Telegram taking a reply and the done mark after it.
-    victim = leader(stack, bots)
-    with telegram.hold_sends():
+    leading = leader(stack, bots)
+    victim = leading or bots[0]
 
-        def taken_recorded() -> bool:
-            counts = replies_per_chat(telegram)
-            return all_done(stack, [u for chat, u in update_ids.items() if counts[chat]])
+    def taken_recorded() -> bool:
+        counts = replies_per_chat(telegram)
+        return all_done(stack, [u for chat, u in update_ids.items() if counts[chat]])
 
-        wait_until("every reply taken recorded", taken_recorded, 30, stack.logs)
-        docker("kill", victim or bots[0])
-        docker("wait", victim or bots[0])  # dead, its connections closed
+    def kill() -> None:
+        docker("kill", victim)
+        docker("wait", victim)  # dead, its connections closed
+
+    with stack.explained():
+        kill_while_posts_held(telegram, taken_recorded, kill)
     update_ids.update({chat: telegram.push_message(chat, "/start") for chat in chats[50:]})
     wait_until(
         "all 100 updates answered after a replica was killed",
@@ -853,7 +857,7 @@ def test_compose_scaled_answers_each_update_once(stack: Stack, report: dict[str,
     )
     report["100 updates on 3 replicas, leader killed"] = (
         f"{time.monotonic() - started:.0f}s until all answered; killed "
-        f"{'the leader' if victim else 'a replica (no leader found)'}"
+        f"{'the leader' if leading else 'a replica (no leader found)'}"
     )
     # Every update done (its done mark goes with its XACK): nothing is pending that a
     # late redelivery could answer twice.

@@ -1145,14 +1145,16 @@ class FakeTelegram:
         A held post whose client hangs up meanwhile (a killed bot) is never carried out;
         the others are carried out when the block ends, in the order they are let go.
         """
-        with self._cond:
-            self._holding = True
+        self._hold(True)
         try:
             yield
         finally:
-            with self._cond:
-                self._holding = False
-                self._cond.notify_all()
+            self._hold(False)
+
+    def _hold(self, on: bool) -> None:
+        with self._cond:
+            self._holding = on
+            self._cond.notify_all()
 
     def _hung_up_while_held(self, gone: Callable[[], bool]) -> bool:
         """Wait while posts are held; True if the client hung up before the post was taken."""
@@ -2033,9 +2035,7 @@ class FakeTelegram:
                 self.block_chat(int(body["chat_id"]))
                 return 200, {"ok": True}
             if route == ("POST", "/_fake/hold"):
-                with self._cond:
-                    self._holding = bool(body.get("on", True))
-                    self._cond.notify_all()
+                self._hold(bool(body.get("on", True)))
                 return 200, {"ok": True, "holding": self._holding}
             if route == ("POST", "/_fake/limits"):
                 self.enforce_limits = bool(body.get("enforce", True))
