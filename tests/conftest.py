@@ -13,12 +13,13 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from hypothesis import settings
 
 from fakes.news import FakeNews
@@ -266,6 +267,14 @@ def redis_url(redis_server: RedisServer) -> str:
     reply = redis_command(redis_server.port, "FLUSHALL")
     assert reply == b"+OK", f"FLUSHALL answered {reply!r}"
     return redis_server.url
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio client of that empty database (decoded replies)."""
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
 
 
 # --- fake upstream services ------------------------------------------------------------

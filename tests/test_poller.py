@@ -19,13 +19,6 @@ from newsbot.cluster.poller import Poller, chat_id
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def poller(telegram, redis) -> AsyncIterator[Poller]:
     bot = Bot(telegram.token, base_url=f"{telegram.url}/bot")
     poller = Poller(bot, redis, "host-1-abc", poll_timeout=0)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -32,13 +31,6 @@ from newsbot.config import Settings
 REAL = Settings()  # Telegram's figures: 30/s overall, 1/s a chat, 20/min a group
 # Seconds between two sends overall, at those figures less the margin.
 NEXT = interval_ms(1000, 30 * keys.RATE_MARGIN_GLOBAL) / 1000
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
 
 
 def limiter(

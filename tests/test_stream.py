@@ -42,13 +42,6 @@ FAST = {
 Handle = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
-
-
 async def append(redis: aioredis.Redis, updates: list[dict[str, Any]]) -> None:
     """Put updates in the stream as the poller does."""
     poller = Poller(Bot("123:abc"), redis, "test-poller")

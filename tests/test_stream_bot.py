@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 import redis as sync_redis
-import redis.asyncio as aioredis
 
 from cluster_support import (
     OLD_API_POLL,
@@ -29,13 +27,6 @@ from cluster_support import (
 )
 from harness import bot_env, free_port, running_bot, wait_sent
 from newsbot import keys
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
 
 
 async def test_the_bot_answers_past_an_update_it_cannot_parse_also_after_a_restart(

@@ -7,7 +7,6 @@ The replicas' HTTP side is tested end to end in test_webhook.py; here the same
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -23,13 +22,6 @@ URL = "https://bot.example.org/telegram/hook"
 
 def body(data: Any) -> bytes:
     return json.dumps(data).encode()
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
 
 
 async def stored_ids(redis: aioredis.Redis) -> list[int]:
