@@ -42,12 +42,16 @@ from newsbot.handlers import APOLOGY, App, Handlers
 from newsbot.news import News
 from newsbot.sources.guard import Guard
 from newsbot.store import Store
+from newsbot.transport import AiohttpRequest
 
 logger = logging.getLogger(__name__)
 
 # Opt in to python-telegram-bot's timedelta durations (RetryAfter.retry_after and
 # friends), the default from v23; without it every 429 also raises a deprecation warning.
 os.environ.setdefault("PTB_TIMEDELTA", "true")
+
+# Connections of a replica to the Bot API for its sends.
+BOT_CONNECTIONS = 8
 
 
 def build_application(
@@ -79,14 +83,13 @@ def build_application(
             )
         )
     )
-    if request is not None:
-        builder = builder.request(request).get_updates_request(request)
-    else:
+    if request is None:
         # Telegram takes at most ~30 messages a second from a bot: 8 connections carry
-        # that even at 250 ms a round trip. httpcore's pool costs CPU per request for
-        # every connection it keeps (16 cost ~1 ms an update more than 8), so more would
-        # only slow each send down.
-        builder = builder.connection_pool_size(8).pool_timeout(10)
+        # that even at 250 ms a round trip.
+        request = AiohttpRequest(BOT_CONNECTIONS, pool_timeout=10)
+    # getUpdates goes through the poller's own request (cluster.poller): the bot's is
+    # never used, so it shares this one rather than opening a pool of its own.
+    builder = builder.request(request).get_updates_request(request)
     if rate_limited:
         builder = builder.rate_limiter(WaitingRateLimiter(RedisRateLimiter(store.redis, settings)))
     application = builder.build()

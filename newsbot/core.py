@@ -124,6 +124,10 @@ async def open_core(
                 outcomes=outcomes,
                 guard=guard,
             )
-            stack.push_async_callback(application.shutdown)  # a no-op if never started
+            # The application's shutdown is a no-op unless it started; a start that
+            # failed (a refused token) has opened its HTTP session all the same. The bot
+            # sends and polls through one request (app.build_application).
+            stack.push_async_callback(application.bot.request.shutdown)
+            stack.push_async_callback(application.shutdown)
         checker = SourceChecker(guard, news.fetch_seconds)
         yield Core(settings, store, guard, news, checker, outcomes, application)

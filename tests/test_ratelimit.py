@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from telegram.ext import ExtBot
-from telegram.request import HTTPXRequest
 
 from fakes.telegram_api import FakeTelegram
 from newsbot import keys
@@ -27,6 +26,7 @@ from newsbot.cluster.ratelimit import (
     retry_after_seconds,
 )
 from newsbot.config import Settings
+from newsbot.transport import AiohttpRequest
 
 REAL = Settings()  # Telegram's figures: 30/s overall, 1/s a chat, 20/min a group
 # Seconds between two sends overall, at those figures less the margin.
@@ -165,7 +165,7 @@ async def test_a_send_never_waits_past_the_limit(redis) -> None:
     assert [type(result) for result in results].count(float) == 2
 
 
-class JitteryRequest(HTTPXRequest):
+class JitteryRequest(AiohttpRequest):
     """HTTP to the fake with up to ``jitter`` seconds of extra delay per request.
 
     Stands for what separates a booked slot from Telegram's clock: event-loop lag on a
@@ -173,7 +173,7 @@ class JitteryRequest(HTTPXRequest):
     """
 
     def __init__(self, jitter: float, seed: int) -> None:
-        super().__init__(connection_pool_size=32)
+        super().__init__(32)
         self.jitter = jitter
         self.random = random.Random(seed)
 

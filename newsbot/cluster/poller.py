@@ -25,13 +25,14 @@ from typing import Any
 import redis.asyncio as aioredis
 from telegram import Bot, Update
 from telegram.error import Conflict, InvalidToken, RetryAfter, TelegramError
-from telegram.request import BaseRequest, HTTPXRequest
+from telegram.request import BaseRequest
 
 from newsbot import keys
 from newsbot.cluster.lease import Lease
 from newsbot.cluster.ratelimit import retry_after_seconds
 from newsbot.metrics import LEADER
 from newsbot.store import wait_for_replicas
+from newsbot.transport import AiohttpRequest
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class Poller:
         self.lease = Lease(redis, keys.LEADER, owner, lease_ttl_ms)
         self.poll_timeout = poll_timeout
         self.error_backoff = error_backoff
-        self.request = request or HTTPXRequest(connection_pool_size=1)
+        self.request = request or AiohttpRequest(1)
         self._append = redis.register_script(_APPEND)
         self.is_leader = False
 
