@@ -110,12 +110,12 @@ class SlowTelegram(FakeTelegram):
 
 
 class EchoBot:
-    """benchmarks/echo_bot.py as a subprocess."""
+    """benchmarks/echo_bot.py as a subprocess (``*args``: its options)."""
 
-    def __init__(self, fake: FakeTelegram) -> None:
+    def __init__(self, fake: FakeTelegram, *args: str) -> None:
         env = {**os.environ, "TELEGRAM_TOKEN": fake.token, "TELEGRAM_API_URL": fake.url}
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "benchmarks" / "echo_bot.py")],
+            [sys.executable, str(ROOT / "benchmarks" / "echo_bot.py"), *args],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -190,38 +190,51 @@ def percentile(values: Sequence[float], share: float) -> float:
 
 
 def throughput(count: int = 2000, rounds: int = 3) -> list[Row]:
-    """Updates/s through one replica ÷ a python-telegram-bot echo bot, A/B/A/B/A/B.
+    """Updates/s through one replica ÷ a python-telegram-bot echo bot, in turns.
 
-    The best round of each counts, as timeit does: on a shared machine the slow rounds
-    measure the neighbours.
+    Each round runs Newsbot, the echo bot as python-telegram-bot ships it (httpx, the
+    stock event loop: the target's reference) and the echo bot on Newsbot's transport
+    (aiohttp, uvloop: what Newsbot's own work costs). The best round of each counts, as
+    timeit does: on a shared machine the slow rounds measure the neighbours.
     """
-    rates: dict[str, list[float]] = {"newsbot": [], "echo": []}
+    rates: dict[str, list[float]] = {"newsbot": [], "echo": [], "echo, same transport": []}
     with redis_server() as server, FakeTelegram() as fake:
         for _ in range(rounds):
             with replicas(fake, server.url, 1, **UNPACED):
                 warm_up(fake)
                 rates["newsbot"].append(burst_rate(fake, count, lambda i: f"hello {i}"))
-            echo = EchoBot(fake)
-            try:
-                warm_up(fake)
-                rates["echo"].append(burst_rate(fake, count, lambda i: f"hello {i}"))
-            finally:
-                echo.close()
-    newsbot, echo_rate = max(rates["newsbot"]), max(rates["echo"])
+            for name, args in (("echo", ()), ("echo, same transport", ("--newsbot-transport",))):
+                echo = EchoBot(fake, *args)
+                try:
+                    warm_up(fake)
+                    rates[name].append(burst_rate(fake, count, lambda i: f"hello {i}"))
+                finally:
+                    echo.close()
+    best = {name: max(values) for name, values in rates.items()}
     print(
-        f"throughput: newsbot {fmt(rates['newsbot'])} updates/s, "
-        f"echo bot {fmt(rates['echo'])} updates/s ({count} updates per round)"
+        "throughput: "
+        + ", ".join(f"{name} {fmt(values)} updates/s" for name, values in rates.items())
+        + f" ({count} updates per round)"
     )
-    ratio = newsbot / echo_rate
+    ratio = best["newsbot"] / best["echo"]
+    own = best["newsbot"] / best["echo, same transport"]
     return [
         Row(
             "(a) throughput, 1 replica ÷ PTB echo bot",
-            f"{newsbot:.0f} updates/s",
-            f"{echo_rate:.0f} updates/s",
+            f"{best['newsbot']:.0f} updates/s",
+            f"{best['echo']:.0f} updates/s",
             ratio,
             ">= 0.8",
             ratio >= 0.8,
-        )
+        ),
+        Row(
+            "(a) the same ÷ the echo bot on Newsbot's transport (aiohttp, uvloop)",
+            f"{best['newsbot']:.0f} updates/s",
+            f"{best['echo, same transport']:.0f} updates/s",
+            own,
+            "(what Newsbot's own work costs)",
+            True,
+        ),
     ]
 
 
