@@ -181,6 +181,12 @@ def rss_kib(pid: int) -> tuple[int, int]:
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far, in seconds (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: Sequence[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
@@ -198,16 +204,25 @@ def throughput(count: int = 2000, rounds: int = 3) -> list[Row]:
     timeit does: on a shared machine the slow rounds measure the neighbours.
     """
     rates: dict[str, list[float]] = {"newsbot": [], "echo": [], "echo, same transport": []}
+    # CPU time of the bot's process per update (user + system), the rate's other side:
+    # the fake Telegram in this process is the same for all three.
+    cpu: dict[str, list[float]] = {name: [] for name in rates}
+
+    def measure(name: str, pid: int) -> None:
+        started = cpu_seconds(pid)
+        rates[name].append(burst_rate(fake, count, lambda i: f"hello {i}"))
+        cpu[name].append((cpu_seconds(pid) - started) / count * 1000)
+
     with redis_server() as server, FakeTelegram() as fake:
         for _ in range(rounds):
-            with replicas(fake, server.url, 1, **UNPACED):
+            with replicas(fake, server.url, 1, **UNPACED) as started:
                 warm_up(fake)
-                rates["newsbot"].append(burst_rate(fake, count, lambda i: f"hello {i}"))
+                measure("newsbot", started[0].process.pid)
             for name, args in (("echo", ()), ("echo, same transport", ("--newsbot-transport",))):
                 echo = EchoBot(fake, *args)
                 try:
                     warm_up(fake)
-                    rates[name].append(burst_rate(fake, count, lambda i: f"hello {i}"))
+                    measure(name, echo.process.pid)
                 finally:
                     echo.close()
     best = {name: max(values) for name, values in rates.items()}
@@ -215,6 +230,12 @@ def throughput(count: int = 2000, rounds: int = 3) -> list[Row]:
         "throughput: "
         + ", ".join(f"{name} {fmt(values)} updates/s" for name, values in rates.items())
         + f" ({count} updates per round)"
+    )
+    print(
+        "CPU per update: "
+        + ", ".join(
+            f"{name} {'/'.join(f'{ms:.2f}' for ms in values)} ms" for name, values in cpu.items()
+        )
     )
     ratio = best["newsbot"] / best["echo"]
     own = best["newsbot"] / best["echo, same transport"]
@@ -769,11 +790,14 @@ async def _measure_state(
         if sent != chats * digests:
             print(f"statesize: {sent:.0f} of {chats * digests} digests were sent")
         redis = store.redis
-        total = 0
+        per_key: Counter[str] = Counter()
         for chat_id in chat_ids:
             for template in keys.CHAT_KEYS:
-                total += await redis.memory_usage(template.format(chat_id=chat_id)) or 0
-        total += await redis.memory_usage(keys.DUE) or 0
+                used = await redis.memory_usage(template.format(chat_id=chat_id)) or 0
+                per_key[template.removeprefix(keys.PREFIX)] += used
+        biggest = ", ".join(f"{key} {used / chats:.0f}" for key, used in per_key.most_common(4))
+        print(f"statesize: bytes a chat by key, the biggest: {biggest}")
+        total = sum(per_key.values()) + (await redis.memory_usage(keys.DUE) or 0)
         feeds = 0
         for source in chosen:
             feeds += await redis.memory_usage(keys.FEED.format(digest=source_id(source))) or 0

@@ -139,6 +139,7 @@ LONG_MODULES = (
     "test_stream_bot.py",
     "test_sentinel.py",
     "test_quiet_bot.py",
+    "test_alerts_cluster.py",
     "test_cli.py",
     "test_k8s_apiserver.py",
     "test_health.py",
