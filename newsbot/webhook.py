@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from newsbot import keys
 from newsbot.cluster.poller import APPEND_PUSHED, chat_id
 from newsbot.metrics import WEBHOOK_REQUESTS
-from newsbot.store import wait_for_replicas
+from newsbot.store import AcknowledgedScript
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class Webhook:
         self.path = webhook_path(url)
         self._secret = secret.encode()
         self.ack_timeout_ms = ack_timeout_ms
-        self._append = redis.register_script(APPEND_PUSHED)
+        self._append = AcknowledgedScript(redis, APPEND_PUSHED, ack_timeout_ms)
 
     async def receive(self, secret: str | None, body: bytes) -> Answer:
         """Answer one push: 401 wrong secret, 400 not an update, 503 Redis away, else 200."""
@@ -98,24 +98,21 @@ class Webhook:
     async def store(self, update: dict[str, Any]) -> bool:
         """Append the update unless it was before; False for a retry or duplicate.
 
-        The script and WAIT run on one connection, WAIT acknowledging that connection's
-        writes, so the 200 that follows means a failover keeps the update. A duplicate
-        waits too: its first push may have been cut off before its own WAIT.
+        With a Redis replica attached, the append is acknowledged by it (WAIT) before
+        the 200 that follows, so a failover keeps the update. A duplicate waits too:
+        its first push may have been cut off before its own WAIT.
         """
         update_id = update["update_id"]
-        async with self.redis.client() as connection:
-            appended = await self._append(
-                keys=[keys.UPDATES, f"{keys.WEBHOOK_SEEN}{update_id}"],
-                args=[
-                    keys.UPDATES_MAXLEN,
-                    keys.CHAT_LAST,
-                    keys.CHAT_LAST_SECONDS,
-                    update_id,
-                    chat_id(update),
-                    json.dumps(update),
-                    keys.WEBHOOK_SEEN_SECONDS,
-                ],
-                client=connection,
-            )
-            await wait_for_replicas(connection, self.ack_timeout_ms)
+        appended = await self._append.run(
+            [keys.UPDATES, f"{keys.WEBHOOK_SEEN}{update_id}"],
+            [
+                keys.UPDATES_MAXLEN,
+                keys.CHAT_LAST,
+                keys.CHAT_LAST_SECONDS,
+                update_id,
+                chat_id(update),
+                json.dumps(update),
+                keys.WEBHOOK_SEEN_SECONDS,
+            ],
+        )
         return bool(appended)

@@ -132,7 +132,7 @@ async def test_a_replica_that_attaches_after_finishes_without_one_is_waited_for(
     os.kill(sentinels.replica.process.pid, signal.SIGSTOP)
     try:
         # As if the last finish had seen no replica attached.
-        consumer._replicas_attached = False
+        consumer._finish_script.replicas_attached = False
         before = timeouts()
         await consumer.run(asyncio.Event(), once=True)
         assert handled == [1]
@@ -140,3 +140,20 @@ async def test_a_replica_that_attaches_after_finishes_without_one_is_waited_for(
         assert (await master.xpending(keys.UPDATES, keys.GROUP))["pending"] == 0
     finally:
         os.kill(sentinels.replica.process.pid, signal.SIGCONT)
+
+
+async def test_a_push_stored_as_a_replica_attaches_is_stored_once_and_waited_for(
+    sentinels: SentinelSet, master: aioredis.Redis
+) -> None:
+    """The webhook learns of the replica from its script, runs it again for WAIT, and
+    answers with what the first run did (the second finds the update stored)."""
+    webhook = Webhook(master, "https://bot.example.org/telegram", "s", ack_timeout_ms=ACK_MS)
+    # As if the last push had seen no replica attached.
+    webhook._append.replicas_attached = False
+    before = timeouts()
+    assert await webhook.store(update(5, 30)) is True
+    assert await on_replica(sentinels, f"{keys.WEBHOOK_SEEN}5") == "1"
+    assert await master.xlen(keys.UPDATES) == 1
+    assert timeouts() == before
+    assert await webhook.store(update(5, 30)) is False  # Telegram's retry of it
+    assert await master.xlen(keys.UPDATES) == 1

@@ -101,10 +101,10 @@ APPEND_PUSHED = (
     _APPEND_ONE
     + """
 if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[7]) then
-    return 0
+    return {0, replicas_attached()}
 end
 append_one(ARGV[4], ARGV[5], ARGV[6])
-return 1
+return {1, replicas_attached()}
 """
 )
 

@@ -53,7 +53,7 @@ from newsbot.cluster.deadletter import DeadLetters
 from newsbot.cluster.pending import Entry, Item, PendingList
 from newsbot.errors import BadUpdate, Deferred, Held
 from newsbot.metrics import HANDLER_SECONDS, STREAM_LAG, STREAM_PENDING, UPDATES
-from newsbot.store import wait_for_replicas
+from newsbot.store import AcknowledgedScript
 
 logger = logging.getLogger(__name__)
 
@@ -93,14 +93,13 @@ return 'mine'
 """
 
 # KEYS: done mark, lock, stream. ARGV: the done mark's TTL, group, entry id. Marks the
-# update done, releases its lock and acknowledges its entry; returns how many Redis
-# replicas are attached (INFO, read here to save a round trip), for the WAIT after it.
+# update done, releases its lock and acknowledges its entry (all idempotent); returns
+# how many Redis replicas are attached, for the WAIT after it (AcknowledgedScript).
 _FINISH = """
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
 redis.call('DEL', KEYS[2])
 redis.call('XACK', KEYS[3], ARGV[2], ARGV[3])
-local replication = redis.call('INFO', 'replication')
-return tonumber(string.match(replication, 'connected_slaves:(%d+)')) or 0
+return {1, replicas_attached()}
 """
 
 
@@ -180,9 +179,7 @@ class Consumer:
         self._dead = DeadLetters(redis, name)
         self._pending = PendingList(redis, name, claim_idle_ms)
         self._begin = redis.register_script(_BEGIN)
-        self._finish_script = redis.register_script(_FINISH)
-        # Whether the last finish saw a Redis replica attached (see _finish_once).
-        self._replicas_attached = True
+        self._finish_script = AcknowledgedScript(redis, _FINISH, ack_timeout_ms)
         self._last_claim = 0.0
         self._chats: dict[str, _Chat] = {}
         self._in_hand = 0
@@ -491,23 +488,9 @@ class Consumer:
                 await asyncio.sleep(self.error_backoff / 2)
 
     async def _finish_once(self, entry_id: str, done_key: str, lock_key: str) -> None:
-        script_keys = [done_key, lock_key, keys.UPDATES]
-        script_args: list[str | int] = [keys.UPDATE_DONE_SECONDS, keys.GROUP, entry_id]
-        if not self._replicas_attached:
-            # No replica when we last looked: no WAIT, so any pooled connection will do
-            # (a connection of its own costs CPU to set up, at every update).
-            attached = int(await self._finish_script(keys=script_keys, args=script_args))
-            if not attached:
-                await wait_for_replicas(self.redis, self.ack_timeout_ms, attached)
-                return
-            # A replica attached meanwhile: the script again (it changes nothing now)
-            # on a connection of its own, whose writes WAIT can wait for.
-        async with self.redis.client() as connection:
-            attached = int(
-                await self._finish_script(keys=script_keys, args=script_args, client=connection)
-            )
-            self._replicas_attached = attached > 0
-            await wait_for_replicas(connection, self.ack_timeout_ms, attached)
+        await self._finish_script.run(
+            [done_key, lock_key, keys.UPDATES], [keys.UPDATE_DONE_SECONDS, keys.GROUP, entry_id]
+        )
 
     async def _touch(self) -> None:
         """Reset the idle time of the entries in hand and renew their locks, forever."""

@@ -9,6 +9,8 @@ burst of work is queued, not mistaken for an outage (``pool_size`` says how big)
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -145,3 +147,49 @@ async def wait_for_replicas(
     if not acknowledged:
         metrics.REPLICA_ACK_TIMEOUTS.inc()
     return acknowledged
+
+
+# Lua, for the scripts of AcknowledgedScript: how many Redis replicas are attached, read
+# by the script itself (INFO) to save a round trip of its own.
+_REPLICAS_ATTACHED = """
+local function replicas_attached()
+    local replication = redis.call('INFO', 'replication')
+    return tonumber(string.match(replication, 'connected_slaves:(%d+)')) or 0
+end
+"""
+
+
+class AcknowledgedScript:
+    """A Lua script whose writes a Redis replica holds before ``run`` returns (WAIT).
+
+    The script returns ``{result, replicas_attached()}``. ``WAIT`` acknowledges the
+    writes of its own connection, and a connection of one's own (``redis.client()``)
+    costs a client object at every call; so while the last run saw no replica attached,
+    the script runs on any pooled connection and no ``WAIT`` follows. When a replica is
+    attached it runs (again, if the first run found one: so it must be idempotent) on a
+    connection of its own, with ``WAIT`` after it. The first run takes that way, until
+    it knows.
+    """
+
+    def __init__(self, redis: aioredis.Redis, source: str, ack_timeout_ms: int) -> None:
+        self.redis = redis
+        self.ack_timeout_ms = ack_timeout_ms
+        self._script = redis.register_script(_REPLICAS_ATTACHED + source)
+        self.replicas_attached = True
+
+    async def run(self, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        """Run the script, acknowledged by a replica if one is attached; its result."""
+        first: list[Any] | None = None
+        if not self.replicas_attached:
+            first = await self._script(keys=keys, args=args)
+            if not int(first[1]):
+                await wait_for_replicas(self.redis, self.ack_timeout_ms, 0)
+                return first[0]
+            # A replica attached meanwhile: again on a connection WAIT can wait for.
+        async with self.redis.client() as connection:
+            reply = await self._script(keys=keys, args=args, client=connection)
+            attached = int(reply[1])
+            self.replicas_attached = attached > 0
+            await wait_for_replicas(connection, self.ack_timeout_ms, attached)
+        # The first run's result is the one that did the work.
+        return reply[0] if first is None else first[0]
