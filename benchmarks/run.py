@@ -995,23 +995,38 @@ def webhook(count: int = 1500, size: int = 3, rounds: int = 2) -> list[Row]:
     a chat's next update only once its previous one was answered.
     """
     rates: dict[str, list[float]] = {"polling": [], "webhook": []}
+    # The replicas' CPU time per update, all three together: what each mode costs the
+    # bot, apart from the pushing fake and the proxy, which share this process.
+    cpu: dict[str, list[float]] = {"polling": [], "webhook": []}
+
+    def measure(mode: str, started: list[Replica]) -> None:
+        before = sum(cpu_seconds(replica.process.pid) for replica in started)
+        rates[mode].append(burst_rate(fake, count, lambda i: f"hello {i}"))
+        used = sum(cpu_seconds(replica.process.pid) for replica in started) - before
+        cpu[mode].append(used / count * 1000)
+
     with redis_server() as server, FakeTelegram() as fake, RoundRobinProxy() as proxy:
         pushed = {
             "NEWSBOT_WEBHOOK_URL": f"http://127.0.0.1:{proxy.port}/telegram",
             "NEWSBOT_WEBHOOK_SECRET": "benchmark-secret",
         }
         for _ in range(rounds):
-            with replicas(fake, server.url, size, **UNPACED):
+            with replicas(fake, server.url, size, **UNPACED) as started:
                 warm_up(fake)
-                rates["polling"].append(burst_rate(fake, count, lambda i: f"hello {i}"))
+                measure("polling", started)
             with replicas(fake, server.url, size, health=True, **UNPACED, **pushed) as started:
                 proxy.backends = [replica.http_port for replica in started]
                 warm_up(fake)
-                rates["webhook"].append(burst_rate(fake, count, lambda i: f"hello {i}"))
+                measure("webhook", started)
     polled, hooked = max(rates["polling"]), max(rates["webhook"])
     print(
         f"webhook: {size} replicas polling {fmt(rates['polling'])}, webhook "
-        f"{fmt(rates['webhook'])} updates/s ({count} updates from {CHATS} chats)"
+        f"{fmt(rates['webhook'])} updates/s ({count} updates from {CHATS} chats); "
+        "CPU of the replicas per update: polling "
+        + "/".join(f"{ms:.2f}" for ms in cpu["polling"])
+        + ", webhook "
+        + "/".join(f"{ms:.2f}" for ms in cpu["webhook"])
+        + " ms"
     )
     ratio = hooked / polled
     return [
