@@ -266,7 +266,7 @@ class Digests:
                 DIGESTS.labels(outcome="nothing new").inc()
             zone = await self.store.get_zone(chat_id)
             after = time.time() if now is None else now
-            await self.store.reschedule(chat_id, schedule.next_run(after, plan, zone))
+            await self.store.digest_done(chat_id, schedule.next_run(after, plan, zone))
         except Exception:
             # Not rescheduled: the claim runs out and the digest is tried again.
             DIGESTS.labels(outcome="failed").inc()

@@ -18,12 +18,13 @@ import pytest
 from telegram import Bot
 
 from harness import bot_env, wait_sent
+from newsbot import keys
 from newsbot.app import build_application
 from newsbot.config import Settings
 from newsbot.digests import Digests
 from newsbot.models import Source
 from newsbot.news import News
-from newsbot.store import Store, connect
+from newsbot.store import Store, connect, digest_scope
 
 FAST_CHATS = list(range(2001, 2013))
 SLOW_CHAT = 2000
@@ -173,3 +174,29 @@ def _wait_until(condition, timeout: float = 15) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition never became true"
         time.sleep(0.02)
+
+
+async def test_a_digest_s_record_of_parts_lasts_through_its_retry_and_goes_with_it(
+    telegram, news, replicas
+):
+    replica = replicas[0]
+    chat = 2100
+    # Six sources of five long titles: a digest of two messages.
+    paths = [f"/long{n}.xml" for n in range(6)]
+    for n, path in enumerate(paths):
+        titles = [f"Story {n}.{i} " + "long words " * 12 for i in range(5)]
+        news.set_route(path, body=feed(titles, f"long{n}"))
+    await subscribe(replica.store, chat, [source(news, path) for path in paths], time.time())
+    parts = keys.PARTS_SENT.format(scope=digest_scope(chat))
+    # Refused, so not retried within the send: the digest fails and is tried again.
+    telegram.fail_next(
+        "sendMessage", 400, "Bad Request: message is too long", chat_id=chat, after=1
+    )
+    digests = replica.digests()
+    await digests.send_digest(chat)  # the second part fails: the digest is tried again
+    assert len(telegram.sent(chat)) == 1
+    assert await replica.store.redis.scard(parts) == 1
+    await digests.send_digest(chat)
+    first, second = telegram.sent(chat)
+    assert "Story 0.0" in first.displayed and "Story 5.4" in second.displayed  # not repeated
+    assert not await replica.store.redis.exists(parts)

@@ -17,6 +17,7 @@ from newsbot.schedule import (
     parse_zone,
 )
 from newsbot.store.base import StoreBase, _chat
+from newsbot.store.delivery import digest_scope
 
 UTC = zoneinfo.ZoneInfo("UTC")
 
@@ -90,6 +91,18 @@ class SubscriptionStore(StoreBase):
         """Set when the chat's next digest is due, if it is still subscribed."""
         # XX: never re-add a chat that unsubscribed while its digest was being sent.
         await self.redis.zadd(keys.DUE, {str(chat_id): due}, xx=True)
+
+    async def digest_done(self, chat_id: int, due: float) -> None:
+        """Schedule the chat's next digest after one went out (or had nothing new).
+
+        No retry of that digest comes after this, so the record of its parts Telegram
+        took (keys.PARTS_SENT) goes with it, in one transaction: otherwise every digest
+        within the record's hour would add its parts to it.
+        """
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(keys.DUE, {str(chat_id): due}, xx=True)
+            pipe.delete(keys.PARTS_SENT.format(scope=digest_scope(chat_id)))
+            await pipe.execute()
 
     async def next_due(self, chat_id: int) -> float | None:
         """When the chat's next digest is due."""
