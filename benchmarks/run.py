@@ -1031,7 +1031,7 @@ def webhook(count: int = 1500, size: int = 3, rounds: int = 2) -> list[Row]:
     ratio = hooked / polled
     return [
         Row(
-            f"(j) webhook ÷ polling, {size} replicas",
+            f"(k) webhook ÷ polling, {size} replicas",
             f"{hooked:.0f} updates/s",
             f"{polled:.0f} updates/s",
             ratio,
