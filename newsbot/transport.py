@@ -23,6 +23,9 @@ import urllib.parse
 import urllib.request
 
 import aiohttp
+
+# The type of BaseRequest's timeout parameters and of their "not given" default: the
+# abstract method's signature uses them, and python-telegram-bot's own HTTPXRequest too.
 from telegram._utils.defaultvalue import DefaultValue
 from telegram._utils.types import ODVInput
 from telegram.error import NetworkError, TimedOut
