@@ -5,14 +5,14 @@
 #   make lint        ruff check, ruff format --check, flake8 (changes nothing)
 #   make typecheck   mypy --strict over newsbot/
 #   make test        the test suite, in parallel then the timing tests alone
-#                    (PYTEST_ARGS='-m "not container"', '-x tests/test_cli.py', ...; WORKERS=6)
+#                    (PYTEST_ARGS='-m "not container"', '-x tests/test_cli.py', ...; WORKERS=8)
 #   make coverage    the suite under coverage, bot subprocesses included; prints the report
 #
 # PYTHON is the project's virtualenv when there is one, else the python3 on PATH (CI's
 # setup-python); `make test PYTHON=...` chooses another.
 PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 PYTEST_ARGS ?=
-WORKERS ?= 6
+WORKERS ?= 8
 # The slowest tests of each phase are listed at its end: where the run's time goes.
 DURATIONS = --durations=12 --durations-min=10
 # --no-loadscope-reorder: modules go out in collection order, which tests/conftest.py
