@@ -66,7 +66,6 @@ class Webhook:
         self.redis = redis
         self.path = webhook_path(url)
         self._secret = secret.encode()
-        self.ack_timeout_ms = ack_timeout_ms
         self._append = AcknowledgedScript(redis, APPEND_PUSHED, ack_timeout_ms)
 
     async def receive(self, secret: str | None, body: bytes) -> Answer:

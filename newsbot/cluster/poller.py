@@ -31,7 +31,7 @@ from newsbot import keys
 from newsbot.cluster.lease import Lease
 from newsbot.cluster.ratelimit import retry_after_seconds
 from newsbot.metrics import LEADER
-from newsbot.store import wait_for_replicas
+from newsbot.store import AcknowledgedScript
 from newsbot.transport import AiohttpRequest
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,8 @@ end
 
 # KEYS: stream, offset. ARGV: maxlen, the chat-last key prefix and its TTL, then
 # (update_id, chat_id, json) triples. Updates below the offset are skipped: appended
-# already by a poll whose offset move another poll did not see.
+# already by a poll whose offset move another poll did not see (so a second run changes
+# nothing, as AcknowledgedScript needs).
 _APPEND = (
     _APPEND_ONE
     + """
@@ -90,7 +91,7 @@ for i = 4, #ARGV, 3 do
     if update_id + 1 > next_offset then next_offset = update_id + 1 end
 end
 redis.call('SET', KEYS[2], next_offset)
-return next_offset
+return {next_offset, replicas_attached()}
 """
 )
 
@@ -140,13 +141,12 @@ class Poller:
         self.bot = bot
         self.webhook_url = webhook_url
         self.webhook_secret = webhook_secret
-        self.ack_timeout_ms = ack_timeout_ms
         self.redis = redis
         self.lease = Lease(redis, keys.LEADER, owner, lease_ttl_ms)
         self.poll_timeout = poll_timeout
         self.error_backoff = error_backoff
         self.request = request or AiohttpRequest(1)
-        self._append = redis.register_script(_APPEND)
+        self._append = AcknowledgedScript(redis, _APPEND, ack_timeout_ms)
         self.is_leader = False
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -263,12 +263,10 @@ class Poller:
                 continue
             args += [update_id, chat_id(raw), json.dumps(raw)]
         if len(args) > 3:
-            # WAIT acknowledges the writes of its own connection: one for both. Done
-            # before the next getUpdates confirms these updates to Telegram, so that a
-            # failover to the replica cannot lose them.
-            async with self.redis.client() as connection:
-                await self._append(keys=[keys.UPDATES, keys.OFFSET], args=args, client=connection)
-                await wait_for_replicas(connection, self.ack_timeout_ms)
+            # Acknowledged by a Redis replica, if one is attached, before the next
+            # getUpdates confirms these updates to Telegram, so that a failover to the
+            # replica cannot lose them.
+            await self._append.run([keys.UPDATES, keys.OFFSET], args)
 
     async def step_down(self) -> None:
         """Release the lease so another replica can poll at once."""

@@ -156,7 +156,6 @@ class Consumer:
         ack_timeout_ms: int = keys.REPLICA_ACK_TIMEOUT_MS,
     ) -> None:
         self.redis = redis
-        self.ack_timeout_ms = ack_timeout_ms
         self.name = name
         self.handle = handle
         self.max_in_hand = max_in_hand
@@ -480,17 +479,15 @@ class Consumer:
         deadline = time.monotonic() + FINISH_RETRY_SECONDS
         while True:
             try:
-                await self._finish_once(entry_id, done_key, lock_key)
+                await self._finish_script.run(
+                    [done_key, lock_key, keys.UPDATES],
+                    [keys.UPDATE_DONE_SECONDS, keys.GROUP, entry_id],
+                )
                 return
             except RedisError:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(self.error_backoff / 2)
-
-    async def _finish_once(self, entry_id: str, done_key: str, lock_key: str) -> None:
-        await self._finish_script.run(
-            [done_key, lock_key, keys.UPDATES], [keys.UPDATE_DONE_SECONDS, keys.GROUP, entry_id]
-        )
 
     async def _touch(self) -> None:
         """Reset the idle time of the entries in hand and renew their locks, forever."""
