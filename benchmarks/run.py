@@ -171,6 +171,14 @@ def burst_rate(fake: FakeTelegram, count: int, text: Callable[[int], str]) -> fl
     return count / (sent[before + count - 1].sent_at - started)
 
 
+def burst_cpu(fake: FakeTelegram, count: int, pids: Sequence[int]) -> tuple[float, float]:
+    """``burst_rate`` of "hello" messages, and the CPU time (user + system) the processes
+    ``pids`` spent on it together, in ms per update."""
+    before = sum(cpu_seconds(pid) for pid in pids)
+    rate = burst_rate(fake, count, lambda i: f"hello {i}")
+    return rate, (sum(cpu_seconds(pid) for pid in pids) - before) / count * 1000
+
+
 def rss_kib(pid: int) -> tuple[int, int]:
     """Resident set size now and at its peak, in KiB (Linux /proc)."""
     fields = dict(
@@ -204,14 +212,14 @@ def throughput(count: int = 2000, rounds: int = 3) -> list[Row]:
     timeit does: on a shared machine the slow rounds measure the neighbours.
     """
     rates: dict[str, list[float]] = {"newsbot": [], "echo": [], "echo, same transport": []}
-    # CPU time of the bot's process per update (user + system), the rate's other side:
-    # the fake Telegram in this process is the same for all three.
+    # CPU time of the bot's process per update, the rate's other side: the fake Telegram
+    # in this process is the same for all three.
     cpu: dict[str, list[float]] = {name: [] for name in rates}
 
     def measure(name: str, pid: int) -> None:
-        started = cpu_seconds(pid)
-        rates[name].append(burst_rate(fake, count, lambda i: f"hello {i}"))
-        cpu[name].append((cpu_seconds(pid) - started) / count * 1000)
+        rate, ms = burst_cpu(fake, count, [pid])
+        rates[name].append(rate)
+        cpu[name].append(ms)
 
     with redis_server() as server, FakeTelegram() as fake:
         for _ in range(rounds):
@@ -233,9 +241,7 @@ def throughput(count: int = 2000, rounds: int = 3) -> list[Row]:
     )
     print(
         "CPU per update: "
-        + ", ".join(
-            f"{name} {'/'.join(f'{ms:.2f}' for ms in values)} ms" for name, values in cpu.items()
-        )
+        + ", ".join(f"{name} {fmt_ms(values)} ms" for name, values in cpu.items())
     )
     ratio = best["newsbot"] / best["echo"]
     own = best["newsbot"] / best["echo, same transport"]
@@ -1000,10 +1006,9 @@ def webhook(count: int = 1500, size: int = 3, rounds: int = 2) -> list[Row]:
     cpu: dict[str, list[float]] = {"polling": [], "webhook": []}
 
     def measure(mode: str, started: list[Replica]) -> None:
-        before = sum(cpu_seconds(replica.process.pid) for replica in started)
-        rates[mode].append(burst_rate(fake, count, lambda i: f"hello {i}"))
-        used = sum(cpu_seconds(replica.process.pid) for replica in started) - before
-        cpu[mode].append(used / count * 1000)
+        rate, ms = burst_cpu(fake, count, [replica.process.pid for replica in started])
+        rates[mode].append(rate)
+        cpu[mode].append(ms)
 
     with redis_server() as server, FakeTelegram() as fake, RoundRobinProxy() as proxy:
         pushed = {
@@ -1022,11 +1027,8 @@ def webhook(count: int = 1500, size: int = 3, rounds: int = 2) -> list[Row]:
     print(
         f"webhook: {size} replicas polling {fmt(rates['polling'])}, webhook "
         f"{fmt(rates['webhook'])} updates/s ({count} updates from {CHATS} chats); "
-        "CPU of the replicas per update: polling "
-        + "/".join(f"{ms:.2f}" for ms in cpu["polling"])
-        + ", webhook "
-        + "/".join(f"{ms:.2f}" for ms in cpu["webhook"])
-        + " ms"
+        f"CPU of the replicas per update: polling {fmt_ms(cpu['polling'])}, "
+        f"webhook {fmt_ms(cpu['webhook'])} ms"
     )
     ratio = hooked / polled
     return [
@@ -1162,6 +1164,10 @@ BENCHMARKS: dict[str, Callable[[], list[Row]]] = {
 
 def fmt(values: Sequence[float]) -> str:
     return "/".join(f"{value:.0f}" for value in values)
+
+
+def fmt_ms(values: Sequence[float]) -> str:
+    return "/".join(f"{value:.2f}" for value in values)
 
 
 def table(rows: Sequence[Row]) -> str:
